@@ -1,0 +1,121 @@
+"""Build TVM kernels for this CPU, keep them on disk, and call them on torch tensors.
+
+Compiled libraries are cached under $AUTOTILE_CACHE_DIR (default: the user's cache dir) keyed by
+device, workload, config and toolchain versions, so a tuned kernel loads in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from functools import cache
+from pathlib import Path
+
+from autotile.errors import AutotileError
+
+
+def cache_root() -> Path:
+    env = os.environ.get("AUTOTILE_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "autotile" / "kernels"
+
+
+@cache
+def toolchain_versions() -> dict:
+    import tvm
+    import tvm_ffi
+
+    import autotile
+
+    return {"autotile": autotile.__version__, "tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__}
+
+
+def llvm_target(mcpu: str, threads: int):
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": int(threads)})
+
+
+def lower(workload, config):
+    """The scheduled IRModule for (workload, config): one place that knows template modules."""
+    if workload.op == "gemm":
+        from autotile.kernels.gemm_tvm import schedule
+
+        return schedule(workload, config)
+    raise AutotileError(f"no TVM template for op {workload.op!r}")
+
+
+def build(workload, config, mcpu: str, threads: int):
+    import tvm
+
+    return tvm.compile(lower(workload, config), llvm_target(mcpu, threads))
+
+
+def kernel_path(device_key: str, workload, config) -> Path:
+    versions = ",".join(f"{k}={v}" for k, v in sorted(toolchain_versions().items()))
+    digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
+    return cache_root() / device_key / workload.key / f"{digest}.so"
+
+
+def export(executable, path: Path) -> Path:
+    """Write the library atomically: a crash never leaves a half-written .so to be loaded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    try:
+        executable.export_library(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def build_cached(device_key: str, workload, config, mcpu: str, threads: int) -> Path:
+    """Path of the compiled library for (workload, config) on this device, building it if missing."""
+    path = kernel_path(device_key, workload, config)
+    if not path.exists():
+        export(build(workload, config, mcpu, threads), path)
+    return path
+
+
+class CompiledKernel:
+    """A compiled kernel called on torch tensors without copies (DLPack).
+
+    kernel(A, B[, bias][, residual], out=None) -> C, operands in the workload's order.
+    """
+
+    def __init__(self, workload, config, module, path: Path | None = None):
+        self.workload = workload
+        self.config = config
+        self.module = module
+        self.path = path
+        self._shapes = workload.operand_shapes()
+
+    @classmethod
+    def load(cls, workload, config, path: Path) -> CompiledKernel:
+        import tvm
+
+        return cls(workload, config, tvm.runtime.load_module(str(path)), path)
+
+    def __call__(self, *inputs, out=None):
+        import torch
+
+        names = list(self._shapes)
+        if len(inputs) != len(names) - 1:
+            raise AutotileError(f"{self.workload.key} takes {len(names) - 1} inputs ({', '.join(names[:-1])}), "
+                                f"got {len(inputs)}")
+        if out is None:
+            out = torch.empty(self._shapes["C"], dtype=getattr(torch, self.workload.out_dtype),
+                              device=inputs[0].device)
+        for name, t in zip(names, (*inputs, out)):
+            if tuple(t.shape) != self._shapes[name]:
+                raise AutotileError(f"{self.workload.key}: {name} has shape {tuple(t.shape)}, "
+                                    f"expected {self._shapes[name]}")
+            if not t.is_contiguous():
+                raise AutotileError(f"{self.workload.key}: {name} must be contiguous (strides {t.stride()})")
+        self.module(*inputs, out)
+        return out

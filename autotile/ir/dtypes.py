@@ -1,0 +1,64 @@
+"""The table of element types autotile knows, by canonical name.
+
+Later templates (low precision, block-scaled) extend behaviour, not this table's names.
+"""
+
+from dataclasses import dataclass
+
+from autotile.errors import AutotileError
+
+
+@dataclass(frozen=True)
+class DType:
+    name: str  # canonical name, used in workload keys
+    bits: int
+    kind: str  # "float", "int", "uint"
+    numpy: str | None  # numpy / ml_dtypes name, None for sub-byte packed types
+    tvm: str | None  # TVM dtype string, None where TVM has no scalar type
+
+
+DTYPES: dict[str, DType] = {
+    d.name: d
+    for d in [
+        DType("float32", 32, "float", "float32", "float32"),
+        DType("float16", 16, "float", "float16", "float16"),
+        DType("bfloat16", 16, "float", "bfloat16", "bfloat16"),
+        DType("float8_e4m3", 8, "float", "float8_e4m3fn", "float8_e4m3fn"),
+        DType("float8_e5m2", 8, "float", "float8_e5m2", "float8_e5m2"),
+        DType("int32", 32, "int", "int32", "int32"),
+        DType("int8", 8, "int", "int8", "int8"),
+        DType("uint8", 8, "uint", "uint8", "uint8"),
+        DType("int4", 4, "int", None, "int4"),
+    ]
+}
+
+# Spellings users type, mapped to the canonical name.
+ALIASES = {
+    "fp32": "float32",
+    "f32": "float32",
+    "fp16": "float16",
+    "f16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+    "fp8_e4m3": "float8_e4m3",
+    "e4m3": "float8_e4m3",
+    "float8_e4m3fn": "float8_e4m3",
+    "fp8_e5m2": "float8_e5m2",
+    "e5m2": "float8_e5m2",
+    "i8": "int8",
+    "i32": "int32",
+    "u8": "uint8",
+    "i4": "int4",
+}
+
+# What the GEMM templates can run today; the table above admits more for later issues.
+SUPPORTED_GEMM_DTYPES = ("float32",)
+
+
+def dtype(name: str) -> DType:
+    """Look a dtype up by canonical name or alias; a clear error names the unknown one."""
+    canonical = ALIASES.get(str(name).lower(), str(name).lower())
+    if canonical not in DTYPES:
+        known = ", ".join(DTYPES)
+        raise AutotileError(f"unknown dtype {name!r}; expected one of: {known}")
+    return DTYPES[canonical]

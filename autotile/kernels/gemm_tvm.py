@@ -1,0 +1,181 @@
+"""Lowering of the GEMM template to TVM: a TE definition, then a TensorIR schedule from the config."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te
+from tvm import tirx as tir
+
+from autotile.codegen.tvm.fastmath import ACTIVATIONS
+from autotile.ir.workload import GemmWorkload
+from autotile.kernels.gemm import GemmConfig, _ceil_div
+
+
+def _round_up(x: int, step: int) -> int:
+    return _ceil_div(x, step) * step
+
+
+def _epilogue_stage(w: GemmWorkload, src, ops, extra, name, out_dtype):
+    """One elementwise stage over (batch?, M, N) applying `ops` to src."""
+    batched = w.batch > 1
+
+    def body(*idx):
+        b, i, j = idx if batched else (None, *idx)
+        x = src[idx]
+        for op in ops:
+            if op == "bias":
+                x = x + extra["bias"][j]
+            elif op == "residual":
+                x = x + extra["residual"][idx]
+            elif op.startswith("cast:"):
+                pass
+            else:
+                x = ACTIVATIONS[op](x)
+        return x.astype(out_dtype) if out_dtype != "float32" else x
+
+    shape = ((w.batch,) if batched else ()) + (w.m, w.n)
+    return te.compute(shape, body, name=name)
+
+
+def define(w: GemmWorkload, c: GemmConfig):
+    """TE tensors: the padded accumulator stage 'mm', packs, and epilogue stages; returns (args, stages)."""
+    batched = w.batch > 1
+    bdim = (w.batch,) if batched else ()
+    mc, nc = c.mc_tiles * c.mr, c.nc_tiles * c.nr
+    mp, np_, kp = _round_up(w.m, mc), _round_up(w.n, nc), _round_up(w.k, c.kc)
+
+    A = te.placeholder(bdim + ((w.k, w.m) if w.trans_a else (w.m, w.k)), w.dtype, name="A")
+    B = te.placeholder(bdim + ((w.n, w.k) if w.trans_b else (w.k, w.n)), w.dtype, name="B")
+    extra = {}
+    if "bias" in w.epilogue:
+        extra["bias"] = te.placeholder((w.n,), "float32", name="bias")
+    if "residual" in w.epilogue:
+        extra["residual"] = te.placeholder(bdim + (w.m, w.n), "float32", name="residual")
+    zero = tir.const(0, w.dtype)
+
+    def a_at(bi, i, k):
+        idx = (k, i) if w.trans_a else (i, k)
+        return A[(*bi, *idx)]
+
+    def b_at(bi, k, j):
+        idx = (j, k) if w.trans_b else (k, j)
+        return B[(*bi, *idx)]
+
+    def clamp(x, n, padded):
+        return te.min(x, n - 1) if padded > n else x
+
+    stages = {}
+    if c.pack_a:
+        # Apack[b, io, k, ii] = A[io*mr + ii, k], zero beyond M and K.
+        def apack(*idx):
+            bi, (io, k, ii) = idx[:-3], idx[-3:]
+            i = io * c.mr + ii
+            return tir.if_then_else(tir.all(i < w.m, k < w.k), a_at(bi, clamp(i, w.m, mp), clamp(k, w.k, kp)), zero)
+
+        stages["Apack"] = te.compute(bdim + (mp // c.mr, kp, c.mr), apack, name="Apack")
+    if c.pack_b:
+        def bpack(*idx):
+            bi, (jo, k, ji) = idx[:-3], idx[-3:]
+            j = jo * c.nr + ji
+            return tir.if_then_else(tir.all(j < w.n, k < w.k), b_at(bi, clamp(k, w.k, kp), clamp(j, w.n, np_)), zero)
+
+        stages["Bpack"] = te.compute(bdim + (np_ // c.nr, kp, c.nr), bpack, name="Bpack")
+
+    k = te.reduce_axis((0, kp), name="k")
+
+    def mm(*idx):
+        bi, (i, j) = idx[:-2], idx[-2:]
+        if c.pack_a:
+            a = stages["Apack"][(*bi, i // c.mr, k, i % c.mr)]
+        else:
+            a = a_at(bi, clamp(i, w.m, mp), clamp(k, w.k, kp))
+        if c.pack_b:
+            b = stages["Bpack"][(*bi, j // c.nr, k, j % c.nr)]
+        else:
+            b = b_at(bi, clamp(k, w.k, kp), clamp(j, w.n, np_))
+            if kp > w.k and not c.pack_a:  # some operand must supply zeros past K
+                b = tir.if_then_else(k < w.k, b, zero)
+        return te.sum(a.astype("float32") * b.astype("float32"), axis=k)
+
+    stages["mm"] = te.compute(bdim + (mp, np_), mm, name="mm")
+
+    fused, rest = w.epilogue[: c.fuse_epilogue], w.epilogue[c.fuse_epilogue:]
+    out_dtype = w.out_dtype
+    # The write-back stage cuts the padding off and applies the fused ops.
+    stages["C"] = _epilogue_stage(w, stages["mm"], fused, extra, "C", out_dtype if not rest else "float32")
+    last = stages["C"]
+    for n, op in enumerate(rest):
+        final = n == len(rest) - 1
+        last = _epilogue_stage(w, last, (op,), extra, f"epi{n}", out_dtype if final else "float32")
+        stages[f"epi{n}"] = last
+    args = [A, B, *extra.values(), last]
+    return args, stages
+
+
+def _vectorize_inner(sch, block, lanes: int):
+    """Parallelize the outer loop and vectorize the innermost of an elementwise stage."""
+    loops = sch.get_loops(block)
+    inner = loops[-1]
+    _, v = sch.split(inner, [None, lanes])
+    sch.vectorize(v)
+
+
+def schedule(w: GemmWorkload, c: GemmConfig) -> tvm.IRModule:
+    args, stages = define(w, c)
+    sch = tvm.s_tir.Schedule(te.create_prim_func(args))
+    batched = w.batch > 1
+
+    mm = sch.get_sblock("mm")
+    loops = sch.get_loops(mm)
+    bl, (i, j, k) = loops[:-3], loops[-3:]
+    i0, i1, i2 = sch.split(i, [None, c.mc_tiles, c.mr])
+    j0, j1, j2 = sch.split(j, [None, c.nc_tiles, c.nr])
+    k0, k1 = sch.split(k, [None, c.kc])
+    k1a, k1b = sch.split(k1, [None, c.unroll_k])
+    j2o, j2i = sch.split(j2, [None, c.vec])
+    outer = (i0, j0) if c.outer == "ij" else (j0, i0)
+    inner = (i1, j1) if c.inner == "ij" else (j1, i1)
+    if c.korder == "outer":
+        order = [*bl, *outer, k0, *inner, k1a, k1b, i2, j2o, j2i]
+    else:
+        order = [*bl, *outer, *inner, k0, k1a, k1b, i2, j2o, j2i]
+    sch.reorder(*order)
+
+    acc = sch.cache_write(mm, 0, "local")
+    sch.reverse_compute_at(acc, inner[-1])
+    c_block = sch.get_sblock("C")
+    sch.reverse_compute_at(c_block, inner[-1] if c.epilogue_at == "tile" else outer[-1])
+
+    sch.vectorize(j2i)
+    sch.unroll(j2o)
+    sch.unroll(i2)
+    if c.unroll_k > 1:
+        sch.unroll(k1b)
+    n_par = {"both": 2, "first": 1, "none": 0}[c.parallel]
+    par = list(bl) + list(outer[:n_par])
+    if par:
+        sch.parallel(sch.fuse(*par) if len(par) > 1 else par[0])
+    sch.decompose_reduction(mm, k0)
+
+    acc_loops = sch.get_loops(acc)
+    sch.vectorize(acc_loops[-1])
+    c_loops = sch.get_loops(c_block)
+    if w.n >= c.vec:
+        _, cv = sch.split(c_loops[-1], [None, c.vec])
+        sch.vectorize(cv)
+
+    for name in ("Apack", "Bpack"):
+        if name in stages:
+            block = sch.get_sblock(name)
+            ploops = sch.get_loops(block)
+            sch.parallel(sch.fuse(*ploops[: len(bl) + 1]) if batched else ploops[0])
+            if name == "Bpack":
+                sch.vectorize(ploops[-1])
+    for name, stage in stages.items():
+        if name.startswith("epi"):
+            block = sch.get_sblock(name)
+            eloops = sch.get_loops(block)
+            sch.parallel(sch.fuse(*eloops[:-1]))
+            if w.n >= c.vec:
+                _vectorize_inner(sch, block, c.vec)
+    return sch.mod

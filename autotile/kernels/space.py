@@ -1,0 +1,103 @@
+"""What every template's config space offers the search: plain values, stable keys, features.
+
+A config is a frozen dataclass of ints, strings and bools. Its key is built from its values
+(never from hash() or repr), so it keys database rows and kernel caches across processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    """Base of template configs: serialisation and a readable key shared by all of them."""
+
+    @property
+    def key(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                value = int(value)
+            parts.append(f"{f.name}{value}")
+        return "_".join(parts)
+
+    def __str__(self) -> str:
+        return self.key
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class ConfigSpace:
+    """A template's space: domains per knob, a validity check, and a canonical form.
+
+    Subclasses define `domains` (knob -> list of values), `valid(config)`, `canonical(config)`
+    (equal for configs that lower to the same program), `default()` and `features(config)`.
+    Sampling, mutation and crossover are generic over the domains.
+    """
+
+    config_type: type[Config]
+    domains: dict[str, list]
+
+    def valid(self, config) -> bool:
+        return True
+
+    def canonical(self, config):
+        return config
+
+    def default(self):
+        raise NotImplementedError
+
+    def features(self, config) -> list[float]:
+        raise NotImplementedError
+
+    def _retry(self, make, rng: random.Random, fallback):
+        for _ in range(200):
+            config = make()
+            if self.valid(config):
+                return self.canonical(config)
+        return self.canonical(fallback)
+
+    def sample(self, rng: random.Random):
+        return self._retry(
+            lambda: self.config_type(**{k: rng.choice(v) for k, v in self.domains.items()}), rng, self.default()
+        )
+
+    def mutate(self, config, rng: random.Random, knobs: int = 1):
+        def make():
+            changed = config.to_dict()
+            for name in rng.sample(sorted(self.domains), knobs):
+                changed[name] = _neighbour(self.domains[name], changed[name], rng)
+            return self.config_type(**changed)
+
+        return self._retry(make, rng, config)
+
+    def crossover(self, a, b, rng: random.Random):
+        da, db = a.to_dict(), b.to_dict()
+        return self._retry(
+            lambda: self.config_type(**{k: (da if rng.random() < 0.5 else db)[k] for k in da}), rng, a
+        )
+
+
+def _neighbour(domain: list, value, rng: random.Random):
+    """Ordered domains step to an adjacent value (small moves); others jump anywhere."""
+    if value in domain and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in domain):
+        i = domain.index(value)
+        j = min(max(i + rng.choice((-2, -1, 1, 2)), 0), len(domain) - 1)
+        if j != i:
+            return domain[j]
+    others = [v for v in domain if v != value]
+    return rng.choice(others) if others else value
