@@ -6,7 +6,7 @@ import tvm
 from tvm import te
 from tvm import tirx as tir
 
-from autotile.codegen.tvm.fastmath import ACTIVATIONS
+from autotile.codegen.tvm.fastmath import ACTIVATIONS, cast
 from autotile.ir.workload import GemmWorkload
 from autotile.kernels.gemm import GemmConfig, _ceil_div
 
@@ -31,7 +31,7 @@ def _epilogue_stage(w: GemmWorkload, src, ops, extra, name, out_dtype):
                 pass
             else:
                 x = ACTIVATIONS[op](x)
-        return x.astype(out_dtype) if out_dtype != "float32" else x
+        return x if out_dtype == "float32" else cast(x, out_dtype)
 
     shape = ((w.batch,) if batched else ()) + (w.m, w.n)
     return te.compute(shape, body, name=name)

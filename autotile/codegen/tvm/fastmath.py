@@ -11,6 +11,15 @@ def _f32(value: float):
     return tir.const(value, "float32")
 
 
+def let(value, body):
+    """body(v) with v bound once to value: without it, nested uses copy whole expression trees
+    (gelu of x uses x three times), and a chain of activations grows exponentially."""
+    if isinstance(value, (tir.Var, tir.FloatImm)):
+        return body(value)
+    var = tir.Var("t", "float32")  # every value these functions bind is float32
+    return tir.Let(var, value, body(var))
+
+
 def _horner(x, coefficients):
     acc = _f32(coefficients[0])
     for c in coefficients[1:]:
@@ -27,9 +36,10 @@ _ERF_DENOMINATOR = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438
 
 
 def erf(x):
-    x = tir.max(tir.min(x, _f32(4.0)), _f32(-4.0))
-    x2 = x * x
-    return x * _horner(x2, _ERF_NUMERATOR) / _horner(x2, _ERF_DENOMINATOR)
+    def body(x):
+        return let(x * x, lambda x2: x * _horner(x2, _ERF_NUMERATOR) / _horner(x2, _ERF_DENOMINATOR))
+
+    return let(tir.max(tir.min(x, _f32(4.0)), _f32(-4.0)), body)
 
 
 # Cephes expf: exp(x) = 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2]; 2^n built in the exponent bits.
@@ -37,12 +47,15 @@ _EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
 
 
 def exp(x):
-    x = tir.max(tir.min(x, _f32(88.3762626647949)), _f32(-87.3365478515625))
-    n = tir.floor(x * _f32(1.44269504088896341) + _f32(0.5))
-    r = x - n * _f32(0.693359375) + n * _f32(2.12194440e-4)
-    p = _horner(r, _EXP_POLY) * r * r + r + _f32(1.0)
-    two_n = tir.reinterpret("float32", tir.shift_left(tir.Cast("int32", n) + 127, 23))
-    return p * two_n
+    def reduced(x, n):
+        two_n = tir.reinterpret("float32", tir.shift_left(tir.Cast("int32", n) + 127, 23))
+        r = x - n * _f32(0.693359375) + n * _f32(2.12194440e-4)
+        return let(r, lambda r: (_horner(r, _EXP_POLY) * r * r + r + _f32(1.0)) * two_n)
+
+    def body(x):
+        return let(tir.floor(x * _f32(1.44269504088896341) + _f32(0.5)), lambda n: reduced(x, n))
+
+    return let(tir.max(tir.min(x, _f32(88.3762626647949)), _f32(-87.3365478515625)), body)
 
 
 def sigmoid(x):
@@ -55,16 +68,19 @@ def tanh(x):
 
 
 def gelu(x):
-    return _f32(0.5) * x * (_f32(1.0) + erf(x * _f32(0.7071067811865476)))
+    return let(x, lambda x: _f32(0.5) * x * (_f32(1.0) + erf(x * _f32(0.7071067811865476))))
 
 
 def gelu_tanh(x):
-    inner = _f32(0.7978845608028654) * (x + _f32(0.044715) * x * x * x)
-    return _f32(0.5) * x * (_f32(1.0) + tanh(inner))
+    def body(x):
+        inner = _f32(0.7978845608028654) * (x + _f32(0.044715) * x * x * x)
+        return _f32(0.5) * x * (_f32(1.0) + tanh(inner))
+
+    return let(x, body)
 
 
 def silu(x):
-    return x * sigmoid(x)
+    return let(x, lambda x: x * sigmoid(x))
 
 
 def relu(x):
@@ -72,3 +88,23 @@ def relu(x):
 
 
 ACTIVATIONS = {"relu": relu, "gelu": gelu, "gelu_tanh": gelu_tanh, "silu": silu}
+
+
+def to_bfloat16(x):
+    """float32 -> bfloat16, rounding to nearest even, in integer arithmetic.
+
+    TVM legalizes a bf16 cast by repeating its operand, which breaks on let-bound epilogues;
+    doing the rounding here keeps the operand used once.
+    """
+
+    def body(bits):
+        rounding = tir.bitwise_and(tir.shift_right(bits, tir.const(16, "uint32")), tir.const(1, "uint32"))
+        rounded = tir.shift_right(bits + rounding + tir.const(0x7FFF, "uint32"), tir.const(16, "uint32"))
+        return tir.reinterpret("bfloat16", tir.Cast("uint16", rounded))
+
+    var = tir.Var("bits", "uint32")
+    return tir.Let(var, tir.reinterpret("uint32", x), body(var))
+
+
+def cast(x, dtype: str):
+    return to_bfloat16(x) if dtype == "bfloat16" else x.astype(dtype)

@@ -1,0 +1,78 @@
+"""The Python API: tune a workload, or get its best compiled kernel."""
+
+from __future__ import annotations
+
+from autotile.errors import AutotileError
+
+BACKENDS = ("auto", "tvm", "triton")
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise AutotileError(f"unknown backend {backend!r}; expected one of: {', '.join(BACKENDS)}")
+    if backend == "triton":
+        from autotile.db.device import cuda_fingerprint
+
+        if cuda_fingerprint() is None:
+            raise AutotileError("the triton backend needs a CUDA GPU, and this machine has none; use --backend tvm")
+        raise AutotileError("the triton backend is not implemented yet; use --backend tvm")
+    return "tvm"
+
+
+def open_db(db):
+    from autotile.db.store import TuningDB
+
+    return db if isinstance(db, TuningDB) else TuningDB(db)
+
+
+def tune(workload, trials: int = 64, db=None, *, time_budget: float | None = None, seed: int = 0,
+         strategy: str = "evolution", backend: str = "auto", retune: bool = False, progress: bool = False):
+    """Tune `workload` on this machine; the result is recorded in the database (default path if None).
+
+    A workload already tuned with this toolchain is answered from the database (`cached=True`)
+    unless `retune`; retuning runs `trials` new trials and never re-measures a recorded config.
+    """
+    from autotile.db.device import current_device
+    from autotile.search.strategy import STRATEGIES
+    from autotile.search.tuner import tune as run_tuning
+
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise AutotileError(f"trials must be a positive integer, got {trials!r}")
+    if time_budget is not None and time_budget <= 0:
+        raise AutotileError(f"time budget must be positive seconds, got {time_budget!r}")
+    if strategy not in STRATEGIES:
+        raise AutotileError(f"unknown search strategy {strategy!r}; expected one of: {', '.join(STRATEGIES)}")
+    backend = resolve_backend(backend)
+    device = current_device(backend)
+    with open_db(db) as database:
+        return run_tuning(workload, db=database, device=device, trials=trials, time_budget=time_budget, seed=seed,
+                          strategy=strategy, backend=backend, retune=retune, progress=progress)
+
+
+def kernel(workload, db=None, backend: str = "auto"):
+    """The best verified kernel for `workload` on this device, or the heuristic default when none is tuned.
+
+    Libraries are cached on disk, so a tuned workload loads in milliseconds. A config that was never
+    measured on this device (the default) is verified here before it is first returned.
+    """
+    from autotile.codegen.tvm.build import CompiledKernel, build_cached, kernel_path
+    from autotile.db.device import current_device
+    from autotile.ir.reference import verify
+    from autotile.kernels import space_for
+    from autotile.search.tuner import current_best
+
+    backend = resolve_backend(backend)
+    device = current_device(backend)
+    space = space_for(workload, device.fingerprint)
+    with open_db(db) as database:
+        best = current_best(database, device, workload, backend)
+    config = space.config_type.from_dict(best["config"]) if best else space.default()
+    fresh = not kernel_path(device.key, workload, config).exists()
+    path = build_cached(device.key, workload, config, device.fingerprint["mcpu"], device.fingerprint["threads"])
+    compiled = CompiledKernel.load(workload, config, path)
+    if fresh and best is None:
+        verdict = verify(workload, compiled)
+        if not verdict.ok:
+            path.unlink()
+            raise AutotileError(f"the default kernel for {workload.key} failed verification: {verdict.reason}")
+    return compiled

@@ -1,0 +1,207 @@
+"""The `autotile` command line: tune workloads, inspect the database, show the device key.
+
+Progress and tables go to stderr; stdout carries only the result (with --json, one JSON object).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+import autotile
+from autotile.errors import AutotileError
+
+
+def parse_shape(text: str, names: str) -> tuple[int, ...]:
+    """'512x768x768' -> (512, 768, 768), with an error naming the expected form."""
+    parts = text.lower().replace("*", "x").split("x")
+    form = "x".join(names)
+    if len(parts) != len(names):
+        raise AutotileError(f"shape {text!r} must have the form {form} ({len(names)} integers joined by 'x')")
+    dims = []
+    for name, part in zip(names, parts):
+        if not part.strip().isdigit() or int(part) <= 0:
+            raise AutotileError(f"shape {text!r}: {name} must be a positive integer, got {part!r}")
+        dims.append(int(part))
+    return tuple(dims)
+
+
+def user_errors(fn):
+    """AutotileError -> a one-line 'Error: ...' and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AutotileError as e:
+            raise click.UsageError(str(e)) from None
+
+    return wrapper
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@click.group()
+@click.version_option(autotile.__version__)
+def main():
+    """autotile: tune tensor kernels for this machine and keep the results in a shared database."""
+
+
+@main.group()
+def tune():
+    """Tune one workload on this machine."""
+
+
+def common_tune_options(fn):
+    options = [
+        click.option("--backend", type=click.Choice(["auto", "tvm", "triton"]), default="auto", show_default=True),
+        click.option("--trials", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="Candidates to build and measure (failures count)."),
+        click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Stop tuning after this many seconds."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--strategy", type=click.Choice(["evolution", "random"]), default="evolution",
+                     show_default=True),
+        click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
+                     help="SQLite database (default $AUTOTILE_DB, else the user cache dir)."),
+        click.option("--retune", is_flag=True, help="Run new trials even if the workload is tuned."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def run_and_report(workload, backend, trials, time_budget, seed, strategy, db_path, retune, as_json):
+    result = autotile.tune(workload, trials=trials, db=db_path, time_budget=time_budget, seed=seed,
+                           strategy=strategy, backend=backend, retune=retune, progress=not as_json)
+    print_summary(result)
+    if as_json:
+        click.echo(json.dumps(result.to_json_dict(), sort_keys=True))
+    elif result.verified:
+        click.echo(f"{result.workload}: {result.latency_us:.1f} us, {result.gflops:.1f} GFLOP/s"
+                   f"{' (cached)' if result.cached else ''}")
+    if not result.verified:
+        raise click.ClickException(f"no candidate for {result.workload} passed verification in {result.trials} "
+                                   f"trials; see `autotile db show {result.workload}`")
+
+
+def print_summary(result):
+    from rich.table import Table
+
+    table = Table(title="autotile", show_header=False)
+    for name, value in [
+        ("workload", result.workload), ("device", result.device), ("backend", result.backend),
+        ("config", " ".join(f"{k}={v}" for k, v in result.config.items())),
+        ("latency", f"{result.latency_us:.1f} us" if result.latency_us else "-"),
+        ("GFLOP/s", f"{result.gflops:.1f}" if result.gflops else "-"),
+        ("trials", f"{result.trials} ({result.failed} failed)" if not result.cached else str(result.trials)),
+        ("tuning seconds", f"{result.tuning_seconds:.1f}"), ("threads", str(result.threads)),
+        ("verified", str(result.verified)), ("cached", str(result.cached)),
+    ]:
+        table.add_row(name, value)
+    stderr_console().print(table)
+
+
+@tune.command("gemm")
+@click.option("--shape", required=True, help="MxNxK: C[M,N] = A[M,K] @ B[K,N].")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--layout", type=click.Choice(["nn", "nt", "tn", "tt"]), default="nn", show_default=True,
+              help="Transposed operands: A then B ('nt': B given as [N,K]).")
+@click.option("--epilogue", default="", help="Fused ops after the GEMM, e.g. bias,gelu "
+              "(bias, relu, gelu, gelu_tanh, silu, residual, cast:<dtype>).")
+@common_tune_options
+@user_errors
+def tune_gemm(shape, batch, dtype, layout, epilogue, **common):
+    """Tune a GEMM (optionally batched, with a fused epilogue)."""
+    from autotile.ir import GemmWorkload
+
+    m, n, k = parse_shape(shape, "MNK")
+    workload = GemmWorkload(m, n, k, batch=batch, dtype=dtype, trans_a=layout[0] == "t", trans_b=layout[1] == "t",
+                            epilogue=epilogue)
+    run_and_report(workload, **common)
+
+
+@main.group("db")
+def db_group():
+    """Inspect the tuning database."""
+
+
+@db_group.command("list")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def db_list(db_path, as_json):
+    """Tuned workloads: one row per device, workload and backend."""
+    from autotile.api import open_db
+
+    with open_db(db_path) as db:
+        rows = db.list_workloads()
+    if as_json:
+        click.echo(json.dumps(rows, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("workload", "device", "backend", "measured", "failed", "best us", "GFLOP/s")
+    for r in rows:
+        table.add_row(r["workload"], r["device"], r["backend"], str(r["measurements"]), str(r["failures"]),
+                      f"{r['best_latency_us']:.1f}" if r.get("best_latency_us") else "-",
+                      f"{r['best_gflops']:.1f}" if r.get("best_gflops") else "-")
+    Console(width=200).print(table)
+
+
+@db_group.command("show")
+@click.argument("key")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=int, default=20, show_default=True, help="Measurements to list, fastest first.")
+@user_errors
+def db_show(key, db_path, as_json, limit):
+    """Measurements of one workload (KEY: its key as `db list` prints it, or a unique prefix)."""
+    from autotile.api import open_db
+
+    with open_db(db_path) as db:
+        full = db.resolve_workload(key)
+        records = db.measurements(workload=full)
+    records.sort(key=lambda r: (r["status"] != "ok", r["latency_us"] or 0))
+    if as_json:
+        click.echo(json.dumps({"workload": full, "measurements": records}, sort_keys=True, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("device", "status", "us", "GFLOP/s", "threads", "config / error", title=full)
+    for r in records[:limit]:
+        detail = r["error"] or " ".join(f"{k}={v}" for k, v in r["config"].items())
+        table.add_row(r["device"], r["status"], f"{r['latency_us']:.1f}" if r["latency_us"] else "-",
+                      f"{r['gflops']:.1f}" if r["gflops"] else "-", str(r["threads"]), detail)
+    failed = sum(r["status"] != "ok" for r in records)
+    Console(width=200).print(table)
+    click.echo(f"{len(records)} measurements, {failed} failed")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def device(as_json):
+    """This machine's device key and full fingerprint."""
+    from autotile.db.device import current_device
+
+    dev = current_device("tvm")
+    if as_json:
+        click.echo(json.dumps({"key": dev.key, "fingerprint": dev.fingerprint}, sort_keys=True))
+    else:
+        click.echo(dev.key)
+        click.echo(json.dumps(dev.fingerprint, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

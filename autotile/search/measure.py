@@ -1,0 +1,173 @@
+"""Measurement: build candidates in parallel workers, then verify and time them one at a time.
+
+Builds and timed runs never overlap: a batch is built first, then run in a single runner
+process that uses every physical core (TVM_NUM_THREADS) and nothing else runs meanwhile.
+A candidate that fails to compile, crashes, hangs or computes a wrong result becomes a failed
+MeasureResult with its reason; it never raises.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from autotile.search.worker import Worker, WorkerFailure, WorkerPool
+
+DEFAULT_BUILDER = "autotile.codegen.tvm.build:build_cached"
+DEFAULT_LOADER = "autotile.codegen.tvm.build:CompiledKernel.load"
+
+
+@dataclass
+class MeasureResult:
+    config: object
+    status: str  # "ok" or "failed"
+    error: str | None = None
+    latency: dict = field(default_factory=dict)  # median, mean, min, max, std (microseconds), runs
+    gflops: float | None = None
+    threads: int | None = None
+    build_seconds: float | None = None
+    path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def latency_us(self) -> float:
+        return self.latency.get("median", float("inf")) if self.ok else float("inf")
+
+
+# --- functions that run inside workers -------------------------------------------------------
+
+def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key: str, mcpu: str, threads: int):
+    from autotile.kernels import space_for, workload_from_dict
+    from autotile.search.worker import resolve
+
+    workload = workload_from_dict(workload_dict)
+    config = space_for(workload).config_type.from_dict(config_dict)
+    start = time.perf_counter()
+    path = resolve(builder)(device_key, workload, config, mcpu, threads)
+    return str(path), time.perf_counter() - start
+
+
+_REFERENCES: dict = {}  # workload key -> [(inputs, reference)] for the verification draws
+
+
+def _draws(workload):
+    from autotile.ir.reference import gemm_reference, random_inputs
+
+    if workload.key not in _REFERENCES:
+        _REFERENCES.clear()  # one workload at a time: a tuning run measures one
+        _REFERENCES[workload.key] = [
+            (inputs, gemm_reference(workload, *inputs)) for inputs in (random_inputs(workload, s) for s in (0, 1))
+        ]
+    return _REFERENCES[workload.key]
+
+
+def time_calls(fn, repeat: int, min_repeat_s: float) -> list[float]:
+    """Seconds per call, one figure per repeat; each repeat runs long enough to be timed well."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    number = max(1, int(min_repeat_s / once))
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - start) / number)
+    return times
+
+
+def run_task(loader: str, workload_dict: dict, config_dict: dict, path: str, repeat: int, min_repeat_s: float):
+    """Verify, then time. Raises on a wrong result, so the parent records why."""
+    import os
+
+    from autotile.ir.reference import compare, poisoned_output
+    from autotile.kernels import space_for, workload_from_dict
+    from autotile.search.worker import resolve
+
+    workload = workload_from_dict(workload_dict)
+    config = space_for(workload).config_type.from_dict(config_dict)
+    kernel = resolve(loader)(workload, config, path)
+    max_error = 0.0
+    for inputs, reference in _draws(workload):
+        out = poisoned_output(workload)
+        kernel(*inputs, out=out)
+        verdict = compare(workload, out, reference)
+        if not verdict.ok:
+            raise AssertionError(f"wrong result: {verdict.reason}")
+        max_error = max(max_error, verdict.max_abs_error)
+    inputs, _ = _draws(workload)[0]
+    out = poisoned_output(workload)
+    times_us = [t * 1e6 for t in time_calls(lambda: kernel(*inputs, out=out), repeat, min_repeat_s)]
+    return {
+        "median": statistics.median(times_us), "mean": statistics.fmean(times_us), "min": min(times_us),
+        "max": max(times_us), "std": statistics.pstdev(times_us), "runs": len(times_us),
+        "threads": int(os.environ.get("TVM_NUM_THREADS", "0")) or None, "max_abs_error": max_error,
+    }
+
+
+# --- the parent side ----------------------------------------------------------------------------
+
+def _reason(failure: WorkerFailure, stage: str) -> str:
+    text = str(failure)
+    if text.startswith("AssertionError: wrong result"):
+        return text.removeprefix("AssertionError: ")
+    return f"{stage}: {text.splitlines()[-1] if text else 'failed'}"
+
+
+class Measurer:
+    """Builds in a pool of `build_workers`, runs in one runner with `threads` kernel threads."""
+
+    def __init__(self, device, threads: int, build_workers: int = 2, build_timeout: float = 120.0,
+                 run_timeout: float = 60.0, builder: str = DEFAULT_BUILDER, loader: str = DEFAULT_LOADER):
+        self.device = device
+        self.threads = threads
+        self.builder, self.loader = builder, loader
+        self.build_timeout, self.run_timeout = build_timeout, run_timeout
+        self.build_pool = WorkerPool(build_workers, warm_imports=("tvm", "autotile.kernels.gemm_tvm"))
+        self.runner = Worker({"TVM_NUM_THREADS": threads}, warm_imports=("tvm", "torch"))
+
+    def build(self, workload, configs) -> list:
+        """Paths (str, seconds) or WorkerFailure, in order."""
+        mcpu = self.device.fingerprint.get("mcpu", "generic")
+        items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads)
+                 for c in configs]
+        return self.build_pool.map("autotile.search.measure:build_task", items, self.build_timeout)
+
+    def run(self, workload, config, path: str, repeat: int = 5, min_repeat_s: float = 0.02) -> MeasureResult:
+        try:
+            stats = self.runner.call("autotile.search.measure:run_task", self.loader, workload.to_dict(),
+                                     config.to_dict(), path, repeat, min_repeat_s, timeout=self.run_timeout)
+        except WorkerFailure as failure:
+            return MeasureResult(config, "failed", _reason(failure, "run"), path=path)
+        threads = stats.pop("threads")
+        stats.pop("max_abs_error")
+        gflops = workload.flops / (stats["median"] * 1e-6) / 1e9
+        return MeasureResult(config, "ok", latency=stats, gflops=gflops, threads=threads, path=path)
+
+    def measure(self, workload, configs, repeat: int = 5) -> list[MeasureResult]:
+        """Build all, then run each built one; results in the order of configs."""
+        results = []
+        for config, built in zip(configs, self.build(workload, configs)):
+            if isinstance(built, WorkerFailure):
+                results.append(MeasureResult(config, "failed", _reason(built, "build")))
+                continue
+            path, seconds = built
+            result = self.run(workload, config, path, repeat)
+            result.build_seconds = seconds
+            results.append(result)
+        return results
+
+    def close(self):
+        self.build_pool.close()
+        self.runner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,203 @@
+"""The tuning loop: propose -> build -> verify + time -> record -> learn, within trials and time.
+
+A trial is one candidate built and measured (failures count; configs found equivalent and
+skipped do not). Every measurement is recorded in the database as it happens, so nothing is
+lost on a crash, and a later `--retune` never re-measures a recorded config.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+from autotile.codegen.tvm.build import toolchain_versions
+from autotile.kernels import space_for
+from autotile.search.measure import Measurer, MeasureResult
+from autotile.search.strategy import STRATEGIES
+
+BATCH = 8  # candidates per round: built together, then timed one by one
+REMEASURE_TOP = 3
+REMEASURE_REPEAT = 15
+
+
+@dataclass
+class TuneResult:
+    device: str
+    workload: str
+    backend: str
+    config: dict
+    latency_us: float | None
+    gflops: float | None
+    trials: int
+    tuning_seconds: float
+    verified: bool
+    cached: bool
+    threads: int | None = None
+    failed: int = 0
+    history: list = field(default_factory=list)
+
+    def to_json_dict(self, with_history: bool = False) -> dict:
+        d = asdict(self)
+        if not with_history:
+            d.pop("history")
+        return d
+
+
+def result_from_record(device, workload, record, run, cached: bool) -> TuneResult:
+    return TuneResult(
+        device=device.key, workload=workload.key, backend=record["backend"], config=record["config"],
+        latency_us=record["latency_us"], gflops=record["gflops"], trials=run["trials"] if run else 0,
+        tuning_seconds=run["seconds"] if run else 0.0, verified=record["status"] == "ok", cached=cached,
+        threads=record.get("threads"),
+    )
+
+
+def current_best(db, device, workload, backend: str):
+    """The best verified record made with this toolchain; records from other versions are only seeds."""
+    versions = toolchain_versions()
+    records = [r for r in db.measurements(device=device.key, workload=workload.key, backend=backend, status="ok")
+               if r.get("versions") == versions]
+    return min(records, key=lambda r: r["latency_us"], default=None)
+
+
+def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> list:
+    """Configs that won elsewhere: other devices on this workload, this device on other shapes."""
+    seeds = [space.default()]
+    records = [r for r in db.measurements(backend=backend, status="ok") if r["workload"] != workload.key
+               or r["device"] != device.key]
+    best_per_task: dict = {}
+    for r in records:
+        task = (r["device"], r["workload"])
+        if task not in best_per_task or r["latency_us"] < best_per_task[task]["latency_us"]:
+            best_per_task[task] = r
+    ranked = sorted(best_per_task.values(), key=lambda r: -(r.get("gflops") or 0))
+    for r in ranked[:limit]:
+        try:
+            seeds.append(space.config_type.from_dict(r["config"]))
+        except TypeError:
+            continue
+    return seeds
+
+
+def _history(db, device, space, workload, backend: str) -> list:
+    """Past measurements on this device as (features, latency scaled to this workload's flops)."""
+    from autotile.kernels import workload_from_dict
+
+    out = []
+    for r in db.measurements(device=device.key, backend=backend):
+        try:
+            other = workload if r["workload"] == workload.key else workload_from_dict(r["workload_description"])
+            other_space = space if other is workload else space_for(other, device.fingerprint)
+            config = other_space.config_type.from_dict(r["config"])
+        except Exception:  # a record this version cannot read is only skipped
+            continue
+        if other.op != workload.op:
+            continue
+        latency = math.inf if r["status"] != "ok" else workload.flops / (r["gflops"] * 1e3)
+        out.append((other_space.features(config), latency))
+    return out
+
+
+class Progress:
+    """A rich progress bar on stderr: trials done, best GFLOP/s so far."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("best {task.fields[best]}"), TimeElapsedColumn(),
+                            console=Console(stderr=True), transient=False)
+        self.task = self.bar.add_task(label, total=total, best="-")
+        self.bar.start()
+
+    def update(self, done: int, best_gflops: float | None):
+        if self.enabled:
+            best = f"{best_gflops:.1f} GFLOP/s" if best_gflops else "-"
+            self.bar.update(self.task, completed=done, best=best)
+
+    def close(self):
+        if self.enabled:
+            self.bar.stop()
+
+
+def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = None, seed: int = 0,
+         strategy: str = "evolution", backend: str = "tvm", retune: bool = False, progress: bool = False,
+         threads: int | None = None, measurer: Measurer | None = None, cost_model=None) -> TuneResult:
+    versions = toolchain_versions()
+    db.ensure_device(device.key, device.fingerprint)
+    db.ensure_workload(workload.key, workload.op, workload.to_dict())
+    best = current_best(db, device, workload, backend)
+    if best is not None and not retune:
+        return result_from_record(device, workload, best, db.last_run(device.key, workload.key, backend), True)
+
+    threads = threads or device.fingerprint.get("threads") or 1
+    space = space_for(workload, device.fingerprint)
+    seen = db.measured_config_keys(device.key, workload.key, backend)
+    seeds = _seed_configs(db, device, workload, space, backend)
+    if strategy == "evolution":
+        if cost_model is None:
+            from autotile.costmodel import XGBCostModel
+
+            cost_model = XGBCostModel(nthread=1, seed=seed)
+        searcher = STRATEGIES[strategy](space, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model,
+                                        history=_history(db, device, space, workload, backend))
+    else:
+        searcher = STRATEGIES[strategy](space, seed=seed, seeds=seeds, seen=seen)
+
+    own_measurer = measurer is None
+    measurer = measurer or Measurer(device, threads)
+    run_id = db.start_run(device.key, workload.key, backend, strategy, seed)
+    start = time.perf_counter()
+    done, history, results = 0, [], []
+    bar = Progress(trials, f"tuning {workload.key}", progress)
+    try:
+        while done < trials and (time_budget is None or time.perf_counter() - start < time_budget):
+            configs = searcher.propose(min(BATCH, trials - done))
+            if not configs:
+                break  # the space is exhausted
+            batch = measurer.measure(workload, configs)
+            for r in batch:
+                _record(db, device, workload, backend, r, versions, run_id)
+                history.append({"trial": done, "latency_us": r.latency_us if r.ok else None, "status": r.status,
+                                "config": r.config.key, "error": r.error})
+                done += 1
+            results.extend(batch)
+            searcher.notify(batch)
+            best_so_far = min((r for r in results if r.ok), key=lambda r: r.latency_us, default=None)
+            bar.update(done, best_so_far.gflops if best_so_far else None)
+        _remeasure_top(measurer, db, device, workload, backend, results, versions, run_id)
+    finally:
+        bar.close()
+        if own_measurer:
+            measurer.close()
+    seconds = time.perf_counter() - start
+    best = current_best(db, device, workload, backend)
+    db.finish_run(run_id, done, seconds, best["id"] if best else None)
+    failed = sum(1 for r in results if not r.ok)
+    if best is None:
+        return TuneResult(device.key, workload.key, backend, {}, None, None, done, seconds, False, False,
+                          threads, failed, history)
+    result = result_from_record(device, workload, best, {"trials": done, "seconds": seconds}, False)
+    result.failed, result.history = failed, history
+    return result
+
+
+def _record(db, device, workload, backend, r: MeasureResult, versions, run_id):
+    db.record_measurement(
+        device=device.key, workload=workload.key, backend=backend, config_key=r.config.key,
+        config=r.config.to_dict(), status=r.status, error=r.error, latency=r.latency or None,
+        gflops=r.gflops, threads=r.threads, versions=versions, run_id=run_id)
+
+
+def _remeasure_top(measurer, db, device, workload, backend, results, versions, run_id):
+    """Time the few best again with more repeats; the re-measurement replaces the first record."""
+    top = sorted((r for r in results if r.ok), key=lambda r: r.latency_us)[:REMEASURE_TOP]
+    for r in top:
+        again = measurer.run(workload, r.config, r.path, repeat=REMEASURE_REPEAT, min_repeat_s=0.05)
+        again.build_seconds = r.build_seconds
+        _record(db, device, workload, backend, again, versions, run_id)

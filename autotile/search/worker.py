@@ -1,0 +1,149 @@
+"""Persistent worker processes (spawn) that a timeout or a crash cannot take the tuner down with.
+
+A fresh interpreter per candidate would cost seconds of imports, and forking after torch or TVM
+have started threads is unsafe; so each worker is spawned once, imports TVM once, and serves
+requests over a pipe. A request that times out or kills the worker is reported as a failure and
+the worker is replaced.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import os
+import time
+import traceback
+from multiprocessing.connection import wait
+
+_CTX = mp.get_context("spawn")
+
+
+def resolve(dotted: str):
+    """'package.module:attr.attr' -> the object."""
+    module, _, attr = dotted.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _serve(conn, env: dict, warm_imports: list[str]):
+    os.environ.update(env)
+    for name in warm_imports:
+        importlib.import_module(name)
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        fn_name, args = request
+        try:
+            conn.send(("ok", resolve(fn_name)(*args)))
+        except BaseException as e:  # report everything: the parent decides what failed means
+            lines = traceback.format_exception_only(type(e), e)
+            conn.send(("error", "".join(lines).strip()[-2000:]))
+
+
+class WorkerFailure(Exception):
+    """The request did not return: timeout, crash, or an exception in the worker (message says which)."""
+
+
+class Worker:
+    def __init__(self, env: dict | None = None, warm_imports=("tvm", "torch")):
+        self.env = {k: str(v) for k, v in (env or {}).items()}
+        self.warm_imports = list(warm_imports)
+        self.process = None
+        self.conn = None
+
+    def start(self):
+        parent, child = _CTX.Pipe()
+        self.process = _CTX.Process(target=_serve, args=(child, self.env, self.warm_imports), daemon=True)
+        self.process.start()
+        child.close()
+        self.conn = parent
+
+    def ensure_started(self):
+        if self.process is None or not self.process.is_alive():
+            self.start()
+
+    def submit(self, fn_name: str, *args):
+        self.ensure_started()
+        self.conn.send((fn_name, args))
+
+    def collect(self, timeout: float):
+        """The result of the last submit, or WorkerFailure (the worker is restarted on crash/timeout)."""
+        try:
+            if not self.conn.poll(timeout):
+                self.kill()
+                raise WorkerFailure(f"timed out after {timeout:.0f} s")
+            status, value = self.conn.recv()
+        except (EOFError, ConnectionError, OSError):
+            code = self.process.exitcode if self.process else None
+            self.kill()
+            raise WorkerFailure(f"worker crashed (exit code {code})") from None
+        if status == "error":
+            raise WorkerFailure(value)
+        return value
+
+    def call(self, fn_name: str, *args, timeout: float = 60.0):
+        self.submit(fn_name, *args)
+        return self.collect(timeout)
+
+    def kill(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.join(5)
+        self.process = None
+        self.conn = None
+
+    def close(self):
+        if self.process is not None and self.process.is_alive():
+            try:
+                self.conn.send(None)
+                self.process.join(2)
+            except (OSError, BrokenPipeError):
+                pass
+        self.kill()
+
+
+class WorkerPool:
+    """N workers; `map` runs one call per item, at most one per worker at a time."""
+
+    def __init__(self, size: int, env: dict | None = None, warm_imports=("tvm",)):
+        self.workers = [Worker(env, warm_imports) for _ in range(max(1, size))]
+
+    def map(self, fn_name: str, items: list[tuple], timeout: float) -> list:
+        """Results in order; a failed call's slot holds its WorkerFailure."""
+        results: list = [None] * len(items)
+        pending = list(enumerate(items))
+        busy: dict = {}  # connection -> (worker, index, deadline)
+        idle = list(self.workers)
+        while pending or busy:
+            while pending and idle:
+                worker = idle.pop()
+                index, args = pending.pop(0)
+                worker.submit(fn_name, *args)
+                busy[worker.conn] = (worker, index, time.monotonic() + timeout)
+            next_deadline = min(deadline for _, _, deadline in busy.values())
+            ready = wait(list(busy), max(0.0, next_deadline - time.monotonic()))
+            now = time.monotonic()
+            for conn in list(busy):
+                worker, index, deadline = busy[conn]
+                if conn in ready or now >= deadline:
+                    del busy[conn]
+                    results[index] = _collect(worker, 0 if conn not in ready else timeout)
+                    idle.append(worker)
+        return results
+
+    def close(self):
+        for w in self.workers:
+            w.close()
+
+
+def _collect(worker: Worker, timeout: float):
+    try:
+        return worker.collect(timeout)
+    except WorkerFailure as e:
+        return e
