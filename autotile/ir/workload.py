@@ -67,12 +67,12 @@ class GemmWorkload:
 
     def __post_init__(self):
         for name in ("m", "n", "k", "batch"):
-            object.__setattr__(self, name, _positive_int(name.upper() if name != "batch" else name, getattr(self, name)))
+            label = name.upper() if name != "batch" else name
+            object.__setattr__(self, name, _positive_int(label, getattr(self, name)))
         dt = dtype(self.dtype).name
         if dt not in SUPPORTED_GEMM_DTYPES:
-            raise AutotileError(
-                f"dtype {dt!r} is not supported by the GEMM templates yet; supported: {', '.join(SUPPORTED_GEMM_DTYPES)}"
-            )
+            supported = ", ".join(SUPPORTED_GEMM_DTYPES)
+            raise AutotileError(f"dtype {dt!r} is not supported by the GEMM templates yet; supported: {supported}")
         object.__setattr__(self, "dtype", dt)
         object.__setattr__(self, "trans_a", bool(self.trans_a))
         object.__setattr__(self, "trans_b", bool(self.trans_b))

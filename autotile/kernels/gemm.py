@@ -117,10 +117,13 @@ class GemmSpace(ConfigSpace):
                           c.pack_a, c.pack_b, unroll_k, parallel, epilogue_at, fuse)
 
     def default(self) -> GemmConfig:
-        """A heuristic that is good on AVX-512 CPUs: 6x32 tiles, B packed, 48x256 blocks."""
+        """A heuristic that is good on AVX-512 CPUs: 6x32 register tiles over B packed in panels,
+        each tile summing all of K in registers (one chunk up to 1024), the epilogue fused per tile."""
         nr = 2 * self.lanes
         mr = 6 if self.lanes == 16 else 4
-        return self.canonical(GemmConfig(mr=mr, nr=nr, vec=self.lanes, fuse_epilogue=len(self.workload.epilogue)))
+        config = GemmConfig(mr=mr, nr=nr, vec=self.lanes, kc=1024, korder="inner", epilogue_at="tile",
+                            fuse_epilogue=len(self.workload.epilogue))
+        return self.canonical(config)
 
     def features(self, c: GemmConfig) -> list[float]:
         w = self.workload

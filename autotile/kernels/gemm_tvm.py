@@ -171,7 +171,7 @@ def schedule(w: GemmWorkload, c: GemmConfig) -> tvm.IRModule:
             sch.parallel(sch.fuse(*ploops[: len(bl) + 1]) if batched else ploops[0])
             if name == "Bpack":
                 sch.vectorize(ploops[-1])
-    for name, stage in stages.items():
+    for name in stages:
         if name.startswith("epi"):
             block = sch.get_sblock(name)
             eloops = sch.get_loops(block)

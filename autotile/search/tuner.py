@@ -85,9 +85,10 @@ def _history(db, device, space, workload, backend: str) -> list:
     from autotile.kernels import workload_from_dict
 
     out = []
+    descriptions = db.workloads()
     for r in db.measurements(device=device.key, backend=backend):
         try:
-            other = workload if r["workload"] == workload.key else workload_from_dict(r["workload_description"])
+            other = workload if r["workload"] == workload.key else workload_from_dict(descriptions[r["workload"]])
             other_space = space if other is workload else space_for(other, device.fingerprint)
             config = other_space.config_type.from_dict(r["config"])
         except Exception:  # a record this version cannot read is only skipped

@@ -8,9 +8,11 @@ the worker is replaced.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing as mp
 import os
+import sys
 import time
 import traceback
 from multiprocessing.connection import wait
@@ -46,6 +48,20 @@ def _serve(conn, env: dict, warm_imports: list[str]):
             conn.send(("error", "".join(lines).strip()[-2000:]))
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Spawn re-imports the parent's __main__ in the child; our workers never need it, and a
+    script without an `if __name__ == "__main__"` guard (or code piped to python) would break."""
+    main = sys.modules["__main__"]
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
 class WorkerFailure(Exception):
     """The request did not return: timeout, crash, or an exception in the worker (message says which)."""
 
@@ -60,7 +76,8 @@ class Worker:
     def start(self):
         parent, child = _CTX.Pipe()
         self.process = _CTX.Process(target=_serve, args=(child, self.env, self.warm_imports), daemon=True)
-        self.process.start()
+        with _main_module_hidden():
+            self.process.start()
         child.close()
         self.conn = parent
 
@@ -92,7 +109,7 @@ class Worker:
         return self.collect(timeout)
 
     def kill(self):
-        if self.process is not None:
+        if self.process is not None and self.process.pid is not None:
             self.process.kill()
             self.process.join(5)
         self.process = None

@@ -1,0 +1,198 @@
+"""The tuning database: SQLite through sqlite-utils, shared by every process on a machine.
+
+Every measured config is its own record (device, workload, backend, config), ok or failed with
+its reason, so retuning never repeats a measurement and the cost model can learn from all of
+them. WAL mode and a busy timeout let several processes write at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+from autotile.errors import AutotileError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30
+JSON_COLUMNS = ("fingerprint", "description", "config", "latency", "versions")
+
+
+def default_path() -> Path:
+    env = os.environ.get("AUTOTILE_DB")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "autotile" / "autotile.db"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _decode(row: dict) -> dict:
+    for column in JSON_COLUMNS:
+        if isinstance(row.get(column), str):
+            row[column] = json.loads(row[column])
+    return row
+
+
+def _retry(fn):
+    """A write retried a few times: the busy timeout covers nearly all contention, not all."""
+    for attempt in range(5):
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+class TuningDB:
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else default_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+            conn.execute("PRAGMA journal_mode = WAL")
+        except (OSError, sqlite3.Error) as e:
+            raise AutotileError(f"cannot open the tuning database {self.path}: {e}") from None
+        self.db = sqlite_utils.Database(conn)
+        _retry(self._create_schema)
+
+    def _create_schema(self):
+        db = self.db
+        with db.conn:
+            db["meta"].create({"name": str, "value": str}, pk="name", if_not_exists=True)
+            db["meta"].insert({"name": "schema_version", "value": str(SCHEMA_VERSION)}, ignore=True)
+            db["devices"].create({"key": str, "kind": str, "fingerprint": str, "first_seen": str}, pk="key",
+                                 if_not_exists=True)
+            db["workloads"].create({"key": str, "op": str, "description": str}, pk="key", if_not_exists=True)
+            db["runs"].create({"id": int, "device": str, "workload": str, "backend": str, "strategy": str,
+                               "seed": int, "trials": int, "seconds": float, "best_measurement": int,
+                               "timestamp": str}, pk="id", if_not_exists=True)
+            db["measurements"].create({
+                "id": int, "device": str, "workload": str, "backend": str, "config_key": str, "config": str,
+                "status": str, "error": str, "latency_us": float, "latency": str, "gflops": float, "threads": int,
+                "versions": str, "run_id": int, "timestamp": str}, pk="id", if_not_exists=True)
+            db["measurements"].create_index(["device", "workload", "backend", "config_key"], unique=True,
+                                            if_not_exists=True)
+
+    # -- writing --------------------------------------------------------------------------------
+    def ensure_device(self, key: str, fingerprint: dict):
+        record = {"key": key, "kind": fingerprint.get("kind", "cpu"), "fingerprint": json.dumps(fingerprint,
+                  sort_keys=True), "first_seen": _now()}
+        _retry(lambda: self.db["devices"].insert(record, ignore=True))
+
+    def ensure_workload(self, key: str, op: str, description: dict):
+        record = {"key": key, "op": op, "description": json.dumps(description, sort_keys=True)}
+        _retry(lambda: self.db["workloads"].insert(record, ignore=True))
+
+    def record_measurement(self, *, device: str, workload: str, backend: str, config_key: str, config: dict,
+                           status: str, error: str | None = None, latency: dict | None = None,
+                           gflops: float | None = None, threads: int | None = None, versions: dict | None = None,
+                           run_id: int | None = None) -> int:
+        """Insert one measurement; a second one of the same config replaces it (a re-measurement)."""
+        if status not in ("ok", "failed"):
+            raise ValueError(f"status must be 'ok' or 'failed', got {status!r}")
+        record = {
+            "device": device, "workload": workload, "backend": backend, "config_key": config_key,
+            "config": json.dumps(config, sort_keys=True), "status": status, "error": error,
+            "latency_us": (latency or {}).get("median") if status == "ok" else None,
+            "latency": json.dumps(latency, sort_keys=True) if latency else None,
+            "gflops": gflops if status == "ok" else None, "threads": threads,
+            "versions": json.dumps(versions or {}, sort_keys=True), "run_id": run_id, "timestamp": _now(),
+        }
+
+        def write():
+            with self.db.conn:
+                return self.db["measurements"].insert(record, replace=True).last_pk
+
+        return _retry(write)
+
+    def start_run(self, device: str, workload: str, backend: str, strategy: str, seed: int) -> int:
+        record = {"device": device, "workload": workload, "backend": backend, "strategy": strategy, "seed": seed,
+                  "trials": 0, "seconds": 0.0, "best_measurement": None, "timestamp": _now()}
+
+        def write():
+            with self.db.conn:
+                return self.db["runs"].insert(record).last_pk
+
+        return _retry(write)
+
+    def finish_run(self, run_id: int, trials: int, seconds: float, best_measurement: int | None):
+        def write():
+            with self.db.conn:
+                self.db["runs"].update(run_id, {"trials": trials, "seconds": seconds,
+                                                "best_measurement": best_measurement, "timestamp": _now()})
+
+        _retry(write)
+
+    # -- reading --------------------------------------------------------------------------------
+    def _rows(self, table: str, where: dict, order_by: str | None = None) -> list[dict]:
+        filters = {k: v for k, v in where.items() if v is not None}
+        clause = " and ".join(f"[{k}] = :{k}" for k in filters) or None
+        return [_decode(dict(r)) for r in self.db[table].rows_where(clause, filters, order_by=order_by)]
+
+    def measurements(self, device=None, workload=None, backend=None, status=None) -> list[dict]:
+        return self._rows("measurements", {"device": device, "workload": workload, "backend": backend,
+                                           "status": status}, order_by="id")
+
+    def best(self, device: str, workload: str, backend: str | None = None) -> dict | None:
+        rows = self.measurements(device, workload, backend, "ok")
+        return min(rows, key=lambda r: r["latency_us"], default=None)
+
+    def measured_config_keys(self, device: str, workload: str, backend: str) -> set[str]:
+        return {r["config_key"] for r in self.measurements(device, workload, backend)}
+
+    def last_run(self, device: str, workload: str, backend: str | None = None) -> dict | None:
+        runs = [r for r in self._rows("runs", {"device": device, "workload": workload, "backend": backend},
+                                      order_by="id") if r["trials"]]
+        return runs[-1] if runs else None
+
+    def workloads(self) -> dict[str, dict]:
+        """Workload key -> its description."""
+        return {r["key"]: r["description"] for r in self._rows("workloads", {})}
+
+    def devices(self) -> list[dict]:
+        return self._rows("devices", {}, order_by="key")
+
+    def list_workloads(self, device: str | None = None) -> list[dict]:
+        groups: dict = {}
+        for r in self.measurements(device=device):
+            g = groups.setdefault((r["device"], r["workload"], r["backend"]), {
+                "device": r["device"], "workload": r["workload"], "backend": r["backend"], "measurements": 0,
+                "failures": 0, "best_latency_us": None, "best_gflops": None})
+            g["measurements"] += 1
+            if r["status"] != "ok":
+                g["failures"] += 1
+            elif g["best_latency_us"] is None or r["latency_us"] < g["best_latency_us"]:
+                g["best_latency_us"], g["best_gflops"] = r["latency_us"], r["gflops"]
+        return [groups[k] for k in sorted(groups, key=lambda k: (k[1], k[0], k[2]))]
+
+    def resolve_workload(self, key_or_prefix: str) -> str:
+        keys = sorted(self.workloads())
+        if key_or_prefix in keys:
+            return key_or_prefix
+        matches = [k for k in keys if k.startswith(key_or_prefix)]
+        if not matches:
+            raise AutotileError(f"no workload in {self.path} matches {key_or_prefix!r}; see `autotile db list`")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:10]) + (" ..." if len(matches) > 10 else "")
+            raise AutotileError(f"workload prefix {key_or_prefix!r} is ambiguous: {shown}")
+        return matches[0]
+
+    def close(self):
+        self.db.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

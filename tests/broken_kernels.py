@@ -1,0 +1,58 @@
+"""Deliberately broken candidates, chosen by the config's mr, for the containment tests.
+
+Imported inside the spawned build and run workers (by dotted name), so each failure is real:
+a TVM schedule error, a kernel that computes a wrong result, a segfault, a hang.
+"""
+
+import ctypes
+import time
+
+from autotile.codegen.tvm import build as tvm_build
+
+COMPILE_ERROR, WRONG_RESULT, CRASH, HANG = 1, 2, 3, 4
+
+
+def builder(device_key, workload, config, mcpu, threads):
+    if config.mr == COMPILE_ERROR:
+        import tvm
+
+        from autotile.kernels.gemm_tvm import schedule
+
+        sch = tvm.s_tir.Schedule(schedule(workload, config))
+        sch.get_sblock("mm")  # decompose_reduction renamed it: TVM raises a schedule error
+    if config.mr == WRONG_RESULT:
+        return _dropped_last_k(workload, mcpu, threads)
+    return tvm_build.build_cached(device_key, workload, config, mcpu, threads)
+
+
+def _dropped_last_k(workload, mcpu, threads):
+    """A real TVM GEMM whose reduction stops one element short of K."""
+    import tempfile
+
+    import tvm
+    from tvm import te
+
+    a = te.placeholder((workload.m, workload.k), "float32", name="A")
+    b = te.placeholder((workload.k, workload.n), "float32", name="B")
+    k = te.reduce_axis((0, workload.k - 1), name="k")
+    c = te.compute((workload.m, workload.n), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="C")
+    lib = tvm.compile(te.create_prim_func([a, b, c]), tvm_build.llvm_target(mcpu, threads))
+    path = tempfile.mktemp(suffix=".so")
+    lib.export_library(path)
+    return path
+
+
+def loader(workload, config, path):
+    kernel = tvm_build.CompiledKernel.load(workload, config, path)
+    if config.mr == CRASH:
+        def crash(*args, **kwargs):
+            ctypes.string_at(0)  # segfault in the runner process
+
+        return crash
+    if config.mr == HANG:
+        def hang(*args, **kwargs):
+            while True:
+                time.sleep(1)
+
+        return hang
+    return kernel

@@ -1,0 +1,70 @@
+"""The CLI end to end, as a user runs it: a real subprocess, a temp database, JSON on stdout."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def autotile(*args, db=None, check=True):
+    env = dict(os.environ)
+    if db is not None:
+        env["AUTOTILE_DB"] = str(db)
+    proc = subprocess.run([sys.executable, "-m", "autotile.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"autotile {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli") / "cli.db"
+
+
+def test_tune_json_then_cache_hit(db):
+    first = autotile("tune", "gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", "--json",
+                     db=db)
+    result = json.loads(first.stdout.strip().splitlines()[-1])
+    assert result["verified"] and not result["cached"] and result["trials"] == 6
+    assert result["workload"] == "gemm_b1_33x40x20_float32_nn_bias+relu"
+    assert result["backend"] == "tvm" and result["gflops"] > 0 and result["device"].startswith("cpu-")
+    assert "tuning" in first.stderr  # progress and tables on stderr
+    second = autotile("tune", "gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", "--json",
+                      db=db)
+    cached = json.loads(second.stdout.strip().splitlines()[-1])
+    assert cached["cached"] and cached["config"] == result["config"] and cached["trials"] == 6
+    assert cached["tuning_seconds"] == pytest.approx(result["tuning_seconds"])
+
+
+def test_db_list_and_show(db):
+    autotile("tune", "gemm", "--shape", "8x8x8", "--trials", "2", "--json", db=db)
+    listed = json.loads(autotile("db", "list", "--json", db=db).stdout)
+    keys = {row["workload"] for row in listed}
+    assert {"gemm_b1_8x8x8_float32_nn_none", "gemm_b1_33x40x20_float32_nn_bias+relu"} <= keys
+    shown = autotile("db", "show", "gemm_b1_8x8", db=db).stdout
+    assert "gemm_b1_8x8x8_float32_nn_none" in shown and "2 measurements" in shown
+    ambiguous = autotile("db", "show", "gemm_b1_", db=db, check=False)
+    assert ambiguous.returncode != 0 and "ambiguous" in ambiguous.stderr.lower()
+    assert "Traceback" not in ambiguous.stderr
+
+
+def test_device_prints_key_and_fingerprint():
+    out = autotile("device", "--json").stdout
+    d = json.loads(out)
+    assert d["key"].startswith("cpu-") and d["fingerprint"]["mcpu"] in d["key"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shape", "12x0x4"], "N must be a positive integer"),
+    (["--shape", "12x4"], "must have the form MxNxK"),
+    (["--shape", "4x4x4", "--epilogue", "bias,swish"], "unknown epilogue op 'swish'"),
+    (["--shape", "4x4x4", "--dtype", "float99"], "unknown dtype 'float99'"),
+    (["--shape", "4x4x4", "--backend", "triton"], "needs a CUDA GPU"),
+])
+def test_bad_input_is_one_clear_line(args, message, tmp_path):
+    proc = autotile("tune", "gemm", *args, db=tmp_path / "x.db", check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,58 @@
+"""Measurement in real worker processes: verified timings, and failures contained with their reasons."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from autotile.ir import GemmWorkload
+from autotile.kernels.gemm import GemmConfig, GemmSpace
+from autotile.search.measure import Measurer
+from autotile.search.worker import Worker, WorkerFailure, WorkerPool
+
+DEVICE = SimpleNamespace(key="cpu-test", fingerprint={"mcpu": "znver4", "flags": ["avx512f"], "threads": 2})
+
+
+@pytest.fixture(scope="module")
+def broken_measurer():
+    m = Measurer(DEVICE, threads=2, run_timeout=8, builder="broken_kernels:builder", loader="broken_kernels:loader")
+    yield m
+    m.close()
+
+
+def test_good_and_broken_candidates_in_one_batch(broken_measurer):
+    w = GemmWorkload(24, 40, 36)
+    space = GemmSpace(w)
+    configs = [space.canonical(GemmConfig(mr=mr, nr=16, vec=16)) for mr in (1, 2, 3, 4, 6, 5)]
+    results = broken_measurer.measure(w, configs)
+    by_mr = {r.config.mr: r for r in results}
+    assert [r.config for r in results] == configs
+    assert by_mr[1].status == "failed" and by_mr[1].error.startswith("build:")
+    assert "Cannot find a block" in by_mr[1].error  # TVM's own message, not a traceback
+    assert by_mr[2].status == "failed" and by_mr[2].error.startswith("wrong result: mismatch")
+    assert by_mr[3].status == "failed" and "crashed" in by_mr[3].error
+    assert by_mr[4].status == "failed" and "timed out" in by_mr[4].error
+    for mr in (5, 6):  # the runner was replaced after the crash and the hang, and still measures
+        assert by_mr[mr].ok, by_mr[mr].error
+        assert by_mr[mr].latency["median"] > 0 and by_mr[mr].gflops > 0 and by_mr[mr].threads == 2
+    assert all(r.latency_us == float("inf") for r in results if not r.ok)
+
+
+def test_worker_reports_exceptions_and_survives():
+    w = Worker(warm_imports=())
+    try:
+        with pytest.raises(WorkerFailure, match="ZeroDivisionError"):
+            w.call("operator:truediv", 1, 0, timeout=30)
+        assert w.call("operator:add", 2, 3, timeout=30) == 5
+    finally:
+        w.close()
+
+
+def test_pool_runs_items_in_parallel_and_keeps_order():
+    pool = WorkerPool(2, warm_imports=())
+    try:
+        results = pool.map("operator:mul", [(i, 10) for i in range(7)], timeout=30)
+        assert results == [i * 10 for i in range(7)]
+        timed_out = pool.map("time:sleep", [(30,), (0,)], timeout=2)
+        assert isinstance(timed_out[0], WorkerFailure) and timed_out[1] is None
+    finally:
+        pool.close()

@@ -1,0 +1,90 @@
+"""Short real tuning runs: recorded in a real SQLite file, verified, cached, retuned without repeats."""
+
+import json
+
+import pytest
+import torch
+
+import autotile
+from autotile.db.store import TuningDB
+from autotile.errors import AutotileError
+from autotile.ir import GemmWorkload
+from autotile.ir.reference import gemm_reference, random_inputs
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """One 12-trial evolution run on an odd shape with a fused epilogue, shared by the tests below."""
+    db_path = tmp_path_factory.mktemp("db") / "tune.db"
+    w = GemmWorkload(37, 70, 53, epilogue="bias,gelu")
+    result = autotile.tune(w, trials=12, db=db_path, seed=3)
+    return w, db_path, result
+
+
+def test_tuning_records_a_verified_best(tuned):
+    w, db_path, result = tuned
+    assert result.verified and not result.cached
+    assert result.trials == 12 and len(result.history) == 12
+    assert result.latency_us > 0 and result.gflops == pytest.approx(w.flops / result.latency_us / 1e3)
+    assert result.threads == 2
+    with TuningDB(db_path) as db:
+        records = db.measurements(workload=w.key)
+        assert len(records) == 12  # every measured config is its own record
+        best = db.best(result.device, w.key)
+    assert best["config"] == result.config and best["status"] == "ok"
+    assert len({r["config_key"] for r in records}) == 12  # no config measured twice
+    assert all(r["status"] == "ok" for r in records)  # the space holds only valid programs
+    ok_latencies = [r["latency_us"] for r in records if r["status"] == "ok"]
+    assert result.latency_us == min(ok_latencies)
+
+
+def test_second_run_is_cached_and_retune_never_repeats(tuned):
+    w, db_path, first = tuned
+    again = autotile.tune(w, trials=12, db=db_path, seed=3)
+    assert again.cached and again.config == first.config and again.trials == first.trials
+    assert again.tuning_seconds == pytest.approx(first.tuning_seconds)
+    retuned = autotile.tune(w, trials=4, db=db_path, seed=3, retune=True)
+    assert not retuned.cached and retuned.trials == 4
+    with TuningDB(db_path) as db:
+        keys = [r["config_key"] for r in db.measurements(workload=w.key)]
+    assert len(keys) == 16 and len(set(keys)) == 16
+    assert retuned.latency_us <= first.latency_us  # the best over all records
+
+
+def test_kernel_from_database_matches_reference(tuned):
+    w, db_path, result = tuned
+    kern = autotile.kernel(w, db=db_path)
+    assert kern.config.to_dict() == result.config
+    a, b, bias = random_inputs(w, 7)
+    torch.testing.assert_close(kern(a, b, bias).double(), gemm_reference(w, a, b, bias), rtol=1e-5, atol=1e-4)
+
+
+def test_kernel_without_tuning_uses_the_verified_default(tmp_path):
+    w = GemmWorkload(5, 9, 300, epilogue="relu")
+    kern = autotile.kernel(w, db=tmp_path / "empty.db")
+    a, b = random_inputs(w, 1)
+    torch.testing.assert_close(kern(a, b).double(), gemm_reference(w, a, b), rtol=1e-5, atol=1e-4)
+
+
+def test_random_search_and_time_budget(tmp_path):
+    w = GemmWorkload(16, 16, 16)
+    result = autotile.tune(w, trials=1000, db=tmp_path / "t.db", strategy="random", time_budget=0.5)
+    assert result.verified and 1 <= result.trials < 1000
+
+
+def test_bad_options_are_clear_errors(tmp_path):
+    w = GemmWorkload(4, 4, 4)
+    with pytest.raises(AutotileError, match="trials must be a positive integer"):
+        autotile.tune(w, trials=0, db=tmp_path / "x.db")
+    with pytest.raises(AutotileError, match="unknown search strategy 'annealing'"):
+        autotile.tune(w, strategy="annealing", db=tmp_path / "x.db")
+    with pytest.raises(AutotileError, match="needs a CUDA GPU"):
+        autotile.tune(w, backend="triton", db=tmp_path / "x.db")
+
+
+def test_result_json_has_the_contract_fields(tuned):
+    _, _, result = tuned
+    d = json.loads(json.dumps(result.to_json_dict()))
+    for field in ("device", "workload", "backend", "config", "latency_us", "gflops", "trials", "tuning_seconds",
+                  "verified", "cached"):
+        assert field in d
