@@ -189,6 +189,36 @@ def db_show(key, db_path, as_json, limit):
     click.echo(f"{len(records)} measurements, {failed} failed")
 
 
+@db_group.command("model-quality")
+@click.argument("key")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--folds", type=click.IntRange(min=2), default=4, show_default=True)
+@click.option("-k", "top_k", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def db_model_quality(key, db_path, folds, top_k, as_json):
+    """How well the cost model ranks a workload's measured configs it has not seen (cross-validated)."""
+    from autotile.api import open_db
+    from autotile.costmodel import cross_validate
+    from autotile.kernels import space_for, workload_from_dict
+
+    with open_db(db_path) as db:
+        full = db.resolve_workload(key)
+        workload = workload_from_dict(db.workloads()[full])
+        records = db.measurements(workload=full)
+    space = space_for(workload)
+    if len(records) < 2 * folds:
+        raise AutotileError(f"{full} has {len(records)} measurements; {2 * folds} are needed for {folds} folds")
+    X = [space.features(space.config_type.from_dict(r["config"])) for r in records]
+    latency = [r["latency_us"] if r["status"] == "ok" else float("inf") for r in records]
+    report = {"workload": full, "measurements": len(records), **cross_validate(X, latency, folds=folds, k=top_k)}
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+    else:
+        click.echo(f"{full}: {len(records)} measurements, {folds}-fold cross-validation: "
+                   f"Spearman {report['spearman']:.3f}, top-{top_k} recall {report['recall_at_k']:.2f}")
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 def device(as_json):

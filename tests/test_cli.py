@@ -68,3 +68,14 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
     proc = autotile("tune", "gemm", *args, db=tmp_path / "x.db", check=False)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_model_quality_report(db):
+    autotile("tune", "gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "8", "--retune", "--json",
+             db=db)
+    report = json.loads(autotile("db", "model-quality", "gemm_b1_33x40x20", "--folds", "2", "-k", "3", "--json",
+                                 db=db).stdout)
+    assert report["measurements"] == 14
+    assert -1.0 <= report["spearman"] <= 1.0 and 0.0 <= report["recall_at_k"] <= 1.0
+    too_few = autotile("db", "model-quality", "gemm_b1_8x8x8", "--folds", "4", db=db, check=False)
+    assert too_few.returncode == 2 and "8 are needed for 4 folds" in too_few.stderr

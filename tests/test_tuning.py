@@ -88,3 +88,17 @@ def test_result_json_has_the_contract_fields(tuned):
     for field in ("device", "workload", "backend", "config", "latency_us", "gflops", "trials", "tuning_seconds",
                   "verified", "cached"):
         assert field in d
+
+
+def test_tuned_kernel_loads_from_the_disk_cache_without_building(tuned, monkeypatch):
+    import autotile.codegen.tvm.build as tvm_build
+
+    w, db_path, _ = tuned
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a tuned kernel must load from the cache, not be rebuilt")
+
+    monkeypatch.setattr(tvm_build, "build", no_build)
+    kern = autotile.kernel(w, db=db_path)
+    a, b, bias = random_inputs(w, 2)
+    torch.testing.assert_close(kern(a, b, bias).double(), gemm_reference(w, a, b, bias), rtol=1e-5, atol=1e-4)
