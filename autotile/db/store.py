@@ -17,6 +17,7 @@ from pathlib import Path
 import sqlite_utils
 
 from autotile.errors import AutotileError
+from autotile.paths import user_cache_dir
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30
@@ -25,10 +26,7 @@ JSON_COLUMNS = ("fingerprint", "description", "config", "latency", "versions")
 
 def default_path() -> Path:
     env = os.environ.get("AUTOTILE_DB")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "autotile" / "autotile.db"
+    return Path(env) if env else user_cache_dir() / "autotile.db"
 
 
 def _now() -> str:

@@ -64,22 +64,23 @@ def define(w: GemmWorkload, c: GemmConfig):
     def clamp(x, n, padded):
         return te.min(x, n - 1) if padded > n else x
 
+    def pack(name, tile, extent, padded, load):
+        """name[b, outer, k, inner] = operand[outer*tile + inner, k], zero beyond its extent and K:
+        a panel the inner loop reads contiguously."""
+
+        def body(*idx):
+            bi, (outer, k, inner) = idx[:-3], idx[-3:]
+            x = outer * tile + inner
+            value = load(bi, clamp(x, extent, padded), clamp(k, w.k, kp))
+            return tir.if_then_else(tir.all(x < extent, k < w.k), value, zero)
+
+        return te.compute(bdim + (padded // tile, kp, tile), body, name=name)
+
     stages = {}
     if c.pack_a:
-        # Apack[b, io, k, ii] = A[io*mr + ii, k], zero beyond M and K.
-        def apack(*idx):
-            bi, (io, k, ii) = idx[:-3], idx[-3:]
-            i = io * c.mr + ii
-            return tir.if_then_else(tir.all(i < w.m, k < w.k), a_at(bi, clamp(i, w.m, mp), clamp(k, w.k, kp)), zero)
-
-        stages["Apack"] = te.compute(bdim + (mp // c.mr, kp, c.mr), apack, name="Apack")
+        stages["Apack"] = pack("Apack", c.mr, w.m, mp, a_at)
     if c.pack_b:
-        def bpack(*idx):
-            bi, (jo, k, ji) = idx[:-3], idx[-3:]
-            j = jo * c.nr + ji
-            return tir.if_then_else(tir.all(j < w.n, k < w.k), b_at(bi, clamp(k, w.k, kp), clamp(j, w.n, np_)), zero)
-
-        stages["Bpack"] = te.compute(bdim + (np_ // c.nr, kp, c.nr), bpack, name="Bpack")
+        stages["Bpack"] = pack("Bpack", c.nr, w.n, np_, lambda bi, j, k: b_at(bi, k, j))
 
     k = te.reduce_axis((0, kp), name="k")
 

@@ -13,14 +13,12 @@ from functools import cache
 from pathlib import Path
 
 from autotile.errors import AutotileError
+from autotile.paths import user_cache_dir
 
 
 def cache_root() -> Path:
     env = os.environ.get("AUTOTILE_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "autotile" / "kernels"
+    return Path(env) if env else user_cache_dir() / "kernels"
 
 
 @cache
