@@ -1,0 +1,112 @@
+"""The tuning database on real SQLite files: round trips, lookups, and concurrent writers."""
+
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+
+from autotile.db.store import TuningDB, default_path
+from autotile.errors import AutotileError
+
+DEV, W, BACKEND = "cpu-test-c2t2", "gemm_b1_8x8x8_float32_nn_none", "tvm"
+
+
+def record(db, config_key, latency=None, status="ok", **extra):
+    stats = {"median": latency, "mean": latency, "min": latency, "max": latency, "std": 0.0, "runs": 5}
+    return db.record_measurement(device=DEV, workload=W, backend=BACKEND, config_key=config_key,
+                                 config={"key": config_key}, status=status, latency=stats if latency else None,
+                                 gflops=1024 / latency / 1e3 if latency else None, threads=2,
+                                 versions={"tvm": "0.27"}, **extra)
+
+
+def test_round_trip(tmp_path):
+    with TuningDB(tmp_path / "a.db") as db:
+        db.ensure_device(DEV, {"kind": "cpu", "mcpu": "znver4"})
+        db.ensure_device(DEV, {"kind": "cpu", "mcpu": "changed"})  # first fingerprint stays
+        db.ensure_workload(W, "gemm", {"op": "gemm", "m": 8})
+        run = db.start_run(DEV, W, BACKEND, "evolution", 3)
+        fast = record(db, "c1", 5.0, run_id=run)
+        record(db, "c2", 9.0, run_id=run)
+        record(db, "c3", status="failed", error="build: boom", run_id=run)
+        db.finish_run(run, trials=3, seconds=1.5, best_measurement=fast)
+    with TuningDB(tmp_path / "a.db") as db:  # reopened: everything persisted
+        assert db.devices()[0]["fingerprint"] == {"kind": "cpu", "mcpu": "znver4"}
+        assert db.workloads() == {W: {"op": "gemm", "m": 8}}
+        rows = db.measurements(device=DEV, workload=W)
+        assert [r["config_key"] for r in rows] == ["c1", "c2", "c3"]
+        assert rows[0]["latency"]["runs"] == 5 and rows[0]["versions"] == {"tvm": "0.27"}
+        assert rows[2]["status"] == "failed" and rows[2]["error"] == "build: boom" and rows[2]["latency_us"] is None
+        assert db.best(DEV, W)["config_key"] == "c1"
+        assert db.measured_config_keys(DEV, W, BACKEND) == {"c1", "c2", "c3"}
+        run_row = db.last_run(DEV, W, BACKEND)
+        assert run_row["trials"] == 3 and run_row["seconds"] == 1.5 and run_row["best_measurement"] == fast
+        (listed,) = db.list_workloads()
+        assert listed["measurements"] == 3 and listed["failures"] == 1 and listed["best_latency_us"] == 5.0
+
+
+def test_best_ignores_failures_and_remeasurement_replaces(tmp_path):
+    with TuningDB(tmp_path / "b.db") as db:
+        assert db.best(DEV, W) is None
+        record(db, "only-failed", status="failed", error="wrong result")
+        assert db.best(DEV, W) is None
+        record(db, "c1", 7.0)
+        record(db, "c1", 6.5)  # the same config re-measured: one record, the new figure
+        assert len(db.measurements()) == 2 and db.best(DEV, W)["latency_us"] == 6.5
+        with pytest.raises(ValueError, match="status"):
+            record(db, "c9", 1.0, status="great")
+
+
+def test_resolve_workload_prefixes(tmp_path):
+    with TuningDB(tmp_path / "c.db") as db:
+        keys = ("gemm_b1_8x8x8_float32_nn_none", "gemm_b1_8x8x16_float32_nn_none", "gemm_b1_64x1x1_float32_nn_none")
+        for key in keys:
+            db.ensure_workload(key, "gemm", {})
+        assert db.resolve_workload("gemm_b1_64") == "gemm_b1_64x1x1_float32_nn_none"
+        assert db.resolve_workload("gemm_b1_8x8x8_float32_nn_none") == "gemm_b1_8x8x8_float32_nn_none"
+        with pytest.raises(AutotileError, match="ambiguous"):
+            db.resolve_workload("gemm_b1_8x8")
+        with pytest.raises(AutotileError, match="no workload"):
+            db.resolve_workload("conv")
+
+
+def test_default_path_honours_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOTILE_DB", str(tmp_path / "env.db"))
+    assert default_path() == tmp_path / "env.db"
+    monkeypatch.delenv("AUTOTILE_DB")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_path() == tmp_path / "cache" / "autotile" / "autotile.db"
+    with TuningDB() as db:
+        assert db.path.exists()
+
+
+def test_wal_mode_and_clear_error_for_unusable_path(tmp_path):
+    with TuningDB(tmp_path / "w.db") as db:
+        assert db.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(AutotileError, match="cannot open the tuning database"):
+        TuningDB(tmp_path / "dir.db")
+
+
+def _writer(path, worker, count):
+    with TuningDB(path) as db:
+        for i in range(count):
+            db.record_measurement(device=DEV, workload=W, backend=BACKEND, config_key=f"w{worker}-{i}",
+                                  config={"i": i}, status="ok", latency={"median": 1.0 + i}, gflops=1.0)
+
+
+def test_concurrent_writers(tmp_path):
+    path = tmp_path / "shared.db"
+    TuningDB(path).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 50)) for w in range(4)]
+    for p in procs:
+        p.start()
+    with TuningDB(path) as reader:  # reads while the writers write (WAL)
+        seen = len(reader.measurements())
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    assert 0 <= seen <= 200
+    with TuningDB(path) as db:
+        assert len(db.measurements()) == 200
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

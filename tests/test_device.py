@@ -1,0 +1,49 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from autotile.db.device import Device, cpu_fingerprint, cuda_fingerprint, current_device, device_key
+from autotile.errors import AutotileError
+
+
+def test_cpu_fingerprint_and_key():
+    fp = cpu_fingerprint()
+    for field in ("mcpu", "vendor", "family", "model", "flags", "physical_cores", "threads"):
+        assert field in fp
+    key = device_key(fp)
+    assert key.startswith(f"cpu-{fp['mcpu']}-") and f"f{fp['family']}m{fp['model']}" in key
+    assert key.endswith(f"c{fp['physical_cores']}t{fp['threads']}") and " " not in key
+
+
+def test_key_tells_cpu_generations_and_thread_counts_apart():
+    base = {"kind": "cpu", "mcpu": "znver4", "vendor": "AuthenticAMD", "family": 25, "model": 17,
+            "flags": ["avx2", "avx512f"], "physical_cores": 2, "threads": 2}
+    zen5 = {**base, "mcpu": "znver5", "family": 26, "model": 2}
+    keys = {device_key(base), device_key(zen5), device_key({**base, "threads": 1}),
+            device_key({**base, "flags": ["avx2"]})}
+    assert len(keys) == 4
+    assert device_key(base) == "cpu-znver4-amd-f25m17-avx2+avx512f-c2t2"
+
+
+def test_threads_follow_tvm_num_threads(monkeypatch):
+    monkeypatch.setenv("TVM_NUM_THREADS", "1")
+    assert cpu_fingerprint()["threads"] == 1
+    assert cpu_fingerprint(threads=3)["threads"] == 3
+
+
+def test_key_is_stable_across_processes():
+    code = "from autotile.db.device import Device; print(Device.cpu().to_json())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    other = json.loads(out)
+    here = Device.cpu()
+    assert other["key"] == here.key and other["fingerprint"] == here.fingerprint
+
+
+def test_no_gpu_here():
+    assert cuda_fingerprint() is None
+    with pytest.raises(AutotileError, match="no CUDA GPU"):
+        current_device("triton")
+    cuda = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "sm_90", "sms": 132, "memory_gib": 79.1}
+    assert device_key(cuda) == "cuda-nvidia_h100_80gb_hbm3-sm_90-sms132"
