@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+
 from autotile.errors import AutotileError
 
 BACKENDS = ("auto", "tvm", "triton")
@@ -17,6 +19,28 @@ def resolve_backend(backend: str) -> str:
             raise AutotileError("the triton backend needs a CUDA GPU, and this machine has none; use --backend tvm")
         raise AutotileError("the triton backend is not implemented yet; use --backend tvm")
     return "tvm"
+
+
+_MEASURERS: dict = {}
+
+
+def shared_measurer(device):
+    """One persistent set of worker processes per device for the life of this process:
+    spawning them (and their TVM imports) costs seconds, so later tuning runs reuse them."""
+    from autotile.search.measure import Measurer
+
+    key = (device.key, device.fingerprint.get("threads"))
+    if key not in _MEASURERS:
+        if not _MEASURERS:
+            atexit.register(_close_measurers)
+        _MEASURERS[key] = Measurer(device, device.fingerprint.get("threads") or 1)
+    return _MEASURERS[key]
+
+
+def _close_measurers():
+    for measurer in _MEASURERS.values():
+        measurer.close()
+    _MEASURERS.clear()
 
 
 def open_db(db):
@@ -46,7 +70,8 @@ def tune(workload, trials: int = 64, db=None, *, time_budget: float | None = Non
     device = current_device(backend)
     with open_db(db) as database:
         return run_tuning(workload, db=database, device=device, trials=trials, time_budget=time_budget, seed=seed,
-                          strategy=strategy, backend=backend, retune=retune, progress=progress)
+                          strategy=strategy, backend=backend, retune=retune, progress=progress,
+                          measurer=shared_measurer(device))
 
 
 def kernel(workload, db=None, backend: str = "auto"):
