@@ -56,6 +56,27 @@ def test_best_ignores_failures_and_remeasurement_replaces(tmp_path):
             record(db, "c9", 1.0, status="great")
 
 
+def test_remeasurement_keeps_id_and_runs_point_at_it(tmp_path):
+    with TuningDB(tmp_path / "u.db") as db:
+        unfinished = db.start_run(DEV, W, BACKEND, "random", 0)
+        assert db.last_run(DEV, W, BACKEND) is None  # started, never finished
+        first = record(db, "c1", 7.0)
+        db.finish_run(unfinished, trials=0, seconds=0.1, best_measurement=first)
+        assert db.last_run(DEV, W)["id"] == unfinished  # finished with no new trials still counts
+        assert record(db, "c1", 6.5) == first  # the upsert keeps the id the run refers to
+        (row,) = db.measurements()
+        assert row["id"] == db.last_run(DEV, W)["best_measurement"] and row["latency"]["median"] == 6.5
+        with pytest.raises(ValueError, match="median"):
+            record(db, "c2", None, status="ok")
+
+
+def test_newer_schema_is_refused(tmp_path):
+    with TuningDB(tmp_path / "v.db") as db:
+        db.db["meta"].update("schema_version", {"value": "99"})
+    with pytest.raises(AutotileError, match="schema version 99"):
+        TuningDB(tmp_path / "v.db")
+
+
 def test_resolve_workload_prefixes(tmp_path):
     with TuningDB(tmp_path / "c.db") as db:
         keys = ("gemm_b1_8x8x8_float32_nn_none", "gemm_b1_8x8x16_float32_nn_none", "gemm_b1_64x1x1_float32_nn_none")
@@ -101,12 +122,14 @@ def test_concurrent_writers(tmp_path):
     procs = [ctx.Process(target=_writer, args=(path, w, 50)) for w in range(4)]
     for p in procs:
         p.start()
-    with TuningDB(path) as reader:  # reads while the writers write (WAL)
-        seen = len(reader.measurements())
+    seen = []
+    with TuningDB(path) as reader:  # reads while the writers write (WAL): never blocked, never going back
+        while any(p.is_alive() for p in procs):
+            seen.append(len(reader.measurements()))
     for p in procs:
         p.join(120)
     assert all(p.exitcode == 0 for p in procs)
-    assert 0 <= seen <= 200
+    assert seen and seen == sorted(seen) and seen[-1] <= 200
     with TuningDB(path) as db:
         assert len(db.measurements()) == 200
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

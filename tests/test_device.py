@@ -10,11 +10,15 @@ from autotile.errors import AutotileError
 
 def test_cpu_fingerprint_and_key():
     fp = cpu_fingerprint()
-    for field in ("mcpu", "vendor", "family", "model", "flags", "physical_cores", "threads"):
+    for field in ("mcpu", "vendor", "family", "model", "flags", "physical_cores", "logical_cpus", "threads"):
         assert field in fp
+    assert fp["flags"] == sorted(fp["flags"]) and all(isinstance(v, int) for v in fp["caches"].values())
     key = device_key(fp)
     assert key.startswith(f"cpu-{fp['mcpu']}-") and f"f{fp['family']}m{fp['model']}" in key
-    assert key.endswith(f"c{fp['physical_cores']}t{fp['threads']}") and " " not in key
+    assert key.endswith(f"c{fp['physical_cores']}t{fp['threads']}") and key == key.lower() and " " not in key
+    fp["flags"].append("mutated")  # a caller's copy: the next fingerprint is untouched
+    assert cpu_fingerprint() == Device.cpu().fingerprint and device_key(cpu_fingerprint()) == key
+    assert hash(Device.cpu()) == hash(Device.cpu()) and Device.cpu().kind == "cpu"
 
 
 def test_key_tells_cpu_generations_and_thread_counts_apart():
@@ -31,6 +35,12 @@ def test_threads_follow_tvm_num_threads(monkeypatch):
     monkeypatch.setenv("TVM_NUM_THREADS", "1")
     assert cpu_fingerprint()["threads"] == 1
     assert cpu_fingerprint(threads=3)["threads"] == 3
+    assert current_device("tvm", threads=4).key.endswith("t4")
+    monkeypatch.setenv("TVM_NUM_THREADS", "two")
+    with pytest.raises(AutotileError, match="TVM_NUM_THREADS"):
+        cpu_fingerprint()
+    with pytest.raises(AutotileError, match="threads"):
+        cpu_fingerprint(threads=0)
 
 
 def test_key_is_stable_across_processes():
@@ -45,5 +55,7 @@ def test_no_gpu_here():
     assert cuda_fingerprint() is None
     with pytest.raises(AutotileError, match="no CUDA GPU"):
         current_device("triton")
+    with pytest.raises(AutotileError, match="unknown backend"):
+        current_device("cuda")
     cuda = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "sm_90", "sms": 132, "memory_gib": 79.1}
     assert device_key(cuda) == "cuda-nvidia_h100_80gb_hbm3-sm_90-sms132"

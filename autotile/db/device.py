@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from copy import deepcopy
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from autotile.errors import AutotileError
 
 KERNEL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
                 "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "sse4_2")
+# The flags that change which kernels are possible. avx512bw/vl and amx_int8/bf16 are left out: every
+# CPU with avx512f / amx_tile that we tune on has them too, and adding them would only change keys
+# already stored in databases.
 KEY_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
 
 
@@ -37,21 +41,24 @@ def _cpuinfo() -> list[dict]:
 
 
 def _cache_sizes() -> dict:
+    """Data/unified cache bytes per level of cpu0, e.g. {"l1": 32768, "l2": 1048576, ...}; {} if unreadable."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
     sizes = {}
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:
             level = (index / "level").read_text().strip()
             kind = (index / "type").read_text().strip()
-            size = (index / "size").read_text().strip()
-        except OSError:
+            size = (index / "size").read_text().strip()  # "1024K"
+            if kind in ("Data", "Unified"):
+                sizes[f"l{level}"] = int(size.rstrip("KMG")) * units.get(size[-1], 1)
+        except (OSError, ValueError, IndexError):  # optional facts: skip what this kernel does not expose
             continue
-        if kind in ("Data", "Unified"):
-            sizes[f"l{level}"] = size
     return sizes
 
 
 @cache
 def _static_cpu_facts() -> dict:
+    """Everything but the thread count; read once per process (importing tvm is slow)."""
     import tvm
 
     try:
@@ -82,15 +89,24 @@ def _static_cpu_facts() -> dict:
 
 
 def cpu_fingerprint(threads: int | None = None) -> dict:
-    facts = dict(_static_cpu_facts())
+    """This CPU, and the thread count kernels run with: `threads`, else $TVM_NUM_THREADS, else physical cores."""
+    facts = deepcopy(_static_cpu_facts())  # callers may mutate their copy; the cache stays intact
     if threads is None:
-        env = os.environ.get("TVM_NUM_THREADS", "")
-        threads = int(env) if env.isdigit() and int(env) > 0 else facts["physical_cores"]
+        env = os.environ.get("TVM_NUM_THREADS")
+        if env is None:
+            threads = facts["physical_cores"]
+        elif env.strip().isdigit() and int(env) > 0:
+            threads = int(env)
+        else:
+            raise AutotileError(f"TVM_NUM_THREADS must be a positive integer, got {env!r}")
+    if int(threads) < 1:
+        raise AutotileError(f"threads must be at least 1, got {threads!r}")
     facts["threads"] = int(threads)
     return facts
 
 
 def cuda_fingerprint(index: int = 0) -> dict | None:
+    """GPU `index` as torch sees it; None when there is no CUDA GPU (or no torch)."""
     try:
         import torch
     except ImportError:
@@ -120,8 +136,10 @@ def device_key(fp: dict) -> str:
 
 @dataclass(frozen=True)
 class Device:
+    """A device key and the fingerprint it was built from (stored as JSON beside the key)."""
+
     key: str
-    fingerprint: dict
+    fingerprint: dict = field(hash=False)  # a dict cannot be hashed; the key determines it anyway
 
     @classmethod
     def cpu(cls, threads: int | None = None) -> Device:
@@ -148,6 +166,9 @@ class Device:
 
 
 def current_device(backend: str = "tvm", threads: int | None = None) -> Device:
+    """The device a backend's kernels run on: the CPU for tvm, GPU 0 for triton."""
     if backend == "triton":
         return Device.cuda()
-    return Device.cpu(threads)
+    if backend == "tvm":
+        return Device.cpu(threads)
+    raise AutotileError(f"unknown backend {backend!r}; expected 'tvm' or 'triton'")

@@ -52,17 +52,25 @@ def _retry(fn):
 
 
 class TuningDB:
+    """The tuning database at `path` (default: $AUTOTILE_DB, else the user cache dir); records are plain dicts."""
+
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Switching a fresh file to WAL needs a moment alone with it: retried when processes open it together.
+            _retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         except (OSError, sqlite3.Error) as e:
             raise AutotileError(f"cannot open the tuning database {self.path}: {e}") from None
         self.db = sqlite_utils.Database(conn)
         _retry(self._create_schema)
+        version = int(self.db["meta"].get("schema_version")["value"])
+        if version > SCHEMA_VERSION:
+            self.close()
+            raise AutotileError(f"the tuning database {self.path} has schema version {version}, newer than this "
+                                f"autotile understands ({SCHEMA_VERSION}); upgrade autotile or use another --db")
 
     def _create_schema(self):
         db = self.db
@@ -79,6 +87,7 @@ class TuningDB:
                 "id": int, "device": str, "workload": str, "backend": str, "config_key": str, "config": str,
                 "status": str, "error": str, "latency_us": float, "latency": str, "gflops": float, "threads": int,
                 "versions": str, "run_id": int, "timestamp": str}, pk="id", if_not_exists=True)
+            # Also serves lookups by (device, workload, backend), its leading columns.
             db["measurements"].create_index(["device", "workload", "backend", "config_key"], unique=True,
                                             if_not_exists=True)
 
@@ -96,9 +105,11 @@ class TuningDB:
                            status: str, error: str | None = None, latency: dict | None = None,
                            gflops: float | None = None, threads: int | None = None, versions: dict | None = None,
                            run_id: int | None = None) -> int:
-        """Insert one measurement; a second one of the same config replaces it (a re-measurement)."""
+        """Insert one measurement; a second one of the same config replaces it (a re-measurement), same id."""
         if status not in ("ok", "failed"):
             raise ValueError(f"status must be 'ok' or 'failed', got {status!r}")
+        if status == "ok" and (latency or {}).get("median") is None:
+            raise ValueError("an ok measurement needs latency['median']")
         record = {
             "device": device, "workload": workload, "backend": backend, "config_key": config_key,
             "config": json.dumps(config, sort_keys=True), "status": status, "error": error,
@@ -108,15 +119,21 @@ class TuningDB:
             "versions": json.dumps(versions or {}, sort_keys=True), "run_id": run_id, "timestamp": _now(),
         }
 
+        table, same = self.db["measurements"], "device = ? and workload = ? and backend = ? and config_key = ?"
+
         def write():
             with self.db.conn:
-                return self.db["measurements"].insert(record, replace=True).last_pk
+                # Keep the earlier record's id: runs point at their best measurement by id.
+                earlier = next(table.rows_where(same, [device, workload, backend, config_key], select="id"), None)
+                row = {**record, "id": earlier["id"]} if earlier else record
+                return table.insert(row, replace=True).last_pk
 
         return _retry(write)
 
     def start_run(self, device: str, workload: str, backend: str, strategy: str, seed: int) -> int:
+        # trials and seconds stay null until finish_run: that is how an unfinished (crashed) run shows.
         record = {"device": device, "workload": workload, "backend": backend, "strategy": strategy, "seed": seed,
-                  "trials": 0, "seconds": 0.0, "best_measurement": None, "timestamp": _now()}
+                  "trials": None, "seconds": None, "best_measurement": None, "timestamp": _now()}
 
         def write():
             with self.db.conn:
@@ -133,26 +150,32 @@ class TuningDB:
         _retry(write)
 
     # -- reading --------------------------------------------------------------------------------
-    def _rows(self, table: str, where: dict, order_by: str | None = None) -> list[dict]:
+    def _rows(self, table: str, where: dict, extra: str | None = None, **options) -> list[dict]:
+        """Rows whose columns equal `where`'s non-None values (and satisfy `extra`), JSON columns decoded."""
         filters = {k: v for k, v in where.items() if v is not None}
-        clause = " and ".join(f"[{k}] = :{k}" for k in filters) or None
-        return [_decode(dict(r)) for r in self.db[table].rows_where(clause, filters, order_by=order_by)]
+        clause = " and ".join([f"[{k}] = :{k}" for k in filters] + ([extra] if extra else [])) or None
+        return [_decode(dict(r)) for r in self.db[table].rows_where(clause, filters, **options)]
 
     def measurements(self, device=None, workload=None, backend=None, status=None) -> list[dict]:
         return self._rows("measurements", {"device": device, "workload": workload, "backend": backend,
                                            "status": status}, order_by="id")
 
     def best(self, device: str, workload: str, backend: str | None = None) -> dict | None:
-        rows = self.measurements(device, workload, backend, "ok")
-        return min(rows, key=lambda r: r["latency_us"], default=None)
+        """The fastest verified record, or None."""
+        rows = self._rows("measurements", {"device": device, "workload": workload, "backend": backend, "status": "ok"},
+                          "latency_us is not null", order_by="latency_us, id", limit=1)
+        return rows[0] if rows else None
 
     def measured_config_keys(self, device: str, workload: str, backend: str) -> set[str]:
-        return {r["config_key"] for r in self.measurements(device, workload, backend)}
+        """Every config measured here, ok or failed: none is measured twice."""
+        return {r["config_key"] for r in self._rows(
+            "measurements", {"device": device, "workload": workload, "backend": backend}, select="config_key")}
 
     def last_run(self, device: str, workload: str, backend: str | None = None) -> dict | None:
-        runs = [r for r in self._rows("runs", {"device": device, "workload": workload, "backend": backend},
-                                      order_by="id") if r["trials"]]
-        return runs[-1] if runs else None
+        """The most recent finished run, or None."""
+        rows = self._rows("runs", {"device": device, "workload": workload, "backend": backend},
+                          "seconds is not null", order_by="id desc", limit=1)
+        return rows[0] if rows else None
 
     def workloads(self) -> dict[str, dict]:
         """Workload key -> its description."""
@@ -162,8 +185,10 @@ class TuningDB:
         return self._rows("devices", {}, order_by="key")
 
     def list_workloads(self, device: str | None = None) -> list[dict]:
+        """One row per (device, workload, backend): measurements, failures, best latency_us and its gflops."""
         groups: dict = {}
-        for r in self.measurements(device=device):
+        for r in self._rows("measurements", {"device": device},
+                            select="device, workload, backend, status, latency_us, gflops"):
             g = groups.setdefault((r["device"], r["workload"], r["backend"]), {
                 "device": r["device"], "workload": r["workload"], "backend": r["backend"], "measurements": 0,
                 "failures": 0, "best_latency_us": None, "best_gflops": None})

@@ -12,6 +12,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from autotile.codegen.tvm.build import cache_root
 from autotile.search.worker import Worker, WorkerFailure, WorkerPool
 
 DEFAULT_BUILDER = "autotile.codegen.tvm.build:build_cached"
@@ -40,10 +41,14 @@ class MeasureResult:
 
 # --- functions that run inside workers -------------------------------------------------------
 
-def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key: str, mcpu: str, threads: int):
+def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key: str, mcpu: str, threads: int,
+               cache_dir: str):
+    import os
+
     from autotile.kernels import space_for, workload_from_dict
     from autotile.search.worker import resolve
 
+    os.environ["AUTOTILE_CACHE_DIR"] = cache_dir  # the parent's, as it is now: workers outlive env changes
     workload = workload_from_dict(workload_dict)
     config = space_for(workload).config_type.from_dict(config_dict)
     start = time.perf_counter()
@@ -134,7 +139,8 @@ class Measurer:
     def build(self, workload, configs) -> list:
         """Paths (str, seconds) or WorkerFailure, in order."""
         mcpu = self.device.fingerprint.get("mcpu", "generic")
-        items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads)
+        cache_dir = str(cache_root())
+        items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads, cache_dir)
                  for c in configs]
         return self.build_pool.map("autotile.search.measure:build_task", items, self.build_timeout)
 
