@@ -39,7 +39,7 @@ def tolerance(dtype_name: str, k: int) -> tuple[float, float]:
 def gemm_reference(workload, *inputs) -> torch.Tensor:
     """C = epilogue(op(A) @ op(B)) in float64; inputs in the workload's operand order."""
     named = dict(zip(workload.operand_shapes(), inputs))
-    a, b = named["A"].double(), named["B"].double()
+    a, b = named["A"].double(), named["B"].double()  # a shared (unbatched) operand broadcasts
     if workload.trans_a:
         a = a.transpose(-1, -2)
     if workload.trans_b:
@@ -61,17 +61,21 @@ def gemm_reference(workload, *inputs) -> torch.Tensor:
     return x
 
 
+def reference(workload, *inputs) -> torch.Tensor:
+    """The float64 result of any workload, inputs in its operand order."""
+    return workload.reference(*inputs)
+
+
 def random_inputs(workload, seed: int) -> list[torch.Tensor]:
     """Zero-mean random inputs (all-positive inputs would hide a dropped K tile)."""
     g = torch.Generator().manual_seed(seed)
-    shapes = workload.operand_shapes()
-    torch_dtype = getattr(torch, workload.dtype)
-    return [torch.randn(s, generator=g, dtype=torch.float64).to(torch_dtype if n in "AB" else torch.float32)
-            for n, s in shapes.items() if n != "C"]
+    names = list(workload.operand_shapes().items())[:-1]
+    return [torch.randn(s, generator=g, dtype=torch.float64).to(getattr(torch, workload.input_dtype(n)))
+            for n, s in names]
 
 
 def poisoned_output(workload) -> torch.Tensor:
-    shape = workload.operand_shapes()["C"]
+    shape = workload.output_shape
     dt = getattr(torch, workload.out_dtype)
     if dt.is_floating_point:
         return torch.full(shape, float("nan"), dtype=dt)
@@ -90,7 +94,7 @@ def compare(workload, out: torch.Tensor, ref: torch.Tensor) -> Verdict:
     if not torch.isfinite(out64).all() and torch.isfinite(ref).all():
         bad = int((~torch.isfinite(out64)).sum())
         return Verdict(False, float("inf"), f"{bad} output elements not written or not finite")
-    rtol, atol = tolerance(workload.dtype, workload.k)
+    rtol, atol = tolerance(workload.dtype, workload.reduction)
     if workload.out_dtype != workload.dtype:  # the cast rounds too
         out_rtol, _ = tolerance(workload.out_dtype, 1)
         rtol, atol = max(rtol, out_rtol), max(atol, out_rtol * float(ref.abs().max()))
@@ -113,7 +117,7 @@ def verify(workload, kernel, seeds=(0, 1)) -> Verdict:
         inputs = random_inputs(workload, seed)
         out = poisoned_output(workload)
         kernel(*inputs, out=out)
-        verdict = compare(workload, out, gemm_reference(workload, *inputs))
+        verdict = compare(workload, out, reference(workload, *inputs))
         if not verdict.ok:
             return verdict
         worst = Verdict(True, max(worst.max_abs_error, verdict.max_abs_error))

@@ -8,7 +8,7 @@ default), gelu_tanh, silu, residual (an M x N tensor added), cast:<dtype> (outpu
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from autotile.errors import AutotileError
 from autotile.ir.dtypes import SUPPORTED_GEMM_DTYPES, dtype
@@ -52,8 +52,80 @@ def parse_epilogue(spec) -> tuple[str, ...]:
     return tuple(ops)
 
 
+def positive_pair(name: str, value, minimum: int = 1) -> tuple[int, int]:
+    """N or (H, W) -> (H, W) of integers >= minimum, with an error naming the parameter."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2:
+        raise AutotileError(f"{name} must be one integer or a pair (H, W), got {value!r}")
+    out = []
+    for v in pair:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise AutotileError(f"{name} must be integers >= {minimum}, got {value!r}")
+        out.append(v)
+    return out[0], out[1]
+
+
+class Workload:
+    """What every op's workload offers the tuner, the database and the verifier.
+
+    Subclasses are frozen dataclasses with a class attribute `op` and define `key`, `flops`,
+    `reduction` (the length of the longest sum, which sets the verification tolerance),
+    `operand_shapes()` (kernel arguments in call order, the output last) and `reference(*inputs)`
+    (the float64 result). Tuple fields are stored as lists in dicts and restored by `from_dict`.
+    """
+
+    op: str
+    dtype: str
+
+    @property
+    def out_dtype(self) -> str:
+        return self.dtype
+
+    def __str__(self) -> str:
+        return self.key
+
+    def to_dict(self) -> dict:
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        d["op"] = self.op
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names - {"op"})
+        if unknown:
+            raise AutotileError(f"{cls.op} workloads have no field(s) {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return list(self.operand_shapes().values())[-1]
+
+    def input_dtype(self, name: str) -> str:
+        """Element type of an input operand: the workload's dtype unless a subclass says otherwise."""
+        return self.dtype
+
+    def check_operands(self, args) -> None:
+        """Clear error when tensors handed to a kernel do not fit this workload."""
+        shapes = self.operand_shapes()
+        if len(args) != len(shapes):
+            raise AutotileError(f"{self.key} takes {len(shapes)} tensors ({', '.join(shapes)}), got {len(args)}")
+        for (name, want), arg in zip(shapes.items(), args):
+            got = tuple(arg.shape)
+            if got != want:
+                raise AutotileError(f"{self.key}: operand {name} has shape {got}, expected {want}")
+
+
+BROADCASTS = ("", "a", "b")
+
+
 @dataclass(frozen=True)
-class GemmWorkload:
+class GemmWorkload(Workload):
     m: int
     n: int
     k: int
@@ -62,6 +134,7 @@ class GemmWorkload:
     trans_a: bool = False
     trans_b: bool = False
     epilogue: tuple[str, ...] = field(default=())
+    broadcast: str = ""  # "a" or "b": that operand has no batch dim and is shared by every batch
 
     op = "gemm"
 
@@ -77,6 +150,10 @@ class GemmWorkload:
         object.__setattr__(self, "trans_a", bool(self.trans_a))
         object.__setattr__(self, "trans_b", bool(self.trans_b))
         object.__setattr__(self, "epilogue", parse_epilogue(self.epilogue))
+        if self.broadcast not in BROADCASTS:
+            raise AutotileError(f"broadcast must be 'a', 'b' or empty (none), got {self.broadcast!r}")
+        if self.broadcast and self.batch == 1:
+            object.__setattr__(self, "broadcast", "")  # nothing to share with one batch
 
     # -- naming -------------------------------------------------------------------------
     @property
@@ -92,36 +169,24 @@ class GemmWorkload:
     def key(self) -> str:
         """Readable, canonical and stable: built from values only, never from hash() or repr."""
         epi = "+".join(op.replace(":", "-") for op in self.epilogue) or "none"
-        return f"gemm_b{self.batch}_{self.m}x{self.n}x{self.k}_{self.dtype}_{self.layout}_{epi}"
+        shared = f"_shared{self.broadcast.upper()}" if self.broadcast else ""
+        return f"gemm_b{self.batch}_{self.m}x{self.n}x{self.k}_{self.dtype}_{self.layout}_{epi}{shared}"
 
-    def __str__(self) -> str:
-        return self.key
+    @property
+    def reduction(self) -> int:
+        return self.k
 
     @property
     def flops(self) -> int:
         return 2 * self.m * self.n * self.k * self.batch
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["op"] = self.op
-        d["epilogue"] = list(self.epilogue)
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GemmWorkload:
-        d = {k: v for k, v in d.items() if k != "op"}
-        return cls(**d)
 
     # -- operands -----------------------------------------------------------------------
     def operand_shapes(self) -> dict[str, tuple[int, ...]]:
         """Kernel argument shapes in call order: A, B, [bias], [residual], C."""
         b = (self.batch,) if self.batch > 1 else ()
         shapes = {
-            "A": b + ((self.k, self.m) if self.trans_a else (self.m, self.k)),
-            "B": b + ((self.n, self.k) if self.trans_b else (self.k, self.n)),
+            "A": (() if self.broadcast == "a" else b) + ((self.k, self.m) if self.trans_a else (self.m, self.k)),
+            "B": (() if self.broadcast == "b" else b) + ((self.n, self.k) if self.trans_b else (self.k, self.n)),
         }
         if "bias" in self.epilogue:
             shapes["bias"] = (self.n,)
@@ -130,12 +195,10 @@ class GemmWorkload:
         shapes["C"] = b + (self.m, self.n)
         return shapes
 
-    def check_operands(self, args) -> None:
-        """Clear error when tensors handed to a kernel do not fit this workload."""
-        shapes = self.operand_shapes()
-        if len(args) != len(shapes):
-            raise AutotileError(f"{self.key} takes {len(shapes)} tensors ({', '.join(shapes)}), got {len(args)}")
-        for (name, want), arg in zip(shapes.items(), args):
-            got = tuple(arg.shape)
-            if got != want:
-                raise AutotileError(f"{self.key}: operand {name} has shape {got}, expected {want}")
+    def input_dtype(self, name: str) -> str:
+        return self.dtype if name in ("A", "B") else "float32"
+
+    def reference(self, *inputs):
+        from autotile.ir.reference import gemm_reference
+
+        return gemm_reference(self, *inputs)

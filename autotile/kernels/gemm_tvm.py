@@ -44,8 +44,9 @@ def define(w: GemmWorkload, c: GemmConfig):
     mc, nc = c.mc_tiles * c.mr, c.nc_tiles * c.nr
     mp, np_, kp = _round_up(w.m, mc), _round_up(w.n, nc), _round_up(w.k, c.kc)
 
-    A = te.placeholder(bdim + ((w.k, w.m) if w.trans_a else (w.m, w.k)), w.dtype, name="A")
-    B = te.placeholder(bdim + ((w.n, w.k) if w.trans_b else (w.k, w.n)), w.dtype, name="B")
+    shapes = w.operand_shapes()
+    A = te.placeholder(shapes["A"], w.dtype, name="A")
+    B = te.placeholder(shapes["B"], w.dtype, name="B")
     extra = {}
     if "bias" in w.epilogue:
         extra["bias"] = te.placeholder((w.n,), "float32", name="bias")
@@ -55,18 +56,18 @@ def define(w: GemmWorkload, c: GemmConfig):
 
     def a_at(bi, i, k):
         idx = (k, i) if w.trans_a else (i, k)
-        return A[(*bi, *idx)]
+        return A[idx if w.broadcast == "a" else (*bi, *idx)]
 
     def b_at(bi, k, j):
         idx = (j, k) if w.trans_b else (k, j)
-        return B[(*bi, *idx)]
+        return B[idx if w.broadcast == "b" else (*bi, *idx)]
 
     def clamp(x, n, padded):
         return te.min(x, n - 1) if padded > n else x
 
-    def pack(name, tile, extent, padded, load):
+    def pack(name, tile, extent, padded, load, shared):
         """name[b, outer, k, inner] = operand[outer*tile + inner, k], zero beyond its extent and K:
-        a panel the inner loop reads contiguously."""
+        a panel the inner loop reads contiguously. A shared (broadcast) operand is packed once."""
 
         def body(*idx):
             bi, (outer, k, inner) = idx[:-3], idx[-3:]
@@ -74,24 +75,27 @@ def define(w: GemmWorkload, c: GemmConfig):
             value = load(bi, clamp(x, extent, padded), clamp(k, w.k, kp))
             return tir.if_then_else(tir.all(x < extent, k < w.k), value, zero)
 
-        return te.compute(bdim + (padded // tile, kp, tile), body, name=name)
+        return te.compute((() if shared else bdim) + (padded // tile, kp, tile), body, name=name)
+
+    def own(bi, operand):
+        return () if w.broadcast == operand else bi
 
     stages = {}
     if c.pack_a:
-        stages["Apack"] = pack("Apack", c.mr, w.m, mp, a_at)
+        stages["Apack"] = pack("Apack", c.mr, w.m, mp, a_at, w.broadcast == "a")
     if c.pack_b:
-        stages["Bpack"] = pack("Bpack", c.nr, w.n, np_, lambda bi, j, k: b_at(bi, k, j))
+        stages["Bpack"] = pack("Bpack", c.nr, w.n, np_, lambda bi, j, k: b_at(bi, k, j), w.broadcast == "b")
 
     k = te.reduce_axis((0, kp), name="k")
 
     def mm(*idx):
         bi, (i, j) = idx[:-2], idx[-2:]
         if c.pack_a:
-            a = stages["Apack"][(*bi, i // c.mr, k, i % c.mr)]
+            a = stages["Apack"][(*own(bi, "a"), i // c.mr, k, i % c.mr)]
         else:
             a = a_at(bi, clamp(i, w.m, mp), clamp(k, w.k, kp))
         if c.pack_b:
-            b = stages["Bpack"][(*bi, j // c.nr, k, j % c.nr)]
+            b = stages["Bpack"][(*own(bi, "b"), j // c.nr, k, j % c.nr)]
         else:
             b = b_at(bi, clamp(k, w.k, kp), clamp(j, w.n, np_))
             if kp > w.k and not c.pack_a:  # some operand must supply zeros past K
@@ -169,7 +173,8 @@ def schedule(w: GemmWorkload, c: GemmConfig) -> tvm.IRModule:
         if name in stages:
             block = sch.get_sblock(name)
             ploops = sch.get_loops(block)
-            sch.parallel(sch.fuse(*ploops[: len(bl) + 1]) if batched else ploops[0])
+            shared = w.broadcast == name[0].lower()
+            sch.parallel(sch.fuse(*ploops[: len(bl) + 1]) if batched and not shared else ploops[0])
             if name == "Bpack":
                 sch.vectorize(ploops[-1])
     for name in stages:

@@ -60,12 +60,12 @@ _REFERENCES: dict = {}  # workload key -> [(inputs, reference)] for the verifica
 
 
 def _draws(workload):
-    from autotile.ir.reference import gemm_reference, random_inputs
+    from autotile.ir.reference import random_inputs, reference
 
     if workload.key not in _REFERENCES:
         _REFERENCES.clear()  # one workload at a time: a tuning run measures one
         _REFERENCES[workload.key] = [
-            (inputs, gemm_reference(workload, *inputs)) for inputs in (random_inputs(workload, s) for s in (0, 1))
+            (inputs, reference(workload, *inputs)) for inputs in (random_inputs(workload, s) for s in (0, 1))
         ]
     return _REFERENCES[workload.key]
 
@@ -133,6 +133,7 @@ class Measurer:
         self.threads = threads
         self.builder, self.loader = builder, loader
         self.build_timeout, self.run_timeout = build_timeout, run_timeout
+        # Templates other than GEMM import on first use.
         self.build_pool = WorkerPool(build_workers, warm_imports=("tvm", "autotile.kernels.gemm_tvm"))
         self.runner = Worker({"TVM_NUM_THREADS": threads}, warm_imports=("tvm", "torch"))
 

@@ -38,12 +38,10 @@ def llvm_target(mcpu: str, threads: int):
 
 
 def lower(workload, config):
-    """The scheduled IRModule for (workload, config): one place that knows template modules."""
-    if workload.op == "gemm":
-        from autotile.kernels.gemm_tvm import schedule
+    """The scheduled IRModule for (workload, config), from the op's template family."""
+    from autotile.kernels import tvm_schedule
 
-        return schedule(workload, config)
-    raise AutotileError(f"no TVM template for op {workload.op!r}")
+    return tvm_schedule(workload, config)
 
 
 def build(workload, config, mcpu: str, threads: int):
@@ -107,7 +105,7 @@ class CompiledKernel:
             raise AutotileError(f"{self.workload.key} takes {len(names) - 1} inputs ({', '.join(names[:-1])}), "
                                 f"got {len(inputs)}")
         if out is None:
-            out = torch.empty(self._shapes["C"], dtype=getattr(torch, self.workload.out_dtype),
+            out = torch.empty(self.workload.output_shape, dtype=getattr(torch, self.workload.out_dtype),
                               device=inputs[0].device)
         for name, t in zip(names, (*inputs, out)):
             if tuple(t.shape) != self._shapes[name]:
