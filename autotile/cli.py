@@ -15,8 +15,8 @@ import autotile
 from autotile.errors import AutotileError
 
 
-def parse_shape(text: str, names: str) -> tuple[int, ...]:
-    """'512x768x768' -> (512, 768, 768), with an error naming the expected form."""
+def parse_shape(text: str, names) -> tuple[int, ...]:
+    """'512x768x768' -> (512, 768, 768), with an error naming the expected form (names: dim letters)."""
     parts = text.lower().replace("*", "x").split("x")
     form = "x".join(names)
     if len(parts) != len(names):
@@ -127,6 +127,81 @@ def tune_gemm(shape, batch, dtype, layout, epilogue, **common):
     m, n, k = parse_shape(shape, "MNK")
     workload = GemmWorkload(m, n, k, batch=batch, dtype=dtype, trans_a=layout[0] == "t", trans_b=layout[1] == "t",
                             epilogue=epilogue)
+    run_and_report(workload, **common)
+
+
+@tune.command("bmm")
+@click.option("--shape", required=True, help="BxMxNxK: C[b] = A[b] @ B[b], b < B.")
+@click.option("--shared", type=click.Choice(["a", "b"]), default=None,
+              help="That operand has no batch dim and is shared by every batch (a broadcast).")
+@click.option("--layout", type=click.Choice(["nn", "nt", "tn", "tt"]), default="nn", show_default=True)
+@click.option("--epilogue", default="", help="Fused ops after the product, as for `tune gemm`.")
+@common_tune_options
+@user_errors
+def tune_bmm(shape, shared, layout, epilogue, **common):
+    """Tune a batched GEMM (the same workload as `tune gemm --batch B`)."""
+    from autotile.ir import GemmWorkload
+
+    b, m, n, k = parse_shape(shape, "BMNK")
+    workload = GemmWorkload(m, n, k, batch=b, trans_a=layout[0] == "t", trans_b=layout[1] == "t",
+                            epilogue=epilogue, broadcast=shared or "")
+    run_and_report(workload, **common)
+
+
+def parse_pair(text: str, name: str) -> tuple[int, int]:
+    """'2' or '2x1' -> (2, 2) or (2, 1)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise AutotileError(f"{name} {text!r} must be N or HxW (non-negative integers)")
+    values = [int(p) for p in parts]
+    return (values[0], values[-1])
+
+
+@tune.command("conv2d")
+@click.option("--input", "input_shape", required=True, help="NxCxHxW (always in this order).")
+@click.option("--weight", required=True, help="KxCgxRxS: K filters of C/groups channels, R x S taps.")
+@click.option("--stride", default="1", show_default=True, help="N or HxW.")
+@click.option("--padding", default="0", show_default=True, help="N or HxW.")
+@click.option("--dilation", default="1", show_default=True, help="N or HxW.")
+@click.option("--groups", type=int, default=1, show_default=True)
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
+              help="Memory layout of the input and output tensors.")
+@click.option("--epilogue", default="", help="Fused ops after the convolution, e.g. bias,relu "
+              "(bias, relu, gelu, gelu_tanh, silu, residual, cast:<dtype>).")
+@common_tune_options
+@user_errors
+def tune_conv2d(input_shape, weight, stride, padding, dilation, groups, layout, epilogue, **common):
+    """Tune a 2-D convolution (any stride, padding, dilation and groups, with a fused epilogue)."""
+    n, c, h, w = parse_shape(input_shape, "NCHW")
+    k, cg, r, s = parse_shape(weight, ("K", "Cg", "R", "S"))
+    geometry = {name: parse_pair(value, f"--{name}") for name, value in
+                (("stride", stride), ("padding", padding), ("dilation", dilation))}
+    from autotile.ir.conv import Conv2dWorkload
+
+    workload = Conv2dWorkload(n, c, h, w, k, r, s, **geometry, groups=groups, layout=layout,
+                              epilogue=epilogue)  # validates groups
+    if cg != c // groups:
+        raise AutotileError(f"--weight {weight}: the second dim must be C/groups = {c // groups}, got {cg}")
+    run_and_report(workload, **common)
+
+
+@tune.command("attention")
+@click.option("--qkv", required=True, help="BxHxSxD: batch, query heads, sequence length, head dim.")
+@click.option("--kv-seq", type=int, default=None, help="Key/value sequence length (default: S).")
+@click.option("--kv-heads", type=int, default=None, help="Key/value heads, grouped-query (default: H).")
+@click.option("--causal", is_flag=True, help="Mask keys after the query (torch is_causal).")
+@click.option("--causal-align", type=click.Choice(["top-left", "bottom-right"]), default="top-left",
+              show_default=True, help="top-left as torch's is_causal; bottom-right as FlashAttention (decoding).")
+@click.option("--scale", type=float, default=None, help="Softmax scale (default 1/sqrt(D)).")
+@common_tune_options
+@user_errors
+def tune_attention(qkv, kv_seq, kv_heads, causal, causal_align, scale, **common):
+    """Tune scaled dot-product attention (flash style: the score matrix is never materialized)."""
+    from autotile.ir.attention import AttentionWorkload
+
+    b, h, s, d = parse_shape(qkv, "BHSD")
+    workload = AttentionWorkload(b, h, s, d, seq_kv=kv_seq, kv_heads=kv_heads, causal=causal,
+                                 causal_align=causal_align, scale=scale)
     run_and_report(workload, **common)
 
 

@@ -51,6 +51,17 @@ def test_db_list_and_show(db):
     assert "Traceback" not in ambiguous.stderr
 
 
+def test_tune_bmm_is_the_batched_gemm_workload(db):
+    """`tune bmm --shape BxMxNxK` and `tune gemm --batch B` name one workload: the second is a cache hit."""
+    first = json.loads(autotile("tune", "bmm", "--shape", "3x9x20x7", "--trials", "3", "--json", db=db).stdout)
+    assert first["workload"] == "gemm_b3_9x20x7_float32_nn_none" and first["verified"]
+    again = json.loads(autotile("tune", "gemm", "--shape", "9x20x7", "--batch", "3", "--json", db=db).stdout)
+    assert again["cached"] and again["config"] == first["config"]
+    shared = json.loads(autotile("tune", "bmm", "--shape", "3x9x20x7", "--shared", "b", "--trials", "2", "--json",
+                                 db=db).stdout)
+    assert shared["workload"] == "gemm_b3_9x20x7_float32_nn_none_sharedB" and not shared["cached"]
+
+
 def test_device_prints_key_and_fingerprint():
     out = autotile("device", "--json").stdout
     d = json.loads(out)
@@ -66,6 +77,17 @@ def test_device_prints_key_and_fingerprint():
 ])
 def test_bad_input_is_one_clear_line(args, message, tmp_path):
     proc = autotile("tune", "gemm", *args, db=tmp_path / "x.db", check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bmm", "--shape", "3x9x20"], "must have the form BxMxNxK"),
+    (["conv2d", "--input", "1x3x8x8", "--weight", "4x3x3x3", "--stride", "2x"], "--stride '2x' must be N or HxW"),
+    (["conv2d", "--input", "1x3x8", "--weight", "4x3x3x3"], "must have the form NxCxHxW"),
+])
+def test_bad_shapes_of_other_ops_are_one_clear_line(args, message, tmp_path):
+    proc = autotile("tune", *args, db=tmp_path / "x.db", check=False)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 

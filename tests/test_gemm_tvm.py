@@ -52,6 +52,17 @@ def test_every_knob_value_builds_and_verifies():
     assert len(seen) > 20
 
 
+@pytest.mark.parametrize("shared", ["a", "b"])
+def test_batched_with_a_shared_operand(shared):
+    """bmm broadcasting: one operand has no batch dim; packed or not, every batch reads the same one."""
+    w = GemmWorkload(13, 37, 19, batch=3, trans_b=shared == "b", epilogue="bias,residual", broadcast=shared)
+    assert len(w.operand_shapes()["A" if shared == "a" else "B"]) == 2
+    space = GemmSpace(w)
+    check(w, space.default())
+    for pack_a, pack_b in [(True, True), (False, False)]:
+        check(w, space.canonical(GemmConfig(mr=4, nr=16, vec=8, kc=8, pack_a=pack_a, pack_b=pack_b)))
+
+
 def test_batched_and_transposed():
     w = GemmWorkload(9, 20, 31, batch=3, trans_a=True, trans_b=True, epilogue="bias,relu")
     space = GemmSpace(w)

@@ -80,3 +80,13 @@ def test_tolerance_catches_a_dropped_k_tile():
     nan_out[3, 4] = float("nan")
     assert "not written" in compare(w, nan_out, ref).reason
     assert tolerance("int8", 512) == (0.0, 0.0)
+
+
+def test_shared_operand_is_part_of_the_key_and_needs_a_batch():
+    w = GemmWorkload(8, 16, 4, batch=4, broadcast="b")
+    assert w.key == "gemm_b4_8x16x4_float32_nn_none_sharedB"
+    assert w.operand_shapes() == {"A": (4, 8, 4), "B": (4, 16), "C": (4, 8, 16)}
+    assert GemmWorkload(8, 16, 4, broadcast="b") == GemmWorkload(8, 16, 4)  # one batch: nothing shared
+    assert GemmWorkload.from_dict(w.to_dict()) == w
+    with pytest.raises(AutotileError, match="broadcast must be 'a', 'b'"):
+        GemmWorkload(8, 16, 4, batch=2, broadcast="c")
