@@ -12,7 +12,7 @@ from autotile.errors import AutotileError
 class DType:
     name: str  # canonical name, used in workload keys
     bits: int
-    kind: str  # "float", "int", "uint"
+    kind: str  # "float", "int", "uint", "scale" (E8M0: an exponent only)
     numpy: str | None  # numpy / ml_dtypes name, None for sub-byte packed types
     tvm: str | None  # TVM dtype string, None where TVM has no scalar type
 
@@ -29,6 +29,13 @@ DTYPES: dict[str, DType] = {
         DType("int8", 8, "int", "int8", "int8"),
         DType("uint8", 8, "uint", "uint8", "uint8"),
         DType("int4", 4, "int", None, "int4"),
+        # Narrow integer weights: stored as packed bit codes (see ir/quant.py), never as scalars.
+        *(DType(f"int{b}", b, "int", None, None) for b in (2, 3, 5, 6, 7)),
+        # OCP MX element formats (stored as packed bit codes) and the E8M0 power-of-two block scale.
+        DType("float6_e3m2", 6, "float", "float6_e3m2fn", None),
+        DType("float6_e2m3", 6, "float", "float6_e2m3fn", None),
+        DType("float4_e2m1", 4, "float", "float4_e2m1fn", None),
+        DType("float8_e8m0", 8, "scale", "float8_e8m0fnu", None),
     ]
 }
 
@@ -49,6 +56,13 @@ ALIASES = {
     "i32": "int32",
     "u8": "uint8",
     "i4": "int4",
+    "fp8e4m3": "float8_e4m3",
+    "fp8e5m2": "float8_e5m2",
+    "fp6_e3m2": "float6_e3m2",
+    "fp6_e2m3": "float6_e2m3",
+    "fp4": "float4_e2m1",
+    "fp4_e2m1": "float4_e2m1",
+    "e8m0": "float8_e8m0",
 }
 
 # What the GEMM templates can run today; the table above admits more for later issues.
