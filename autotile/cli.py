@@ -205,6 +205,28 @@ def tune_attention(qkv, kv_seq, kv_heads, causal, causal_align, scale, **common)
     run_and_report(workload, **common)
 
 
+@tune.command("qgemm")
+@click.option("--shape", required=True, help="MxNxK: C[M,N] = A[M,K] @ dequantize(W[N,K])^T.")
+@click.option("--weight-dtype", default="int4", show_default=True, help="int2 .. int8 (packed codes).")
+@click.option("--act-dtype", default="float32", show_default=True)
+@click.option("--group-size", type=int, default=128, show_default=True,
+              help="Scales per group of K elements; 0 for one scale per output channel.")
+@click.option("--asymmetric", is_flag=True, help="Zero points per group (else symmetric).")
+@click.option("--epilogue", default="", help="Fused ops after the product (bias, relu, gelu, ...).")
+@common_tune_options
+@user_errors
+def tune_qgemm(shape, weight_dtype, act_dtype, group_size, asymmetric, epilogue, **common):
+    """Tune a quantized GEMM (weight-only: float activations, int2..int8 weights dequantized in the kernel)."""
+    from autotile.ir.qgemm import QGemmWorkload
+
+    m, n, k = parse_shape(shape, "MNK")
+    if group_size < 0:
+        raise AutotileError(f"--group-size must be 0 (per channel) or positive, got {group_size}")
+    workload = QGemmWorkload(m, n, k, weight_dtype=weight_dtype, act_dtype=act_dtype, group_size=group_size or None,
+                             asymmetric=asymmetric, epilogue=epilogue)
+    run_and_report(workload, **common)
+
+
 @main.group("db")
 def db_group():
     """Inspect the tuning database."""

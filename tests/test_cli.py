@@ -62,6 +62,12 @@ def test_tune_bmm_is_the_batched_gemm_workload(db):
     assert shared["workload"] == "gemm_b3_9x20x7_float32_nn_none_sharedB" and not shared["cached"]
 
 
+def test_tune_qgemm(db):
+    out = json.loads(autotile("tune", "qgemm", "--shape", "5x24x64", "--weight-dtype", "int5", "--group-size", "32",
+                              "--asymmetric", "--trials", "2", "--json", db=db).stdout)
+    assert out["workload"] == "qgemm_5x24x64_float32_int5_g32_asym_none" and out["verified"]
+
+
 def test_device_prints_key_and_fingerprint():
     out = autotile("device", "--json").stdout
     d = json.loads(out)
@@ -85,6 +91,9 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
     (["bmm", "--shape", "3x9x20"], "must have the form BxMxNxK"),
     (["conv2d", "--input", "1x3x8x8", "--weight", "4x3x3x3", "--stride", "2x"], "--stride '2x' must be N or HxW"),
     (["conv2d", "--input", "1x3x8", "--weight", "4x3x3x3"], "must have the form NxCxHxW"),
+    (["qgemm", "--shape", "4x8x64", "--weight-dtype", "int8", "--act-dtype", "int8"],
+     "activation dtype 'int8' is not supported"),
+    (["qgemm", "--shape", "4x8x64", "--group-size", "-1"], "--group-size must be 0"),
 ])
 def test_bad_shapes_of_other_ops_are_one_clear_line(args, message, tmp_path):
     proc = autotile("tune", *args, db=tmp_path / "x.db", check=False)

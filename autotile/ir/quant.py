@@ -110,12 +110,13 @@ class IntQuantized:
     def codes(self) -> torch.Tensor:
         return unpack_bits(self.packed, self.bits, self.shape[1])
 
-    def dequantize(self) -> torch.Tensor:
+    def dequantize(self, dtype=torch.float32) -> torch.Tensor:
+        """(code - zero) * scale, computed exactly in float64 and returned in `dtype`."""
         n, k = self.shape
         group = self.group_size or k
         zeros = self.zeros if self.zeros is not None else torch.full_like(self.scales, 1 << (self.bits - 1))
-        expand = lambda t: t.repeat_interleave(group, dim=1)[:, :k]
-        return ((self.codes - expand(zeros).to(torch.int64)) * expand(self.scales).double()).float()
+        expand = lambda t: t.double().repeat_interleave(group, dim=1)[:, :k]
+        return ((self.codes.double() - expand(zeros)) * expand(self.scales)).to(dtype)
 
 
 def _groups(w: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, int]:

@@ -44,8 +44,12 @@ def gemm_reference(workload, *inputs) -> torch.Tensor:
         a = a.transpose(-1, -2)
     if workload.trans_b:
         b = b.transpose(-1, -2)
-    x = a @ b
-    for op in workload.epilogue:
+    return apply_epilogue(a @ b, workload.epilogue, named)
+
+
+def apply_epilogue(x: torch.Tensor, epilogue, named: dict) -> torch.Tensor:
+    """The epilogue chain on a float64 result; bias and residual come from the named operands."""
+    for op in epilogue:
         if op == "bias":
             x = x + named["bias"].double()
         elif op == "residual":
@@ -67,7 +71,10 @@ def reference(workload, *inputs) -> torch.Tensor:
 
 
 def random_inputs(workload, seed: int) -> list[torch.Tensor]:
-    """Zero-mean random inputs (all-positive inputs would hide a dropped K tile)."""
+    """Zero-mean random inputs (all-positive inputs would hide a dropped K tile); a workload whose
+    operands must be consistent (packed quantized codes) draws its own."""
+    if hasattr(workload, "random_inputs"):
+        return workload.random_inputs(seed)
     g = torch.Generator().manual_seed(seed)
     names = list(workload.operand_shapes().items())[:-1]
     return [torch.randn(s, generator=g, dtype=torch.float64).to(getattr(torch, workload.input_dtype(n)))

@@ -27,6 +27,8 @@ FAMILIES = {
                      "autotile.kernels.conv2d_tvm:schedule"),
     "attention": Family("autotile.ir.attention:AttentionWorkload", "autotile.kernels.attention:AttentionSpace",
                         "autotile.kernels.attention_tvm:schedule"),
+    "qgemm": Family("autotile.ir.qgemm:QGemmWorkload", "autotile.kernels.qgemm:QGemmSpace",
+                    "autotile.kernels.qgemm_tvm:schedule"),
 }
 
 

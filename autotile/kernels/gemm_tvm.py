@@ -37,22 +37,12 @@ def _epilogue_stage(w: GemmWorkload, src, ops, extra, name, out_dtype):
     return te.compute(shape, body, name=name)
 
 
-def define(w: GemmWorkload, c: GemmConfig):
-    """TE tensors: the padded accumulator stage 'mm', packs, and epilogue stages; returns (args, stages)."""
-    batched = w.batch > 1
-    bdim = (w.batch,) if batched else ()
-    mc, nc = c.mc_tiles * c.mr, c.nc_tiles * c.nr
-    mp, np_, kp = _round_up(w.m, mc), _round_up(w.n, nc), _round_up(w.k, c.kc)
-
+def dense_operands(w: GemmWorkload):
+    """A and B as plain tensors: (placeholders, a_at(bi, i, k), b_at(bi, k, j)). Other templates
+    (quantized weights) supply their own loaders and reuse the rest of the GEMM."""
     shapes = w.operand_shapes()
     A = te.placeholder(shapes["A"], w.dtype, name="A")
     B = te.placeholder(shapes["B"], w.dtype, name="B")
-    extra = {}
-    if "bias" in w.epilogue:
-        extra["bias"] = te.placeholder((w.n,), "float32", name="bias")
-    if "residual" in w.epilogue:
-        extra["residual"] = te.placeholder(bdim + (w.m, w.n), "float32", name="residual")
-    zero = tir.const(0, w.dtype)
 
     def a_at(bi, i, k):
         idx = (k, i) if w.trans_a else (i, k)
@@ -61,6 +51,24 @@ def define(w: GemmWorkload, c: GemmConfig):
     def b_at(bi, k, j):
         idx = (j, k) if w.trans_b else (k, j)
         return B[idx if w.broadcast == "b" else (*bi, *idx)]
+
+    return [A, B], a_at, b_at
+
+
+def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands):
+    """TE tensors: the padded accumulator stage 'mm', packs, and epilogue stages; returns (args, stages)."""
+    batched = w.batch > 1
+    bdim = (w.batch,) if batched else ()
+    mc, nc = c.mc_tiles * c.mr, c.nc_tiles * c.nr
+    mp, np_, kp = _round_up(w.m, mc), _round_up(w.n, nc), _round_up(w.k, c.kc)
+
+    inputs, a_at, b_at = operands(w)
+    extra = {}
+    if "bias" in w.epilogue:
+        extra["bias"] = te.placeholder((w.n,), "float32", name="bias")
+    if "residual" in w.epilogue:
+        extra["residual"] = te.placeholder(bdim + (w.m, w.n), "float32", name="residual")
+    zero = tir.const(0, w.dtype)
 
     def clamp(x, n, padded):
         return te.min(x, n - 1) if padded > n else x
@@ -113,7 +121,7 @@ def define(w: GemmWorkload, c: GemmConfig):
         final = n == len(rest) - 1
         last = _epilogue_stage(w, last, (op,), extra, f"epi{n}", out_dtype if final else "float32")
         stages[f"epi{n}"] = last
-    args = [A, B, *extra.values(), last]
+    args = [*inputs, *extra.values(), last]
     return args, stages
 
 
@@ -125,8 +133,10 @@ def _vectorize_inner(sch, block, lanes: int):
     sch.vectorize(v)
 
 
-def schedule(w: GemmWorkload, c: GemmConfig) -> tvm.IRModule:
-    args, stages = define(w, c)
+def schedule(w: GemmWorkload, c: GemmConfig, operands=dense_operands, pack_at: str = "root") -> tvm.IRModule:
+    """pack_at "block": each outer block packs the panels it reads (bounded memory, e.g. a
+    dequantized weight tile) instead of the whole operand once."""
+    args, stages = define(w, c, operands)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))
     batched = w.batch > 1
 
@@ -156,6 +166,12 @@ def schedule(w: GemmWorkload, c: GemmConfig) -> tvm.IRModule:
     sch.unroll(i2)
     if c.unroll_k > 1:
         sch.unroll(k1b)
+    if pack_at == "block":  # before the outer loops are fused for parallelism
+        for name in ("Apack", "Bpack"):
+            if name in stages:  # a kc-deep panel when K is chunked outside the tiles
+                block = sch.get_sblock(name)
+                sch.compute_at(block, k0 if c.korder == "outer" else outer[-1])
+                sch.vectorize(sch.get_loops(block)[-1])
     n_par = {"both": 2, "first": 1, "none": 0}[c.parallel]
     par = list(bl) + list(outer[:n_par])
     if par:
@@ -170,7 +186,7 @@ def schedule(w: GemmWorkload, c: GemmConfig) -> tvm.IRModule:
         sch.vectorize(cv)
 
     for name in ("Apack", "Bpack"):
-        if name in stages:
+        if name in stages and pack_at == "root":
             block = sch.get_sblock(name)
             ploops = sch.get_loops(block)
             shared = w.broadcast == name[0].lower()

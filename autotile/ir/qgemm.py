@@ -1,0 +1,138 @@
+"""Quantized GEMM workloads: C = epilogue(A @ dequantize(W)^T).
+
+Weight-only (act_dtype float32, weight_dtype int2..int8): W (N x K, as torch.nn.Linear holds it) is
+given as packed codes with per-group (or per-channel, group_size None) float32 scales and, with
+`asymmetric`, int32 zero points, in the layout of `autotile.ir.quant.quantize_int`. The kernel
+dequantizes inside (a cache-sized panel at a time), never into a full float copy of W.
+
+Operands: A (M, K) float32, W (N, ceil(K*bits/8)) uint8, scales (N, groups) float32,
+[zeros (N, groups) int32], [bias (N,)], [residual (M, N)], C (M, N).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from autotile.errors import AutotileError
+from autotile.ir.dtypes import dtype as lookup_dtype
+from autotile.ir.workload import Workload, _positive_int, parse_epilogue
+
+WEIGHT_ONLY_DTYPES = tuple(f"int{b}" for b in range(2, 9))
+ACT_DTYPES = ("float32",)
+
+
+@dataclass(frozen=True)
+class QGemmWorkload(Workload):
+    m: int
+    n: int
+    k: int
+    weight_dtype: str = "int4"
+    act_dtype: str = "float32"
+    group_size: int | None = 128
+    asymmetric: bool = False
+    epilogue: tuple[str, ...] = field(default=())
+
+    op = "qgemm"
+    # The GEMM template's view of this workload: one batch, B read as W^T.
+    batch = 1
+    trans_a = False
+    trans_b = True
+    broadcast = ""
+
+    def __post_init__(self):
+        for name in ("m", "n", "k"):
+            object.__setattr__(self, name, _positive_int(name.upper(), getattr(self, name)))
+        weight = lookup_dtype(self.weight_dtype).name
+        act = lookup_dtype(self.act_dtype).name
+        if act not in ACT_DTYPES:
+            raise AutotileError(f"activation dtype {act!r} is not supported by the quantized templates yet; "
+                                f"supported: {', '.join(ACT_DTYPES)}")
+        if weight not in WEIGHT_ONLY_DTYPES:
+            raise AutotileError(f"weight dtype {weight!r} is not supported for weight-only GEMM; "
+                                f"supported: {', '.join(WEIGHT_ONLY_DTYPES)}")
+        object.__setattr__(self, "weight_dtype", weight)
+        object.__setattr__(self, "act_dtype", act)
+        if self.group_size is not None:
+            group = _positive_int("group size", self.group_size)
+            object.__setattr__(self, "group_size", None if group >= self.k else group)
+        object.__setattr__(self, "asymmetric", bool(self.asymmetric))
+        epilogue = parse_epilogue(self.epilogue)
+        if any(op.startswith("cast:") for op in epilogue):
+            raise AutotileError("quantized GEMMs write float32; a cast epilogue is not supported yet")
+        object.__setattr__(self, "epilogue", epilogue)
+
+    @property
+    def dtype(self) -> str:
+        return self.act_dtype
+
+    @property
+    def bits(self) -> int:
+        return lookup_dtype(self.weight_dtype).bits
+
+    @property
+    def groups(self) -> int:
+        return -(-self.k // (self.group_size or self.k))
+
+    @property
+    def key(self) -> str:
+        epi = "+".join(self.epilogue) or "none"
+        group = f"g{self.group_size}" if self.group_size else "perchannel"
+        sym = "asym" if self.asymmetric else "sym"
+        return f"qgemm_{self.m}x{self.n}x{self.k}_{self.act_dtype}_{self.weight_dtype}_{group}_{sym}_{epi}"
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.n * self.k
+
+    @property
+    def reduction(self) -> int:
+        return self.k
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weight (codes, scales, zeros) a call reads."""
+        zeros = 4 * self.n * self.groups if self.asymmetric else 0
+        return self.n * -(-self.k * self.bits // 8) + 4 * self.n * self.groups + zeros
+
+    def operand_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {"A": (self.m, self.k), "W": (self.n, -(-self.k * self.bits // 8)),
+                  "scales": (self.n, self.groups)}
+        if self.asymmetric:
+            shapes["zeros"] = (self.n, self.groups)
+        if "bias" in self.epilogue:
+            shapes["bias"] = (self.n,)
+        if "residual" in self.epilogue:
+            shapes["residual"] = (self.m, self.n)
+        shapes["C"] = (self.m, self.n)
+        return shapes
+
+    def input_dtype(self, name: str) -> str:
+        return {"W": "uint8", "zeros": "int32"}.get(name, "float32")
+
+    def random_inputs(self, seed: int) -> list[torch.Tensor]:
+        """A real quantized weight (quantize_int of randn), so codes, scales and zeros are consistent."""
+        from autotile.ir.quant import quantize_int
+
+        g = torch.Generator().manual_seed(seed)
+        a = torch.randn(self.m, self.k, generator=g)
+        q = quantize_int(torch.randn(self.n, self.k, generator=g), self.bits, self.group_size, not self.asymmetric)
+        named = {"A": a, "W": q.packed, "scales": q.scales}
+        if self.asymmetric:
+            named["zeros"] = q.zeros
+        if "bias" in self.epilogue:
+            named["bias"] = torch.randn(self.n, generator=g)
+        if "residual" in self.epilogue:
+            named["residual"] = torch.randn(self.m, self.n, generator=g)
+        return [named[name] for name in list(self.operand_shapes())[:-1]]
+
+    def reference(self, *inputs) -> torch.Tensor:
+        """Exact dequantization (codes - zero) * scale in float64, then the float64 GEMM."""
+        from autotile.ir.quant import IntQuantized
+        from autotile.ir.reference import apply_epilogue
+
+        named = dict(zip(self.operand_shapes(), inputs))
+        q = IntQuantized(named["W"], named["scales"], named.get("zeros"), self.bits, self.group_size,
+                         (self.n, self.k))
+        return apply_epilogue(named["A"].double() @ q.dequantize(torch.float64).t(), self.epilogue, named)
