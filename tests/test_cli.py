@@ -91,8 +91,8 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
     (["bmm", "--shape", "3x9x20"], "must have the form BxMxNxK"),
     (["conv2d", "--input", "1x3x8x8", "--weight", "4x3x3x3", "--stride", "2x"], "--stride '2x' must be N or HxW"),
     (["conv2d", "--input", "1x3x8", "--weight", "4x3x3x3"], "must have the form NxCxHxW"),
-    (["qgemm", "--shape", "4x8x64", "--weight-dtype", "int8", "--act-dtype", "int8"],
-     "activation dtype 'int8' is not supported"),
+    (["qgemm", "--shape", "4x8x64", "--weight-dtype", "int4", "--act-dtype", "int8"],
+     "int8 activations need int8 weights"),
     (["qgemm", "--shape", "4x8x64", "--group-size", "-1"], "--group-size must be 0"),
 ])
 def test_bad_shapes_of_other_ops_are_one_clear_line(args, message, tmp_path):

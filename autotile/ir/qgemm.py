@@ -1,4 +1,10 @@
-"""Quantized GEMM workloads: C = epilogue(A @ dequantize(W)^T).
+"""Quantized GEMM workloads: C = epilogue(A @ dequantize(W)^T), activations A given in float32.
+
+W8A8 (weight_dtype and act_dtype int8): W (N x K) int8 with one float32 scale per output channel;
+the kernel quantizes A per row dynamically (scale_a = absmax / 127, round half to even, as
+`autotile.ir.quant.quantize_rows_int8` does), multiplies in int8 with int32 accumulation and
+applies scale_a[i] * scale_w[j] in the epilogue. Operands: A (M, K) float32, W (N, K) int8,
+scales (N,) float32, [bias], [residual], C (M, N) float32.
 
 Weight-only (act_dtype float32, weight_dtype int2..int8): W (N x K, as torch.nn.Linear holds it) is
 given as packed codes with per-group (or per-channel, group_size None) float32 scales and, with
@@ -20,7 +26,7 @@ from autotile.ir.dtypes import dtype as lookup_dtype
 from autotile.ir.workload import Workload, _positive_int, parse_epilogue
 
 WEIGHT_ONLY_DTYPES = tuple(f"int{b}" for b in range(2, 9))
-ACT_DTYPES = ("float32",)
+ACT_DTYPES = ("float32", "int8")
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,16 @@ class QGemmWorkload(Workload):
         if act not in ACT_DTYPES:
             raise AutotileError(f"activation dtype {act!r} is not supported by the quantized templates yet; "
                                 f"supported: {', '.join(ACT_DTYPES)}")
+        if act == "int8" and weight != "int8":
+            raise AutotileError(f"int8 activations need int8 weights (W8A8), got weight dtype {weight!r}")
         if weight not in WEIGHT_ONLY_DTYPES:
             raise AutotileError(f"weight dtype {weight!r} is not supported for weight-only GEMM; "
                                 f"supported: {', '.join(WEIGHT_ONLY_DTYPES)}")
         object.__setattr__(self, "weight_dtype", weight)
         object.__setattr__(self, "act_dtype", act)
+        if act == "int8":
+            object.__setattr__(self, "group_size", None)  # W8A8: per output channel
+            object.__setattr__(self, "asymmetric", False)
         if self.group_size is not None:
             group = _positive_int("group size", self.group_size)
             object.__setattr__(self, "group_size", None if group >= self.k else group)
@@ -65,7 +76,11 @@ class QGemmWorkload(Workload):
 
     @property
     def dtype(self) -> str:
-        return self.act_dtype
+        return "float32"  # what the caller passes and gets: quantization happens inside
+
+    @property
+    def w8a8(self) -> bool:
+        return self.act_dtype == "int8"
 
     @property
     def bits(self) -> int:
@@ -78,6 +93,8 @@ class QGemmWorkload(Workload):
     @property
     def key(self) -> str:
         epi = "+".join(self.epilogue) or "none"
+        if self.w8a8:
+            return f"qgemm_{self.m}x{self.n}x{self.k}_w8a8_{epi}"
         group = f"g{self.group_size}" if self.group_size else "perchannel"
         sym = "asym" if self.asymmetric else "sym"
         return f"qgemm_{self.m}x{self.n}x{self.k}_{self.act_dtype}_{self.weight_dtype}_{group}_{sym}_{epi}"
@@ -93,14 +110,21 @@ class QGemmWorkload(Workload):
     @property
     def weight_bytes(self) -> int:
         """Bytes of weight (codes, scales, zeros) a call reads."""
+        if self.w8a8:
+            return self.n * self.k + 4 * self.n
         zeros = 4 * self.n * self.groups if self.asymmetric else 0
         return self.n * -(-self.k * self.bits // 8) + 4 * self.n * self.groups + zeros
 
     def operand_shapes(self) -> dict[str, tuple[int, ...]]:
+        if self.w8a8:
+            return self._with_epilogue({"A": (self.m, self.k), "W": (self.n, self.k), "scales": (self.n,)})
         shapes = {"A": (self.m, self.k), "W": (self.n, -(-self.k * self.bits // 8)),
                   "scales": (self.n, self.groups)}
         if self.asymmetric:
             shapes["zeros"] = (self.n, self.groups)
+        return self._with_epilogue(shapes)
+
+    def _with_epilogue(self, shapes: dict) -> dict:
         if "bias" in self.epilogue:
             shapes["bias"] = (self.n,)
         if "residual" in self.epilogue:
@@ -109,16 +133,21 @@ class QGemmWorkload(Workload):
         return shapes
 
     def input_dtype(self, name: str) -> str:
-        return {"W": "uint8", "zeros": "int32"}.get(name, "float32")
+        return {"W": "int8" if self.w8a8 else "uint8", "zeros": "int32"}.get(name, "float32")
 
     def random_inputs(self, seed: int) -> list[torch.Tensor]:
         """A real quantized weight (quantize_int of randn), so codes, scales and zeros are consistent."""
-        from autotile.ir.quant import quantize_int
+        from autotile.ir.quant import quantize_int, quantize_rows_int8
 
         g = torch.Generator().manual_seed(seed)
         a = torch.randn(self.m, self.k, generator=g)
-        q = quantize_int(torch.randn(self.n, self.k, generator=g), self.bits, self.group_size, not self.asymmetric)
-        named = {"A": a, "W": q.packed, "scales": q.scales}
+        weight = torch.randn(self.n, self.k, generator=g)
+        if self.w8a8:
+            q, scales = quantize_rows_int8(weight)
+            named = {"A": a, "W": q, "scales": scales}
+        else:
+            q = quantize_int(weight, self.bits, self.group_size, not self.asymmetric)
+            named = {"A": a, "W": q.packed, "scales": q.scales}
         if self.asymmetric:
             named["zeros"] = q.zeros
         if "bias" in self.epilogue:
@@ -128,11 +157,16 @@ class QGemmWorkload(Workload):
         return [named[name] for name in list(self.operand_shapes())[:-1]]
 
     def reference(self, *inputs) -> torch.Tensor:
-        """Exact dequantization (codes - zero) * scale in float64, then the float64 GEMM."""
-        from autotile.ir.quant import IntQuantized
+        """Exact dequantization (codes - zero) * scale in float64, then the float64 GEMM. W8A8: A is
+        quantized exactly as the kernel does it (float32 arithmetic), then the integer product is exact."""
+        from autotile.ir.quant import IntQuantized, quantize_rows_int8
         from autotile.ir.reference import apply_epilogue
 
         named = dict(zip(self.operand_shapes(), inputs))
+        if self.w8a8:
+            qa, scale_a = quantize_rows_int8(named["A"])
+            product = (qa.double() @ named["W"].double().t()) * scale_a.double()[:, None] * named["scales"].double()
+            return apply_epilogue(product, self.epilogue, named)
         q = IntQuantized(named["W"], named["scales"], named.get("zeros"), self.bits, self.group_size,
                          (self.n, self.k))
         return apply_epilogue(named["A"].double() @ q.dequantize(torch.float64).t(), self.epilogue, named)

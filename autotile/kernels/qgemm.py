@@ -1,4 +1,5 @@
-"""The weight-only quantized GEMM space: the GEMM template's knobs, with B always packed per block.
+"""Quantized GEMM spaces. W8A8 has its own (qgemm_int8.py); weight-only uses the GEMM template's
+knobs, with B always packed per block.
 
 The packed B panel is where the weight is dequantized, so it must be per block (cache-sized),
 never the whole weight: `pack_b` is fixed and `schedule` packs at block level.
@@ -13,6 +14,14 @@ from autotile.kernels.gemm import GemmConfig, GemmSpace
 
 
 class QGemmSpace(GemmSpace):
+    @classmethod
+    def for_device(cls, workload: QGemmWorkload, fingerprint: dict | None = None):
+        if workload.w8a8:  # a different template: VNNI int8 tiles
+            from autotile.kernels.qgemm_int8 import Int8GemmSpace
+
+            return Int8GemmSpace.for_device(workload, fingerprint)
+        return super().for_device(workload, fingerprint)
+
     def __init__(self, workload: QGemmWorkload, vector_lanes: int = 16, vector_registers: int = 32):
         super().__init__(workload, vector_lanes, vector_registers)
         self.domains["pack_b"] = [True]

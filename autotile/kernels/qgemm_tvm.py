@@ -12,7 +12,6 @@ from tvm import te
 from tvm import tirx as tir
 
 from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels.gemm import GemmConfig
 from autotile.kernels.gemm_tvm import schedule as gemm_schedule
 
 
@@ -46,5 +45,9 @@ def quantized_operands(w: QGemmWorkload):
     return inputs, a_at, b_at
 
 
-def schedule(w: QGemmWorkload, c: GemmConfig) -> tvm.IRModule:
+def schedule(w: QGemmWorkload, c) -> tvm.IRModule:
+    if w.w8a8:
+        from autotile.kernels.qgemm_int8_tvm import schedule as int8_schedule
+
+        return int8_schedule(w, c)
     return gemm_schedule(w, c, operands=quantized_operands, pack_at="block")

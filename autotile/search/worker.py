@@ -148,10 +148,15 @@ class WorkerPool:
             now = time.monotonic()
             for conn in list(busy):
                 worker, index, deadline = busy[conn]
-                if conn in ready or now >= deadline:
-                    del busy[conn]
-                    results[index] = _collect(worker, 0 if conn not in ready else timeout)
-                    idle.append(worker)
+                if conn in ready:
+                    results[index] = _collect(worker, timeout)
+                elif now >= deadline:
+                    worker.kill()
+                    results[index] = WorkerFailure(f"timed out after {timeout:.0f} s")
+                else:
+                    continue
+                del busy[conn]
+                idle.append(worker)
         return results
 
     def close(self):

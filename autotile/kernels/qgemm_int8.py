@@ -1,0 +1,80 @@
+"""The W8A8 int8 GEMM space: VNNI register tiles of mr rows x nrv 16-lane int32 vectors.
+
+The kernel quantizes A per row, packs W into 16x4 byte panels (what `vpdpbusd` reads), and sums
+uint8 x int8 products in int32; the +128 shift that makes A unsigned is undone with W's column sums.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from autotile.ir.qgemm import QGemmWorkload
+from autotile.kernels.gemm import _ceil_div, balanced
+from autotile.kernels.space import Config, ConfigSpace
+
+LANES = 16  # int32 lanes of one vpdpbusd
+
+
+@dataclass(frozen=True)
+class Int8GemmConfig(Config):
+    mr: int = 4  # rows of the register tile
+    nrv: int = 4  # 16-column vectors of the register tile
+    mc_tiles: int = 4  # row block = mc_tiles * mr
+    nc_tiles: int = 4  # column block = nc_tiles * nrv * 16
+    outer: str = "ij"
+    parallel: str = "both"
+    unroll_k: int = 1  # groups of 4 bytes of K per unrolled step
+
+
+class Int8GemmSpace(ConfigSpace):
+    config_type = Int8GemmConfig
+
+    def __init__(self, workload: QGemmWorkload, vector_registers: int = 32):
+        self.workload = workload
+        self.registers = vector_registers
+        self.domains = {
+            "mr": [1, 2, 3, 4, 5, 6, 7, 8, 10, 12],
+            "nrv": [1, 2, 3, 4],
+            "mc_tiles": [1, 2, 4, 8, 16, 32],
+            "nc_tiles": [1, 2, 4, 8, 16],
+            "outer": ["ij", "ji"],
+            "parallel": ["both", "first", "none"],
+            "unroll_k": [1, 2, 4],
+        }
+
+    @classmethod
+    def for_device(cls, workload: QGemmWorkload, fingerprint: dict | None = None) -> Int8GemmSpace:
+        return cls(workload)
+
+    def valid(self, c: Int8GemmConfig) -> bool:
+        # Accumulators, one row of W panels and the broadcast A word fit in the zmm registers.
+        return c.mr * c.nrv + c.nrv + 1 <= self.registers
+
+    def canonical(self, c: Int8GemmConfig) -> Int8GemmConfig:
+        w = self.workload
+        mr = min(c.mr, w.m)
+        nrv = min(c.nrv, _ceil_div(w.n, LANES))
+        m_tiles, n_tiles = _ceil_div(w.m, mr), _ceil_div(w.n, nrv * LANES)
+        mc_tiles, nc_tiles = balanced(m_tiles, c.mc_tiles), balanced(n_tiles, c.nc_tiles)
+        m_blocks, n_blocks = _ceil_div(m_tiles, mc_tiles), _ceil_div(n_tiles, nc_tiles)
+        outer = c.outer if m_blocks > 1 and n_blocks > 1 else "ij"
+        parallel = c.parallel
+        if m_blocks * n_blocks == 1:
+            parallel = "none"
+        elif parallel == "first" and (m_blocks if outer == "ij" else n_blocks) == 1:
+            parallel = "none"
+        unroll_k = min(c.unroll_k, _ceil_div(w.k, 4))
+        return Int8GemmConfig(mr, nrv, mc_tiles, nc_tiles, outer, parallel, unroll_k)
+
+    def default(self) -> Int8GemmConfig:
+        return self.canonical(Int8GemmConfig(mr=6, nrv=4, mc_tiles=4, nc_tiles=2))
+
+    def features(self, c: Int8GemmConfig) -> list[float]:
+        w = self.workload
+        mc, nc = c.mc_tiles * c.mr, c.nc_tiles * c.nrv * LANES
+        blocks = _ceil_div(w.m, mc) * _ceil_div(w.n, nc)
+        padded = (_ceil_div(w.m, mc) * mc) * (_ceil_div(w.n, nc) * nc) / (w.m * w.n)
+        return [math.log2(w.m), math.log2(w.n), math.log2(w.k), len(w.epilogue), c.mr, c.nrv, c.mc_tiles,
+                c.nc_tiles, math.log2(mc), math.log2(nc), c.outer == "ij", ("both", "first", "none").index(c.parallel),
+                c.unroll_k, c.mr * c.nrv, (c.mr + c.nrv) / (c.mr * c.nrv), padded, math.log2(blocks), blocks % 2]
