@@ -1,0 +1,181 @@
+"""The CPU conv2d templates' config space: three register-blocked templates, picked by the `template` knob.
+
+Every template computes a register tile of (oh_bn x ow_bn) output pixels x oc_bn output channels, the
+channels in vector lanes, so the inner loop is one broadcast input value times a weight vector, FMA'd
+into accumulators that stay in registers:
+
+- "nchwc": direct convolution over a blocked copy of the input, [n, g, C/ic_bn, H, W, ic_bn] with the
+  zero padding written in, and weights packed [g, K/oc_bn, C/ic_bn, R, S, ic_bn, oc_bn]. Pixel tiles are
+  2-D (oh_bn rows x ow_bn columns); the reduction walks ic blocks, R, S in the order `rorder`.
+- "gemm": implicit GEMM (no im2col): M = the output pixels of an image, flattened, so a tile may cross
+  rows (good for 7x7 and 14x14 outputs and 1x1 convolutions); N = K; the reduction runs over R, S, C on
+  a padded NHWC copy of the input (or the NHWC input itself when no copy is needed). oh_bn and ic_bn
+  do not apply.
+- "depthwise" (groups == C == K): channels in vector lanes, the R x S reduction per channel over a
+  channel-blocked padded input.
+
+Layout transforms and padding run inside the kernel, so they are part of every measured time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from autotile.ir.conv import Conv2dWorkload
+from autotile.kernels.gemm import _ceil_div, balanced
+from autotile.kernels.space import Config, ConfigSpace
+
+TEMPLATES = ("nchwc", "gemm", "depthwise")
+
+
+@dataclass(frozen=True)
+class Conv2dConfig(Config):
+    template: str = "nchwc"
+    ic_bn: int = 16  # input channels per block ("nchwc")
+    oc_bn: int = 32  # output channels per register tile (a multiple of the vector lanes)
+    ow_bn: int = 8  # output pixels per tile row ("gemm": pixels per tile, flattened)
+    oh_bn: int = 1  # output rows per tile ("nchwc", "depthwise")
+    rorder: str = "crs"  # "nchwc" reduction order: ic blocks outside R, S ("crs") or inside ("rsc")
+    unroll: int = 1  # unroll factor of the innermost reduction loop (input channels; "depthwise": S)
+    outer: str = "kp"  # "kp": channel blocks outside pixel rows; "pk": rows outside channel blocks
+    epilogue_at: str = "tile"  # write-back (with the epilogue) per register tile, per row block, or "root"
+    pack_input: bool = True  # False: read an NHWC input in place (only where no padding copy is needed)
+
+
+def _round_up(x: int, step: int) -> int:
+    return _ceil_div(x, step) * step
+
+
+class Conv2dSpace(ConfigSpace):
+    config_type = Conv2dConfig
+
+    def __init__(self, workload: Conv2dWorkload, vector_lanes: int = 16, vector_registers: int = 32):
+        self.workload = workload
+        self.lanes = vector_lanes
+        self.registers = vector_registers
+        lanes = vector_lanes
+        self.domains = {
+            "template": ["depthwise"] if workload.depthwise else ["nchwc", "gemm"],
+            "ic_bn": [1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512],
+            "oc_bn": [lanes, 2 * lanes, 3 * lanes, 4 * lanes],
+            "ow_bn": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 28],
+            "oh_bn": [1, 2, 3, 4],
+            "rorder": ["crs", "rsc"],
+            "unroll": [1, 2, 4, 8, 16],
+            "outer": ["kp", "pk"],
+            "epilogue_at": ["tile", "row"],
+            "pack_input": [True, False],
+        }
+
+    @classmethod
+    def for_device(cls, workload: Conv2dWorkload, fingerprint: dict | None = None) -> Conv2dSpace:
+        flags = set((fingerprint or {}).get("flags", ["avx512f"]))
+        if "avx512f" in flags:
+            return cls(workload, 16, 32)
+        return cls(workload, 8, 16)
+
+    # -- geometry the lowering shares ---------------------------------------------------------
+    def channels(self):
+        """(C/g, K/g) per group."""
+        w = self.workload
+        return w.c // w.groups, w.k // w.groups
+
+    def valid(self, c: Conv2dConfig) -> bool:
+        if c.template not in self.domains["template"] or c.oc_bn % self.lanes:
+            return False
+        vectors = _ceil_div(c.oc_bn, self.lanes)
+        rows = 1 if c.template == "gemm" else c.oh_bn
+        # Accumulators, one row of weight vectors and a broadcast input value must fit in registers.
+        return rows * c.ow_bn * vectors + vectors + 1 <= self.registers
+
+    def input_in_place(self, c: Conv2dConfig) -> bool:
+        """Whether an NHWC input can be read directly: no padding, one group, no channel blocks, and
+        tiles that never run past the input's edge."""
+        w = self.workload
+        p, q = w.out_hw
+        if w.layout != "nhwc" or w.padding != (0, 0) or w.groups > 1 or c.template == "depthwise":
+            return False
+        if c.template == "gemm":
+            return p * q % c.ow_bn == 0
+        return c.ic_bn == w.c and p % c.oh_bn == 0 and q % c.ow_bn == 0
+
+    def canonical(self, c: Conv2dConfig) -> Conv2dConfig:
+        """Clamp tiles to the problem and normalize knobs the chosen template ignores."""
+        w = self.workload
+        cg, kg = self.channels()
+        p, q = w.out_hw
+        base = Conv2dConfig()
+        template = c.template
+        oc_bn = min(c.oc_bn, _round_up(w.k if template == "depthwise" else kg, self.lanes))
+        if template == "gemm":
+            ic_bn, oh_bn, ow_bn, rorder = cg, 1, min(c.ow_bn, p * q), "rsc"
+        elif template == "depthwise":
+            ic_bn, oh_bn, ow_bn, rorder = 1, min(c.oh_bn, p), min(c.ow_bn, q), "rsc"
+        else:
+            ic_bn, oh_bn, ow_bn, rorder = balanced(cg, c.ic_bn), min(c.oh_bn, p), min(c.ow_bn, q), c.rorder
+            if _ceil_div(cg, ic_bn) == 1 or w.r * w.s == 1:
+                rorder = "crs"  # one ic block, or one tap: both orders are the same loop nest
+        inner = w.s if template == "depthwise" else ic_bn
+        unroll = max(u for u in (1, 2, 4, 8, 16) if u <= c.unroll and inner % u == 0)
+        blocks = _ceil_div(w.k if template == "depthwise" else kg, oc_bn)
+        rows = p if template != "gemm" else _ceil_div(p * q, ow_bn)
+        outer = c.outer if blocks > 1 and rows > 1 else base.outer
+        if template == "depthwise":
+            outer = base.outer
+        epilogue_at = c.epilogue_at
+        if template == "gemm" and q % ow_bn and ow_bn % q:
+            # A tile of flattened pixels that is not whole rows or part of one is no rectangle of the
+            # output, and TVM's region inference cannot follow it: write back after the convolution.
+            epilogue_at = "root"
+        if w.groups > 1 and template != "depthwise" and kg % oc_bn:
+            epilogue_at = "root"  # padded channels inside each group: the write-back cannot follow tiles
+        candidate = Conv2dConfig(template, ic_bn, oc_bn, ow_bn, oh_bn, rorder, unroll, outer, epilogue_at, True)
+        pack = c.pack_input or not self.input_in_place(candidate)
+        return Conv2dConfig(template, ic_bn, oc_bn, ow_bn, oh_bn, rorder, unroll, outer, epilogue_at, pack)
+
+    def default(self) -> Conv2dConfig:
+        """A heuristic for AVX-512: two vectors of output channels, the widest pixel row tile that fits
+        the registers and divides the output width; the implicit GEMM for 1x1 convolutions."""
+        w = self.workload
+        p, q = w.out_hw
+        cg, kg = self.channels()
+        lanes = self.lanes
+        if w.depthwise:
+            return self.canonical(Conv2dConfig("depthwise", oc_bn=2 * lanes, ow_bn=_row_tile(q, 8), oh_bn=1))
+        oc_bn = 2 * lanes if kg > lanes else lanes
+        limit = (self.registers - 1) // (oc_bn // lanes) - 1
+        if w.r == w.s == 1 and w.stride == (1, 1) and w.padding == (0, 0):
+            tile = _row_tile(p * q, min(limit, 14))
+            return self.canonical(Conv2dConfig("gemm", oc_bn=oc_bn, ow_bn=tile, unroll=4, pack_input=False))
+        ow_bn = _row_tile(q, min(limit, 14))
+        return self.canonical(Conv2dConfig("nchwc", ic_bn=min(cg, 16), oc_bn=oc_bn, ow_bn=ow_bn, unroll=4))
+
+    def features(self, c: Conv2dConfig) -> list[float]:
+        w = self.workload
+        log = math.log2
+        p, q = w.out_hw
+        cg, kg = self.channels()
+        ow_pad = _round_up(p * q, c.ow_bn) / (p * q) if c.template == "gemm" else \
+            _round_up(q, c.ow_bn) * _round_up(p, c.oh_bn) / (p * q)
+        k_pad = _round_up(kg, c.oc_bn) / kg
+        c_pad = _round_up(cg, c.ic_bn) / cg
+        vectors = c.oc_bn / self.lanes
+        pixels = c.ow_bn * c.oh_bn
+        return [
+            log(w.n), log(w.c), log(w.h), log(w.w), log(w.k), w.r, w.s, *w.stride, *w.padding, *w.dilation,
+            log(w.groups), float(w.layout == "nhwc"), len(w.epilogue), log(p * q),
+            *(float(c.template == t) for t in TEMPLATES),
+            log(c.ic_bn), c.oc_bn / self.lanes, c.ow_bn, c.oh_bn, float(c.rorder == "crs"), log(c.unroll),
+            float(c.outer == "kp"), ("tile", "row", "root").index(c.epilogue_at), float(c.pack_input),
+            pixels * vectors,  # accumulator registers
+            (pixels + vectors) / (pixels * vectors),  # loads per FMA in the inner loop
+            ow_pad * k_pad * c_pad,  # wasted work from padding the tiles
+            log(c.ic_bn * w.r * w.s * c.oc_bn * 4),  # weight block bytes per ic block
+        ]
+
+
+def _row_tile(extent: int, limit: int) -> int:
+    """The largest tile <= limit that divides extent, or limit itself when only small ones do."""
+    best = max(t for t in range(1, min(limit, extent) + 1) if extent % t == 0)
+    return best if best * 2 > min(limit, extent) else min(limit, extent)

@@ -1,0 +1,246 @@
+"""Lowering of the conv2d templates to TVM: a TE definition (packs, padded conv, write-back), then a
+TensorIR schedule from the config. See kernels/conv2d.py for what each template computes.
+
+The conv stage always runs over zero-padded extents (whole tiles of pixels and channels), pixel-major
+with the channels innermost, so the register tile is a few pixels x a few channel vectors; the
+write-back stage cuts the padding off, applies the epilogue and writes the user's layout.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te
+from tvm import tirx as tir
+
+from autotile.codegen.tvm.fastmath import ACTIVATIONS, cast
+from autotile.ir.conv import Conv2dWorkload
+from autotile.kernels.conv2d import Conv2dConfig, _round_up
+
+
+class _Geometry:
+    """Padded extents shared by the definition and the schedule."""
+
+    def __init__(self, w: Conv2dWorkload, c: Conv2dConfig):
+        self.G = 1 if c.template == "depthwise" else w.groups
+        self.cg, self.kg = (1, w.k) if c.template == "depthwise" else (w.c // w.groups, w.k // w.groups)
+        self.P, self.Q = w.out_hw
+        self.kgp = _round_up(self.kg, c.oc_bn)  # output channels per group, padded to whole tiles
+        self.cgp = _round_up(self.cg, c.ic_bn)
+        (sh, sw), (dh, dw) = w.stride, w.dilation
+        if c.template == "gemm":
+            self.mp = _round_up(self.P * self.Q, c.ow_bn)
+            rows = -(-self.mp // self.Q)
+            self.hp, self.wp = (rows - 1) * sh + (w.r - 1) * dh + 1, (self.Q - 1) * sw + (w.s - 1) * dw + 1
+        else:
+            self.pp, self.qp = _round_up(self.P, c.oh_bn), _round_up(self.Q, c.ow_bn)
+            self.hp = (self.pp - 1) * sh + (w.r - 1) * dh + 1
+            self.wp = (self.qp - 1) * sw + (w.s - 1) * dw + 1
+
+
+def _padded_loader(w: Conv2dWorkload, X, g: _Geometry):
+    """x(n, channel, hh, ww, extra_cond): the input at padded coordinates, zero outside it."""
+    (ph, pw) = w.padding
+    zero = tir.const(0, w.dtype)
+
+    def clamp(v, n):
+        return te.max(te.min(v, n - 1), 0)
+
+    def x(n, ch, hh, ww, extra):
+        h, wi = hh - ph, ww - pw
+        inside = tir.all(h >= 0, h < w.h, wi >= 0, wi < w.w, *extra)
+        chc = clamp(ch, w.c)
+        idx = (n, chc, clamp(h, w.h), clamp(wi, w.w)) if w.layout == "nchw" else \
+            (n, clamp(h, w.h), clamp(wi, w.w), chc)
+        return tir.if_then_else(inside, X[idx], zero)
+
+    return x
+
+
+def define(w: Conv2dWorkload, c: Conv2dConfig):
+    """TE tensors: input and weight packs, the padded 'conv' stage, the write-back 'out'; (args, stages)."""
+    g = _Geometry(w, c)
+    shapes = w.operand_shapes()
+    X = te.placeholder(shapes["input"], w.dtype, name="input")
+    W = te.placeholder(shapes["weight"], w.dtype, name="weight")
+    extra = {}
+    if "bias" in w.epilogue:
+        extra["bias"] = te.placeholder(shapes["bias"], "float32", name="bias")
+    if "residual" in w.epilogue:
+        extra["residual"] = te.placeholder(shapes["residual"], "float32", name="residual")
+    zero = tir.const(0, w.dtype)
+    (sh, sw), (dh, dw) = w.stride, w.dilation
+    x_at = _padded_loader(w, X, g)
+    stages = {}
+    rr, rs = te.reduce_axis((0, w.r), name="rr"), te.reduce_axis((0, w.s), name="rs")
+
+    if c.template == "depthwise":
+        cb_n = g.kgp // c.oc_bn
+        stages["xpack"] = te.compute(
+            (w.n, cb_n, g.hp, g.wp, c.oc_bn),
+            lambda n, cb, hh, ww, ci: x_at(n, cb * c.oc_bn + ci, hh, ww, [cb * c.oc_bn + ci < w.c]), name="xpack")
+        stages["wpack"] = te.compute(
+            (cb_n, w.r, w.s, c.oc_bn),
+            lambda cb, r, s, ci: tir.if_then_else(
+                cb * c.oc_bn + ci < w.k, W[te.min(cb * c.oc_bn + ci, w.k - 1), 0, r, s], zero), name="wpack")
+        xp, wp = stages["xpack"], stages["wpack"]
+        stages["conv"] = te.compute(
+            (w.n, g.pp, g.qp, g.kgp),
+            lambda n, p, q, k: te.sum(
+                xp[n, k // c.oc_bn, p * sh + rr * dh, q * sw + rs * dw, k % c.oc_bn].astype("float32")
+                * wp[k // c.oc_bn, rr, rs, k % c.oc_bn].astype("float32"), axis=[rr, rs]), name="conv")
+    else:
+        cb_n, kb_n = g.cgp // c.ic_bn, g.kgp // c.oc_bn
+        if c.pack_input:
+            stages["xpack"] = te.compute(
+                (w.n, g.G, cb_n, g.hp, g.wp, c.ic_bn),
+                lambda n, gi, cb, hh, ww, ci: x_at(n, gi * g.cg + cb * c.ic_bn + ci, hh, ww,
+                                                   [cb * c.ic_bn + ci < g.cg]), name="xpack")
+            xp = stages["xpack"]
+
+            def load(n, gi, cb, h, wi, ci):
+                return xp[n, gi, cb, h, wi, ci]
+        else:  # NHWC input read in place: one group, one channel block, no padding, no over-read
+
+            def load(n, gi, cb, h, wi, ci):
+                return X[n, h, wi, ci]
+
+        def weight(gi, kb, cb, r, s, ci, ko):
+            k, ch = kb * c.oc_bn + ko, cb * c.ic_bn + ci
+            value = W[gi * g.kg + te.min(k, g.kg - 1), te.min(ch, g.cg - 1), r, s]
+            return tir.if_then_else(tir.all(k < g.kg, ch < g.cg), value, zero)
+
+        stages["wpack"] = te.compute((g.G, kb_n, cb_n, w.r, w.s, c.ic_bn, c.oc_bn), weight, name="wpack")
+        wp = stages["wpack"]
+        rci = te.reduce_axis((0, c.ic_bn), name="rci")
+
+        def split_k(kk):
+            return kk // g.kgp, kk % g.kgp // c.oc_bn, kk % c.oc_bn
+
+        if c.template == "gemm":
+            def body(n, m, kk):
+                gi, kb, ko = split_k(kk)
+                x = load(n, gi, 0, m // g.Q * sh + rr * dh, m % g.Q * sw + rs * dw, rci)
+                return te.sum(x.astype("float32") * wp[gi, kb, 0, rr, rs, rci, ko].astype("float32"),
+                              axis=[rr, rs, rci])
+
+            stages["conv"] = te.compute((w.n, g.mp, g.G * g.kgp), body, name="conv")
+        else:
+            rco = te.reduce_axis((0, cb_n), name="rco")
+
+            def body(n, p, q, kk):
+                gi, kb, ko = split_k(kk)
+                x = load(n, gi, rco, p * sh + rr * dh, q * sw + rs * dw, rci)
+                return te.sum(x.astype("float32") * wp[gi, kb, rco, rr, rs, rci, ko].astype("float32"),
+                              axis=[rco, rr, rs, rci])
+
+            stages["conv"] = te.compute((w.n, g.pp, g.qp, g.G * g.kgp), body, name="conv")
+
+    stages["out"] = _write_back(w, c, g, stages["conv"], extra)
+    return [X, W, *extra.values(), stages["out"]], stages
+
+
+def _write_back(w: Conv2dWorkload, c: Conv2dConfig, g: _Geometry, conv, extra):
+    """out (user layout) = epilogue(conv) without the padding; all epilogue ops fused here."""
+    padded_groups = g.G > 1 and g.kgp != g.kg
+
+    def body(*idx):
+        n, k, p, q = idx if w.layout == "nchw" else (idx[0], idx[3], idx[1], idx[2])
+        kk = k // g.kg * g.kgp + k % g.kg if padded_groups else k
+        x = conv[n, p * g.Q + q, kk] if c.template == "gemm" else conv[n, p, q, kk]
+        for op in w.epilogue:
+            if op == "bias":
+                x = x + extra["bias"][k]
+            elif op == "residual":
+                x = x + extra["residual"][idx]
+            elif not op.startswith("cast:"):
+                x = ACTIVATIONS[op](x)
+        return x if w.out_dtype == "float32" else cast(x, w.out_dtype)
+
+    return te.compute(w.out_shape, body, name="out")
+
+
+def _extent(sch, loop) -> int | None:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tir.IntImm) else None
+
+
+def _vectorize_tail(sch, block, widths):
+    """Vectorize the innermost loop of a block in the widest chunk that divides it evenly."""
+    loop = sch.get_loops(block)[-1]
+    extent = _extent(sch, loop)
+    for v in widths:
+        if extent and extent % v == 0:
+            if extent > v:
+                loop = sch.split(loop, [None, v])[1]
+            sch.vectorize(loop)
+            return
+
+
+def schedule(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
+    args, stages = define(w, c)
+    sch = tvm.s_tir.Schedule(te.create_prim_func(args))
+    g = _Geometry(w, c)
+    lanes = 16 if c.oc_bn % 16 == 0 else 8  # the space makes oc_bn a multiple of the device's lanes
+
+    conv = sch.get_sblock("conv")
+    loops = sch.get_loops(conv)
+    unrolled = []
+    if c.template == "depthwise":
+        n, p, q, kk, rr, rs = loops
+        kb, ko = sch.split(kk, [None, c.oc_bn])
+        p_o, p_i = sch.split(p, [None, c.oh_bn])
+        q_o, q_i = sch.split(q, [None, c.ow_bn])
+        rs_o, rs_u = sch.split(rs, [None, c.unroll])
+        ko_o, ko_v = sch.split(ko, [None, lanes])
+        par, tile, row = [n, kb, p_o], q_o, p_o
+        order = [*par, q_o, rr, rs_o, rs_u, p_i, q_i, ko_o, ko_v]
+        unrolled = [rs_u, p_i, q_i, ko_o]
+        first_reduce = rr
+    else:
+        gi, kb, ko = sch.split(loops[-4 if c.template == "gemm" else -5], [g.G, g.kgp // c.oc_bn, c.oc_bn])
+        ko_o, ko_v = sch.split(ko, [None, lanes])
+        if c.template == "gemm":
+            n, m, rr, rs, rci = loops[0], loops[1], loops[3], loops[4], loops[5]
+            m_o, m_i = sch.split(m, [None, c.ow_bn])
+            rci_o, rci_u = sch.split(rci, [None, c.unroll])
+            blocks = (kb, m_o) if c.outer == "kp" else (m_o, kb)
+            # A write-back per channel block (all pixels) sits beside the pixel loop: parallelize above it.
+            par = [n, gi, *blocks] if c.epilogue_at != "row" else [n, gi, blocks[0]]
+            tile, row = blocks[1], blocks[0]
+            order = [n, gi, *blocks, rr, rs, rci_o, rci_u, m_i, ko_o, ko_v]
+            unrolled = [rci_u, m_i, ko_o]
+            first_reduce = rr
+        else:
+            n, p, q, _, rco, rr, rs, rci = loops
+            p_o, p_i = sch.split(p, [None, c.oh_bn])
+            q_o, q_i = sch.split(q, [None, c.ow_bn])
+            rci_o, rci_u = sch.split(rci, [None, c.unroll])
+            blocks = (kb, p_o) if c.outer == "kp" else (p_o, kb)
+            par, tile, row = [n, gi, *blocks], q_o, blocks[1]
+            reduce = [rco, rr, rs] if c.rorder == "crs" else [rr, rs, rco]
+            order = [*par, q_o, *reduce, rci_o, rci_u, p_i, q_i, ko_o, ko_v]
+            unrolled = [rci_u, p_i, q_i, ko_o]
+            first_reduce = reduce[0]
+    sch.reorder(*order)
+
+    acc = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(acc, tile)
+    out = sch.get_sblock("out")
+    if c.epilogue_at != "root":
+        sch.reverse_compute_at(out, tile if c.epilogue_at == "tile" else row)
+    sch.vectorize(ko_v)
+    for loop in unrolled:
+        sch.unroll(loop)
+    sch.parallel(sch.fuse(*par))
+    sch.decompose_reduction(conv, first_reduce)
+    sch.vectorize(sch.get_loops(acc)[-1])
+    _vectorize_tail(sch, out, (lanes, 8, 4))
+    if c.epilogue_at == "root":
+        sch.parallel(sch.get_loops(out)[0])
+
+    depthwise = c.template == "depthwise"
+    for name, outer in (("xpack", 3 if depthwise else 4), ("wpack", 1 if depthwise else 2)):
+        if name in stages:
+            ploops = sch.get_loops(sch.get_sblock(name))
+            sch.parallel(sch.fuse(*ploops[:outer]) if outer > 1 else ploops[0])
+    return sch.mod

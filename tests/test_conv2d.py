@@ -1,0 +1,228 @@
+"""conv2d: the workload's validation and key, and real TVM builds of each template checked against torch."""
+
+import random
+
+import pytest
+import torch
+
+import autotile
+from autotile.codegen.tvm.build import CompiledKernel, build
+from autotile.db.store import TuningDB
+from autotile.errors import AutotileError
+from autotile.ir.conv import Conv2dWorkload
+from autotile.ir.reference import random_inputs, verify
+from autotile.kernels import space_for, workload_from_dict
+from autotile.kernels.conv2d import Conv2dConfig, Conv2dSpace
+
+MCPU = "znver4"  # explicit, so the generated code is the same on any x86 host
+
+
+def check(workload, config):
+    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
+    verdict = verify(workload, kernel)
+    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
+
+
+def configured(workload, **knobs):
+    space = Conv2dSpace(workload)
+    config = space.canonical(Conv2dConfig(**{**space.default().to_dict(), **knobs}))
+    assert space.valid(config), config.key
+    return config
+
+
+# -- the workload -----------------------------------------------------------------------------
+
+def test_key_shapes_and_flops():
+    w = Conv2dWorkload(1, 64, 56, 56, 64, 3, 3, padding=1, epilogue="bias,relu")
+    assert w.key == "conv2d_1x64x56x56_k64x3x3_s1x1_p1x1_d1x1_g1_nchw_float32_bias+relu"
+    assert w.out_hw == (56, 56) and w.reduction == 64 * 9
+    assert w.flops == 2 * 64 * 56 * 56 * 64 * 9
+    assert list(w.operand_shapes().items()) == [("input", (1, 64, 56, 56)), ("weight", (64, 64, 3, 3)),
+                                                ("bias", (64,)), ("out", (1, 64, 56, 56))]
+    v = Conv2dWorkload(2, 8, 9, 7, 6, 3, 2, stride=2, padding=(1, 0), dilation=(1, 2), groups=2, layout="NHWC",
+                       epilogue="residual")
+    assert v.stride == (2, 2) and v.padding == (1, 0) and v.dilation == (1, 2) and v.layout == "nhwc"
+    assert v.out_hw == (5, 3)  # (9 + 2 - 3) // 2 + 1, (7 - 3) // 2 + 1
+    assert v.operand_shapes() == {"input": (2, 9, 7, 8), "weight": (6, 4, 3, 2), "residual": (2, 5, 3, 6),
+                                  "out": (2, 5, 3, 6)}
+
+
+def test_dict_round_trip():
+    w = Conv2dWorkload(2, 8, 9, 7, 6, 3, 2, stride=(2, 1), padding=1, groups=2, layout="nhwc", epilogue="bias,gelu")
+    again = workload_from_dict(w.to_dict())
+    assert again == w and again.key == w.key and again.to_json() == w.to_json()
+    config = Conv2dSpace(w).default()
+    assert Conv2dConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=1, c=6, h=8, w=8, k=4, r=3, s=3, groups=4), r"C=6 is not divisible by groups=4"),
+    (dict(n=1, c=8, h=8, w=8, k=6, r=3, s=3, groups=4), r"K=6 is not divisible by groups=4"),
+    (dict(n=1, c=4, h=2, w=8, k=4, r=3, s=3), r"output size 0x6 is empty"),
+    (dict(n=1, c=4, h=8, w=8, k=4, r=3, s=3, dilation=4), r"dilated 3x3 kernel \(9x9\)"),
+    (dict(n=1, c=4, h=8, w=8, k=4, r=3, s=3, layout="chwn"), r"layout must be one of nchw, nhwc, got 'chwn'"),
+    (dict(n=1, c=4, h=8, w=8, k=4, r=3, s=3, stride=0), r"stride must be integers >= 1"),
+    (dict(n=1, c=4, h=8, w=8, k=4, r=3, s=3, padding=-1), r"padding must be integers >= 0"),
+    (dict(n=1, c=4, h=8, w=8, k=4, r=3, s=3, padding=(1, 2, 3)), r"padding must be one integer or a pair"),
+    (dict(n=0, c=4, h=8, w=8, k=4, r=3, s=3), r"N must be a positive integer, got 0"),
+    (dict(n=1, c=4, h=8, w=8, k=4, r=3, s=3, dtype="bfloat16"), r"dtype 'bfloat16' is not supported by the conv2d"),
+    (dict(n=1, c=4, h=8, w=8, k=4, r=3, s=3, epilogue="bias,tanh"), r"unknown epilogue op 'tanh'"),
+])
+def test_bad_workloads_are_clear_errors(kwargs, message):
+    with pytest.raises(AutotileError, match=message):
+        Conv2dWorkload(**kwargs)
+
+
+def test_wrong_weight_is_a_clear_error():
+    w = Conv2dWorkload(1, 8, 6, 6, 4, 3, 3, groups=2)
+    x = torch.randn(w.in_shape)
+    with pytest.raises(AutotileError, match=r"second dim must be C/groups = 4, got 8"):
+        w.reference(x, torch.randn(4, 8, 3, 3))
+    kernel = CompiledKernel(w, Conv2dSpace(w).default(), build(w, Conv2dSpace(w).default(), MCPU, 2))
+    with pytest.raises(AutotileError, match=r"weight has shape \(4, 8, 3, 3\), expected \(4, 4, 3, 3\)"):
+        kernel(x, torch.randn(4, 8, 3, 3))
+
+
+def test_reference_matches_torch_in_both_layouts():
+    w = Conv2dWorkload(2, 6, 7, 9, 4, 3, 3, padding=1, layout="nhwc", epilogue="bias,relu")
+    x, weight, bias = random_inputs(w, 0)
+    want = torch.relu(torch.nn.functional.conv2d(x.permute(0, 3, 1, 2).double(), weight.double(), bias.double(),
+                                                 padding=1)).permute(0, 2, 3, 1)
+    torch.testing.assert_close(w.reference(x, weight, bias), want)
+
+
+# -- the space --------------------------------------------------------------------------------
+
+def test_templates_offered_per_workload():
+    dense = Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 32, 3, 3))
+    assert dense.domains["template"] == ["nchwc", "gemm"]
+    depthwise = Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 16, 3, 3, groups=16))
+    assert depthwise.domains["template"] == ["depthwise"]
+    assert not depthwise.valid(Conv2dConfig(template="nchwc"))
+    assert Conv2dSpace.for_device(dense.workload, {"flags": ["avx2"]}).lanes == 8
+
+
+def test_canonical_is_idempotent_and_drops_irrelevant_knobs():
+    w = Conv2dWorkload(1, 24, 10, 10, 40, 3, 3, padding=1)
+    space = Conv2dSpace(w)
+    rng = random.Random(0)
+    for _ in range(200):
+        config = space.sample(rng)
+        assert space.canonical(config) == config
+        assert space.valid(config)
+    # The implicit GEMM has no input-channel blocks, no row tiles and one reduction order.
+    a = space.canonical(Conv2dConfig(template="gemm", ic_bn=4, oh_bn=2, rorder="crs"))
+    b = space.canonical(Conv2dConfig(template="gemm", ic_bn=8, oh_bn=1, rorder="rsc"))
+    assert a == b and a.ic_bn == 24
+    # One tap: ic blocks inside or outside R, S is the same loop nest.
+    one = Conv2dSpace(Conv2dWorkload(1, 24, 10, 10, 40, 1, 1))
+    assert one.canonical(Conv2dConfig(rorder="rsc", ic_bn=8)).rorder == "crs"
+    # Reading the input in place is only possible for an unpadded NHWC input.
+    assert space.canonical(Conv2dConfig(pack_input=False)).pack_input
+    nhwc = Conv2dSpace(Conv2dWorkload(1, 24, 10, 10, 40, 1, 1, layout="nhwc"))
+    assert not nhwc.canonical(Conv2dConfig(template="gemm", ow_bn=10, pack_input=False)).pack_input
+
+
+def test_features_have_a_fixed_length():
+    w = Conv2dWorkload(1, 24, 10, 10, 40, 3, 3, padding=1)
+    space = Conv2dSpace(w)
+    rng = random.Random(1)
+    lengths = {len(space.features(space.sample(rng))) for _ in range(20)}
+    lengths.add(len(Conv2dSpace(Conv2dWorkload(1, 8, 8, 8, 8, 3, 3, groups=8)).features(Conv2dConfig("depthwise"))))
+    assert len(lengths) == 1
+
+
+# -- real builds ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("template", ["nchwc", "gemm"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_each_template_odd_shape_padding_and_stride(template, layout):
+    w = Conv2dWorkload(2, 7, 11, 10, 19, 3, 3, stride=2, padding=1, layout=layout, epilogue="bias,relu")
+    check(w, configured(w, template=template, ow_bn=3, ic_bn=4))
+
+
+@pytest.mark.parametrize("template", ["nchwc", "gemm"])
+def test_dilation_and_asymmetric_padding(template):
+    w = Conv2dWorkload(1, 5, 12, 9, 17, 3, 2, padding=(2, 1), dilation=2, epilogue="residual")
+    check(w, configured(w, template=template, ow_bn=4, oh_bn=2, ic_bn=2, rorder="rsc"))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_pointwise_convolution_reads_nhwc_in_place(layout):
+    w = Conv2dWorkload(1, 32, 6, 8, 48, 1, 1, layout=layout, epilogue="bias,gelu")
+    for template in ("gemm", "nchwc"):
+        config = configured(w, template=template, ow_bn=8, ic_bn=32, oc_bn=48, pack_input=False)
+        assert config.pack_input == (layout == "nchw")
+        check(w, config)
+
+
+def test_grouped_convolution():
+    w = Conv2dWorkload(2, 12, 7, 7, 18, 3, 3, padding=1, groups=3, epilogue="bias")
+    for template in ("nchwc", "gemm"):
+        config = configured(w, template=template, ow_bn=4)
+        assert config.epilogue_at == "root"  # 6 channels per group, padded to 16 in each
+        check(w, config)
+    v = Conv2dWorkload(1, 64, 5, 5, 64, 3, 3, padding=1, groups=2, layout="nhwc")  # groups of whole tiles
+    check(v, configured(v, oc_bn=32, epilogue_at="row"))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_depthwise(layout):
+    w = Conv2dWorkload(2, 20, 9, 8, 20, 3, 3, stride=(2, 1), padding=1, groups=20, layout=layout,
+                       epilogue="bias,relu")
+    check(w, configured(w, ow_bn=3, oh_bn=2, unroll=2))
+    check(w, Conv2dSpace(w).default())
+
+
+def test_depthwise_with_a_channel_multiplier_uses_the_grouped_path():
+    w = Conv2dWorkload(1, 4, 6, 6, 8, 3, 3, padding=1, groups=4)
+    assert Conv2dSpace(w).domains["template"] == ["nchwc", "gemm"]
+    check(w, Conv2dSpace(w).default())
+
+
+def test_epilogue_chain_and_cast():
+    w = Conv2dWorkload(1, 8, 6, 7, 16, 3, 3, padding=1, epilogue="bias,residual,gelu_tanh,silu")
+    check(w, Conv2dSpace(w).default())
+    v = Conv2dWorkload(1, 8, 6, 7, 16, 3, 3, padding=1, layout="nhwc", epilogue="gelu,cast:bfloat16")
+    assert v.out_dtype == "bfloat16"
+    check(v, Conv2dSpace(v).default())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sampled_configs(seed):
+    rng = random.Random(seed)
+    w = [Conv2dWorkload(1, 9, 10, 13, 21, 3, 3, padding=1, epilogue="bias,relu"),
+         Conv2dWorkload(2, 16, 7, 7, 32, 1, 1, layout="nhwc"),
+         Conv2dWorkload(1, 16, 9, 9, 16, 3, 3, stride=2, padding=1, groups=16),
+         Conv2dWorkload(1, 8, 8, 8, 16, 3, 3, dilation=2, padding=2, layout="nhwc", epilogue="residual")][seed]
+    space = Conv2dSpace(w)
+    for _ in range(3):
+        check(w, space.sample(rng))
+
+
+def test_inner_loop_is_broadcast_and_fma_on_zmm():
+    import re
+
+    w = Conv2dWorkload(1, 32, 14, 14, 64, 3, 3, padding=1)
+    asm = build(w, Conv2dSpace(w).default(), MCPU, 2).mod.inspect_source("s")
+    assert len(re.findall(r"vfmadd231ps\s+[^\n]*%zmm", asm)) >= 20
+    assert re.search(r"vbroadcastss\s", asm)
+
+
+# -- tuning -----------------------------------------------------------------------------------
+
+def test_short_tuning_run_records_verified_measurements(tmp_path):
+    w = Conv2dWorkload(1, 16, 10, 10, 24, 3, 3, padding=1, epilogue="bias,relu")
+    db_path = tmp_path / "conv.db"
+    result = autotile.tune(w, trials=6, db=db_path, seed=1)
+    assert result.verified and result.trials == 6 and result.threads == 2
+    with TuningDB(db_path) as db:
+        records = db.measurements(workload=w.key)
+    assert len(records) == 6 and len({r["config_key"] for r in records}) == 6
+    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    assert result.latency_us == min(r["latency_us"] for r in records)
+    space = space_for(w)
+    assert space.canonical(Conv2dConfig.from_dict(result.config)).to_dict() == result.config
+    kern = autotile.kernel(w, db=db_path)
+    inputs = random_inputs(w, 5)
+    torch.testing.assert_close(kern(*inputs).double(), w.reference(*inputs), rtol=1e-5, atol=1e-4)
