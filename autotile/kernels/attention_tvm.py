@@ -1,0 +1,205 @@
+"""Lowering of the attention template to TVM: a TVMScript program generated from the config.
+
+TE cannot express the online-softmax recurrence, so the kernel is written as explicit loops over
+explicit buffers, with the block sizes closed over as compile-time constants. Register tiles are
+small "local" buffers indexed only by unrolled and vectorized loops, so LLVM keeps them in vector
+registers; exp is the polynomial one from fastmath (vector FMAs, not libm calls).
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm.script import tirx as T
+
+from autotile.codegen.tvm import fastmath
+from autotile.ir.attention import AttentionWorkload
+from autotile.kernels.attention import NEG, AttentionConfig, _ceil_div
+
+
+def schedule(w: AttentionWorkload, c: AttentionConfig) -> tvm.IRModule:
+    """The kernel main(q, k, v, out) for this workload and config."""
+    return tvm.IRModule({"main": _program(w, c)})
+
+
+def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one generated program)
+    B, H, HKV, SQ, SKV, D = w.batch, w.heads, w.kv_heads, w.seq_q, w.seq_kv, w.head_dim
+    BQ, BKV, VEC, RS, RO, DT = c.block_q, c.block_kv, c.vec, c.rows_s, c.rows_o, c.d_tile
+    VD = c.vec_d  # lanes of the head_dim vectors (head_dim need not be a multiple of VEC)
+    UD, UKV = c.unroll_d, c.unroll_kv
+    GROUP, NQ, NKV = H // HKV, _ceil_div(SQ, BQ), _ceil_div(SKV, BKV)
+    FULL_KV = SKV // BKV  # kv blocks with no padded keys
+    CAUSAL, OFF = w.causal, w.causal_offset
+    SCALE = T.float32(w.scale)
+    GLOBAL_K = c.pack_k == "global"
+    TASKS = B * H * NQ if c.parallel == "bhq" else B * H
+    PER_TASK = 1 if c.parallel == "bhq" else NQ
+    exp = fastmath.exp
+
+    def visible(i, j):
+        """Key j (absolute) is unmasked for query row i (absolute)."""
+        ok = j < SKV
+        return T.And(ok, j <= i + OFF) if CAUSAL else ok
+
+    @T.macro
+    def halve(red, width, is_max):
+        """One step of a tree reduction of a vector: short dependency chains instead of a serial scan."""
+        for ji in T.vectorized(width):
+            if is_max:
+                red[ji] = T.max(red[ji], red[ji + width])
+            else:
+                red[ji] = red[ji] + red[ji + width]
+
+    @T.macro
+    def kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, masked):
+        j0 = kb * BKV
+        keys = T.min(BKV, SKV - j0) if masked else BKV  # keys of this block that exist
+        if not GLOBAL_K:  # transpose this block of K into a D x BKV panel
+            for d, j in T.grid(D, BKV):
+                kt[d, j] = k[b, hk, T.min(j0 + j, SKV - 1), d]
+        # S = (scale q) k^T, RS rows x BKV columns of accumulators at a time.
+        for it in range(BQ // RS):
+            acc = T.alloc_buffer((RS, BKV), "float32", scope="local")
+            for r in T.unroll(RS):
+                for jo in T.unroll(BKV // VEC):
+                    for ji in T.vectorized(VEC):
+                        acc[r, jo * VEC + ji] = T.float32(0)
+            for do in range(D // UD):
+                for du in T.unroll(UD):
+                    for r in T.unroll(RS):
+                        for jo in T.unroll(BKV // VEC):
+                            for ji in T.vectorized(VEC):
+                                if GLOBAL_K:
+                                    acc[r, jo * VEC + ji] += qs[it * RS + r, do * UD + du] * kglob[
+                                        b, hk, kb, do * UD + du, jo * VEC + ji]
+                                else:
+                                    acc[r, jo * VEC + ji] += qs[it * RS + r, do * UD + du] * kt[
+                                        do * UD + du, jo * VEC + ji]
+            for r in T.unroll(RS):
+                for jo in T.unroll(BKV // VEC):
+                    for ji in T.vectorized(VEC):
+                        if masked:
+                            s[it * RS + r, jo * VEC + ji] = T.Select(
+                                visible(i0 + it * RS + r, j0 + jo * VEC + ji), acc[r, jo * VEC + ji], T.float32(NEG))
+                        else:
+                            s[it * RS + r, jo * VEC + ji] = acc[r, jo * VEC + ji]
+        # Online softmax: new running max, rescale factor, P = exp(S - max) in place, running sum.
+        for i in range(BQ):
+            red = T.alloc_buffer((VEC,), "float32", scope="local")
+            for ji in T.vectorized(VEC):
+                red[ji] = T.float32(NEG)
+            for jo in range(BKV // VEC):
+                for ji in T.vectorized(VEC):
+                    red[ji] = T.max(red[ji], s[i, jo * VEC + ji])
+            if VEC >= 16:
+                halve(red, 8, True)
+            halve(red, 4, True)
+            halve(red, 2, True)
+            halve(red, 1, True)
+            top = T.alloc_buffer((1,), "float32", scope="local")
+            top[0] = T.max(m[i], red[0])
+            alpha[i] = exp(m[i] - top[0])
+            m[i] = top[0]
+            for ji in T.vectorized(VEC):
+                red[ji] = T.float32(0)
+            for jo in range(BKV // VEC):
+                for ji in T.vectorized(VEC):
+                    if masked:
+                        s[i, jo * VEC + ji] = T.Select(visible(i0 + i, j0 + jo * VEC + ji),
+                                                       exp(s[i, jo * VEC + ji] - top[0]), T.float32(0))
+                    else:
+                        s[i, jo * VEC + ji] = exp(s[i, jo * VEC + ji] - top[0])
+                    red[ji] += s[i, jo * VEC + ji]
+            if VEC >= 16:
+                halve(red, 8, False)
+            halve(red, 4, False)
+            halve(red, 2, False)
+            halve(red, 1, False)
+            ell[i] = ell[i] * alpha[i] + red[0]
+        # O = alpha O + P V, RO rows x DT columns of accumulators at a time; padded keys are skipped.
+        for it in range(BQ // RO):
+            for dt in range(D // DT):
+                acc = T.alloc_buffer((RO, DT), "float32", scope="local")
+                for r in T.unroll(RO):
+                    for do in T.unroll(DT // VD):
+                        for di in T.vectorized(VD):
+                            acc[r, do * VD + di] = o[it * RO + r, dt * DT + do * VD + di] * alpha[it * RO + r]
+                for jo in range(keys // UKV):
+                    for ju in T.unroll(UKV):
+                        for r in T.unroll(RO):
+                            for do in T.unroll(DT // VD):
+                                for di in T.vectorized(VD):
+                                    acc[r, do * VD + di] += s[it * RO + r, jo * UKV + ju] * v[
+                                        b, hk, j0 + jo * UKV + ju, dt * DT + do * VD + di]
+                for ju in range(keys % UKV):  # leftover keys of a short block
+                    for r in T.unroll(RO):
+                        for do in T.unroll(DT // VD):
+                            for di in T.vectorized(VD):
+                                acc[r, do * VD + di] += s[it * RO + r, keys // UKV * UKV + ju] * v[
+                                    b, hk, j0 + keys // UKV * UKV + ju, dt * DT + do * VD + di]
+                for r in T.unroll(RO):
+                    for do in T.unroll(DT // VD):
+                        for di in T.vectorized(VD):
+                            o[it * RO + r, dt * DT + do * VD + di] = acc[r, do * VD + di]
+
+    @T.macro
+    def q_block(q, k, v, out, kglob, b, h, qb):
+        hk = h // GROUP
+        i0 = qb * BQ
+        qs = T.alloc_buffer((BQ, D), "float32", scope="local")
+        s = T.alloc_buffer((BQ, BKV), "float32", scope="local")
+        o = T.alloc_buffer((BQ, D), "float32", scope="local")
+        m = T.alloc_buffer((BQ,), "float32", scope="local")
+        ell = T.alloc_buffer((BQ,), "float32", scope="local")
+        alpha = T.alloc_buffer((BQ,), "float32", scope="local")
+        kt = T.alloc_buffer((D, BKV) if not GLOBAL_K else (1, 1), "float32", scope="local")
+        for i in range(BQ):  # padded rows repeat the last query; they are never written out
+            for do in range(D // VD):
+                for di in T.vectorized(VD):
+                    qs[i, do * VD + di] = q[b, h, T.min(i0 + i, SQ - 1), do * VD + di] * SCALE
+                    o[i, do * VD + di] = T.float32(0)
+            m[i] = T.float32(NEG)
+            ell[i] = T.float32(0)
+        # Key blocks every row of this block sees in full run unmasked; the rest (the causal
+        # diagonal, padded keys) apply the mask; blocks no row sees are never visited.
+        if CAUSAL:
+            last = T.min(i0 + BQ, SQ) - 1
+            n_full = T.max(T.min(T.floordiv(i0 + OFF + 1, BKV), FULL_KV), 0)
+            n_all = T.max(T.min(T.floordiv(last + OFF, BKV) + 1, NKV), 0)
+            for kb in range(n_full):
+                kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
+            for kb in range(n_full, n_all):
+                kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
+        else:
+            for kb in range(FULL_KV):
+                kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
+            for kb in range(FULL_KV, NKV):
+                kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
+        # A row that saw no key has ell == 0: it is defined to be zeros.
+        for i in range(T.min(BQ, SQ - i0)):
+            inv = T.alloc_buffer((1,), "float32", scope="local")
+            inv[0] = T.Select(ell[i] > T.float32(0), T.float32(1) / ell[i], T.float32(0))
+            for do in range(D // VD):
+                for di in T.vectorized(VD):
+                    out[b, h, i0 + i, do * VD + di] = o[i, do * VD + di] * inv[0]
+
+    @T.prim_func(check_well_formed=False)
+    def main(q: T.Buffer((B, H, SQ, D), "float32"), k: T.Buffer((B, HKV, SKV, D), "float32"),
+             v: T.Buffer((B, HKV, SKV, D), "float32"), out: T.Buffer((B, H, SQ, D), "float32")):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        kglob = T.alloc_buffer((B, HKV, NKV, D, BKV) if GLOBAL_K else (1, 1, 1, 1, 1), "float32")
+        if GLOBAL_K:  # K^T packed once into BKV-wide panels, zero past the last key
+            for bh in T.parallel(B * HKV):
+                for kb in range(NKV):
+                    for j in range(BKV):
+                        for d in range(D):
+                            kglob[bh // HKV, bh % HKV, kb, d, j] = T.if_then_else(
+                                kb * BKV + j < SKV, k[bh // HKV, bh % HKV, T.min(kb * BKV + j, SKV - 1), d],
+                                T.float32(0))
+        for task in T.parallel(TASKS):
+            for sub in range(PER_TASK):
+                if c.parallel == "bhq":
+                    q_block(q, k, v, out, kglob, task // (H * NQ), task // NQ % H, task % NQ)
+                else:
+                    q_block(q, k, v, out, kglob, task // H, task % H, sub)
+
+    return main
