@@ -133,8 +133,10 @@ class Measurer:
         self.threads = threads
         self.builder, self.loader = builder, loader
         self.build_timeout, self.run_timeout = build_timeout, run_timeout
-        # Templates other than GEMM import on first use.
-        self.build_pool = WorkerPool(build_workers, warm_imports=("tvm", "autotile.kernels.gemm_tvm"))
+        # The template modules are imported up front so the first build of each family is not slower.
+        self.build_pool = WorkerPool(build_workers, warm_imports=("tvm", "autotile.kernels.gemm_tvm",
+                                                                  "autotile.kernels.conv2d_tvm",
+                                                                  "autotile.kernels.attention_tvm"))
         self.runner = Worker({"TVM_NUM_THREADS": threads}, warm_imports=("tvm", "torch"))
 
     def build(self, workload, configs) -> list:
