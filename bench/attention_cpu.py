@@ -108,21 +108,16 @@ def measure_case(w: AttentionWorkload, args) -> dict:
         "torch SDPA": lambda: sdpa(w, q, k, v),
         "naive matmul-softmax-matmul": lambda: naive(w, q, k, v, mask),
     }
-    rounds = {name: [] for name in contenders}
-    for r in range(args.rounds):
-        names = list(contenders)
-        names = names[r % len(names):] + names[: r % len(names)]  # alternate who runs first
-        for name in names:
-            rounds[name].append(w.flops / peers.seconds_per_call(contenders[name]) / 1e9)
+    gflops = {name: (lambda fn=fn: w.flops / peers.seconds_per_call(fn) / 1e9) for name, fn in contenders.items()}
+    rounds = peers.alternating_rounds(gflops, args.rounds)
     row = {"workload": w.key, "tuning_seconds": result.tuning_seconds, "trials": result.trials,
            "config": result.config, "max_abs_diff_vs_sdpa": errors, "gflops": rounds, "ratios": {}}
     print(f"   {'contender':30s} {'GFLOP/s':>9s}   autotile / peer (median [min-max] of {args.rounds} rounds)")
     for name, values in rounds.items():
         line = f"   {name:30s} {statistics.median(values):9.1f}"
         if name != "autotile":
-            ratios = [a / p for a, p in zip(rounds["autotile"], values)]
-            row["ratios"][name] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-            line += f"   {statistics.median(ratios):5.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
+            row["ratios"][name] = peers.ratio_stats(rounds["autotile"], values)
+            line += "   " + peers.format_ratio(row["ratios"][name])
         print(line, flush=True)
     return row
 

@@ -204,12 +204,7 @@ def measure_workload(w: Conv2dWorkload, args) -> dict:
             contenders["MetaSchedule"] = tvm_callable(lib, w)
             print(f"   MetaSchedule: {args.metaschedule_trials} trials in {ms_seconds:.1f} s", flush=True)
 
-    rounds = {name: [] for name in contenders}
-    for r in range(args.rounds):
-        names = list(contenders)
-        names = names[r % len(names):] + names[: r % len(names)]  # alternate who runs first
-        for name in names:
-            rounds[name].append(contenders[name]())
+    rounds = peers.alternating_rounds(contenders, args.rounds)
     row = {"workload": w.key, "flops": w.flops, "config": result.config, "autotile_trials": result.trials,
            "autotile_tuning_seconds": result.tuning_seconds, "metaschedule_tuning_seconds": ms_seconds,
            "inductor_compile_seconds": compile_seconds, "seconds": rounds, "ratios": {}}
@@ -219,9 +214,8 @@ def measure_workload(w: Conv2dWorkload, args) -> dict:
         median = statistics.median(values)
         line = f"   {name:26s} {median * 1e6:9.1f} {w.flops / median / 1e9:8.1f}"
         if name != "autotile":
-            ratios = [p / a for a, p in zip(rounds["autotile"], values)]
-            row["ratios"][name] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-            line += f"   {statistics.median(ratios):5.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
+            row["ratios"][name] = peers.ratio_stats(rounds["autotile"], values, higher_is_better=False)
+            line += "   " + peers.format_ratio(row["ratios"][name])
         print(line, flush=True)
     if ms_seconds:
         print(f"   tuning time: autotile {result.tuning_seconds:.1f} s vs MetaSchedule {ms_seconds:.1f} s")

@@ -80,21 +80,15 @@ def measure_workload(w: GemmWorkload, args) -> dict:
     }
     if ms_lib is not None:
         contenders["MetaSchedule"] = lambda: peers.tvm_gflops(ms_lib, m, n, k, epi)[0]
-    rounds = {name: [] for name in contenders}
-    for r in range(args.rounds):
-        names = list(contenders)
-        names = names[r % len(names):] + names[: r % len(names)]  # alternate who runs first
-        for name in names:
-            rounds[name].append(contenders[name]())
+    rounds = peers.alternating_rounds(contenders, args.rounds)
     row = {"workload": w.key, "autotile_tuning_seconds": result.tuning_seconds, "autotile_trials": result.trials,
            "metaschedule_tuning_seconds": ms_seconds, "config": result.config, "gflops": rounds, "ratios": {}}
     print(f"   {'contender':34s} {'GFLOP/s':>9s}   autotile / peer (median [min-max] of {args.rounds} rounds)")
     for name, values in rounds.items():
         line = f"   {name:34s} {statistics.median(values):9.1f}"
         if name != "autotile":
-            ratios = [a / p for a, p in zip(rounds["autotile"], values)]
-            row["ratios"][name] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-            line += f"   {statistics.median(ratios):5.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
+            row["ratios"][name] = peers.ratio_stats(rounds["autotile"], values)
+            line += "   " + peers.format_ratio(row["ratios"][name])
         print(line, flush=True)
     if ms_seconds:
         print(f"   tuning time: autotile {result.tuning_seconds:.1f} s vs MetaSchedule {ms_seconds:.1f} s "

@@ -162,3 +162,24 @@ def tvm_gflops(lib, m, n, k, epilogue, min_time=0.25) -> tuple[float, float]:
 def numpy_reference_error(m, n, k):  # used by the smoke test of the numpy worker
     a, b = np.random.randn(m, k).astype("float32"), np.random.randn(k, n).astype("float32")
     return float(np.abs(a @ b - (a.astype("float64") @ b.astype("float64"))).max())
+
+
+def alternating_rounds(contenders: dict, rounds: int) -> dict:
+    """Each contender's measurement (a callable returning a number) once per round, the order rotated
+    every round so that no contender always runs first (or right after another's cache footprint)."""
+    results = {name: [] for name in contenders}
+    for r in range(rounds):
+        names = list(contenders)
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            results[name].append(contenders[name]())
+    return results
+
+
+def ratio_stats(ours: list, theirs: list, higher_is_better: bool = True) -> dict:
+    """autotile's advantage per round (speed over the peer's), as median, min and max."""
+    ratios = [a / p if higher_is_better else p / a for a, p in zip(ours, theirs)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def format_ratio(stats: dict) -> str:
+    return f"{stats['median']:5.2f}x [{stats['min']:.2f}-{stats['max']:.2f}]"
