@@ -121,3 +121,13 @@ def test_w8a8_validation():
     with pytest.raises(AutotileError, match="int8 activations need int8 weights"):
         QGemmWorkload(4, 8, 64, weight_dtype="int4", act_dtype="int8")
     assert w8a8(4, 8, 64).key == "qgemm_4x8x64_w8a8_none"
+
+
+def test_tuning_after_another_template_of_the_same_op(tmp_path):
+    """W8A8 and weight-only records share the op 'qgemm' but not a feature layout: the cost model's
+    history must only take records of this workload's template."""
+    db = tmp_path / "mixed.db"
+    assert autotile.tune(w8a8(4, 32, 64), trials=2, db=db).verified
+    w = QGemmWorkload(4, 32, 64, weight_dtype="int4", group_size=32)
+    result = autotile.tune(w, trials=10, db=db)  # > one batch, so the cost model is fitted on the history
+    assert result.verified and result.trials == 10

@@ -85,6 +85,7 @@ def _history(db, device, space, workload, backend: str) -> list:
     from autotile.kernels import workload_from_dict
 
     out = []
+    width = len(space.features(space.default()))  # one op may hold several templates (W8A8, weight-only)
     descriptions = db.workloads()
     for r in db.measurements(device=device.key, backend=backend):
         try:
@@ -95,8 +96,11 @@ def _history(db, device, space, workload, backend: str) -> list:
             continue
         if other.op != workload.op:
             continue
+        features = other_space.features(config)
+        if len(features) != width:
+            continue
         latency = math.inf if r["status"] != "ok" else workload.flops / (r["gflops"] * 1e3)
-        out.append((other_space.features(config), latency))
+        out.append((features, latency))
     return out
 
 

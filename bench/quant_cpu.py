@@ -1,0 +1,163 @@
+"""CPU quantized GEMM benchmark: W8A8 int8 and int4 weight-only (group 128) against torch and autotile fp32.
+
+    .venv/bin/python bench/quant_cpu.py [--trials 64] [--rounds 5] [--cases w8a8,int4] [--json out.json]
+
+W8A8 (shapes 512x1024x1024, 128x3072x768, and decode-like M 1 and 16 with N=K=4096): autotile's kernel
+quantizes the float activations per row inside the timed call; torch._int_mm is timed with the same
+dynamic quantization and scaling in torch around it, and alone on pre-quantized int8 (labelled).
+int4 weight-only (M 1 and 16, N=K=4096): against torch fp32 and bf16 linear and autotile's fp32 GEMM.
+Decode shapes rotate through distinct weight sets, more than twice the L3 in total, so no contender is
+timed from cache. Every contender runs in the same process in alternating rounds; ratios are autotile's
+speed over the peer's (median [min-max] over rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+_scratch = tempfile.mkdtemp(prefix="autotile-bench-")
+os.environ["AUTOTILE_DB"] = str(Path(_scratch) / "bench.db")
+os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
+
+import torch  # noqa: E402
+
+import autotile  # noqa: E402
+from autotile.db.device import Device  # noqa: E402
+from autotile.ir import GemmWorkload  # noqa: E402
+from autotile.ir.qgemm import QGemmWorkload  # noqa: E402
+from autotile.ir.quant import quantize_int, quantize_rows_int8  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import peers  # noqa: E402
+
+L3_BYTES = 32 << 20
+W8A8_SHAPES = [(512, 1024, 1024), (128, 3072, 768), (1, 4096, 4096), (16, 4096, 4096)]
+INT4_SHAPES = [(1, 4096, 4096), (16, 4096, 4096)]
+
+
+def rotation(count: int):
+    """A callable that cycles through `count` indices: each call uses the next weight set."""
+    state = {"i": -1}
+
+    def next_index():
+        state["i"] = (state["i"] + 1) % count
+        return state["i"]
+
+    return next_index
+
+
+def sets_needed(bytes_per_set: int, m: int) -> int:
+    return max(2, -(-2 * L3_BYTES // bytes_per_set)) if m <= 16 else 1
+
+
+def tuned_kernel(w, trials, seed):
+    result = autotile.tune(w, trials=trials, seed=seed)
+    print(f"   tuned {w.key}: {result.trials} trials in {result.tuning_seconds:.1f} s, {result.gflops:.1f} G(FL)OP/s",
+          flush=True)
+    return autotile.kernel(w), result
+
+
+def w8a8_contenders(m, n, k, args):
+    w = QGemmWorkload(m, n, k, weight_dtype="int8", act_dtype="int8")
+    fp32 = GemmWorkload(m, n, k, trans_b=True)
+    kern, result = tuned_kernel(w, args.trials, args.seed)
+    kern32, _ = tuned_kernel(fp32, args.trials, args.seed)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(m, k, generator=g)
+    sets = sets_needed(n * k * 4, m)
+    floats = [torch.randn(n, k, generator=g) for _ in range(sets)]
+    quantized = [quantize_rows_int8(f) for f in floats]
+    weights_t = [q.t() for q, _ in quantized]  # _int_mm takes B as (K, N); a transposed view is what it wants
+    out, out32 = torch.empty(m, n), torch.empty(m, n)
+    pick = rotation(sets)
+
+    def torch_w8a8():
+        i = pick()
+        qa, sa = quantize_rows_int8(x)
+        return torch._int_mm(qa if m > 16 else torch.nn.functional.pad(qa, (0, 0, 0, 17 - m)), weights_t[i])[:m] \
+            .float() * sa[:, None] * quantized[i][1]
+
+    qa_pre, _ = quantize_rows_int8(x)
+    qa_pre = qa_pre if m > 16 else torch.nn.functional.pad(qa_pre, (0, 0, 0, 17 - m))  # _int_mm needs M > 16
+    torch.testing.assert_close(kern(x, *quantized[0], out=out).double(), w.reference(x, *quantized[0]),
+                               rtol=1e-4, atol=1e-3)
+    return w, result, {
+        "autotile W8A8": lambda: kern(x, *quantized[pick()], out=out),
+        "torch._int_mm + dynamic quant": torch_w8a8,
+        "torch._int_mm alone (pre-quantized A)": lambda: torch._int_mm(qa_pre, weights_t[pick()]),
+        "autotile fp32": lambda: kern32(x, floats[pick()], out=out32),
+        "torch fp32 linear": lambda: torch.nn.functional.linear(x, floats[pick()]),
+    }
+
+
+def int4_contenders(m, n, k, args):
+    w = QGemmWorkload(m, n, k, weight_dtype="int4", group_size=128)
+    fp32 = GemmWorkload(m, n, k, trans_b=True)
+    kern, result = tuned_kernel(w, args.trials, args.seed)
+    kern32, _ = tuned_kernel(fp32, args.trials, args.seed)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(m, k, generator=g)
+    sets = sets_needed(n * k * 4, m)
+    floats = [torch.randn(n, k, generator=g) for _ in range(sets)]
+    bf16 = [f.bfloat16() for f in floats]
+    quantized = [quantize_int(f, 4, 128) for f in floats]
+    x16 = x.bfloat16()
+    out, out32 = torch.empty(m, n), torch.empty(m, n)
+    pick = rotation(sets)
+    q0 = quantized[0]
+    torch.testing.assert_close(kern(x, q0.packed, q0.scales, out=out), x @ q0.dequantize().t(), rtol=1e-4, atol=1e-3)
+    return w, result, {
+        "autotile int4 g128": lambda: (lambda q: kern(x, q.packed, q.scales, out=out))(quantized[pick()]),
+        "autotile fp32": lambda: kern32(x, floats[pick()], out=out32),
+        "torch fp32 linear": lambda: torch.nn.functional.linear(x, floats[pick()]),
+        "torch bf16 linear": lambda: torch.nn.functional.linear(x16, bf16[pick()]),
+    }
+
+
+def report(w, result, contenders, args) -> dict:
+    print(f"\n== {w.key}  (weight {w.weight_bytes / 2**20:.1f} MiB per call)", flush=True)
+    timed = {name: (lambda fn=fn: peers.seconds_per_call(fn)) for name, fn in contenders.items()}
+    rounds = peers.alternating_rounds(timed, args.rounds)
+    ours = next(iter(rounds))
+    row = {"workload": w.key, "tuning_seconds": result.tuning_seconds, "config": result.config,
+           "seconds": rounds, "ratios": {}}
+    print(f"   {'contender':40s} {'us':>9s} {'GOP/s':>7s} {'weight GB/s':>11s}   autotile speed / peer's")
+    for name, values in rounds.items():
+        median = statistics.median(values)
+        line = f"   {name:40s} {median * 1e6:9.1f} {w.flops / median / 1e9:7.1f}"
+        line += f" {w.weight_bytes / median / 1e9:11.1f}" if name == ours else " " * 12
+        if name != ours:
+            row["ratios"][name] = peers.ratio_stats(rounds[ours], values, higher_is_better=False)
+            line += "   " + peers.format_ratio(row["ratios"][name])
+        print(line, flush=True)
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cases", default="w8a8,int4")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ["TVM_NUM_THREADS"]))
+    print(f"device key: {Device.cpu().key}; torch on {torch.get_num_threads()} threads")
+    rows = []
+    cases = args.cases.split(",")
+    if "w8a8" in cases:
+        rows += [report(*w8a8_contenders(*shape, args), args) for shape in W8A8_SHAPES]
+    if "int4" in cases:
+        rows += [report(*int4_contenders(*shape, args), args) for shape in INT4_SHAPES]
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
