@@ -97,8 +97,14 @@ def test_templates_offered_per_workload():
     dense = Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 32, 3, 3))
     assert dense.domains["template"] == ["nchwc", "gemm"]
     depthwise = Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 16, 3, 3, groups=16))
-    assert depthwise.domains["template"] == ["depthwise"]
+    assert depthwise.domains["template"] == ["depthwise", "dwrows"]
     assert not depthwise.valid(Conv2dConfig(template="nchwc"))
+    assert Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 16, 3, 3, groups=16, layout="nhwc")).domains["template"] == \
+        ["depthwise"]
+    # The in-place NCHW GEMM: 1x1, stride 1, unpadded, one group, NCHW only.
+    assert Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 32, 1, 1)).domains["template"] == ["nchwc", "gemm", "pointwise"]
+    for other in (dict(layout="nhwc"), dict(stride=2), dict(padding=1), dict(groups=2)):
+        assert "pointwise" not in Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 32, 1, 1, **other)).domains["template"]
     assert Conv2dSpace.for_device(dense.workload, {"flags": ["avx2"]}).lanes == 8
 
 
@@ -121,6 +127,27 @@ def test_canonical_is_idempotent_and_drops_irrelevant_knobs():
     assert space.canonical(Conv2dConfig(pack_input=False)).pack_input
     nhwc = Conv2dSpace(Conv2dWorkload(1, 24, 10, 10, 40, 1, 1, layout="nhwc"))
     assert not nhwc.canonical(Conv2dConfig(template="gemm", ow_bn=10, pack_input=False)).pack_input
+
+
+@pytest.mark.parametrize("workload", [Conv2dWorkload(1, 24, 7, 9, 40, 1, 1, epilogue="bias"),
+                                      Conv2dWorkload(1, 12, 9, 11, 12, 3, 3, padding=1, groups=12)])
+def test_canonical_is_idempotent_for_the_nchw_templates(workload):
+    space = Conv2dSpace(workload)
+    rng = random.Random(2)
+    seen = set()
+    for _ in range(300):
+        config = space.sample(rng)
+        assert space.canonical(config) == config and space.valid(config)
+        seen.add(config.template)
+        for _ in range(2):
+            config = space.mutate(config, rng)
+            assert space.canonical(config) == config and space.valid(config)
+    assert seen == set(space.domains["template"])
+    # Pointwise: whole vectors of pixels, the pixel tile clamped to the (rounded-up) image, no input copy.
+    one = space.canonical(Conv2dConfig(template="pointwise", ow_bn=64, oc_bn=6, oh_bn=4, pack_input=True))
+    if workload.r == 1:
+        assert one.ow_bn == 64 and one.oh_bn == 1 and not one.pack_input and one.epilogue_at == "root"
+        assert not space.valid(Conv2dConfig(template="pointwise", ow_bn=12, oc_bn=4))
 
 
 def test_features_have_a_fixed_length():
@@ -154,6 +181,43 @@ def test_pointwise_convolution_reads_nhwc_in_place(layout):
         config = configured(w, template=template, ow_bn=8, ic_bn=32, oc_bn=48, pack_input=False)
         assert config.pack_input == (layout == "nchw")
         check(w, config)
+
+
+@pytest.mark.parametrize("shape, knobs", [
+    ((2, 13, 5, 7, 11), dict(oc_bn=3, ow_bn=16, oh_bn=2, unroll=1)),  # 35 pixels: a clamped tail tile
+    ((1, 24, 4, 8, 20), dict(oc_bn=6, ow_bn=16, oh_bn=2, outer="kp", epilogue_at="row")),  # tiles of 2 rows
+    ((1, 16, 6, 8, 5), dict(oc_bn=8, ow_bn=32, unroll=16, epilogue_at="tile")),  # K < oc_bn, crosses rows
+    ((1, 32, 2, 32, 40), dict(oc_bn=4, ow_bn=16, oh_bn=4, outer="pk", epilogue_at="tile")),  # half rows
+])
+@pytest.mark.parametrize("epilogue", ["bias,relu", "residual"])
+def test_pointwise_nchw_reads_the_input_in_place(shape, knobs, epilogue):
+    n, c, h, wd, k = shape
+    w = Conv2dWorkload(n, c, h, wd, k, 1, 1, epilogue=epilogue)
+    config = configured(w, template="pointwise", **knobs)
+    assert config.template == "pointwise" and not config.pack_input
+    check(w, config)
+
+
+def test_pointwise_is_the_default_where_whole_vector_tiles_fit():
+    assert Conv2dSpace(Conv2dWorkload(1, 256, 56, 56, 64, 1, 1)).default().template == "pointwise"
+    assert Conv2dSpace(Conv2dWorkload(1, 256, 7, 7, 64, 1, 1)).default().template == "gemm"
+    assert Conv2dSpace(Conv2dWorkload(1, 256, 56, 56, 64, 1, 1, layout="nhwc")).default().template == "gemm"
+    w = Conv2dWorkload(1, 24, 4, 8, 40, 1, 1, epilogue="bias,gelu")
+    check(w, Conv2dSpace(w).default())
+    avx2 = Conv2dSpace.for_device(w, {"flags": ["avx2"]})
+    assert avx2.default().template == "pointwise" and avx2.valid(avx2.default())
+
+
+@pytest.mark.parametrize("workload, knobs", [
+    (Conv2dWorkload(2, 6, 9, 13, 6, 3, 3, padding=1, groups=6, epilogue="bias,relu"), dict(ow_bn=16, oh_bn=4)),
+    (Conv2dWorkload(1, 5, 11, 10, 5, 3, 3, stride=(2, 1), padding=(1, 2), groups=5, epilogue="residual"),
+     dict(ow_bn=4, oh_bn=3, epilogue_at="row")),
+    (Conv2dWorkload(1, 4, 12, 12, 4, 3, 5, dilation=2, padding=(0, 3), groups=4), dict(ow_bn=5, oh_bn=2)),
+])
+def test_dwrows_depthwise_in_nchw(workload, knobs):
+    config = configured(workload, template="dwrows", **knobs)
+    assert config.template == "dwrows"
+    check(workload, config)
 
 
 def test_grouped_convolution():
@@ -207,6 +271,11 @@ def test_inner_loop_is_broadcast_and_fma_on_zmm():
     asm = build(w, Conv2dSpace(w).default(), MCPU, 2).mod.inspect_source("s")
     assert len(re.findall(r"vfmadd231ps\s+[^\n]*%zmm", asm)) >= 20
     assert re.search(r"vbroadcastss\s", asm)
+    # The NCHW templates: pixel vectors loaded in place, broadcast weights, and no gathers.
+    for w in (Conv2dWorkload(1, 64, 16, 16, 32, 1, 1), Conv2dWorkload(1, 32, 14, 14, 32, 3, 3, padding=1, groups=32)):
+        asm = build(w, Conv2dSpace(w).default(), MCPU, 2).mod.inspect_source("s")
+        assert len(re.findall(r"vfmadd\d+ps\s+[^\n]*%zmm", asm)) >= 12, w.key
+        assert not re.search(r"vgather|vpinsr[dq]|vinsertps", asm), w.key  # (vpinsrw: a runtime helper)
 
 
 # -- tuning -----------------------------------------------------------------------------------

@@ -14,6 +14,15 @@ into accumulators that stay in registers:
 - "depthwise" (groups == C == K): channels in vector lanes, the R x S reduction per channel over a
   channel-blocked padded input.
 
+Two NCHW templates put output pixels in the vector lanes instead, so the input is read in place:
+
+- "pointwise" (1x1, stride 1, no padding, one group, NCHW): a GEMM out[k, m] = sum_c W[k, c] * x[c, m]
+  over the flattened pixels m; a register tile of oc_bn output channels (each weight value broadcast) x
+  ow_bn pixels (vectors, contiguous in NCHW); oh_bn tiles of pixels per block, `outer` orders the
+  channel and pixel blocks, `unroll` unrolls C. The weight is packed [K/oc_bn, C, oc_bn] in the kernel.
+- "dwrows" (depthwise, NCHW): each channel a 2-D stencil over a zero-padded copy of that channel only
+  (it stays in cache); tiles of oh_bn rows x ow_bn columns, the columns in vector lanes.
+
 Layout transforms and padding run inside the kernel, so they are part of every measured time.
 """
 
@@ -26,7 +35,7 @@ from autotile.ir.conv import Conv2dWorkload
 from autotile.kernels.gemm import _ceil_div, balanced
 from autotile.kernels.space import Config, ConfigSpace
 
-TEMPLATES = ("nchwc", "gemm", "depthwise")
+TEMPLATES = ("nchwc", "gemm", "depthwise", "pointwise", "dwrows")
 
 
 @dataclass(frozen=True)
@@ -55,12 +64,21 @@ class Conv2dSpace(ConfigSpace):
         self.lanes = vector_lanes
         self.registers = vector_registers
         lanes = vector_lanes
+        w = workload
+        pointwise = (w.layout == "nchw" and w.r == w.s == 1 and w.stride == (1, 1) and w.padding == (0, 0)
+                     and w.groups == 1)
+        dwrows = w.depthwise and w.layout == "nchw"
+        if w.depthwise:
+            templates = ["depthwise", "dwrows"] if dwrows else ["depthwise"]
+        else:
+            templates = ["nchwc", "gemm", "pointwise"] if pointwise else ["nchwc", "gemm"]
+        wide = pointwise or dwrows  # pixel vectors: wider pixel tiles, and (pointwise) a few channels per tile
         self.domains = {
-            "template": ["depthwise"] if workload.depthwise else ["nchwc", "gemm"],
+            "template": templates,
             "ic_bn": [1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512],
-            "oc_bn": [lanes, 2 * lanes, 3 * lanes, 4 * lanes],
-            "ow_bn": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 28],
-            "oh_bn": [1, 2, 3, 4],
+            "oc_bn": ([1, 2, 3, 4, 5, 6, 8] if pointwise else []) + [lanes, 2 * lanes, 3 * lanes, 4 * lanes],
+            "ow_bn": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 28] + ([32, 48, 56, 64] if wide else []),
+            "oh_bn": [1, 2, 3, 4] + ([6, 8] if wide else []),
             "rorder": ["crs", "rsc"],
             "unroll": [1, 2, 4, 8, 16],
             "outer": ["kp", "pk"],
@@ -82,7 +100,16 @@ class Conv2dSpace(ConfigSpace):
         return w.c // w.groups, w.k // w.groups
 
     def valid(self, c: Conv2dConfig) -> bool:
-        if c.template not in self.domains["template"] or c.oc_bn % self.lanes:
+        if c.template not in self.domains["template"]:
+            return False
+        if c.template in ("pointwise", "dwrows"):
+            vectors = _ceil_div(c.ow_bn, self.lanes)
+            rows = c.oc_bn if c.template == "pointwise" else c.oh_bn
+            if c.template == "pointwise" and c.ow_bn % self.lanes:
+                return False  # whole vectors of pixels: other widths lower to slow gathers
+            # Accumulators, one row of input vectors and a broadcast weight value.
+            return rows * vectors + vectors + 1 <= self.registers
+        if c.oc_bn % self.lanes:
             return False
         vectors = _ceil_div(c.oc_bn, self.lanes)
         rows = 1 if c.template == "gemm" else c.oh_bn
@@ -94,6 +121,8 @@ class Conv2dSpace(ConfigSpace):
         tiles that never run past the input's edge."""
         w = self.workload
         p, q = w.out_hw
+        if c.template == "pointwise":
+            return True
         if w.layout != "nhwc" or w.padding != (0, 0) or w.groups > 1 or c.template == "depthwise":
             return False
         if c.template == "gemm":
@@ -107,6 +136,8 @@ class Conv2dSpace(ConfigSpace):
         p, q = w.out_hw
         base = Conv2dConfig()
         template = c.template
+        if template in ("pointwise", "dwrows"):
+            return self._canonical_nchw(c)
         oc_bn = min(c.oc_bn, _round_up(w.k if template == "depthwise" else kg, self.lanes))
         if template == "gemm":
             ic_bn, oh_bn, ow_bn, rorder = cg, 1, min(c.ow_bn, p * q), "rsc"
@@ -134,15 +165,55 @@ class Conv2dSpace(ConfigSpace):
         pack = c.pack_input or not self.input_in_place(candidate)
         return Conv2dConfig(template, ic_bn, oc_bn, ow_bn, oh_bn, rorder, unroll, outer, epilogue_at, pack)
 
+    def _canonical_nchw(self, c: Conv2dConfig) -> Conv2dConfig:
+        w = self.workload
+        p, q = w.out_hw
+        base = Conv2dConfig()
+        if c.template == "dwrows":
+            ow_bn, oh_bn = min(c.ow_bn, q), min(c.oh_bn, p)
+            return Conv2dConfig("dwrows", 1, self.lanes, ow_bn, oh_bn, base.rorder, 1, base.outer,
+                                c.epilogue_at if c.epilogue_at in ("tile", "row") else "tile", True)
+        m = p * q
+        ow_bn, oc_bn = min(c.ow_bn, _round_up(m, self.lanes)), min(c.oc_bn, w.k)
+        tiles = _ceil_div(m, ow_bn)
+        oh_bn = max(t for t in range(1, min(c.oh_bn, tiles) + 1) if tiles % t == 0)
+        unroll = max(u for u in (1, 2, 4, 8, 16) if u <= c.unroll and w.c % u == 0)
+        outer = c.outer if _ceil_div(w.k, oc_bn) > 1 and tiles // oh_bn > 1 else base.outer
+
+        def rectangle(t):  # a run of flattened pixels that is whole rows or part of one
+            return t % q == 0 or q % t == 0
+
+        epilogue_at = c.epilogue_at
+        if epilogue_at == "row" and not rectangle(ow_bn * oh_bn):
+            epilogue_at = "tile"
+        if epilogue_at == "tile" and not rectangle(ow_bn):
+            epilogue_at = "root"
+        return Conv2dConfig("pointwise", w.c, oc_bn, ow_bn, oh_bn, base.rorder, unroll, outer, epilogue_at, False)
+
     def default(self) -> Conv2dConfig:
         """A heuristic for AVX-512: two vectors of output channels, the widest pixel row tile that fits
-        the registers and divides the output width; the implicit GEMM for 1x1 convolutions."""
+        the registers and divides the output width; the implicit GEMM for 1x1 convolutions. NCHW inputs
+        get the in-place templates where they apply: "pointwise" for 1x1 convolutions whose pixel count is
+        whole vectors, "dwrows" for depthwise ones."""
         w = self.workload
         p, q = w.out_hw
         cg, kg = self.channels()
         lanes = self.lanes
+        if "dwrows" in self.domains["template"]:  # NCHW depthwise: pixel rows in the lanes, no transposes
+            ow_bn = q if q <= 2 * lanes else min(q, 4 * lanes) if q <= 4 * lanes else 2 * lanes
+            return self.canonical(Conv2dConfig("dwrows", ow_bn=ow_bn, oh_bn=4 if ow_bn <= 2 * lanes else 2))
         if w.depthwise:
             return self.canonical(Conv2dConfig("depthwise", oc_bn=2 * lanes, ow_bn=_row_tile(q, 8), oh_bn=1))
+        widths = [v * lanes for v in (4, 3, 2, 1) if v <= self.registers // 8 and p * q % (v * lanes) == 0]
+        if "pointwise" in self.domains["template"] and widths:
+            # NCHW 1x1: a GEMM over the input in place, 4-8 output channels x up to 4 vectors of pixels; the
+            # write-back per block of tiles that makes whole rows, where a few tiles do.
+            tiles = p * q // widths[0]
+            rows = [t for t in range(1, 9) if tiles % t == 0 and (widths[0] * t) % q == 0]
+            v = widths[0] // lanes
+            oc_bn = min(4 if v >= 3 else 8, (self.registers - 1 - v) // v)  # 12-16 accumulators with AVX-512
+            return self.canonical(Conv2dConfig("pointwise", oc_bn=oc_bn, ow_bn=widths[0], oh_bn=rows[0] if rows else 1,
+                                               unroll=4, outer="kp", epilogue_at="row" if rows else "tile"))
         oc_bn = 2 * lanes if kg > lanes else lanes
         limit = (self.registers - 1) // (oc_bn // lanes) - 1
         if w.r == w.s == 1 and w.stride == (1, 1) and w.padding == (0, 0):

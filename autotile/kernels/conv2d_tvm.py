@@ -177,6 +177,10 @@ def _vectorize_tail(sch, block, widths):
 
 
 def schedule(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
+    if c.template == "pointwise":
+        return schedule_pointwise(w, c)
+    if c.template == "dwrows":
+        return schedule_dwrows(w, c)
     args, stages = define(w, c)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))
     g = _Geometry(w, c)
@@ -243,4 +247,152 @@ def schedule(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
         if name in stages:
             ploops = sch.get_loops(sch.get_sblock(name))
             sch.parallel(sch.fuse(*ploops[:outer]) if outer > 1 else ploops[0])
+    return sch.mod
+
+
+# -- NCHW templates that read the input in place ------------------------------------------------
+
+def _extras(w: Conv2dWorkload):
+    shapes = w.operand_shapes()
+    extra = {}
+    if "bias" in w.epilogue:
+        extra["bias"] = te.placeholder(shapes["bias"], "float32", name="bias")
+    if "residual" in w.epilogue:
+        extra["residual"] = te.placeholder(shapes["residual"], "float32", name="residual")
+    return extra
+
+
+def _nchw_write_back(w: Conv2dWorkload, at, extra):
+    """out[n, k, p, q] = epilogue(at(n, k, p, q)) for an NCHW output."""
+
+    def body(n, k, p, q):
+        x = at(n, k, p, q)
+        for op in w.epilogue:
+            if op == "bias":
+                x = x + extra["bias"][k]
+            elif op == "residual":
+                x = x + extra["residual"][n, k, p, q]
+            elif not op.startswith("cast:"):
+                x = ACTIVATIONS[op](x)
+        return x if w.out_dtype == "float32" else cast(x, w.out_dtype)
+
+    return te.compute(w.out_shape, body, name="out")
+
+
+def define_pointwise(w: Conv2dWorkload, c: Conv2dConfig):
+    """1x1, stride 1, unpadded, one group, NCHW: conv[n, k, m] = sum_c wpack[k / mr, c, k % mr] * x[n, c, m] over
+    the flattened pixels m, the input read in place; mr = oc_bn output channels, ow_bn pixels per tile."""
+    shapes = w.operand_shapes()
+    X = te.placeholder(shapes["input"], w.dtype, name="input")
+    W = te.placeholder(shapes["weight"], w.dtype, name="weight")
+    extra = _extras(w)
+    zero = tir.const(0, w.dtype)
+    pq, q_ = w.h * w.w, w.w
+    mp, kp = _round_up(pq, c.ow_bn), _round_up(w.k, c.oc_bn)
+    mr = c.oc_bn
+    wpack = te.compute(
+        (kp // mr, w.c, mr),
+        lambda kb, ch, ki: tir.if_then_else(kb * mr + ki < w.k, W[te.min(kb * mr + ki, w.k - 1), ch, 0, 0], zero),
+        name="wpack")
+    rc = te.reduce_axis((0, w.c), name="rc")
+
+    def body(n, k, m):
+        mm = te.min(m, pq - 1) if mp > pq else m
+        # The flattened pixel as the last index: the same address as [m // Q, m % Q], but an affine one, so
+        # a tile that crosses rows is still one contiguous vector load.
+        x = X[n, rc, 0, mm]
+        return te.sum(wpack[k // mr, rc, k % mr].astype("float32") * x.astype("float32"), axis=rc)
+
+    conv = te.compute((w.n, kp, mp), body, name="conv")
+    out = _nchw_write_back(w, lambda n, k, p, q: conv[n, k, p * q_ + q], extra)
+    return [X, W, *extra.values(), out], {"wpack": wpack, "conv": conv, "out": out}
+
+
+def schedule_pointwise(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
+    args, stages = define_pointwise(w, c)
+    sch = tvm.s_tir.Schedule(te.create_prim_func(args))
+    conv = sch.get_sblock("conv")
+    n, k, m, rc = sch.get_loops(conv)
+    k0, k1 = sch.split(k, [None, c.oc_bn])
+    m0, m1, m2 = sch.split(m, [None, c.oh_bn, c.ow_bn])
+    rc_o, rc_u = sch.split(rc, [None, c.unroll])
+    blocks = [k0, m0] if c.outer == "kp" else [m0, k0]
+    sch.reorder(n, *blocks, m1, rc_o, rc_u, k1, m2)
+    acc = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(acc, m1)
+    out = sch.get_sblock("out")
+    if c.epilogue_at != "root":
+        sch.reverse_compute_at(out, m1 if c.epilogue_at == "tile" else blocks[1])
+    sch.vectorize(m2)
+    sch.unroll(k1)
+    if c.unroll > 1:
+        sch.unroll(rc_u)
+    par = [n, *blocks] if c.epilogue_at != "row" else [n, blocks[0]]
+    sch.parallel(sch.fuse(*par))
+    sch.decompose_reduction(conv, rc_o)
+    aloops = sch.get_loops(acc)
+    sch.unroll(aloops[-2])
+    sch.vectorize(aloops[-1])
+    oloops = sch.get_loops(out)
+    _vectorize_tail(sch, out, (oloops and _extent(sch, oloops[-1]) or 1, 16, 8, 4))
+    if c.epilogue_at == "root":
+        sch.parallel(sch.fuse(*oloops[:2]))
+    wl = sch.get_loops(sch.get_sblock("wpack"))
+    sch.parallel(wl[0])
+    return sch.mod
+
+
+def define_dwrows(w: Conv2dWorkload, c: Conv2dConfig):
+    """Depthwise, NCHW: each channel a 2-D stencil over a zero-padded copy of that channel (made per channel,
+    so it stays in cache); tiles of oh_bn rows x ow_bn columns, the columns in vector lanes."""
+    shapes = w.operand_shapes()
+    X = te.placeholder(shapes["input"], w.dtype, name="input")
+    W = te.placeholder(shapes["weight"], w.dtype, name="weight")
+    extra = _extras(w)
+    (sh, sw), (dh, dw) = w.stride, w.dilation
+    p_, q_ = w.out_hw
+    pp, qp = _round_up(p_, c.oh_bn), _round_up(q_, c.ow_bn)
+    hp, wp = (pp - 1) * sh + (w.r - 1) * dh + 1, (qp - 1) * sw + (w.s - 1) * dw + 1
+    (ph, pw) = w.padding
+    zero = tir.const(0, w.dtype)
+
+    def pad(n, k, hh, ww):
+        h, wi = hh - ph, ww - pw
+        inside = tir.all(h >= 0, h < w.h, wi >= 0, wi < w.w)
+        return tir.if_then_else(inside, X[n, k, te.max(te.min(h, w.h - 1), 0), te.max(te.min(wi, w.w - 1), 0)], zero)
+
+    xpad = te.compute((w.n, w.k, hp, wp), pad, name="xpad")
+    rr, rs = te.reduce_axis((0, w.r), name="rr"), te.reduce_axis((0, w.s), name="rs")
+    conv = te.compute(
+        (w.n, w.k, pp, qp),
+        lambda n, k, p, q: te.sum(xpad[n, k, p * sh + rr * dh, q * sw + rs * dw].astype("float32")
+                                  * W[k, 0, rr, rs].astype("float32"), axis=[rr, rs]), name="conv")
+    out = _nchw_write_back(w, lambda n, k, p, q: conv[n, k, p, q], extra)
+    return [X, W, *extra.values(), out], {"xpad": xpad, "conv": conv, "out": out}
+
+
+def schedule_dwrows(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
+    args, stages = define_dwrows(w, c)
+    sch = tvm.s_tir.Schedule(te.create_prim_func(args))
+    conv = sch.get_sblock("conv")
+    n, k, p, q, rr, rs = sch.get_loops(conv)
+    p_o, p_i = sch.split(p, [None, c.oh_bn])
+    q_o, q_i = sch.split(q, [None, c.ow_bn])
+    sch.reorder(n, k, p_o, q_o, rr, rs, p_i, q_i)
+    acc = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(acc, q_o)
+    out = sch.get_sblock("out")
+    sch.reverse_compute_at(out, q_o if c.epilogue_at == "tile" else p_o)
+    xpad = sch.get_sblock("xpad")
+    sch.compute_at(xpad, k)
+    sch.vectorize(q_i)
+    for loop in (rr, rs, p_i):
+        sch.unroll(loop)
+    sch.parallel(sch.fuse(n, k))
+    sch.decompose_reduction(conv, rr)
+    aloops = sch.get_loops(acc)
+    sch.unroll(aloops[-2])
+    sch.vectorize(aloops[-1])
+    _vectorize_tail(sch, out, (_extent(sch, sch.get_loops(out)[-1]) or 1, 16, 8, 4))
+    _vectorize_tail(sch, xpad, (_extent(sch, sch.get_loops(xpad)[-1]) or 1, 16, 8, 4))
     return sch.mod
