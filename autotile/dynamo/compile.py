@@ -1,0 +1,49 @@
+"""Hand a dynamo graph to Inductor or to AOTAutograd + eager, with the autotile pass on every post-grad graph."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from autotile.dynamo.graph_pass import AutotilePass
+from autotile.dynamo.options import Options
+
+aten = torch.ops.aten
+# Kept whole so the pass can fuse them as epilogues; the pass writes out the ones it leaves.
+KEPT_WHOLE = (aten.gelu.default, aten.silu.default)
+
+
+def warn_about_spinning_openmp():
+    """torch's OpenMP threads spin after each parallel region and take the cores TVM's kernels need in between
+    (measured: a GPT block 2x slower). libgomp reads its settings once, when torch loads, so only a warning helps."""
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        warnings.warn("autotile: set GOMP_SPINCOUNT=10000 (or OMP_WAIT_POLICY=passive) before starting Python; "
+                      "torch's spinning OpenMP threads slow autotile's kernels down", stacklevel=3)
+
+
+def compile_inductor(gm, example_inputs, options: Options):
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    warn_about_spinning_openmp()
+    decompositions = {op: fn for op, fn in select_decomp_table().items() if op not in KEPT_WHOLE}
+    graph_pass = AutotilePass(options, expand_leftovers=True)
+    return compile_fx(gm, example_inputs, config_patches={"post_grad_custom_post_pass": graph_pass},
+                      decompositions=decompositions)
+
+
+def compile_eager(gm, example_inputs, options: Options):
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    warn_about_spinning_openmp()
+    graph_pass = AutotilePass(options, expand_leftovers=False)
+
+    def run_pass(graph_module, _inputs):
+        graph_pass(graph_module.graph)
+        graph_module.recompile()
+        return make_boxed_func(graph_module.forward)
+
+    return aot_autograd(fw_compiler=run_pass, bw_compiler=run_pass)(gm, example_inputs)

@@ -1,0 +1,239 @@
+"""The post-grad graph pass: matched ops become torch.ops.autotile.* calls, with kernels chosen at compile time.
+
+Inductor runs it on every forward, backward and inference graph (`post_grad_custom_post_pass`), then
+compiles the rest around the new ops; the eager fallback runs it and executes the graph as is. Its uuid
+covers this package's source, the options and the database's state, so Inductor's FX graph cache never
+serves a graph compiled against other kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import torch
+from torch._guards import detect_fake_mode
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+from torch.fx.experimental.symbolic_shapes import optimization_hint
+from torch.utils._python_dispatch import _disable_current_modes
+
+from autotile.dynamo import ops  # noqa: F401  (registers torch.ops.autotile.*)
+from autotile.dynamo.buckets import bucket
+from autotile.dynamo.counters import stats
+from autotile.dynamo.match import layout, match_attention, match_conv, match_gemm, swaps_last_two, val
+from autotile.dynamo.options import Options
+from autotile.dynamo.resolve import resolver
+
+aten = torch.ops.aten
+MATCHERS = (match_gemm, match_conv, match_attention)
+
+
+
+
+def _emit(graph, fake_mode, target, *args):
+    """A new call node with its fake value, so Inductor and later matches can read its metadata."""
+    node = graph.call_function(target, args)
+    with fake_mode:
+        node.meta["val"] = target(*torch.fx.node.map_arg(args, val))
+    return node
+
+
+def _static_or_bucket(size) -> tuple[int, bool]:
+    """A dim's value for the workload: its int, or the bucket of its hint when symbolic."""
+    if isinstance(size, int):
+        return size, False
+    return bucket(optimization_hint(size)), True
+
+
+def db_state(path: str):
+    """What the database holds, by content (file times change whenever SQLite checkpoints its WAL)."""
+    if not Path(path).exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute("select count(*), max(id), sum(latency_us) from measurements").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+class AutotilePass(CustomGraphPass):
+    def __init__(self, options: Options, expand_leftovers: bool):
+        self.options = options
+        self.expand_leftovers = expand_leftovers  # Inductor's decompositions kept gelu/silu whole for matching
+        self.db = str(options.db_path())
+        self.resolver = resolver(self.db, options.tuning)
+        self.budget_left = options.time_budget_s
+
+    # -- cache key ------------------------------------------------------------------------------
+    def uuid(self):
+        state = db_state(self.db) if self.options.tuning != "off" else None
+        sources = sorted(str(p) for p in Path(__file__).parent.glob("*.py"))
+        return (get_hash_for_files(tuple(sources)).hex(), self.options.to_json(), self.db, state,
+                os.environ.get("AUTOTILE_CACHE_DIR"))
+
+    # -- the pass -------------------------------------------------------------------------------
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        start = time.perf_counter()
+        fake_mode = detect_fake_mode([val(n) for n in graph.nodes if n.op == "placeholder"])
+        matches = []
+        for node in list(graph.nodes):
+            if node.op != "call_function" or not node.users:
+                continue
+            for matcher in MATCHERS:
+                m = matcher(node)
+                if m is not None:
+                    spec = self._spec(m)
+                    if spec is not None:
+                        matches.append((m, spec))
+                    break
+        with _disable_current_modes():  # kernels are built, verified and tuned on real tensors
+            self._prepare([spec for _, spec in matches])
+        for m, spec in matches:
+            self._replace(graph, fake_mode, m, spec)
+        if self.expand_leftovers:
+            expand_activations(graph, fake_mode)
+        graph.eliminate_dead_code()
+        stats.graphs += 1
+        stats.pass_seconds += time.perf_counter() - start
+
+    def _spec(self, m) -> dict | None:
+        """The plan for a match, or None when its shapes are outside what the templates take."""
+        from autotile.errors import AutotileError
+
+        common = {"db": self.db, "tuning": self.options.tuning, "kind": m.kind}
+        try:
+            if m.kind == "gemm":
+                return {**common, **self._gemm_spec(m)}
+            if m.kind == "conv2d":
+                return {**common, **self._conv_spec(m)}
+            return {**common, **self._attention_spec(m)}
+        except (AutotileError, _Skip):
+            return None
+
+    def _gemm_spec(self, m) -> dict:
+        from autotile.ir.workload import GemmWorkload
+
+        a, b = m.anchor.args[-2:]
+        av, bv = val(a), val(b)
+        rows, dynamic = _static_or_bucket(av.shape[-2])
+        b_arg, b_form, pack = b, "n", []
+        if swaps_last_two(b) and b.args[0].op == "placeholder":
+            # A linear's weight W, used as W^T: the op gets W itself (the same object every call, so its
+            # packed copy can be kept) and packs W^T row-major once per version.
+            b_arg, b_form, pack = b.args[0], "t", ["b"]
+        a_layout = layout(av)
+        b_layout = "n" if pack else layout(bv)
+        w = GemmWorkload(rows, bv.shape[-1], bv.shape[-2], batch=av.shape[0] if av.dim() == 3 else 1,
+                         trans_a=a_layout == "t", trans_b=b_layout == "t", epilogue=m.epilogue)
+        m.args = [a, b_arg]
+        return {"workload": w.to_dict(), "dynamic": {"m": av.dim() - 2} if dynamic else {}, "a": a_layout,
+                "b": b_layout, "b_form": b_form, "pack": pack, "out_dtype": w.out_dtype}
+
+    def _conv_spec(self, m) -> dict:
+        from autotile.ir.conv import Conv2dWorkload
+
+        x, weight, _, stride, padding, dilation, _, _, groups = m.anchor.args
+        (n, c, h, wd), (k, _, r, s) = val(x).shape, val(weight).shape
+        w = Conv2dWorkload(n, c, h, wd, k, r, s, stride=tuple(stride), padding=tuple(padding),
+                           dilation=tuple(dilation), groups=groups, epilogue=m.epilogue)
+        m.args = [x, weight]
+        return {"workload": w.to_dict(), "dynamic": {}, "pack": ["weight"]}
+
+    def _attention_spec(self, m) -> dict:
+        from autotile.ir.attention import AttentionWorkload
+
+        q, k, v = m.anchor.args[:3]
+        causal = bool(m.anchor.args[4]) if len(m.anchor.args) > 4 else bool(m.anchor.kwargs.get("is_causal"))
+        qv, kv = val(q), val(k)
+        (bsz, heads, seq_q, dim), (kv_bsz, kv_heads, seq_kv, kdim) = qv.shape, kv.shape
+        if not all(isinstance(x, int) for x in (heads, dim, kv_heads, kdim)) or str(val(v).shape) != str(kv.shape):
+            raise _Skip
+        dynamic = {}
+        if not isinstance(bsz, int):
+            if str(bsz) != str(kv_bsz):
+                raise _Skip
+            dynamic["batch"] = 0
+        if not isinstance(seq_q, int) or not isinstance(seq_kv, int):
+            # Zero-padding is exact only when padded keys are hidden from real queries: top-left causal, same length.
+            if not causal or str(seq_q) != str(seq_kv):
+                raise _Skip
+            dynamic.update(seq_q=2, seq_kv=2)
+        bsz, _ = _static_or_bucket(bsz)
+        seq_q, _ = _static_or_bucket(seq_q)
+        seq_kv = seq_q if "seq_kv" in dynamic else seq_kv
+        w = AttentionWorkload(bsz, heads, seq_q, dim, seq_kv=seq_kv, kv_heads=kv_heads, causal=causal,
+                              scale=m.anchor.kwargs.get("scale"))
+        out = val(m.last)
+        layout = "bshd" if out.dim() == 4 and out.transpose(1, 2).is_contiguous() and not out.is_contiguous() \
+            else "contiguous"
+        m.args = [q, k, v]
+        return {"workload": w.to_dict(), "dynamic": dynamic, "out": layout}
+
+    def _prepare(self, specs):
+        """Tune what is missing (tuning="tune"), then load every kernel now, not at the first call."""
+        from autotile.kernels import workload_from_dict
+
+        examples = {}
+        for spec in specs:
+            w = workload_from_dict(spec["workload"])  # dynamic dims: the bucket of the traced size
+            examples[w.key] = w
+        if self.options.tuning == "tune" and examples:
+            start = time.perf_counter()
+            self.resolver.tune_missing(list(examples.values()), self.options.trials_per_workload,
+                                                      self.budget_left, self.options.progress)
+            if self.budget_left is not None:
+                self.budget_left = max(self.budget_left - (time.perf_counter() - start), 1e-3)
+        for w in examples.values():
+            self.resolver.load(w)
+
+    def _replace(self, graph, fake_mode, m, spec):
+        text = json.dumps(spec, sort_keys=True)
+        with graph.inserting_before(m.last):
+            if m.kind == "attention":
+                new = _emit(graph, fake_mode, torch.ops.autotile.attention.default, *m.args, text)
+            else:
+                bias, residual = m.bias, m.residual
+                if bias is not None and val(bias).dim() != 1:
+                    bias = _emit(graph, fake_mode, aten.reshape.default, bias, [val(bias).numel()])
+                if residual is not None and m.view is not None:
+                    residual = _emit(graph, fake_mode, aten.reshape.default, residual, [-1, val(m.anchor).shape[-1]])
+                op = torch.ops.autotile.gemm.default if m.kind == "gemm" else torch.ops.autotile.conv2d.default
+                new = _emit(graph, fake_mode, op, *m.args, bias, residual, text)
+            if m.view is not None:
+                new = _emit(graph, fake_mode, aten.reshape.default, new, m.view.args[1])
+        new.meta.update({k: v for k, v in m.last.meta.items() if k not in ("val",)})
+        m.last.replace_all_uses_with(new)
+        stats.replaced[m.kind] += 1
+
+
+class _Skip(Exception):
+    """A match the templates cannot take: left to the fallback."""
+
+
+def expand_activations(graph, fake_mode):
+    """gelu and silu the pass did not fuse, written out as Inductor's decompositions would have."""
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in (aten.gelu.default, aten.silu.default):
+            continue
+        x = node.args[0]
+        with graph.inserting_before(node):
+            e = lambda target, *args: _emit(graph, fake_mode, target, *args)
+            if node.target == aten.silu.default:
+                out = e(aten.mul.Tensor, x, e(aten.sigmoid.default, x))
+            elif node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none") == "tanh":
+                beta, kappa = (2 ** 0.5) * (2 / 3.141592653589793 ** 0.5) * 0.5, 0.044715
+                cube = e(aten.mul.Tensor, e(aten.mul.Tensor, x, x), x)
+                inner = e(aten.mul.Tensor, e(aten.add.Tensor, x, e(aten.mul.Tensor, cube, kappa)), beta)
+                out = e(aten.mul.Tensor, e(aten.mul.Tensor, x, 0.5), e(aten.add.Tensor, e(aten.tanh.default, inner), 1))
+            else:
+                half = e(aten.mul.Tensor, x, 0.5)
+                out = e(aten.mul.Tensor, half, e(aten.add.Tensor, e(aten.erf.default, e(aten.mul.Tensor, x,
+                                                                                          0.7071067811865476)), 1))
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)

@@ -1,0 +1,210 @@
+"""Find the heavy ATen ops of a post-grad FX graph and the neighbours that fuse into them.
+
+A match says which nodes one autotile op replaces: the heavy op (mm, addmm, bmm, convolution, CPU flash
+attention) and a chain of single-user followers that the kernel's epilogue computes (bias, activation,
+residual add, cast; views in between for GEMMs). It reads only node metadata (fake tensors) and never
+changes the graph; anything it cannot prove it leaves alone, to the fallback.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+aten = torch.ops.aten
+prims = torch.ops.prims
+
+VIEWS = {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
+TRANSPOSES = {aten.t.default, aten.permute.default, aten.transpose.int}
+CASTS = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+FLASH = aten._scaled_dot_product_flash_attention_for_cpu.default
+
+
+def val(node):
+    return node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+
+
+def is_static(*sizes) -> bool:
+    return all(isinstance(s, int) for s in sizes)
+
+
+def known(expr) -> bool:
+    """True only when `expr` holds for every value of the symbols in it (never adds a guard)."""
+    return bool(expr) if isinstance(expr, bool) else statically_known_true(expr)
+
+
+def f32_cpu(node) -> bool:
+    v = val(node)
+    return isinstance(v, torch.Tensor) and v.dtype == torch.float32 and v.device.type == "cpu"
+
+
+def layout(v: torch.Tensor) -> str:
+    """'n' when the last two dims are row-major in memory, 't' when they are column-major; else 'n' (a copy)."""
+    rows, cols = v.shape[-2], v.shape[-1]
+    if known(v.stride(-1) == 1) and known(v.stride(-2) == cols):
+        return "n"
+    if known(v.stride(-2) == 1) and known(v.stride(-1) == rows):
+        return "t"
+    return "n"
+
+
+def activation(node) -> str | None:
+    if node.target == aten.relu.default:
+        return "relu"
+    if node.target == aten.silu.default:
+        return "silu"
+    if node.target == aten.gelu.default:
+        approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
+    return None
+
+
+def cast_to(node) -> str | None:
+    if node.target == prims.convert_element_type.default:
+        return CASTS.get(node.args[1])
+    if node.target == aten._to_copy.default and set(node.kwargs) <= {"dtype"} and len(node.args) == 1:
+        return CASTS.get(node.kwargs.get("dtype"))
+    return None
+
+
+def same_shape(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dim() == b.dim() and all(known(x == y) for x, y in zip(a.shape, b.shape))
+
+
+def swaps_last_two(node) -> bool:
+    """A view that is its input with the last two dims swapped (a weight's .t() in a linear)."""
+    if node.op != "call_function" or node.target not in TRANSPOSES:
+        return False
+    v = val(node.args[0])
+    if not isinstance(v, torch.Tensor) or v.dim() < 2:
+        return False
+    if node.target == aten.t.default:
+        return True
+    if node.target == aten.transpose.int:
+        return sorted(d % v.dim() for d in node.args[1:3]) == [v.dim() - 2, v.dim() - 1]
+    perm = [d % v.dim() for d in node.args[1]]
+    return perm == [*range(v.dim() - 2), v.dim() - 1, v.dim() - 2]
+
+
+def only_user(node):
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _add_alpha_one(node) -> bool:
+    return node.target == aten.add.Tensor and node.kwargs.get("alpha", 1) == 1 and len(node.args) == 2
+
+
+@dataclass
+class Match:
+    kind: str  # "gemm", "conv2d", "attention"
+    anchor: torch.fx.Node  # the heavy op
+    last: torch.fx.Node  # the node whose value the autotile op produces (anchor or the end of the chain)
+    epilogue: list[str] = field(default_factory=list)
+    bias: torch.fx.Node | None = None
+    residual: torch.fx.Node | None = None
+    view: torch.fx.Node | None = None  # the last view in the chain: its shape is the result's
+    args: list = field(default_factory=list)  # the op's leading tensor arguments, set when its plan is made
+
+
+def walk_epilogue(m: Match, out_shape, allow_views: bool) -> Match:
+    """Extend m.last along single users the epilogue can compute. `out_shape` is the op's own output shape."""
+    cur, pending_view = m.anchor, None
+    n = out_shape[-1]
+    while True:
+        user = only_user(cur)
+        if user is None or user.op != "call_function":
+            break
+        v = val(user)
+        if user.target in VIEWS and allow_views and isinstance(v, torch.Tensor) and known(v.shape[-1] == n):
+            cur, pending_view = user, user
+            continue
+        step = None
+        if _add_alpha_one(user):
+            other = user.args[1] if user.args[0] is cur else user.args[0]
+            if other is cur or not f32_cpu(other) or not f32_cpu(user):
+                break
+            ov, cv = val(other), val(cur)
+            if "bias" not in m.epilogue and ov.dim() >= 1 and known(ov.numel() == n) and known(ov.shape[-1] == n):
+                step, m.bias = "bias", other
+            elif m.residual is None and same_shape(ov, cv) and \
+                    (pending_view is None or (len(out_shape) == 2 and is_static(n))):
+                step, m.residual = "residual", other
+        elif (act := activation(user)) is not None and f32_cpu(user):
+            step = act
+        elif (dt := cast_to(user)) is not None:
+            m.epilogue.append(f"cast:{dt}")
+            m.last, m.view = user, pending_view
+            break  # a cast ends the chain
+        if step is None:
+            break
+        m.epilogue.append(step)
+        cur = m.last = user
+        m.view = pending_view
+    return m
+
+
+def match_gemm(node) -> Match | None:
+    """mm, addmm (beta = alpha = 1) and bmm on float32 CPU tensors; N, K and the batch static, M may be symbolic."""
+    if node.target not in (aten.mm.default, aten.addmm.default, aten.bmm.default):
+        return None
+    if node.target == aten.addmm.default:
+        if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1 or len(node.args) != 3:
+            return None
+        inp, a, b = node.args
+    else:
+        inp, (a, b) = None, node.args[:2]
+    if not all(f32_cpu(x) for x in (a, b, node)):
+        return None
+    av, bv, ov = val(a), val(b), val(node)
+    if not is_static(*bv.shape, av.shape[-1], *av.shape[:-2]):
+        return None
+    m = Match("gemm", node, node)
+    if inp is not None:
+        iv = val(inp)
+        if not f32_cpu(inp):
+            return None
+        if iv.dim() >= 1 and known(iv.numel() == bv.shape[-1]) and known(iv.shape[-1] == bv.shape[-1]):
+            m.epilogue, m.bias = ["bias"], inp
+        elif same_shape(iv, ov):
+            m.epilogue, m.residual = ["residual"], inp
+        else:
+            return None  # a broadcast addend the epilogue has no form for
+    return walk_epilogue(m, ov.shape, allow_views=av.dim() == 2)
+
+
+def match_conv(node) -> Match | None:
+    """2-D, non-transposed, float32 NCHW-contiguous convolutions of static shape; bias, activation, residual."""
+    if node.target != aten.convolution.default or len(node.args) != 9:
+        return None
+    x, w, bias, stride, padding, dilation, transposed, output_padding, groups = node.args
+    if transposed or not all(f32_cpu(t) for t in (x, w, node)) or (bias is not None and not f32_cpu(bias)):
+        return None
+    xv, wv = val(x), val(w)
+    if xv.dim() != 4 or wv.dim() != 4 or not is_static(*xv.shape, *wv.shape) or not xv.is_contiguous():
+        return None
+    if len(stride) != 2 or len(padding) != 2 or len(dilation) != 2 or any(output_padding):
+        return None
+    m = Match("conv2d", node, node)
+    if bias is not None:
+        m.epilogue, m.bias = ["bias"], bias
+    return walk_epilogue(m, val(node).shape, allow_views=False)
+
+
+def match_attention(node) -> Match | None:
+    """CPU flash attention with no mask, no dropout, whose logsumexp nobody uses (inference)."""
+    if node.target != FLASH:
+        return None
+    users = list(node.users)
+    if not users or any(u.target != operator.getitem or u.args[1] != 0 for u in users) or len(users) != 1:
+        return None
+    q, k, v = node.args[:3]
+    dropout = node.args[3] if len(node.args) > 3 else node.kwargs.get("dropout_p", 0.0)
+    if dropout != 0.0 or node.kwargs.get("attn_mask") is not None or not all(f32_cpu(t) for t in (q, k, v)):
+        return None
+    if any(val(t).dim() != 4 for t in (q, k, v)):
+        return None
+    return Match("attention", node, users[0])

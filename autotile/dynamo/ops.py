@@ -1,0 +1,186 @@
+"""The custom ops that replace matched ATen ops, and what they do when called: torch.ops.autotile.*.
+
+Each op takes its tensors and a plan, a JSON string the graph pass writes: the workload (symbolic dims
+as null), operand layouts, which operands are weights to pack once, and the database the kernel comes
+from. A plan is self-contained, so a graph loaded from Inductor's cache in a new process still runs.
+Fake (meta) implementations give Inductor shapes, dtypes and strides without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+
+from autotile.dynamo.buckets import bucket
+from autotile.dynamo.counters import stats
+from autotile.dynamo.resolve import resolver
+
+
+class PackCache:
+    """An operand converted to the kernel's layout, kept while the same tensor is unchanged.
+
+    Keyed by the tensor object itself (a parameter is passed as the same object every call); a new version
+    (in-place update, optimizer step) or new storage (`param.data = ...`) repacks. Checking costs a lookup.
+    """
+
+    def __init__(self):
+        self._entries: dict[int, tuple] = {}
+
+    def get(self, tensor: torch.Tensor, convert):
+        if tensor.is_inference():  # no version counter to trust: convert every call
+            return convert(tensor)
+        key = id(tensor)
+        entry = self._entries.get(key)
+        stamp = (tensor._version, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        if entry is not None and entry[0]() is tensor and entry[1] == stamp:
+            return entry[2]
+        packed = convert(tensor)
+        if packed is tensor:
+            return packed  # already in the kernel's layout: nothing to keep
+        stats.packs += 1
+        with torch.no_grad():
+            packed = packed.detach()
+        ref = weakref.ref(tensor, lambda _r, k=key, s=self._entries: s.pop(k, None))
+        self._entries[key] = (ref, stamp, packed)
+        return packed
+
+
+def to_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """A logical (..., R, C) matrix as the kernel reads it: 'n' row-major, 't' its transpose row-major."""
+    if layout == "t":
+        t = t.transpose(-1, -2)
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def pad_dim(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """`t` zero-padded at the end of `dim` to `size` (a new contiguous tensor)."""
+    dim = dim % t.dim()
+    extra = size - t.shape[dim]
+    if extra == 0:
+        return t
+    return F.pad(t, [0, 0] * (t.dim() - 1 - dim) + [0, extra])
+
+
+class Plan:
+    def __init__(self, spec: dict):
+        from autotile.kernels import workload_from_dict
+
+        self.spec = spec
+        self.dynamic = spec.get("dynamic") or {}  # workload field -> dim of the first tensor that sets it
+        self.resolver = resolver(spec["db"], spec["tuning"])
+        self.packs = {name: PackCache() for name in spec.get("pack", ())}
+        self._workload_from_dict = workload_from_dict
+        self._kernels: dict[tuple, object] = {}
+
+    def sizes(self, first: torch.Tensor) -> dict[str, int]:
+        """The bucket of each dynamic field, read from the first tensor's shape."""
+        return {name: bucket(first.shape[dim]) for name, dim in self.dynamic.items()}
+
+    def workload(self, sizes: dict | None = None):
+        return self._workload_from_dict({**self.spec["workload"], **(sizes or {})})
+
+    def kernel(self, sizes: dict | None = None):
+        key = tuple(sorted((sizes or {}).items()))
+        kern = self._kernels.get(key)
+        if kern is None:
+            kern = self._kernels[key] = self.resolver.load(self.workload(sizes)).kernel
+        return kern
+
+    def operand(self, name: str, t: torch.Tensor, convert):
+        return self.packs[name].get(t, convert) if name in self.packs else convert(t)
+
+
+@cache
+def plan(text: str) -> Plan:
+    return Plan(json.loads(text))
+
+
+# --- gemm: C = epilogue(A @ B); b is B itself, or B^T when the plan says b_form "t" (a linear's weight) ------
+
+@torch.library.custom_op("autotile::gemm", mutates_args=())
+def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
+         plan_json: str) -> torch.Tensor:
+    p = plan(plan_json)
+    spec = p.spec
+    logical_b = (lambda t: t.transpose(-1, -2)) if spec["b_form"] == "t" else (lambda t: t)
+    m = a.shape[-2]
+    sizes = p.sizes(a)
+    size = sizes.get("m")
+    kern = p.kernel(sizes)
+    a_k = p.operand("a", a, lambda t: to_layout(t, spec["a"]))
+    b_k = p.operand("b", b, lambda t: to_layout(logical_b(t), spec["b"]))
+    args = [a_k, b_k]
+    if bias is not None:
+        args.append(bias if bias.is_contiguous() else bias.contiguous())
+    if residual is not None:
+        args.append(residual if residual.is_contiguous() else residual.contiguous())
+    if size is not None and size != m:
+        args[0] = pad_dim(a_k, -1 if spec["a"] == "t" else -2, size)
+        if residual is not None:
+            args[-1] = pad_dim(args[-1], -2, size)
+        out = kern(*args)[..., :m, :]
+        return out if out.is_contiguous() else out.contiguous()  # 2-D row slices are contiguous already
+    return kern(*args)
+
+
+@gemm.register_fake
+def _gemm_fake(a, b, bias, residual, plan_json):
+    spec = plan(plan_json).spec
+    n = b.shape[-2] if spec["b_form"] == "t" else b.shape[-1]
+    out_dtype = getattr(torch, spec["out_dtype"])
+    return a.new_empty((*a.shape[:-1], n), dtype=out_dtype)
+
+
+# --- conv2d: out = epilogue(conv2d(x, weight)), NCHW, weight KCRS --------------------------------------------
+
+@torch.library.custom_op("autotile::conv2d", mutates_args=())
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
+           plan_json: str) -> torch.Tensor:
+    p = plan(plan_json)
+    args = [t if t.is_contiguous() else t.contiguous() for t in (x, weight, bias, residual) if t is not None]
+    args[1] = p.operand("weight", weight, lambda t: t if t.is_contiguous() else t.contiguous())
+    return p.kernel()(*args)
+
+
+@conv2d.register_fake
+def _conv2d_fake(x, weight, bias, residual, plan_json):
+    w = plan(plan_json).workload()
+    return x.new_empty(w.out_shape, dtype=getattr(torch, w.out_dtype))
+
+
+# --- attention: softmax(scale q k^T [+ causal mask]) v, (B, H, S, D) ----------------------------------------
+
+def _attention_out(q: torch.Tensor, layout: str) -> torch.Tensor:
+    """An empty output with the strides eager's CPU flash attention returns ("bshd": (B, S, H, D) storage)."""
+    b, h, s, d = q.shape
+    if layout == "bshd":
+        return q.new_empty((b, s, h, d)).transpose(1, 2)
+    return q.new_empty((b, h, s, d))
+
+
+@torch.library.custom_op("autotile::attention", mutates_args=())
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan_json: str) -> torch.Tensor:
+    p = plan(plan_json)
+    batch, s = q.shape[0], q.shape[2]
+    sizes = p.sizes(q)
+    kern = p.kernel(sizes)
+    args = [t if t.is_contiguous() else t.contiguous() for t in (q, k, v)]
+    # Zero padding: extra batches are independent; extra rows and keys are exact for top-left causal only,
+    # which the pass checks before it makes the sequence dynamic.
+    if sizes.get("batch", batch) != batch:
+        args = [pad_dim(t, 0, sizes["batch"]) for t in args]
+    if sizes.get("seq_q", s) != s:
+        args = [pad_dim(t, 2, sizes["seq_q"]) for t in args]
+    result = kern(*args)
+    if p.spec["out"] == "contiguous" and result.shape == q.shape:
+        return result
+    return _attention_out(q, p.spec["out"]).copy_(result[:batch, :, :s])
+
+
+@attention.register_fake
+def _attention_fake(q, k, v, plan_json):
+    return _attention_out(q, plan(plan_json).spec["out"])

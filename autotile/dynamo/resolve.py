@@ -1,0 +1,154 @@
+"""Which compiled kernel runs a workload found in a model, chosen and loaded once per process.
+
+Order: the database's best for the exact workload; else the config of the nearest tuned shape of the same
+op, epilogue and layout, canonicalized for this shape; else the template's heuristic default. With
+tuning="tune" the missing workloads are tuned first. Libraries come from build.py's disk cache.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+from autotile.dynamo.counters import stats
+from autotile.errors import AutotileError
+
+# Fields that set a workload's size; every other field must match for a tuned config to be borrowed.
+SHAPE_FIELDS = {
+    "gemm": ("m", "n", "k", "batch"),
+    "conv2d": ("n", "c", "h", "w", "k"),
+    "attention": ("batch", "heads", "seq_q", "seq_kv", "kv_heads"),
+}
+
+
+@dataclass
+class Loaded:
+    kernel: object  # CompiledKernel
+    source: str  # "exact", "nearest", "default"
+
+
+def _distance(op: str, a: dict, b: dict) -> float | None:
+    """Log-distance between two workloads' shapes, None when they differ in anything but shape."""
+    shape = SHAPE_FIELDS.get(op, ())
+    if {k: v for k, v in a.items() if k not in shape} != {k: v for k, v in b.items() if k not in shape}:
+        return None
+    return sum(abs(math.log2(a[f] / b[f])) for f in shape)
+
+
+class Resolver:
+    """Kernels for one (database, tuning mode) pair, shared by the graph pass and the ops at run time."""
+
+    def __init__(self, db_path: str, tuning: str):
+        from autotile.db.device import current_device
+
+        self.db_path = db_path
+        self.tuning = tuning
+        self.device = current_device("tvm")
+        self._loaded: dict[str, Loaded] = {}
+
+    def _open(self):
+        from autotile.db.store import TuningDB
+
+        return TuningDB(self.db_path)
+
+    def choose(self, workload, db=None):
+        """(config, source) for `workload`: exact, nearest or default; `db` an open TuningDB or None."""
+        from autotile.kernels import space_for, workload_from_dict
+        from autotile.search.tuner import current_best
+
+        space = space_for(workload, self.device.fingerprint)
+        if db is None:
+            return space.default(), "default"
+        best = current_best(db, self.device, workload, "tvm")
+        if best is not None:
+            return space.config_type.from_dict(best["config"]), "exact"
+        mine = workload.to_dict()
+        ranked = []
+        for key, description in db.workloads().items():
+            if description.get("op") == workload.op and key != workload.key:
+                d = _distance(workload.op, mine, description)
+                if d is not None:
+                    ranked.append((d, key, description))
+        for _, _, description in sorted(ranked, key=lambda r: (r[0], r[1])):
+            other = workload_from_dict(description)
+            record = current_best(db, self.device, other, "tvm")
+            if record is None:
+                continue
+            try:
+                config = space.canonical(space.config_type.from_dict(record["config"]))
+            except (TypeError, ValueError):
+                continue
+            if space.valid(config):
+                return config, "nearest"
+        return space.default(), "default"
+
+    def load(self, workload) -> Loaded:
+        """The kernel for `workload`, chosen, built (or read from the disk cache) and verified once."""
+        hit = self._loaded.get(workload.key)
+        if hit is not None:
+            stats.workloads[workload.key] = hit.source
+            return hit
+        if self.tuning == "off":
+            config, source = self.choose(workload)
+        else:
+            with self._open() as db:
+                config, source = self.choose(workload, db)
+        try:
+            kernel = self._build(workload, config, verify=source != "exact")
+        except AutotileError:
+            if source == "default":
+                raise
+            config, source = self.choose(workload)  # a borrowed config that fails here: the default
+            kernel = self._build(workload, config, verify=True)
+        self._loaded[workload.key] = loaded = Loaded(kernel, source)
+        stats.workloads[workload.key] = source
+        return loaded
+
+    def _build(self, workload, config, verify: bool):
+        from autotile.codegen.tvm.build import CompiledKernel, build_cached, kernel_path
+        from autotile.ir.reference import verify as check
+
+        fp = self.device.fingerprint
+        fresh = not kernel_path(self.device.key, workload, config).exists()
+        path = build_cached(self.device.key, workload, config, fp["mcpu"], fp["threads"])
+        kernel = CompiledKernel.load(workload, config, path)
+        if fresh and verify:  # never measured for this shape: checked once, when first built
+            verdict = check(workload, kernel)
+            if not verdict.ok:
+                path.unlink()
+                raise AutotileError(f"kernel {config.key} for {workload.key} failed verification: {verdict.reason}")
+        return kernel
+
+    def tune_missing(self, workloads, trials: int, budget_s: float | None, progress: bool) -> list[str]:
+        """Tune each workload the database lacks, within `trials` each and `budget_s` seconds in all."""
+        import autotile
+        from autotile.search.tuner import current_best
+
+        with self._open() as db:
+            missing = [w for w in workloads if current_best(db, self.device, w, "tvm") is None]
+        tuned, start = [], time.perf_counter()
+        for i, w in enumerate(missing):
+            left = None if budget_s is None else budget_s - (time.perf_counter() - start)
+            if left is not None and left <= 0:
+                if progress:
+                    print(f"autotile: time budget spent; {len(missing) - i} workload(s) left untuned", file=sys.stderr)
+                break
+            if progress:
+                print(f"autotile: tuning {i + 1}/{len(missing)} {w.key}", file=sys.stderr)
+            autotile.tune(w, trials=trials, db=self.db_path, time_budget=left, progress=progress)
+            self._loaded.pop(w.key, None)
+            tuned.append(w.key)
+            stats.tuned.append(w.key)
+        return tuned
+
+
+_RESOLVERS: dict[tuple[str, str], Resolver] = {}
+
+
+def resolver(db_path: str, tuning: str) -> Resolver:
+    key = (db_path, tuning)
+    if key not in _RESOLVERS:
+        _RESOLVERS[key] = Resolver(db_path, tuning)
+    return _RESOLVERS[key]

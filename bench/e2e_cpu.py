@@ -1,0 +1,171 @@
+"""End-to-end CPU benchmark of the torch.compile backend: eager, inductor and autotile on whole blocks.
+
+    .venv/bin/python bench/e2e_cpu.py [--cases gpt128,gpt512,resnet] [--trials 32] [--budget 600] [--rounds 5]
+                                      [--json bench/results/e2e_cpu_<mcpu>.json]
+
+Per case, in one process (fp32, inference, batch 1): compile time cold (empty inductor cache, empty autotile
+database and kernel cache, autotile tuning with `--trials` per workload within `--budget` seconds) and warm
+(torch._dynamo.reset(), caches kept, autotile tuning="cached"), the number of ops autotile replaced, then
+latency of eager, inductor and warm autotile timed in alternating rounds. Ratios: inductor / autotile latency
+(>1: autotile faster) and autotile / inductor warm compile time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Empty caches before torch, TVM or autotile start: "cold" means cold.
+_scratch = tempfile.mkdtemp(prefix="autotile-bench-e2e-")
+os.environ["AUTOTILE_DB"] = str(Path(_scratch) / "bench.db")
+os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(_scratch) / "inductor")
+# libgomp's threads spin ~300k iterations after each parallel region (read once, when torch loads), stealing
+# the cores TVM's pool needs for the autotile kernels in between; 10k keeps eager and inductor as fast.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+import autotile  # noqa: E402  (sets TVM_NUM_THREADS)
+from autotile.dynamo import compile_model, stats  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import peers  # noqa: E402
+
+
+class GPTBlock(nn.Module):
+    """Pre-norm transformer block: causal self-attention and a GELU MLP, each with a residual."""
+
+    def __init__(self, d_model: int, heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
+        self.fc1, self.fc2 = nn.Linear(d_model, mlp_ratio * d_model), nn.Linear(mlp_ratio * d_model, d_model)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(b, s, d))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convolutions with batch norm, an identity shortcut, ReLU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1, self.bn2 = nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + x)
+
+
+def resnet_stage(channels: int = 64, blocks: int = 2) -> nn.Module:
+    return nn.Sequential(*(BasicBlock(channels) for _ in range(blocks)))
+
+
+CASES = {
+    "gpt128": lambda: (GPTBlock(768, 12), torch.randn(1, 128, 768)),
+    "gpt512": lambda: (GPTBlock(768, 12), torch.randn(1, 512, 768)),
+    "resnet": lambda: (resnet_stage(64, 2), torch.randn(1, 64, 56, 56)),
+}
+
+
+def compile_seconds(make, x) -> tuple[object, float]:
+    """(compiled model, seconds of its first call minus one steady call): the compile time."""
+    torch._dynamo.reset()
+    compiled = make()
+    start = time.perf_counter()
+    compiled(x)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled(x)
+    return compiled, max(first - (time.perf_counter() - start), 0.0)
+
+
+def run_case(name: str, args) -> dict:
+    torch.manual_seed(0)
+    model, x = CASES[name]()
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        inductor, inductor_cold = compile_seconds(lambda: torch.compile(model), x)
+        inductor, inductor_warm = compile_seconds(lambda: torch.compile(model), x)
+        stats.reset()
+        tune = dict(tuning="tune", trials_per_workload=args.trials, time_budget_s=args.budget, progress=False)
+        _, autotile_cold = compile_seconds(lambda: compile_model(model, **tune), x)
+        tuned = list(stats.tuned)
+        # The first compile after tuning misses Inductor's FX graph cache (the database changed); warm is the next.
+        _, autotile_after_tuning = compile_seconds(lambda: compile_model(model, tuning="cached"), x)
+        stats.reset()
+        ours, autotile_warm = compile_seconds(lambda: compile_model(model, tuning="cached"), x)
+        replaced, sources = dict(stats.replaced), dict(stats.workloads)
+        error = float((ours(x) - ref).abs().max())
+        times = peers.alternating_rounds({
+            "eager": lambda: peers.seconds_per_call(lambda: model(x), args.min_time),
+            "inductor": lambda: peers.seconds_per_call(lambda: inductor(x), args.min_time),
+            "autotile": lambda: peers.seconds_per_call(lambda: ours(x), args.min_time),
+        }, args.rounds)
+    ms = {k: [t * 1e3 for t in v] for k, v in times.items()}
+    result = {
+        "case": name, "input": list(x.shape), "latency_ms": {k: statistics.median(v) for k, v in ms.items()},
+        "latency_ms_rounds": ms, "vs_inductor": peers.ratio_stats(ms["autotile"], ms["inductor"], False),
+        "vs_eager": peers.ratio_stats(ms["autotile"], ms["eager"], False),
+        "compile_s": {"inductor_cold": inductor_cold, "inductor_warm": inductor_warm,
+                      "autotile_cold": autotile_cold, "autotile_after_tuning": autotile_after_tuning,
+                      "autotile_warm": autotile_warm},
+        "warm_compile_vs_inductor": autotile_warm / max(inductor_warm, 1e-9),
+        "replaced": replaced, "kernels": sources, "tuned": tuned, "max_abs_error": error,
+    }
+    lat, comp = result["latency_ms"], result["compile_s"]
+    print(f"{name:8s} latency ms: eager {lat['eager']:.3f}  inductor {lat['inductor']:.3f}  "
+          f"autotile {lat['autotile']:.3f}   autotile vs inductor {peers.format_ratio(result['vs_inductor'])}  "
+          f"vs eager {peers.format_ratio(result['vs_eager'])}")
+    print(f"{'':8s} compile s: inductor cold {comp['inductor_cold']:.1f} warm {comp['inductor_warm']:.2f}  "
+          f"autotile cold {comp['autotile_cold']:.1f} warm {comp['autotile_warm']:.2f} "
+          f"({result['warm_compile_vs_inductor']:.2f}x inductor's warm)   replaced {replaced}   "
+          f"max abs error {error:.2e}")
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default="gpt128,gpt512,resnet", help=f"comma-separated, from {', '.join(CASES)}")
+    p.add_argument("--trials", type=int, default=32, help="tuning trials per workload in the cold compile")
+    p.add_argument("--budget", type=float, default=600.0, help="tuning seconds in all, per case")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=0.25, help="seconds of calls per timing sample")
+    p.add_argument("--json", default=None, help="also write every number here")
+    args = p.parse_args()
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        p.error(f"unknown case(s) {', '.join(unknown)}; expected: {', '.join(CASES)}")
+    from autotile.db.device import current_device
+
+    device = current_device("tvm")
+    print(f"device {device.key}, TVM threads {os.environ.get('TVM_NUM_THREADS')}, GOMP_SPINCOUNT "
+          f"{os.environ.get('GOMP_SPINCOUNT')}, torch threads "
+          f"{torch.get_num_threads()}, autotile {autotile.__version__}, torch {torch.__version__}")
+    results = [run_case(name, args) for name in names]
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"device": device.key, "fingerprint": device.fingerprint,
+                                               "args": vars(args), "cases": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""torch.compile(model, backend="autotile"): outputs match eager, heavy ops really run autotile kernels.
+
+Shapes are tiny and shared between tests, so the session's kernel cache builds each kernel once.
+"""
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import autotile.dynamo
+from autotile.dynamo import compile_model, stats
+from autotile.dynamo.buckets import boundaries, bucket
+from autotile.errors import AutotileError
+
+_spec = importlib.util.spec_from_file_location("e2e_cpu", Path(__file__).parents[1] / "bench" / "e2e_cpu.py")
+# The benchmark's models, so that the tests check what the benchmark times (its imports are light).
+e2e = None
+
+
+def bench_models():
+    global e2e
+    if e2e is None:
+        e2e = importlib.util.module_from_spec(_spec)
+        _spec.loader.exec_module(e2e)
+    return e2e
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    stats.reset()
+    yield
+    torch._dynamo.reset()
+
+
+class MLP(nn.Module):
+    """Every GEMM epilogue the pass fuses: bias + relu / gelu / gelu tanh / silu, and a residual add."""
+
+    def __init__(self, d=32, hidden=64):
+        super().__init__()
+        self.up = nn.ModuleList(nn.Linear(d, hidden) for _ in range(4))
+        self.down = nn.Linear(4 * hidden, d)
+
+    def forward(self, x):
+        h = [F.relu(self.up[0](x)), F.gelu(self.up[1](x)), F.gelu(self.up[2](x), approximate="tanh"),
+             F.silu(self.up[3](x))]
+        return self.down(torch.cat(h, -1)) + x
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fallback", ["inductor", "eager"])
+def test_mlp_matches_eager_with_fused_epilogues(fallback):
+    torch.manual_seed(0)
+    model, x = MLP().eval(), torch.randn(2, 8, 32)
+    compiled = torch.compile(model, backend="autotile", options={"fallback": fallback})
+    with torch.no_grad():
+        close(compiled(x), model(x))
+        close(compiled(x), model(x))  # second call: kernels and packed weights reused
+    assert stats.replaced == {"gemm": 5}
+    epilogues = sorted(k.split("_float32_nn_")[-1] for k in stats.workloads)
+    assert epilogues == ["bias+gelu", "bias+gelu_tanh", "bias+relu", "bias+residual", "bias+silu"]
+    assert stats.packs == 5  # each weight packed once (W^T row-major), not per call
+
+
+def test_gpt_block_linears_and_attention_are_replaced():
+    torch.manual_seed(0)
+    model, x = bench_models().GPTBlock(64, 4).eval(), torch.randn(2, 16, 64)
+    with torch.no_grad():
+        close(compile_model(model)(x), model(x))
+    assert stats.replaced == {"gemm": 4, "attention": 1}
+    assert any(k.startswith("attention_b2_h4_q16_kv16_d16") and "causal-tl" in k for k in stats.workloads)
+
+
+def test_resnet_basic_block_convolutions_are_replaced():
+    torch.manual_seed(0)
+    model, x = bench_models().BasicBlock(8).eval(), torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        close(compile_model(model)(x), model(x))
+    assert stats.replaced == {"conv2d": 2}
+
+
+def test_conv_bias_relu_residual_fuse():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    fn = lambda x: F.relu(conv(x)) + x
+    x = torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        close(compile_model(fn)(x), fn(x))
+    assert stats.replaced == {"conv2d": 1}
+    assert [k.split("_float32_")[-1] for k in stats.workloads] == ["bias+relu+residual"]
+
+
+def test_graph_break_compiles_both_graphs():
+    torch.manual_seed(0)
+    a, b = nn.Linear(32, 64), nn.Linear(64, 32)
+
+    def fn(x):
+        h = F.relu(a(x))
+        torch._dynamo.graph_break()
+        return b(h)
+
+    x = torch.randn(16, 32)
+    with torch.no_grad():
+        close(compile_model(fn)(x), fn(x))
+    assert stats.graphs == 2 and stats.replaced == {"gemm": 2}
+
+
+def test_bucket_boundaries():
+    assert boundaries(100) == [1, 2, 4, 8, 16, 24, 32, 48, 64, 96]
+    assert [bucket(n) for n in (1, 3, 16, 17, 24, 25, 33, 96, 97)] == [1, 4, 16, 24, 24, 32, 48, 96, 128]
+
+
+def test_dynamic_sequence_runs_each_bucket_at_and_around_its_boundaries():
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 64)
+    fn = lambda x: F.relu(lin(x))
+    compiled = compile_model(fn, dynamic=True)
+    with torch.no_grad():
+        for seq in (15, 16, 17, 23, 24, 25):
+            x = torch.randn(1, seq, 32)
+            out = compiled(x)
+            close(out, fn(x))
+            assert out.is_contiguous()
+    assert stats.replaced == {"gemm": 1}
+    rows = sorted(int(k.split("_")[2].split("x")[0]) for k in stats.workloads)
+    assert rows == [16, 24, 32]  # one kernel per bucket
+
+
+def test_dynamic_sequence_in_a_gpt_block_pads_causal_attention_exactly():
+    torch.manual_seed(0)
+    model = bench_models().GPTBlock(64, 4).eval()
+    compiled = compile_model(model, dynamic=True)
+    with torch.no_grad():
+        for seq in (15, 16, 17):
+            x = torch.randn(1, seq, 64)
+            close(compiled(x), model(x))
+    assert stats.replaced == {"gemm": 4, "attention": 1}
+    assert sorted(k.split("_")[3] for k in stats.workloads if k.startswith("attention")) == ["q16", "q24"]
+
+
+def test_training_grads_match_and_weights_repack_after_each_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32))
+    reference = copy.deepcopy(model)
+    compiled = compile_model(model)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, reference))
+    x = torch.randn(16, 32)
+    for _ in range(2):
+        loss, ref_loss = compiled(x).square().sum(), reference(x).square().sum()
+        loss.backward()
+        ref_loss.backward()
+        close(loss, ref_loss)
+        for p, q in zip(model.parameters(), reference.parameters()):
+            close(p.grad, q.grad)
+        for o in (opt, ref_opt):
+            o.step()
+            o.zero_grad()
+    # forward: 2 (bias+relu, bias); backward: 3 of the 4 (grad of the first input is not needed)
+    assert stats.replaced == {"gemm": 5}
+    assert stats.packs == 4  # two weights, packed again after the optimizer step changed them
+
+
+def test_in_place_weight_update_is_seen():
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 64)
+    compiled = compile_model(lin)
+    x = torch.randn(16, 32)
+    with torch.no_grad():
+        close(compiled(x), lin(x))
+        lin.weight.mul_(-2.0)
+        close(compiled(x), lin(x))
+    assert stats.packs == 2
+
+
+def test_other_dtypes_and_masked_attention_stay_with_the_fallback():
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 64).double()
+    x = torch.randn(16, 32, dtype=torch.float64)
+    with torch.no_grad():
+        close(compile_model(lin)(x), lin(x))
+    assert stats.total == 0
+    q, mask = torch.randn(1, 2, 16, 16), torch.randn(16, 16)
+    fn = lambda q: F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    close(compile_model(fn)(q), fn(q))
+    assert stats.total == 0
+
+
+def test_tune_records_workloads_and_a_second_compile_only_reads_them(tmp_path, monkeypatch):
+    import autotile.codegen.tvm.build as tvm_build
+    from autotile.db.store import TuningDB
+    from autotile.search.measure import Measurer
+
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 64)
+    fn = lambda x: F.gelu(lin(x))
+    x, db = torch.randn(16, 32), tmp_path / "tuned.db"
+    with torch.no_grad():
+        close(compile_model(fn, tuning="tune", trials_per_workload=2, db=db, progress=False)(x), fn(x))
+    key = "gemm_b1_16x64x32_float32_nn_bias+gelu"
+    assert stats.tuned == [key]
+    with TuningDB(db) as database:
+        assert len(database.measurements(workload=key, status="ok")) >= 1
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a warm compile must not build or measure candidates")
+
+    monkeypatch.setattr(Measurer, "measure", forbidden)
+    monkeypatch.setattr(tvm_build, "build", forbidden)
+    torch._dynamo.reset()
+    stats.reset()
+    with torch.no_grad():
+        close(compile_model(fn, tuning="tune", trials_per_workload=2, db=db, progress=False)(x), fn(x))
+    assert stats.tuned == [] and stats.workloads == {key: "exact"} and stats.replaced == {"gemm": 1}
+
+
+def test_options_are_checked():
+    with pytest.raises(AutotileError, match="unknown autotile option.*'trails'"):
+        compile_model(nn.Linear(2, 2), trails=3)
+    with pytest.raises(AutotileError, match="tuning must be one of"):
+        compile_model(nn.Linear(2, 2), tuning="always")
+    with pytest.raises(AutotileError, match="fallback must be one of"):
+        autotile.dynamo.Options.parse({"fallback": "tvm"})
+    compiled = torch.compile(nn.Linear(2, 2), backend="autotile", options={"time_budget_s": -1})
+    with pytest.raises(Exception, match="time_budget_s must be positive"):
+        compiled(torch.randn(1, 2))
