@@ -5,6 +5,7 @@
     result = autotile.tune(GemmWorkload(512, 768, 768, epilogue="bias,gelu"), trials=64)
     kern = autotile.kernel(GemmWorkload(512, 768, 768, epilogue="bias,gelu"))
     c = kern(a, b, bias)          # torch tensors, no copies
+    model = autotile.compile(model, tuning="tune")   # torch.compile(model, backend="autotile", ...)
 """
 
 import os
@@ -24,4 +25,12 @@ os.environ.setdefault("TVM_NUM_THREADS", str(_physical_cores()))
 
 from autotile.api import kernel, tune  # noqa: E402
 
-__all__ = ["kernel", "tune", "__version__"]
+
+def compile(model, **options):
+    """`torch.compile(model, backend="autotile", options=options)`; see `autotile.dynamo.Options`."""
+    from autotile.dynamo import compile_model
+
+    return compile_model(model, **options)
+
+
+__all__ = ["compile", "kernel", "tune", "__version__"]

@@ -102,3 +102,22 @@ def test_tuned_kernel_loads_from_the_disk_cache_without_building(tuned, monkeypa
     kern = autotile.kernel(w, db=db_path)
     a, b, bias = random_inputs(w, 2)
     torch.testing.assert_close(kern(a, b, bias).double(), gemm_reference(w, a, b, bias), rtol=1e-5, atol=1e-4)
+
+
+def test_seeds_from_a_database_holding_other_ops(tuned):
+    """A GEMM's winning configs never seed a conv search (it once crashed reading their features)."""
+    from autotile.db.device import current_device
+    from autotile.ir.conv import Conv2dWorkload
+    from autotile.kernels import space_for
+    from autotile.search.tuner import _seed_configs
+
+    w, db_path, _ = tuned
+    device = current_device()
+    conv = Conv2dWorkload(1, 8, 9, 9, 8, 3, 3)
+    conv_space = space_for(conv, device.fingerprint)
+    with TuningDB(db_path) as db:
+        conv_seeds = _seed_configs(db, device, conv, conv_space, "tvm")
+        other_gemm = GemmWorkload(64, 64, 64)
+        gemm_seeds = _seed_configs(db, device, other_gemm, space_for(other_gemm, device.fingerprint), "tvm")
+    assert conv_seeds == [conv_space.default()]
+    assert len(gemm_seeds) > 1 and all(type(s).__name__ == "GemmConfig" for s in gemm_seeds)

@@ -64,8 +64,10 @@ def current_best(db, device, workload, backend: str):
 def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> list:
     """Configs that won elsewhere: other devices on this workload, this device on other shapes."""
     seeds = [space.default()]
-    records = [r for r in db.measurements(backend=backend, status="ok") if r["workload"] != workload.key
-               or r["device"] != device.key]
+    descriptions = db.workloads()
+    records = [r for r in db.measurements(backend=backend, status="ok")
+               if (r["workload"] != workload.key or r["device"] != device.key)
+               and descriptions.get(r["workload"], {}).get("op") == workload.op]
     best_per_task: dict = {}
     for r in records:
         task = (r["device"], r["workload"])
@@ -73,9 +75,11 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
             best_per_task[task] = r
     ranked = sorted(best_per_task.values(), key=lambda r: -(r.get("gflops") or 0))
     for r in ranked[:limit]:
-        try:
-            seeds.append(space.config_type.from_dict(r["config"]))
-        except TypeError:
+        try:  # a record of another template of this op, or from another version, is only skipped
+            config = space.config_type.from_dict(r["config"])
+            if space.valid(config):
+                seeds.append(space.canonical(config))
+        except (TypeError, ValueError, KeyError, AttributeError):
             continue
     return seeds
 
