@@ -80,9 +80,8 @@ def kernel(workload, db=None, backend: str = "auto"):
     Libraries are cached on disk, so a tuned workload loads in milliseconds. A config that was never
     measured on this device (the default) is verified here before it is first returned.
     """
-    from autotile.codegen.tvm.build import CompiledKernel, build_cached, kernel_path
+    from autotile.codegen.tvm.build import load_kernel
     from autotile.db.device import current_device
-    from autotile.ir.reference import verify
     from autotile.kernels import space_for
     from autotile.search.tuner import current_best
 
@@ -92,12 +91,4 @@ def kernel(workload, db=None, backend: str = "auto"):
     with open_db(db) as database:
         best = current_best(database, device, workload, backend)
     config = space.config_type.from_dict(best["config"]) if best else space.default()
-    fresh = not kernel_path(device.key, workload, config).exists()
-    path = build_cached(device.key, workload, config, device.fingerprint["mcpu"], device.fingerprint["threads"])
-    compiled = CompiledKernel.load(workload, config, path)
-    if fresh and best is None:
-        verdict = verify(workload, compiled)
-        if not verdict.ok:
-            path.unlink()
-            raise AutotileError(f"the default kernel for {workload.key} failed verification: {verdict.reason}")
-    return compiled
+    return load_kernel(device, workload, config)

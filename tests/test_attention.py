@@ -258,3 +258,21 @@ def test_tuning_records_verified_measurements(tmp_path):
     kernel = autotile.kernel(w, db=db_path)
     q, k, v = random_inputs(w, 5)
     torch.testing.assert_close(kernel(q, k, v).double(), w.reference(q, k, v), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("knobs", [{}, {"pack_k": "global"}])
+def test_strided_operands_from_a_fused_qkv_projection(knobs):
+    """q, k, v as views of one (B, S, 3, H, D) projection and out in (B, S, H, D) storage: no copies needed."""
+    w = AttentionWorkload(2, 4, 37, 16, causal=True)
+    space = AttentionSpace(w)
+    config = space.canonical(AttentionConfig(**{**space.default().to_dict(), **knobs}))
+    kernel = check(w, config)
+    qkv = torch.randn(2, 37, 3, 4, 16).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    out = torch.full((2, 37, 4, 16), float("nan")).transpose(1, 2)
+    assert not q.is_contiguous() and not out.is_contiguous()
+    assert kernel(q, k, v, out=out) is out
+    torch.testing.assert_close(out.double(), w.reference(q.contiguous(), k.contiguous(), v.contiguous()),
+                               rtol=1e-5, atol=1e-4)
+    with pytest.raises(AutotileError, match="unit stride in its last dim"):
+        kernel(q.transpose(-1, -2).contiguous().transpose(-1, -2), k, v)

@@ -23,14 +23,13 @@ from torch.utils._python_dispatch import _disable_current_modes
 from autotile.dynamo import ops  # noqa: F401  (registers torch.ops.autotile.*)
 from autotile.dynamo.buckets import bucket
 from autotile.dynamo.counters import stats
-from autotile.dynamo.match import layout, match_attention, match_conv, match_gemm, swaps_last_two, val
+from autotile.dynamo.match import FLASH, layout, match_attention, match_conv, match_gemm, swaps_last_two, val
 from autotile.dynamo.options import Options
 from autotile.dynamo.resolve import resolver
 
 aten = torch.ops.aten
 MATCHERS = (match_gemm, match_conv, match_attention)
-
-
+HEAVY = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.convolution.default, FLASH}
 
 
 def _emit(graph, fake_mode, target, *args):
@@ -94,11 +93,13 @@ class AutotilePass(CustomGraphPass):
                     break
         with _disable_current_modes():  # kernels are built, verified and tuned on real tensors
             self._prepare([spec for _, spec in matches])
+        renamed: dict = {}  # a replaced node -> its replacement, for later matches that hold the old node
         for m, spec in matches:
-            self._replace(graph, fake_mode, m, spec)
+            self._replace(graph, fake_mode, m, spec, renamed)
         if self.expand_leftovers:
             expand_activations(graph, fake_mode)
         graph.eliminate_dead_code()
+        stats.left.update(str(n.target) for n in graph.nodes if n.op == "call_function" and n.target in HEAVY)
         stats.graphs += 1
         stats.pass_seconds += time.perf_counter() - start
 
@@ -192,13 +193,17 @@ class AutotilePass(CustomGraphPass):
         for w in examples.values():
             self.resolver.load(w)
 
-    def _replace(self, graph, fake_mode, m, spec):
+    def _replace(self, graph, fake_mode, m, spec, renamed: dict):
         text = json.dumps(spec, sort_keys=True)
+        current = lambda node: renamed.get(node, node)
+        # One match's result may be another's operand (a residual add feeding the next linear's epilogue):
+        # read the replacement, or the old chain stays alive and runs as well.
+        m.args = [current(a) for a in m.args]
         with graph.inserting_before(m.last):
             if m.kind == "attention":
                 new = _emit(graph, fake_mode, torch.ops.autotile.attention.default, *m.args, text)
             else:
-                bias, residual = m.bias, m.residual
+                bias, residual = current(m.bias), current(m.residual)
                 if bias is not None and val(bias).dim() != 1:
                     bias = _emit(graph, fake_mode, aten.reshape.default, bias, [val(bias).numel()])
                 if residual is not None and m.view is not None:
@@ -209,6 +214,7 @@ class AutotilePass(CustomGraphPass):
                 new = _emit(graph, fake_mode, aten.reshape.default, new, m.view.args[1])
         new.meta.update({k: v for k, v in m.last.meta.items() if k not in ("val",)})
         m.last.replace_all_uses_with(new)
+        renamed[m.last] = new
         stats.replaced[m.kind] += 1
 
 

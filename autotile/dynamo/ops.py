@@ -168,17 +168,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan_json: str)
     batch, s = q.shape[0], q.shape[2]
     sizes = p.sizes(q)
     kern = p.kernel(sizes)
-    args = [t if t.is_contiguous() else t.contiguous() for t in (q, k, v)]
+    # The kernel takes strided views (a fused qkv projection's q, k, v) and writes eager's output layout.
+    args = [t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v)]
+    out = _attention_out(q, p.spec["out"])
+    if sizes.get("batch", batch) == batch and sizes.get("seq_q", s) == s:
+        return kern(*args, out=out)
     # Zero padding: extra batches are independent; extra rows and keys are exact for top-left causal only,
     # which the pass checks before it makes the sequence dynamic.
     if sizes.get("batch", batch) != batch:
         args = [pad_dim(t, 0, sizes["batch"]) for t in args]
     if sizes.get("seq_q", s) != s:
         args = [pad_dim(t, 2, sizes["seq_q"]) for t in args]
-    result = kern(*args)
-    if p.spec["out"] == "contiguous" and result.shape == q.shape:
-        return result
-    return _attention_out(q, p.spec["out"]).copy_(result[:batch, :, :s])
+    return out.copy_(kern(*args)[:batch, :, :s])
 
 
 @attention.register_fake

@@ -95,31 +95,18 @@ class Resolver:
         else:
             with self._open() as db:
                 config, source = self.choose(workload, db)
+        from autotile.codegen.tvm.build import load_kernel
+
         try:
-            kernel = self._build(workload, config, verify=source != "exact")
+            kernel = load_kernel(self.device, workload, config)
         except AutotileError:
             if source == "default":
                 raise
             config, source = self.choose(workload)  # a borrowed config that fails here: the default
-            kernel = self._build(workload, config, verify=True)
+            kernel = load_kernel(self.device, workload, config)
         self._loaded[workload.key] = loaded = Loaded(kernel, source)
         stats.workloads[workload.key] = source
         return loaded
-
-    def _build(self, workload, config, verify: bool):
-        from autotile.codegen.tvm.build import CompiledKernel, build_cached, kernel_path
-        from autotile.ir.reference import verify as check
-
-        fp = self.device.fingerprint
-        fresh = not kernel_path(self.device.key, workload, config).exists()
-        path = build_cached(self.device.key, workload, config, fp["mcpu"], fp["threads"])
-        kernel = CompiledKernel.load(workload, config, path)
-        if fresh and verify:  # never measured for this shape: checked once, when first built
-            verdict = check(workload, kernel)
-            if not verdict.ok:
-                path.unlink()
-                raise AutotileError(f"kernel {config.key} for {workload.key} failed verification: {verdict.reason}")
-        return kernel
 
     def tune_missing(self, workloads, trials: int, budget_s: float | None, progress: bool) -> list[str]:
         """Tune each workload the database lacks, within `trials` each and `budget_s` seconds in all."""

@@ -95,6 +95,10 @@ class AttentionWorkload(Workload):
         return self.head_dim
 
     # -- operands -----------------------------------------------------------------------
+    # q, k, v straight from a fused qkv projection ((B, S, 3, H, D) storage) and out in (B, S, H, D) storage,
+    # as models hold them: copying them to contiguous cost more than the kernel at seq 128.
+    strided_operands = ("q", "k", "v", "out")
+
     def operand_shapes(self) -> dict[str, tuple[int, ...]]:
         """Kernel argument shapes in call order: q, k, v, out."""
         kv = (self.batch, self.kv_heads, self.seq_kv, self.head_dim)

@@ -110,6 +110,10 @@ class Workload:
         """Element type of an input operand: the workload's dtype unless a subclass says otherwise."""
         return self.dtype
 
+    # Operands the kernel reads and writes through runtime strides (unit stride in the last dim only);
+    # all others must be contiguous.
+    strided_operands: tuple[str, ...] = ()
+
     def check_operands(self, args) -> None:
         """Clear error when tensors handed to a kernel do not fit this workload."""
         shapes = self.operand_shapes()

@@ -183,9 +183,17 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
                     out[b, h, i0 + i, do * VD + di] = o[i, do * VD + di] * inv[0]
 
     @T.prim_func(check_well_formed=False)
-    def main(q: T.Buffer((B, H, SQ, D), "float32"), k: T.Buffer((B, HKV, SKV, D), "float32"),
-             v: T.Buffer((B, HKV, SKV, D), "float32"), out: T.Buffer((B, H, SQ, D), "float32")):
+    def main(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle, out_handle: T.handle):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        # Strides of the outer three dims are bound at call time (see Workload.strided_operands).
+        qs0, qs1, qs2 = T.int32(), T.int32(), T.int32()
+        ks0, ks1, ks2 = T.int32(), T.int32(), T.int32()
+        vs0, vs1, vs2 = T.int32(), T.int32(), T.int32()
+        os0, os1, os2 = T.int32(), T.int32(), T.int32()
+        q = T.match_buffer(q_handle, (B, H, SQ, D), "float32", strides=[qs0, qs1, qs2, 1])
+        k = T.match_buffer(k_handle, (B, HKV, SKV, D), "float32", strides=[ks0, ks1, ks2, 1])
+        v = T.match_buffer(v_handle, (B, HKV, SKV, D), "float32", strides=[vs0, vs1, vs2, 1])
+        out = T.match_buffer(out_handle, (B, H, SQ, D), "float32", strides=[os0, os1, os2, 1])
         kglob = T.alloc_buffer((B, HKV, NKV, D, BKV) if GLOBAL_K else (1, 1, 1, 1, 1), "float32")
         if GLOBAL_K:  # K^T packed once into BKV-wide panels, zero past the last key
             for bh in T.parallel(B * HKV):

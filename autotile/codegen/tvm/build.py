@@ -22,6 +22,17 @@ def cache_root() -> Path:
 
 
 @cache
+@cache
+def template_digest() -> str:
+    """Hash of the sources that decide generated code, so a changed template never loads a stale library."""
+    root = Path(__file__).resolve().parents[2]  # the autotile package
+    h = hashlib.sha256()
+    for path in sorted([*root.glob("ir/*.py"), *root.glob("kernels/*.py"), *root.glob("codegen/tvm/*.py")]):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def toolchain_versions() -> dict:
     import tvm
     import tvm_ffi
@@ -51,7 +62,9 @@ def build(workload, config, mcpu: str, threads: int):
 
 
 def kernel_path(device_key: str, workload, config) -> Path:
-    versions = ",".join(f"{k}={v}" for k, v in sorted(toolchain_versions().items()))
+    # The template digest is in the path, not in the database's versions: an edited template rebuilds its
+    # libraries, while tuned configs stay valid answers (they are re-verified when built).
+    versions = ",".join(f"{k}={v}" for k, v in sorted({**toolchain_versions(), "templates": template_digest()}.items()))
     digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
     return cache_root() / device_key / workload.key / f"{digest}.so"
 
@@ -76,6 +89,23 @@ def build_cached(device_key: str, workload, config, mcpu: str, threads: int) -> 
     if not path.exists():
         export(build(workload, config, mcpu, threads), path)
     return path
+
+
+def load_kernel(device, workload, config) -> CompiledKernel:
+    """The library for (workload, config) on `device`, built if missing; a fresh build is verified first, since
+    a tuned config may have been measured with an older template (or never measured at all: a default)."""
+    from autotile.ir.reference import verify
+
+    fp = device.fingerprint
+    fresh = not kernel_path(device.key, workload, config).exists()
+    path = build_cached(device.key, workload, config, fp["mcpu"], fp["threads"])
+    kernel = CompiledKernel.load(workload, config, path)
+    if fresh:
+        verdict = verify(workload, kernel)
+        if not verdict.ok:
+            path.unlink()
+            raise AutotileError(f"kernel {config.key} for {workload.key} failed verification: {verdict.reason}")
+    return kernel
 
 
 class CompiledKernel:
@@ -111,7 +141,11 @@ class CompiledKernel:
             if tuple(t.shape) != self._shapes[name]:
                 raise AutotileError(f"{self.workload.key}: {name} has shape {tuple(t.shape)}, "
                                     f"expected {self._shapes[name]}")
-            if not t.is_contiguous():
+            if name in self.workload.strided_operands:
+                if t.dim() and t.stride(-1) != 1:
+                    raise AutotileError(f"{self.workload.key}: {name} needs unit stride in its last dim "
+                                        f"(strides {t.stride()})")
+            elif not t.is_contiguous():
                 raise AutotileError(f"{self.workload.key}: {name} must be contiguous (strides {t.stride()})")
         self.module(*inputs, out)
         return out
