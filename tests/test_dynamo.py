@@ -233,3 +233,25 @@ def test_options_are_checked():
     compiled = torch.compile(nn.Linear(2, 2), backend="autotile", options={"time_budget_s": -1})
     with pytest.raises(Exception, match="time_budget_s must be positive"):
         compiled(torch.randn(1, 2))
+
+
+def test_warm_compile_hits_inductors_fx_graph_cache():
+    """Inductor's own decomposition table is kept (activations are matched decomposed), so a recompile of the
+    same graph with the same database loads from the FX graph cache instead of bypassing it."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model, x = MLP().eval(), torch.randn(2, 8, 32)
+    with torch.no_grad():
+        close(compile_model(model)(x), model(x))
+        torch._dynamo.reset()
+        counters.clear()
+        stats.reset()
+        compiled = compile_model(model)
+        close(compiled(x), model(x))
+        with torch.profiler.profile() as prof:
+            compiled(x)
+    assert counters["inductor"]["fxgraph_cache_bypass"] == 0
+    assert counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"] >= 1
+    assert stats.graphs == 0  # served from the cache: the pass did not run again, its autotile ops did
+    assert [e.name for e in prof.events()].count("autotile::gemm") == 5

@@ -5,14 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 
-import torch
-
 from autotile.dynamo.graph_pass import AutotilePass
 from autotile.dynamo.options import Options
-
-aten = torch.ops.aten
-# Kept whole so the pass can fuse them as epilogues; the pass writes out the ones it leaves.
-KEPT_WHOLE = (aten.gelu.default, aten.silu.default)
 
 
 def warn_about_spinning_openmp():
@@ -25,13 +19,10 @@ def warn_about_spinning_openmp():
 
 def compile_inductor(gm, example_inputs, options: Options):
     from torch._inductor.compile_fx import compile_fx
-    from torch._inductor.decomposition import select_decomp_table
 
     warn_about_spinning_openmp()
-    decompositions = {op: fn for op, fn in select_decomp_table().items() if op not in KEPT_WHOLE}
-    graph_pass = AutotilePass(options, expand_leftovers=True)
-    return compile_fx(gm, example_inputs, config_patches={"post_grad_custom_post_pass": graph_pass},
-                      decompositions=decompositions)
+    # Inductor's own decompositions (the pass matches decomposed activations), so its FX graph cache applies.
+    return compile_fx(gm, example_inputs, config_patches={"post_grad_custom_post_pass": AutotilePass(options)})
 
 
 def compile_eager(gm, example_inputs, options: Options):
@@ -39,7 +30,7 @@ def compile_eager(gm, example_inputs, options: Options):
     from torch._dynamo.backends.common import aot_autograd
 
     warn_about_spinning_openmp()
-    graph_pass = AutotilePass(options, expand_leftovers=False)
+    graph_pass = AutotilePass(options)
 
     def run_pass(graph_module, _inputs):
         graph_pass(graph_module.graph)

@@ -54,7 +54,8 @@ def db_state(path: str):
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            return conn.execute("select count(*), max(id), sum(latency_us) from measurements").fetchone()
+            state = conn.execute("select count(*), max(id), sum(latency_us) from measurements").fetchone()
+            return state if state[0] else None  # empty and missing are the same (the pass creates the file)
         finally:
             conn.close()
     except sqlite3.Error:
@@ -62,9 +63,8 @@ def db_state(path: str):
 
 
 class AutotilePass(CustomGraphPass):
-    def __init__(self, options: Options, expand_leftovers: bool):
+    def __init__(self, options: Options):
         self.options = options
-        self.expand_leftovers = expand_leftovers  # Inductor's decompositions kept gelu/silu whole for matching
         self.db = str(options.db_path())
         self.resolver = resolver(self.db, options.tuning)
         self.budget_left = options.time_budget_s
@@ -96,8 +96,6 @@ class AutotilePass(CustomGraphPass):
         renamed: dict = {}  # a replaced node -> its replacement, for later matches that hold the old node
         for m, spec in matches:
             self._replace(graph, fake_mode, m, spec, renamed)
-        if self.expand_leftovers:
-            expand_activations(graph, fake_mode)
         graph.eliminate_dead_code()
         stats.left.update(str(n.target) for n in graph.nodes if n.op == "call_function" and n.target in HEAVY)
         stats.graphs += 1
@@ -220,26 +218,3 @@ class AutotilePass(CustomGraphPass):
 
 class _Skip(Exception):
     """A match the templates cannot take: left to the fallback."""
-
-
-def expand_activations(graph, fake_mode):
-    """gelu and silu the pass did not fuse, written out as Inductor's decompositions would have."""
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in (aten.gelu.default, aten.silu.default):
-            continue
-        x = node.args[0]
-        with graph.inserting_before(node):
-            e = lambda target, *args: _emit(graph, fake_mode, target, *args)
-            if node.target == aten.silu.default:
-                out = e(aten.mul.Tensor, x, e(aten.sigmoid.default, x))
-            elif node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none") == "tanh":
-                beta, kappa = (2 ** 0.5) * (2 / 3.141592653589793 ** 0.5) * 0.5, 0.044715
-                cube = e(aten.mul.Tensor, e(aten.mul.Tensor, x, x), x)
-                inner = e(aten.mul.Tensor, e(aten.add.Tensor, x, e(aten.mul.Tensor, cube, kappa)), beta)
-                out = e(aten.mul.Tensor, e(aten.mul.Tensor, x, 0.5), e(aten.add.Tensor, e(aten.tanh.default, inner), 1))
-            else:
-                half = e(aten.mul.Tensor, x, 0.5)
-                out = e(aten.mul.Tensor, half, e(aten.add.Tensor, e(aten.erf.default, e(aten.mul.Tensor, x,
-                                                                                          0.7071067811865476)), 1))
-        node.replace_all_uses_with(out)
-        graph.erase_node(node)

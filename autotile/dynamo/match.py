@@ -62,6 +62,67 @@ def activation(node) -> str | None:
     return None
 
 
+def _is(node, target, *args) -> bool:
+    """`node` calls `target` on exactly these args (nodes by identity, numbers within rounding)."""
+    if not isinstance(node, torch.fx.Node) or node.op != "call_function" or node.target != target or node.kwargs:
+        return False
+    if len(node.args) != len(args):
+        return False
+    for got, want in zip(node.args, args):
+        if isinstance(want, torch.fx.Node) or isinstance(got, torch.fx.Node):
+            if got is not want:
+                return False
+        elif not (isinstance(got, (int, float)) and abs(got - want) <= 1e-9 * max(1.0, abs(want))):
+            return False
+    return True
+
+
+def _is_commutative(node, target, a, b) -> bool:
+    return _is(node, target, a, b) or _is(node, target, b, a)
+
+
+def _user(node, target, *args):
+    """The user of `node` that is `target(*args)`, or None."""
+    return next((u for u in node.users if _is(u, target, *args)), None)
+
+
+def decomposed_activation(x) -> tuple[str, torch.fx.Node] | None:
+    """(activation, its output node) when the users of `x` are exactly Inductor's decomposition of gelu,
+    gelu_tanh or silu applied to it; None otherwise. Matching the decomposed forms keeps Inductor's own
+    decomposition table, whose functions its FX graph cache can key (a custom table makes it bypass)."""
+    users = set(x.users)
+    # gelu: (x * 0.5) * (erf(x * sqrt(1/2)) + 1)
+    half, scaled = _user(x, aten.mul.Tensor, x, 0.5), _user(x, aten.mul.Tensor, x, 0.7071067811865476)
+    if half is not None and scaled is not None and users == {half, scaled}:
+        erf = only_user(scaled)
+        plus = only_user(erf) if _is(erf, aten.erf.default, scaled) else None
+        out = only_user(plus) if _is(plus, aten.add.Tensor, erf, 1) else None
+        if out is not None and only_user(half) is out and _is_commutative(out, aten.mul.Tensor, half, plus):
+            return "gelu", out
+    # silu: x / (exp(-x) + 1)
+    neg = _user(x, aten.neg.default, x)
+    if neg is not None and len(users) == 2:
+        exp = only_user(neg)
+        plus = only_user(exp) if _is(exp, aten.exp.default, neg) else None
+        out = only_user(plus) if _is(plus, aten.add.Tensor, exp, 1) else None
+        if out is not None and _is(out, aten.div.Tensor, x, plus):
+            return "silu", out
+    # gelu_tanh: (x * 0.5) * (tanh((x + x * x * x * 0.044715) * sqrt(2 / pi)) + 1)
+    square = _user(x, aten.mul.Tensor, x, x)
+    cube = _user(x, aten.mul.Tensor, square, x) if square is not None else None
+    if half is not None and cube is not None:
+        term = only_user(cube)
+        inner = _user(x, aten.add.Tensor, x, term) if _is(term, aten.mul.Tensor, cube, 0.044715) else None
+        if inner is not None and users == {half, square, cube, inner} and only_user(square) is cube:
+            scaled = only_user(inner)
+            tanh = only_user(scaled) if _is(scaled, aten.mul.Tensor, inner, 0.7978845608028654) else None
+            plus = only_user(tanh) if _is(tanh, aten.tanh.default, scaled) else None
+            out = only_user(plus) if _is(plus, aten.add.Tensor, tanh, 1) else None
+            if out is not None and only_user(half) is out and _is_commutative(out, aten.mul.Tensor, half, plus):
+                return "gelu_tanh", out
+    return None
+
+
 def cast_to(node) -> str | None:
     if node.target == prims.convert_element_type.default:
         return CASTS.get(node.args[1])
@@ -115,6 +176,12 @@ def walk_epilogue(m: Match, out_shape, allow_views: bool) -> Match:
     cur, pending_view = m.anchor, None
     n = out_shape[-1]
     while True:
+        decomposed = decomposed_activation(cur) if f32_cpu(cur) else None
+        if decomposed is not None:
+            m.epilogue.append(decomposed[0])
+            cur = m.last = decomposed[1]
+            m.view = pending_view
+            continue
         user = only_user(cur)
         if user is None or user.op != "call_function":
             break
