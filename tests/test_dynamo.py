@@ -89,6 +89,23 @@ def test_resnet_basic_block_convolutions_are_replaced():
     assert stats.replaced == {"conv2d": 2}
 
 
+def test_eval_batchnorm_folds_into_the_conv_and_relu_residual_fuse():
+    """A ResNet basic block in eval mode: each BatchNorm becomes the conv's weight scale and bias, so the conv,
+    BatchNorm, residual add and ReLU run as one autotile op; the running statistics are read every call."""
+    torch.manual_seed(0)
+    model, x = bench_models().BasicBlock(8).eval(), torch.randn(1, 8, 8, 8)
+    for bn in (model.bn1, model.bn2):
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+        bn.bias.data.uniform_(-1, 1)
+    compiled = compile_model(model)
+    with torch.no_grad():
+        close(compiled(x), model(x))
+        model.bn2.running_var.mul_(3)  # what a user's own update would do: the folded values follow
+        close(compiled(x), model(x))
+    assert stats.replaced == {"conv2d": 2} and stats.left == {}
+    assert sorted(k.split("_float32_")[-1] for k in stats.workloads) == ["bias+relu", "bias+residual+relu"]
+
+
 def test_conv_bias_relu_residual_fuse():
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 3, padding=1)

@@ -202,6 +202,8 @@ class AutotilePass(CustomGraphPass):
                 new = _emit(graph, fake_mode, torch.ops.autotile.attention.default, *m.args, text)
             else:
                 bias, residual = current(m.bias), current(m.residual)
+                if m.affine:
+                    m.args[1], bias = fold_affine(graph, fake_mode, m.affine, m.args[1], bias)
                 if bias is not None and val(bias).dim() != 1:
                     bias = _emit(graph, fake_mode, aten.reshape.default, bias, [val(bias).numel()])
                 if residual is not None and m.view is not None:
@@ -214,6 +216,29 @@ class AutotilePass(CustomGraphPass):
         m.last.replace_all_uses_with(new)
         renamed[m.last] = new
         stats.replaced[m.kind] += 1
+
+
+def fold_affine(graph, fake_mode, steps, weight, bias):
+    """(weight * scale, shift) for conv(x, weight) [+ bias] followed by per-channel sub / mul / add steps.
+
+    The steps (an eval BatchNorm's (x - mean) * invstd * gamma + beta) make y = conv(x, weight) * scale + shift;
+    they are emitted as graph ops on the K-vectors and the weight, which Inductor fuses and runs each call,
+    so a changed parameter or running statistic is always seen."""
+    channels = val(weight).shape[0]
+    e = lambda target, *args: _emit(graph, fake_mode, target, *args)
+    scale, shift = None, bias
+    for step, node in steps:
+        c = e(aten.reshape.default, node, [channels])
+        if step == "mul":
+            scale = c if scale is None else e(aten.mul.Tensor, scale, c)
+            shift = None if shift is None else e(aten.mul.Tensor, shift, c)
+        elif step == "add":
+            shift = c if shift is None else e(aten.add.Tensor, shift, c)
+        else:
+            shift = e(aten.neg.default, c) if shift is None else e(aten.sub.Tensor, shift, c)
+    if scale is not None:
+        weight = e(aten.mul.Tensor, weight, e(aten.reshape.default, scale, [channels, 1, 1, 1]))
+    return weight, shift
 
 
 class _Skip(Exception):

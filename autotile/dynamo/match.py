@@ -169,11 +169,37 @@ class Match:
     residual: torch.fx.Node | None = None
     view: torch.fx.Node | None = None  # the last view in the chain: its shape is the result's
     args: list = field(default_factory=list)  # the op's leading tensor arguments, set when its plan is made
+    # conv only: per-output-channel steps (("sub" | "mul" | "add"), node) right after the conv, as an eval
+    # BatchNorm decomposes; the pass folds them into the weight (scale) and the bias (shift).
+    affine: list = field(default_factory=list)
+
+
+def per_channel(node, channels) -> bool:
+    """A float32 tensor holding one value per output channel, broadcast over an NCHW output: (K, 1, 1)."""
+    v = val(node)
+    return f32_cpu(node) and v.dim() in (3, 4) and known(v.numel() == channels) and \
+        known(v.shape[-3] == channels)
+
+
+def walk_affine(m: Match, channels: int) -> None:
+    """Extend a conv match over the per-channel sub / mul / add chain of an eval-mode BatchNorm."""
+    steps = {aten.sub.Tensor: "sub", aten.mul.Tensor: "mul", aten.add.Tensor: "add"}
+    cur = m.last
+    while (user := only_user(cur)) is not None and user.op == "call_function" and user.target in steps \
+            and not user.kwargs and len(user.args) == 2 and f32_cpu(user):
+        step = steps[user.target]
+        other = user.args[1] if user.args[0] is cur else user.args[0]
+        if other is cur or (step == "sub" and user.args[0] is not cur) or not per_channel(other, channels):
+            break
+        m.affine.append((step, other))
+        cur = m.last = user
+    if any(step != "mul" for step, _ in m.affine) and "bias" not in m.epilogue:
+        m.epilogue.append("bias")  # the folded shift
 
 
 def walk_epilogue(m: Match, out_shape, allow_views: bool) -> Match:
     """Extend m.last along single users the epilogue can compute. `out_shape` is the op's own output shape."""
-    cur, pending_view = m.anchor, None
+    cur, pending_view = m.last, None
     n = out_shape[-1]
     while True:
         decomposed = decomposed_activation(cur) if f32_cpu(cur) else None
@@ -195,7 +221,9 @@ def walk_epilogue(m: Match, out_shape, allow_views: bool) -> Match:
             if other is cur or not f32_cpu(other) or not f32_cpu(user):
                 break
             ov, cv = val(other), val(cur)
-            if "bias" not in m.epilogue and ov.dim() >= 1 and known(ov.numel() == n) and known(ov.shape[-1] == n):
+            # A vector along the last dim is a GEMM's bias; a conv's comes from its own arg or walk_affine.
+            vector = ov.dim() >= 1 and known(ov.numel() == n) and known(ov.shape[-1] == n)
+            if m.kind == "gemm" and "bias" not in m.epilogue and vector:
                 step, m.bias = "bias", other
             elif m.residual is None and same_shape(ov, cv) and \
                     (pending_view is None or (len(out_shape) == 2 and is_static(n))):
@@ -258,6 +286,7 @@ def match_conv(node) -> Match | None:
     m = Match("conv2d", node, node)
     if bias is not None:
         m.epilogue, m.bias = ["bias"], bias
+    walk_affine(m, wv.shape[0])
     return walk_epilogue(m, val(node).shape, allow_views=False)
 
 
