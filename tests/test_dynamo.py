@@ -272,3 +272,46 @@ def test_warm_compile_hits_inductors_fx_graph_cache():
     assert counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"] >= 1
     assert stats.graphs == 0  # served from the cache: the pass did not run again, its autotile ops did
     assert [e.name for e in prof.events()].count("autotile::gemm") == 5
+
+
+@pytest.mark.parametrize("scheme", [dict(weight_dtype="int4", group_size=32, asymmetric=True),
+                                    dict(weight_dtype="int8", act_dtype="int8")], ids=["int4-g32-asym", "w8a8"])
+def test_quantized_linear_eager_and_compiled(scheme):
+    """autotile.nn.QuantizedLinear: the same kernels eagerly and under the backend; results match the float math
+    on the dequantized weight."""
+    from autotile.nn import QuantizedLinear
+
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(64, 96), nn.Linear(96, 32)
+    model = nn.Sequential(QuantizedLinear.from_linear(fc1, **scheme), nn.GELU(),
+                          QuantizedLinear.from_linear(fc2, **scheme)).eval()
+    x = torch.randn(3, 5, 64)
+
+    def float_math(x):
+        h = F.gelu(F.linear(x, model[0].dequantized_weight(), fc1.bias))
+        return F.linear(h, model[2].dequantized_weight(), fc2.bias)
+
+    tolerance = dict(rtol=2e-2, atol=2e-2) if "act_dtype" in scheme else dict(rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        eager = model(x)
+        torch.testing.assert_close(eager, float_math(x), **tolerance)  # W8A8 also quantizes the activations
+        close(compile_model(model)(x), eager)
+    assert stats.replaced == {"qlinear": 2}
+    assert sorted(stats.workloads) == sorted(m.workload.__class__(**{**m.workload.__dict__, "m": 16}).key
+                                             for m in (model[0], model[2]))  # 15 rows: the 16-row bucket
+    with pytest.raises(AutotileError, match="expected \\(32, 96\\)"):
+        model[2].load_weight(torch.randn(96, 32))
+
+
+def test_quantized_linear_follows_the_backends_database_and_tuning(tmp_path):
+    from autotile.db.store import TuningDB
+    from autotile.nn import QuantizedLinear
+
+    torch.manual_seed(0)
+    layer = QuantizedLinear.from_linear(nn.Linear(64, 32), weight_dtype="int4", group_size=32, asymmetric=True)
+    x, db = torch.randn(1, 64), tmp_path / "q.db"
+    with torch.no_grad():
+        close(compile_model(layer, tuning="tune", trials_per_workload=1, db=db, progress=False)(x), layer(x))
+    assert stats.tuned == ["qgemm_1x32x64_float32_int4_g32_asym_bias"]
+    with TuningDB(db) as database:
+        assert {r["workload"] for r in database.measurements(status="ok")} == set(stats.tuned)

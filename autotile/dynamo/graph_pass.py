@@ -80,9 +80,13 @@ class AutotilePass(CustomGraphPass):
     def __call__(self, graph: torch.fx.Graph) -> None:
         start = time.perf_counter()
         fake_mode = detect_fake_mode([val(n) for n in graph.nodes if n.op == "placeholder"])
-        matches = []
+        matches, qlinears = [], []
         for node in list(graph.nodes):
             if node.op != "call_function" or not node.users:
+                continue
+            if node.target == torch.ops.autotile.qlinear.default:
+                qlinears.append(self._retarget_qlinear(node))
+                stats.replaced["qlinear"] += 1
                 continue
             for matcher in MATCHERS:
                 m = matcher(node)
@@ -92,7 +96,7 @@ class AutotilePass(CustomGraphPass):
                         matches.append((m, spec))
                     break
         with _disable_current_modes():  # kernels are built, verified and tuned on real tensors
-            self._prepare([spec for _, spec in matches])
+            self._prepare([spec for _, spec in matches] + qlinears)
         renamed: dict = {}  # a replaced node -> its replacement, for later matches that hold the old node
         for m, spec in matches:
             self._replace(graph, fake_mode, m, spec, renamed)
@@ -173,6 +177,15 @@ class AutotilePass(CustomGraphPass):
             else "contiguous"
         m.args = [q, k, v]
         return {"workload": w.to_dict(), "dynamic": dynamic, "out": layout}
+
+    def _retarget_qlinear(self, node) -> dict:
+        """A QuantizedLinear's op follows this compile's database and tuning mode; returns the spec to prepare,
+        its rows the bucket of the traced ones."""
+        spec = {**json.loads(node.args[-1]), "db": self.db, "tuning": self.options.tuning}
+        node.args = (*node.args[:-1], json.dumps(spec, sort_keys=True))
+        x = val(node.args[0])
+        rows, _ = _static_or_bucket(x.numel() // x.shape[-1] if x.dim() > 1 else 1)
+        return {**spec, "workload": {**spec["workload"], "m": bucket(rows)}}
 
     def _prepare(self, specs):
         """Tune what is missing (tuning="tune"), then load every kernel now, not at the first call."""

@@ -185,3 +185,25 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan_json: str)
 @attention.register_fake
 def _attention_fake(q, k, v, plan_json):
     return _attention_out(q, plan(plan_json).spec["out"])
+
+
+# --- qlinear: y = epilogue(x @ dequantize(W)^T), W quantized (autotile.nn.QuantizedLinear) ----------------------
+
+@torch.library.custom_op("autotile::qlinear", mutates_args=())
+def qlinear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+            bias: torch.Tensor | None, plan_json: str) -> torch.Tensor:
+    p = plan(plan_json)
+    rows = x.reshape(-1, x.shape[-1])
+    rows = rows if rows.is_contiguous() else rows.contiguous()
+    m = rows.shape[0]
+    sizes = {"m": bucket(m)}  # one kernel per bucket of rows: decode (1 row) and prefill alike
+    args = [pad_dim(rows, 0, sizes["m"]), codes, scales] + [t for t in (zeros, bias) if t is not None]
+    out = p.kernel(sizes)(*args)
+    out = out if out.shape[0] == m else out[:m]
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+@qlinear.register_fake
+def _qlinear_fake(x, codes, scales, zeros, bias, plan_json):
+    n = plan(plan_json).spec["workload"]["n"]
+    return x.new_empty((*x.shape[:-1], n))
