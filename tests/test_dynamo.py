@@ -315,3 +315,39 @@ def test_quantized_linear_follows_the_backends_database_and_tuning(tmp_path):
     assert stats.tuned == ["qgemm_1x32x64_float32_int4_g32_asym_bias"]
     with TuningDB(db) as database:
         assert {r["workload"] for r in database.measurements(status="ok")} == set(stats.tuned)
+
+
+class Int8WeightOnlyLinear(nn.Module):
+    """What torchao's Int8WeightOnlyConfig leaves in the graph on CPU: x @ float(W_int8)^T * scale + bias."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        scale = linear.weight.detach().abs().amax(1) / 127
+        self.register_buffer("w", torch.round(linear.weight.detach() / scale[:, None]).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.register_buffer("b", linear.bias.detach().clone())
+
+    def forward(self, x):
+        return torch.mm(x, self.w.t().float()) * self.scale + self.b
+
+
+def test_int8_weight_only_linear_runs_the_quantized_kernel():
+    torch.manual_seed(0)
+    layer = Int8WeightOnlyLinear(nn.Linear(64, 48))
+    fn = lambda x: F.relu(layer(x))
+    x = torch.randn(10, 64)
+    with torch.no_grad():
+        close(compile_model(fn)(x), fn(x))
+    assert stats.replaced == {"qlinear": 1} and stats.left == {}
+    assert list(stats.workloads) == ["qgemm_16x48x64_float32_int8_perchannel_sym_bias+relu"]
+
+
+def test_torchao_int8_weight_only_is_recognized():
+    torchao = pytest.importorskip("torchao.quantization")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 48)).eval()
+    torchao.quantize_(model, torchao.Int8WeightOnlyConfig())
+    x = torch.randn(10, 64)
+    with torch.no_grad():
+        close(compile_model(model)(x), model(x))
+    assert stats.replaced == {"qlinear": 1}

@@ -23,12 +23,21 @@ from torch.utils._python_dispatch import _disable_current_modes
 from autotile.dynamo import ops  # noqa: F401  (registers torch.ops.autotile.*)
 from autotile.dynamo.buckets import bucket
 from autotile.dynamo.counters import stats
-from autotile.dynamo.match import FLASH, layout, match_attention, match_conv, match_gemm, swaps_last_two, val
+from autotile.dynamo.match import (
+    FLASH,
+    layout,
+    match_attention,
+    match_conv,
+    match_gemm,
+    match_int8_weight_only,
+    swaps_last_two,
+    val,
+)
 from autotile.dynamo.options import Options
 from autotile.dynamo.resolve import resolver
 
 aten = torch.ops.aten
-MATCHERS = (match_gemm, match_conv, match_attention)
+MATCHERS = (match_int8_weight_only, match_gemm, match_conv, match_attention)
 HEAVY = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.convolution.default, FLASH}
 
 
@@ -115,6 +124,8 @@ class AutotilePass(CustomGraphPass):
                 return {**common, **self._gemm_spec(m)}
             if m.kind == "conv2d":
                 return {**common, **self._conv_spec(m)}
+            if m.kind == "qlinear":
+                return {**common, **self._int8_weight_only_spec(m)}
             return {**common, **self._attention_spec(m)}
         except (AutotileError, _Skip):
             return None
@@ -137,6 +148,16 @@ class AutotilePass(CustomGraphPass):
         m.args = [a, b_arg]
         return {"workload": w.to_dict(), "dynamic": {"m": av.dim() - 2} if dynamic else {}, "a": a_layout,
                 "b": b_layout, "b_form": b_form, "pack": pack, "out_dtype": w.out_dtype}
+
+    def _int8_weight_only_spec(self, m) -> dict:
+        from autotile.ir.qgemm import QGemmWorkload
+
+        x, weight = m.args
+        xv, (n, k) = val(x), val(weight).shape
+        rows, dynamic = _static_or_bucket(xv.shape[0])
+        w = QGemmWorkload(bucket(rows), n, k, weight_dtype="int8", group_size=None, epilogue=m.epilogue)
+        # The op reads int8 W as unsigned codes with zero point 128, converted once per weight version.
+        return {"workload": w.to_dict(), "dynamic": {"m": 0} if dynamic else {}, "codes": "int8", "pack": ["codes"]}
 
     def _conv_spec(self, m) -> dict:
         from autotile.ir.conv import Conv2dWorkload
@@ -213,6 +234,12 @@ class AutotilePass(CustomGraphPass):
         with graph.inserting_before(m.last):
             if m.kind == "attention":
                 new = _emit(graph, fake_mode, torch.ops.autotile.attention.default, *m.args, text)
+            elif m.kind == "qlinear":
+                scales = _emit(graph, fake_mode, aten.reshape.default, current(m.scales), [-1, 1])
+                bias = current(m.bias)
+                if bias is not None and val(bias).dim() != 1:
+                    bias = _emit(graph, fake_mode, aten.reshape.default, bias, [val(bias).numel()])
+                new = _emit(graph, fake_mode, torch.ops.autotile.qlinear.default, *m.args, scales, None, bias, text)
             else:
                 bias, residual = current(m.bias), current(m.residual)
                 if m.affine:

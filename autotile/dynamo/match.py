@@ -72,7 +72,10 @@ def _is(node, target, *args) -> bool:
         if isinstance(want, torch.fx.Node) or isinstance(got, torch.fx.Node):
             if got is not want:
                 return False
-        elif not (isinstance(got, (int, float)) and abs(got - want) <= 1e-9 * max(1.0, abs(want))):
+        elif isinstance(want, (int, float)) and not isinstance(want, bool):
+            if not isinstance(got, (int, float)) or abs(got - want) > 1e-9 * max(1.0, abs(want)):
+                return False
+        elif got != want:
             return False
     return True
 
@@ -172,6 +175,7 @@ class Match:
     # conv only: per-output-channel steps (("sub" | "mul" | "add"), node) right after the conv, as an eval
     # BatchNorm decomposes; the pass folds them into the weight (scale) and the bias (shift).
     affine: list = field(default_factory=list)
+    scales: torch.fx.Node | None = None  # qlinear only: the per-output-channel weight scales
 
 
 def per_channel(node, channels) -> bool:
@@ -223,7 +227,7 @@ def walk_epilogue(m: Match, out_shape, allow_views: bool) -> Match:
             ov, cv = val(other), val(cur)
             # A vector along the last dim is a GEMM's bias; a conv's comes from its own arg or walk_affine.
             vector = ov.dim() >= 1 and known(ov.numel() == n) and known(ov.shape[-1] == n)
-            if m.kind == "gemm" and "bias" not in m.epilogue and vector:
+            if m.kind in ("gemm", "qlinear") and "bias" not in m.epilogue and vector:
                 step, m.bias = "bias", other
             elif m.residual is None and same_shape(ov, cv) and \
                     (pending_view is None or (len(out_shape) == 2 and is_static(n))):
@@ -269,6 +273,40 @@ def match_gemm(node) -> Match | None:
         else:
             return None  # a broadcast addend the epilogue has no form for
     return walk_epilogue(m, ov.shape, allow_views=av.dim() == 2)
+
+
+def _int8_weight(node):
+    """The int8 (N, K) placeholder behind `convert_element_type(permute(W, [1, 0]), float32)`, else None."""
+    if not _is(node, prims.convert_element_type.default, node.args[0] if node.args else None, torch.float32):
+        return None
+    t = node.args[0]
+    if not swaps_last_two(t) or t.args[0].op != "placeholder":
+        return None
+    w = val(t.args[0])
+    return t.args[0] if isinstance(w, torch.Tensor) and w.dtype == torch.int8 and w.dim() == 2 else None
+
+
+def match_int8_weight_only(node) -> Match | None:
+    """torchao's int8 weight-only linear as it reaches the post-grad graph on CPU (Int8WeightOnlyConfig):
+    mm(x, float(W_int8^T)) * scale[N] [+ bias, activation]. args: x, W; `scales` holds the scale node."""
+    if node.target != aten.mm.default or not f32_cpu(node.args[0]):
+        return None
+    weight = _int8_weight(node.args[1])
+    if weight is None or not is_static(*val(node.args[1]).shape):
+        return None
+    n = val(node).shape[-1]
+    scale = only_user(node)
+    if scale is None or scale.target != aten.mul.Tensor or len(scale.args) != 2 or scale.kwargs:
+        return None
+    other = scale.args[1] if scale.args[0] is node else scale.args[0]
+    if other is node or not f32_cpu(other) or not known(val(other).numel() == n):
+        return None
+    m = Match("qlinear", node, scale, args=[node.args[0], weight])
+    m.scales = other
+    walk_epilogue(m, val(node).shape, allow_views=True)
+    if "residual" in m.epilogue:
+        return None  # the quantized op has no residual operand: left to the float path
+    return m
 
 
 def match_conv(node) -> Match | None:

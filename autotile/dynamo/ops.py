@@ -193,6 +193,8 @@ def _attention_fake(q, k, v, plan_json):
 def qlinear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
             bias: torch.Tensor | None, plan_json: str) -> torch.Tensor:
     p = plan(plan_json)
+    if p.spec.get("codes") == "int8":  # torchao's int8 weight: signed values, as unsigned codes around 128
+        codes = p.operand("codes", codes, lambda w: (w.to(torch.int16) + 128).to(torch.uint8))
     rows = x.reshape(-1, x.shape[-1])
     rows = rows if rows.is_contiguous() else rows.contiguous()
     m = rows.shape[0]
