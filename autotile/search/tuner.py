@@ -53,9 +53,19 @@ def result_from_record(device, workload, record, run, cached: bool) -> TuneResul
     )
 
 
+def backend_versions(backend: str) -> dict:
+    """The toolchain a record was made with: TVM's for every backend (it is imported), plus Triton's for it."""
+    versions = toolchain_versions()
+    if backend == "triton":
+        import triton
+
+        versions["triton"] = triton.__version__
+    return versions
+
+
 def current_best(db, device, workload, backend: str):
     """The best verified record made with this toolchain; records from other versions are only seeds."""
-    versions = toolchain_versions()
+    versions = backend_versions(backend)
     records = [r for r in db.measurements(device=device.key, workload=workload.key, backend=backend, status="ok")
                if r.get("versions") == versions]
     return min(records, key=lambda r: r["latency_us"], default=None)
@@ -137,7 +147,7 @@ class Progress:
 def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = None, seed: int = 0,
          strategy: str = "evolution", backend: str = "tvm", retune: bool = False, progress: bool = False,
          threads: int | None = None, measurer: Measurer | None = None, cost_model=None) -> TuneResult:
-    versions = toolchain_versions()
+    versions = backend_versions(backend)
     db.ensure_device(device.key, device.fingerprint)
     db.ensure_workload(workload.key, workload.op, workload.to_dict())
     best = current_best(db, device, workload, backend)
