@@ -220,6 +220,35 @@ def test_dwrows_depthwise_in_nchw(workload, knobs):
     check(workload, config)
 
 
+def test_single_channel_blocks_copy_nchw_rows():
+    # ic_bn = 1: the input "pack" is a padded copy of NCHW rows (vectorized along the rows), the
+    # reduction over channels innermost.
+    w = Conv2dWorkload(1, 6, 9, 11, 20, 3, 3, stride=2, padding=1, epilogue="bias")
+    check(w, configured(w, template="nchwc", ic_bn=1, rorder="rsc", ow_bn=5))
+
+
+@pytest.mark.parametrize("workload, knobs", [
+    (Conv2dWorkload(2, 7, 11, 10, 19, 3, 3, stride=2, padding=1, epilogue="bias,relu"), dict(ic_bn=4, ow_bn=3)),
+    (Conv2dWorkload(1, 12, 7, 7, 18, 3, 3, padding=1, groups=3, layout="nhwc", epilogue="residual"),
+     dict(template="gemm", ow_bn=4)),
+    (Conv2dWorkload(1, 20, 9, 8, 20, 3, 3, stride=(2, 1), padding=1, groups=20, layout="nhwc"), dict(ow_bn=3)),
+])
+def test_weight_packed_ahead_of_time(workload, knobs):
+    from autotile.codegen.tvm.prepacked import PrepackedKernel
+    from autotile.kernels.conv2d_tvm import prepacked_modules
+
+    config = configured(workload, **knobs)
+    kernel = PrepackedKernel.build(workload, config, prepacked_modules(workload, config), MCPU, 2)
+    inputs = random_inputs(workload, 3)
+    torch.testing.assert_close(kernel(*inputs).double(), workload.reference(*inputs), rtol=1e-4, atol=1e-4)
+    inputs[1].mul_(-0.5)  # the same tensor, changed in place: packed again
+    torch.testing.assert_close(kernel(*inputs).double(), workload.reference(*inputs), rtol=1e-4, atol=1e-4)
+    inputs[1] = torch.randn_like(inputs[1])  # another weight
+    torch.testing.assert_close(kernel(*inputs).double(), workload.reference(*inputs), rtol=1e-4, atol=1e-4)
+    v = Conv2dWorkload(1, 8, 6, 6, 8, 3, 3, padding=1, groups=8)  # reads its weight in place: nothing to pack
+    assert prepacked_modules(v, configured(v, template="dwrows")) is None
+
+
 def test_grouped_convolution():
     w = Conv2dWorkload(2, 12, 7, 7, 18, 3, 3, padding=1, groups=3, epilogue="bias")
     for template in ("nchwc", "gemm"):

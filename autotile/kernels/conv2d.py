@@ -23,7 +23,11 @@ Two NCHW templates put output pixels in the vector lanes instead, so the input i
 - "dwrows" (depthwise, NCHW): each channel a 2-D stencil over a zero-padded copy of that channel only
   (it stays in cache); tiles of oh_bn rows x ow_bn columns, the columns in vector lanes.
 
-Layout transforms and padding run inside the kernel, so they are part of every measured time.
+Layout transforms and padding run inside the kernel, so they are part of every measured time. The packs
+are transposes, vectorized over the blocked channels (a small ic_bn makes the input's cheap; ic_bn = 1 makes
+it a padded copy of NCHW rows). conv2d_tvm.prepacked_modules splits a "nchwc", "gemm" or "depthwise" kernel
+so that the weight's pack runs once, ahead of the calls (codegen/tvm/prepacked.py); tuning always measures
+the whole kernel.
 """
 
 from __future__ import annotations
@@ -220,7 +224,10 @@ class Conv2dSpace(ConfigSpace):
             tile = _row_tile(p * q, min(limit, 14))
             return self.canonical(Conv2dConfig("gemm", oc_bn=oc_bn, ow_bn=tile, unroll=4, pack_input=False))
         ow_bn = _row_tile(q, min(limit, 14))
-        return self.canonical(Conv2dConfig("nchwc", ic_bn=min(cg, 16), oc_bn=oc_bn, ow_bn=ow_bn, unroll=4))
+        # Blocks of a few channels: the NCHW -> NCHW[x]c transpose is cheaper (rows of x-element gathers),
+        # and the broadcast loads do not care; channels-last inputs are read in whole vectors.
+        ic_bn = min(cg, 4 if w.layout == "nchw" else 16)
+        return self.canonical(Conv2dConfig("nchwc", ic_bn=ic_bn, oc_bn=oc_bn, ow_bn=ow_bn, unroll=4))
 
     def features(self, c: Conv2dConfig) -> list[float]:
         w = self.workload
