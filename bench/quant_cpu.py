@@ -1,11 +1,15 @@
-"""CPU quantized GEMM benchmark: W8A8 int8 and int4 weight-only (group 128) against torch and autotile fp32.
+"""CPU low-precision GEMM benchmark: W8A8 int8, int4 weight-only (group 128), bf16 and fp16 GEMM, against
+torch and autotile fp32.
 
-    .venv/bin/python bench/quant_cpu.py [--trials 64] [--rounds 5] [--cases w8a8,int4] [--json out.json]
+    TVM_NUM_THREADS=2 .venv/bin/python bench/quant_cpu.py [--trials 64] [--rounds 5]
+        [--cases w8a8,int4,bfloat16,float16] [--json out.json]
 
 W8A8 (shapes 512x1024x1024, 128x3072x768, and decode-like M 1 and 16 with N=K=4096): autotile's kernel
 quantizes the float activations per row inside the timed call; torch._int_mm is timed with the same
 dynamic quantization and scaling in torch around it, and alone on pre-quantized int8 (labelled).
 int4 weight-only (M 1 and 16, N=K=4096): against torch fp32 and bf16 linear and autotile's fp32 GEMM.
+bf16 / fp16 (cases "bfloat16", "float16"; 512x768x768 and 128x3072x768): against torch's linear in the
+same dtype and both fp32 GEMMs.
 Decode shapes rotate through distinct weight sets, more than twice the L3 in total, so no contender is
 timed from cache. Every contender runs in the same process in alternating rounds; ratios are autotile's
 speed over the peer's (median [min-max] over rounds).
@@ -120,8 +124,38 @@ def int4_contenders(m, n, k, args):
     }
 
 
+LOWP_SHAPES = [(512, 768, 768), (128, 3072, 768)]
+
+
+def lowp_contenders(m, n, k, dtype, args):
+    """bf16 / fp16 GEMM (fp32 accumulation, output in the input dtype) against torch in the same dtype
+    and autotile's fp32 GEMM; the weight is B given as (N, K), as a linear layer holds it."""
+    w = GemmWorkload(m, n, k, dtype=dtype, trans_b=True)
+    fp32 = GemmWorkload(m, n, k, trans_b=True)
+    kern, result = tuned_kernel(w, args.trials, args.seed)
+    kern32, _ = tuned_kernel(fp32, args.trials, args.seed)
+    g = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g)
+    xl, wl = x.to(getattr(torch, dtype)), weight.to(getattr(torch, dtype))
+    out, out32 = torch.empty(m, n, dtype=xl.dtype), torch.empty(m, n)
+    torch.testing.assert_close(kern(xl, wl, out=out).float(), xl.float() @ wl.float().t(), rtol=2e-2, atol=0.5)
+    return w, result, {
+        f"autotile {dtype}": lambda: kern(xl, wl, out=out),
+        f"torch {dtype} linear": lambda: torch.nn.functional.linear(xl, wl),
+        "autotile fp32": lambda: kern32(x, weight, out=out32),
+        "torch fp32 linear": lambda: torch.nn.functional.linear(x, weight),
+    }
+
+
+def weight_bytes(w) -> int:
+    """Bytes of weight a call reads: the quantized weight, or B of a GEMM (2 bytes an element for 16-bit)."""
+    if hasattr(w, "weight_bytes"):
+        return w.weight_bytes
+    return w.n * w.k * (4 if w.dtype == "float32" else 2)
+
+
 def report(w, result, contenders, args) -> dict:
-    print(f"\n== {w.key}  (weight {w.weight_bytes / 2**20:.1f} MiB per call)", flush=True)
+    print(f"\n== {w.key}  (weight {weight_bytes(w) / 2**20:.1f} MiB per call)", flush=True)
     timed = {name: (lambda fn=fn: peers.seconds_per_call(fn)) for name, fn in contenders.items()}
     rounds = peers.alternating_rounds(timed, args.rounds)
     ours = next(iter(rounds))
@@ -131,7 +165,7 @@ def report(w, result, contenders, args) -> dict:
     for name, values in rounds.items():
         median = statistics.median(values)
         line = f"   {name:40s} {median * 1e6:9.1f} {w.flops / median / 1e9:7.1f}"
-        line += f" {w.weight_bytes / median / 1e9:11.1f}" if name == ours else " " * 12
+        line += f" {weight_bytes(w) / median / 1e9:11.1f}" if name == ours else " " * 12
         if name != ours:
             row["ratios"][name] = peers.ratio_stats(rounds[ours], values, higher_is_better=False)
             line += "   " + peers.format_ratio(row["ratios"][name])
@@ -155,6 +189,9 @@ def main():
         rows += [report(*w8a8_contenders(*shape, args), args) for shape in W8A8_SHAPES]
     if "int4" in cases:
         rows += [report(*int4_contenders(*shape, args), args) for shape in INT4_SHAPES]
+    for dtype in ("bfloat16", "float16"):
+        if dtype in cases:
+            rows += [report(*lowp_contenders(*shape, dtype, args), args) for shape in LOWP_SHAPES]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, sort_keys=True))
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from autotile.errors import AutotileError
 from autotile.ir.quant import (
     MX_BLOCK,
+    decode_fp8,
     mx_error_bound,
     outlier_columns,
     pack_bits,
@@ -47,6 +48,8 @@ def test_packed_layout_is_the_documented_bitstream():
     (lambda: quantize_int(torch.tensor([[float("nan")]]), 4), "NaN"),
     (lambda: quantize_mx(torch.ones(4), "float7"), "unknown dtype"),
     (lambda: quantize_mx(torch.ones(4), "int4"), "MX element format must be one of"),
+    (lambda: decode_fp8(torch.zeros(2, dtype=torch.int8), "e4m3"), "fp8 codes must be uint8"),
+    (lambda: decode_fp8(torch.zeros(2, dtype=torch.uint8), "int8"), "fp8 format must be"),
 ])
 def test_bad_input_is_a_clear_error(bad, message):
     with pytest.raises(AutotileError, match=message):
@@ -114,3 +117,12 @@ def test_mx_scale_follows_the_spec():
     assert back == [float(np.float32(5.0).astype(ml_dtypes.float4_e2m1fn)), 0.0, -1.5]
     zero = quantize_mx(torch.zeros(2, 40), "float8_e4m3")
     assert torch.equal(zero.dequantize(), torch.zeros(2, 40))
+
+
+def test_decode_fp8_inverts_quantize_fp8():
+    x = torch.randn(3, 40) * 5
+    for fmt, top in (("float8_e4m3", 448.0), ("float8_e5m2", 57344.0)):
+        q, scale = quantize_fp8(x, fmt, per_row=True)
+        values = decode_fp8(torch.from_numpy(q.view(np.uint8).copy()), fmt)
+        assert values.dtype == torch.float64 and float(values.abs().max()) <= top
+        assert torch.equal(values, torch.from_numpy(q.astype(np.float64)))

@@ -65,8 +65,10 @@ ALIASES = {
     "e8m0": "float8_e8m0",
 }
 
-# What the GEMM templates can run today; the table above admits more for later issues.
+# What the float templates (GEMM, convolution) can run today; the table above admits more for later issues.
 SUPPORTED_GEMM_DTYPES = ("float32",)
+# 16-bit float inputs of the GEMM template, accumulated in float32 (kernels/gemm_lowp.py).
+LOW_PRECISION_GEMM_DTYPES = ("bfloat16", "float16")
 
 
 def dtype(name: str) -> DType:

@@ -5,6 +5,10 @@ the kernel quantizes A per row dynamically (scale_a = absmax / 127, round half t
 `autotile.ir.quant.quantize_rows_int8` does), multiplies in int8 with int32 accumulation and
 applies scale_a[i] * scale_w[j] in the epilogue. Operands: A (M, K) float32, W (N, K) int8,
 scales (N,) float32, [bias], [residual], C (M, N) float32.
+With `outlier_threshold` t > 0 (LLM.int8 mixed-precision decomposition): the K columns of A where any
+|A| > t (`autotile.ir.quant.outlier_columns`) are multiplied in float32 with the dequantized weight
+(W * scale_w) and excluded from the int8 part (zero there, and out of the row absmax); the two sums
+are added before the epilogue.
 
 Weight-only (act_dtype float32, weight_dtype int2..int8): W (N x K, as torch.nn.Linear holds it) is
 given as packed codes with per-group (or per-channel, group_size None) float32 scales and, with
@@ -13,6 +17,12 @@ dequantizes inside (a cache-sized panel at a time), never into a full float copy
 
 Operands: A (M, K) float32, W (N, ceil(K*bits/8)) uint8, scales (N, groups) float32,
 [zeros (N, groups) int32], [bias (N,)], [residual (M, N)], C (M, N).
+
+fp8 (act_dtype and weight_dtype float8_e4m3 or float8_e5m2, emulated: these CPUs have no fp8
+arithmetic): A and W arrive as fp8 bit codes (uint8, as `autotile.ir.quant.quantize_fp8` makes them)
+with float32 scales per tensor (shape (1,)) or per row (`fp8_scales="row"`: (M,) and (N,)); the kernel
+decodes every code exactly to float32 and multiplies A * scale_a by (W * scale_w)^T in float32.
+Operands: A (M, K) uint8, scale_a, W (N, K) uint8, scales, [bias], [residual], C (M, N) float32.
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ from autotile.ir.dtypes import dtype as lookup_dtype
 from autotile.ir.workload import Workload, _positive_int, parse_epilogue
 
 WEIGHT_ONLY_DTYPES = tuple(f"int{b}" for b in range(2, 9))
-ACT_DTYPES = ("float32", "int8")
+FP8_DTYPES = ("float8_e4m3", "float8_e5m2")
+ACT_DTYPES = ("float32", "int8", *FP8_DTYPES)
+FP8_SCALES = ("tensor", "row")
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,8 @@ class QGemmWorkload(Workload):
     group_size: int | None = 128
     asymmetric: bool = False
     epilogue: tuple[str, ...] = field(default=())
+    outlier_threshold: float = 0.0  # W8A8 only: LLM.int8 outlier columns (|A| above it) in float; 0: off
+    fp8_scales: str = "tensor"  # fp8 only: one float32 scale per tensor, or one per row of A and of W
 
     op = "qgemm"
     # The GEMM template's view of this workload: one batch, B read as W^T.
@@ -57,7 +71,17 @@ class QGemmWorkload(Workload):
                                 f"supported: {', '.join(ACT_DTYPES)}")
         if act == "int8" and weight != "int8":
             raise AutotileError(f"int8 activations need int8 weights (W8A8), got weight dtype {weight!r}")
-        if weight not in WEIGHT_ONLY_DTYPES:
+        if (act in FP8_DTYPES) != (weight in FP8_DTYPES):
+            raise AutotileError(f"fp8 GEMMs take fp8 activations and fp8 weights ({', '.join(FP8_DTYPES)}), "
+                                f"got activation dtype {act!r} and weight dtype {weight!r}")
+        if self.fp8_scales not in FP8_SCALES:
+            raise AutotileError(f"fp8 scales must be 'tensor' or 'row', got {self.fp8_scales!r}")
+        if weight in FP8_DTYPES:
+            object.__setattr__(self, "group_size", None)
+            object.__setattr__(self, "asymmetric", False)
+        else:
+            object.__setattr__(self, "fp8_scales", "tensor")  # not a knob of the integer schemes
+        if weight not in WEIGHT_ONLY_DTYPES + FP8_DTYPES:
             raise AutotileError(f"weight dtype {weight!r} is not supported for weight-only GEMM; "
                                 f"supported: {', '.join(WEIGHT_ONLY_DTYPES)}")
         object.__setattr__(self, "weight_dtype", weight)
@@ -69,6 +93,13 @@ class QGemmWorkload(Workload):
             group = _positive_int("group size", self.group_size)
             object.__setattr__(self, "group_size", None if group >= self.k else group)
         object.__setattr__(self, "asymmetric", bool(self.asymmetric))
+        threshold = self.outlier_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0 \
+                or threshold == float("inf"):
+            raise AutotileError(f"outlier threshold must be a finite number >= 0 (0: off), got {threshold!r}")
+        if threshold and act != "int8":
+            raise AutotileError("an outlier threshold (LLM.int8 decomposition) needs int8 activations (W8A8)")
+        object.__setattr__(self, "outlier_threshold", float(threshold))
         epilogue = parse_epilogue(self.epilogue)
         if any(op.startswith("cast:") for op in epilogue):
             raise AutotileError("quantized GEMMs write float32; a cast epilogue is not supported yet")
@@ -83,6 +114,15 @@ class QGemmWorkload(Workload):
         return self.act_dtype == "int8"
 
     @property
+    def fp8(self) -> bool:
+        return self.act_dtype in FP8_DTYPES
+
+    @property
+    def scale_shapes(self) -> tuple[tuple[int], tuple[int]]:
+        """fp8: shapes of the scales of A and of W."""
+        return ((self.m,), (self.n,)) if self.fp8_scales == "row" else ((1,), (1,))
+
+    @property
     def bits(self) -> int:
         return lookup_dtype(self.weight_dtype).bits
 
@@ -94,7 +134,10 @@ class QGemmWorkload(Workload):
     def key(self) -> str:
         epi = "+".join(self.epilogue) or "none"
         if self.w8a8:
-            return f"qgemm_{self.m}x{self.n}x{self.k}_w8a8_{epi}"
+            outliers = f"_outliers{self.outlier_threshold:g}" if self.outlier_threshold else ""
+            return f"qgemm_{self.m}x{self.n}x{self.k}_w8a8{outliers}_{epi}"
+        if self.fp8:
+            return f"qgemm_{self.m}x{self.n}x{self.k}_{self.act_dtype}_{self.weight_dtype}_{self.fp8_scales}scale_{epi}"
         group = f"g{self.group_size}" if self.group_size else "perchannel"
         sym = "asym" if self.asymmetric else "sym"
         return f"qgemm_{self.m}x{self.n}x{self.k}_{self.act_dtype}_{self.weight_dtype}_{group}_{sym}_{epi}"
@@ -110,7 +153,7 @@ class QGemmWorkload(Workload):
     @property
     def weight_bytes(self) -> int:
         """Bytes of weight (codes, scales, zeros) a call reads."""
-        if self.w8a8:
+        if self.w8a8 or self.fp8:
             return self.n * self.k + 4 * self.n
         zeros = 4 * self.n * self.groups if self.asymmetric else 0
         return self.n * -(-self.k * self.bits // 8) + 4 * self.n * self.groups + zeros
@@ -118,6 +161,10 @@ class QGemmWorkload(Workload):
     def operand_shapes(self) -> dict[str, tuple[int, ...]]:
         if self.w8a8:
             return self._with_epilogue({"A": (self.m, self.k), "W": (self.n, self.k), "scales": (self.n,)})
+        if self.fp8:
+            scale_a, scale_w = self.scale_shapes
+            return self._with_epilogue({"A": (self.m, self.k), "scale_a": scale_a, "W": (self.n, self.k),
+                                        "scales": scale_w})
         shapes = {"A": (self.m, self.k), "W": (self.n, -(-self.k * self.bits // 8)),
                   "scales": (self.n, self.groups)}
         if self.asymmetric:
@@ -133,18 +180,29 @@ class QGemmWorkload(Workload):
         return shapes
 
     def input_dtype(self, name: str) -> str:
+        if self.fp8 and name == "A":
+            return "uint8"  # fp8 bit codes (torch has no fp8 arithmetic on every CPU build)
         return {"W": "int8" if self.w8a8 else "uint8", "zeros": "int32"}.get(name, "float32")
 
     def random_inputs(self, seed: int) -> list[torch.Tensor]:
         """A real quantized weight (quantize_int of randn), so codes, scales and zeros are consistent."""
-        from autotile.ir.quant import quantize_int, quantize_rows_int8
+        from autotile.ir.quant import quantize_fp8, quantize_int, quantize_rows_int8
 
         g = torch.Generator().manual_seed(seed)
         a = torch.randn(self.m, self.k, generator=g)
         weight = torch.randn(self.n, self.k, generator=g)
-        if self.w8a8:
+        if self.fp8:
+            named = {}
+            for name, scale_name, x, fmt in (("A", "scale_a", a, self.act_dtype), ("W", "scales", weight,
+                                                                                  self.weight_dtype)):
+                q, scale = quantize_fp8(x, fmt, per_row=self.fp8_scales == "row")
+                named[name], named[scale_name] = torch.from_numpy(q.view("uint8").copy()), scale.reshape(-1)
+        elif self.w8a8:
             q, scales = quantize_rows_int8(weight)
             named = {"A": a, "W": q, "scales": scales}
+            if self.outlier_threshold:  # plant outlier features (randn alone almost never has any)
+                columns = torch.randperm(self.k, generator=g)[: max(1, self.k // 16)]
+                a[:, columns] *= 3 * self.outlier_threshold
         else:
             q = quantize_int(weight, self.bits, self.group_size, not self.asymmetric)
             named = {"A": a, "W": q.packed, "scales": q.scales}
@@ -159,13 +217,22 @@ class QGemmWorkload(Workload):
     def reference(self, *inputs) -> torch.Tensor:
         """Exact dequantization (codes - zero) * scale in float64, then the float64 GEMM. W8A8: A is
         quantized exactly as the kernel does it (float32 arithmetic), then the integer product is exact."""
-        from autotile.ir.quant import IntQuantized, quantize_rows_int8
+        from autotile.ir.quant import IntQuantized, decode_fp8, outlier_columns, quantize_rows_int8
         from autotile.ir.reference import apply_epilogue
 
         named = dict(zip(self.operand_shapes(), inputs))
+        if self.fp8:
+            a = decode_fp8(named["A"], self.act_dtype) * named["scale_a"].double().reshape(-1, 1)
+            w = decode_fp8(named["W"], self.weight_dtype) * named["scales"].double().reshape(-1, 1)
+            return apply_epilogue(a @ w.t(), self.epilogue, named)
         if self.w8a8:
-            qa, scale_a = quantize_rows_int8(named["A"])
-            product = (qa.double() @ named["W"].double().t()) * scale_a.double()[:, None] * named["scales"].double()
+            a, w, scale_w = named["A"], named["W"].double(), named["scales"].double()
+            outliers = outlier_columns(a, self.outlier_threshold) if self.outlier_threshold else a.new_zeros(0).long()
+            regular = a.clone()
+            regular[:, outliers] = 0
+            qa, scale_a = quantize_rows_int8(regular)
+            product = (qa.double() @ w.t()) * scale_a.double()[:, None] * scale_w
+            product += a[:, outliers].double() @ (w[:, outliers] * scale_w[:, None]).t()
             return apply_epilogue(product, self.epilogue, named)
         q = IntQuantized(named["W"], named["scales"], named.get("zeros"), self.bits, self.group_size,
                          (self.n, self.k))

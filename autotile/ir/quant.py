@@ -191,6 +191,17 @@ def quantize_fp8(x: torch.Tensor, fmt: str = "float8_e4m3", per_row: bool = Fals
     return q, scale.float().reshape(-1) if per_row else scale.float().reshape(())
 
 
+def decode_fp8(codes: torch.Tensor, fmt: str) -> torch.Tensor:
+    """fp8 bit codes (uint8) -> their exact values in float64 (ml_dtypes decodes, NaN included)."""
+    fmt = lookup_dtype(fmt).name
+    if fmt not in ("float8_e4m3", "float8_e5m2"):
+        raise AutotileError(f"fp8 format must be float8_e4m3 or float8_e5m2, got {fmt!r}")
+    if codes.dtype != torch.uint8:
+        raise AutotileError(f"fp8 codes must be uint8 bit patterns, got {codes.dtype}")
+    np_type = getattr(ml_dtypes, lookup_dtype(fmt).numpy)
+    return torch.from_numpy(codes.numpy().view(np_type).astype(np.float64))
+
+
 @dataclass(frozen=True)
 class MXQuantized:
     """A tensor in an OCP MX format: element codes plus one E8M0 scale per 32-element block."""
@@ -271,6 +282,7 @@ def bits_of(name: str) -> int:
 
 
 __all__ = [
-    "IntQuantized", "MXQuantized", "MX_BLOCK", "MX_ELEMENTS", "bits_of", "mx_error_bound", "outlier_columns",
+    "IntQuantized", "MXQuantized", "MX_BLOCK", "MX_ELEMENTS", "bits_of", "decode_fp8", "mx_error_bound",
+    "outlier_columns",
     "pack_bits", "packed_bytes", "quantize_fp8", "quantize_int", "quantize_mx", "quantize_rows_int8", "unpack_bits",
 ]

@@ -3,6 +3,8 @@
 C[b] = epilogue(op(A[b]) @ op(B[b])), op = optional transpose. The epilogue is a chain applied
 left to right to the fp32 accumulator: bias (a vector of N), relu, gelu (erf form, torch's
 default), gelu_tanh, silu, residual (an M x N tensor added), cast:<dtype> (output dtype).
+A and B are float32, bfloat16 or float16 (accumulated in float32); C has their dtype unless a cast
+says otherwise; bias and residual are float32.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from autotile.errors import AutotileError
-from autotile.ir.dtypes import SUPPORTED_GEMM_DTYPES, dtype
+from autotile.ir.dtypes import LOW_PRECISION_GEMM_DTYPES, SUPPORTED_GEMM_DTYPES, dtype
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 EPILOGUE_OPS = ("bias", "residual", *ACTIVATIONS)  # plus "cast:<dtype>"
@@ -147,8 +149,8 @@ class GemmWorkload(Workload):
             label = name.upper() if name != "batch" else name
             object.__setattr__(self, name, _positive_int(label, getattr(self, name)))
         dt = dtype(self.dtype).name
-        if dt not in SUPPORTED_GEMM_DTYPES:
-            supported = ", ".join(SUPPORTED_GEMM_DTYPES)
+        if dt not in SUPPORTED_GEMM_DTYPES + LOW_PRECISION_GEMM_DTYPES:
+            supported = ", ".join(SUPPORTED_GEMM_DTYPES + LOW_PRECISION_GEMM_DTYPES)
             raise AutotileError(f"dtype {dt!r} is not supported by the GEMM templates yet; supported: {supported}")
         object.__setattr__(self, "dtype", dt)
         object.__setattr__(self, "trans_a", bool(self.trans_a))

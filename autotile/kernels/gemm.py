@@ -81,6 +81,10 @@ class GemmSpace(ConfigSpace):
 
     @classmethod
     def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> GemmSpace:
+        if cls is GemmSpace and workload.dtype != "float32":  # 16-bit inputs: one more knob
+            from autotile.kernels.gemm_lowp import LowpGemmSpace
+
+            return LowpGemmSpace.for_device(workload, fingerprint)
         flags = set((fingerprint or {}).get("flags", ["avx512f"]))
         if "avx512f" in flags:
             return cls(workload, 16, 32)

@@ -68,7 +68,6 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands):
         extra["bias"] = te.placeholder((w.n,), "float32", name="bias")
     if "residual" in w.epilogue:
         extra["residual"] = te.placeholder(bdim + (w.m, w.n), "float32", name="residual")
-    zero = tir.const(0, w.dtype)
 
     def clamp(x, n, padded):
         return te.min(x, n - 1) if padded > n else x
@@ -81,7 +80,7 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands):
             bi, (outer, k, inner) = idx[:-3], idx[-3:]
             x = outer * tile + inner
             value = load(bi, clamp(x, extent, padded), clamp(k, w.k, kp))
-            return tir.if_then_else(tir.all(x < extent, k < w.k), value, zero)
+            return tir.if_then_else(tir.all(x < extent, k < w.k), value, tir.const(0, str(value.expr_ty())))
 
         return te.compute((() if shared else bdim) + (padded // tile, kp, tile), body, name=name)
 
@@ -107,7 +106,7 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands):
         else:
             b = b_at(bi, clamp(k, w.k, kp), clamp(j, w.n, np_))
             if kp > w.k and not c.pack_a:  # some operand must supply zeros past K
-                b = tir.if_then_else(k < w.k, b, zero)
+                b = tir.if_then_else(k < w.k, b, tir.const(0, str(b.expr_ty())))
         return te.sum(a.astype("float32") * b.astype("float32"), axis=k)
 
     stages["mm"] = te.compute(bdim + (mp, np_), mm, name="mm")
@@ -133,10 +132,14 @@ def _vectorize_inner(sch, block, lanes: int):
     sch.vectorize(v)
 
 
-def schedule(w: GemmWorkload, c: GemmConfig, operands=dense_operands, pack_at: str = "root") -> tvm.IRModule:
-    """pack_at "block": each outer block packs the panels it reads (bounded memory, e.g. a
-    dequantized weight tile) instead of the whole operand once."""
-    args, stages = define(w, c, operands)
+def schedule(w: GemmWorkload, c: GemmConfig, operands=None, pack_at: str = "root") -> tvm.IRModule:
+    """operands: the loaders (default: A and B as given). pack_at "block": each outer block packs the
+    panels it reads (bounded memory, e.g. a dequantized weight tile) instead of the whole operand once."""
+    if operands is None and w.dtype != "float32":  # bfloat16 / float16 inputs choose their loaders
+        from autotile.kernels.gemm_lowp_tvm import schedule as lowp_schedule
+
+        return lowp_schedule(w, c)
+    args, stages = define(w, c, operands or dense_operands)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))
     batched = w.batch > 1
 
@@ -193,11 +196,16 @@ def schedule(w: GemmWorkload, c: GemmConfig, operands=dense_operands, pack_at: s
             sch.parallel(sch.fuse(*ploops[: len(bl) + 1]) if batched and not shared else ploops[0])
             if name == "Bpack":
                 sch.vectorize(ploops[-1])
+    schedule_epilogue_stages(sch, w, stages, c.vec)
+    return sch.mod
+
+
+def schedule_epilogue_stages(sch, w: GemmWorkload, stages, lanes: int) -> None:
+    """The epilogue ops left out of the write-back: one parallel, vectorized pass each."""
     for name in stages:
         if name.startswith("epi"):
             block = sch.get_sblock(name)
             eloops = sch.get_loops(block)
             sch.parallel(sch.fuse(*eloops[:-1]))
-            if w.n >= c.vec:
-                _vectorize_inner(sch, block, c.vec)
-    return sch.mod
+            if w.n >= lanes:
+                _vectorize_inner(sch, block, lanes)

@@ -77,4 +77,5 @@ class Int8GemmSpace(ConfigSpace):
         padded = (_ceil_div(w.m, mc) * mc) * (_ceil_div(w.n, nc) * nc) / (w.m * w.n)
         return [math.log2(w.m), math.log2(w.n), math.log2(w.k), len(w.epilogue), c.mr, c.nrv, c.mc_tiles,
                 c.nc_tiles, math.log2(mc), math.log2(nc), c.outer == "ij", ("both", "first", "none").index(c.parallel),
-                c.unroll_k, c.mr * c.nrv, (c.mr + c.nrv) / (c.mr * c.nrv), padded, math.log2(blocks), blocks % 2]
+                c.unroll_k, c.mr * c.nrv, (c.mr + c.nrv) / (c.mr * c.nrv), padded, math.log2(blocks), blocks % 2,
+                float(w.outlier_threshold > 0)]

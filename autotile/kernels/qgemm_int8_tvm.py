@@ -3,7 +3,10 @@
     scale_a[i] = absmax(A[i, :]) / 127              Au[i, k] = clamp(nearbyint(A / scale_a), -127, 127) + 128
     Wp[jo, ko, ji, kv] = W[16 jo + ji, 4 ko + kv]    (16 x 4 bytes: one vpdpbusd operand, zero padded)
     acc[i, j] = sum_k Au[i, k] * Wp[...]             (uint8 x int8 -> int32, tensorized to vpdpbusd)
-    C[i, j] = epilogue((acc - 128 * colsum(W)[j]) * scale_a[i] * scale_w[j])
+    C[i, j] = epilogue((acc - 128 * colsum(W)[j]) * scale_a[i] * scale_w[j] [+ F[i, j]])
+
+With an outlier threshold (LLM.int8), outlier columns of A quantize to zero (Au = 128) and are left out
+of scale_a; F, their float32 product with the dequantized weight, is added in the write-back.
 """
 
 from __future__ import annotations
@@ -30,8 +33,13 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
     extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
              if name in shapes}
 
+    outlier = outlier_mask(w, A)
     r = te.reduce_axis((0, w.k), name="r")
-    amax = te.compute((w.m,), lambda i: te.max(te.abs(A[i, r]), axis=r), name="amax")
+    if outlier is None:
+        amax = te.compute((w.m,), lambda i: te.max(te.abs(A[i, r]), axis=r), name="amax")
+    else:  # outlier columns are left out of the int8 part, so out of its scale too
+        amax = te.compute((w.m,), lambda i: te.max(tir.Select(outlier[r] != 0, tir.const(0.0, "float32"),
+                                                              te.abs(A[i, r])), axis=r), name="amax")
     scale_a = te.compute((w.m,), lambda i: tir.Select(amax[i] > 0, amax[i] / tir.const(127.0, "float32"),
                                                       tir.const(1.0, "float32")), name="scale_a")
 
@@ -39,6 +47,8 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
         inside = tir.all(i < w.m, k < w.k)
         i, k = te.min(i, w.m - 1), te.min(k, w.k - 1)
         q = te.max(te.min(tir.nearbyint(A[i, k] / scale_a[i]), 127.0), -127.0).astype("int32") + 128
+        if outlier is not None:
+            inside = tir.all(inside, outlier[k] == 0)
         return tir.Select(inside, q, 128).astype("uint8")
 
     Au = te.compute((mp, kp), quantized, name="Au")
@@ -51,8 +61,12 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
     acc = te.compute((mp, np_), lambda i, j: te.sum(
         Au[i, k].astype("int32") * Wp[j // LANES, k // 4, j % LANES, k % 4].astype("int32"), axis=k), name="mm")
 
+    floats = None if outlier is None else outlier_product(w, A, W, scale_w, outlier)
+
     def write_back(i, j):
         x = (acc[i, j] - 128 * colsum[j]).astype("float32") * scale_a[i] * scale_w[j]
+        if floats is not None:
+            x = x + floats[i, j]
         for op in w.epilogue:
             if op == "bias":
                 x = x + extra["bias"][j]
@@ -64,6 +78,39 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
 
     C = te.compute((w.m, w.n), write_back, name="C")
     return [A, W, scale_w, *extra.values(), C]
+
+
+def outlier_mask(w: QGemmWorkload, A):
+    """LLM.int8: 1 for the K columns of A with some |A| above the threshold, else 0; None when off."""
+    if not w.outlier_threshold:
+        return None
+    r = te.reduce_axis((0, w.m), name="rm")
+    column_max = te.compute((w.k,), lambda k: te.max(te.abs(A[r, k]), axis=r), name="column_max")
+    threshold = tir.const(w.outlier_threshold, "float32")
+    return te.compute((w.k,), lambda k: tir.Select(column_max[k] > threshold, 1, 0), name="outlier")
+
+
+def outlier_product(w: QGemmWorkload, A, W, scale_w, outlier):
+    """F[i, j] = sum over outlier columns k of A[i, k] * W[j, k] * scale_w[j], in float32.
+
+    Which columns are outliers is known only at run time, so this is a loop nest written by hand
+    (te.extern) that skips the other columns: O(K + M * N * outliers), not a second dense GEMM.
+    """
+
+    def body(ins, outs):
+        a, wt, scale, mask = ins
+        out = outs[0]
+        i0, j0, i, j, k = (tir.Var(name, "int32") for name in ("i0", "j0", "i", "j", "k"))
+        serial = tir.ForKind.SERIAL
+        zero = tir.For(i0, 0, w.m, serial, tir.For(j0, 0, w.n, serial,
+                                                   tir.BufferStore(out, tir.const(0.0, "float32"), [i0, j0])))
+        weight = tir.BufferLoad(wt, [j, k]).astype("float32") * tir.BufferLoad(scale, [j])
+        update = tir.BufferStore(out, tir.BufferLoad(out, [i, j]) + tir.BufferLoad(a, [i, k]) * weight, [i, j])
+        columns = tir.For(k, 0, w.k, serial, tir.IfThenElse(
+            tir.BufferLoad(mask, [k]) != 0, tir.For(i, 0, w.m, serial, tir.For(j, 0, w.n, serial, update)), None))
+        return tir.SeqStmt([zero, columns])
+
+    return te.extern((w.m, w.n), [A, W, scale_w, outlier], body, name="outlier_product", dtype="float32")
 
 
 def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
@@ -99,6 +146,8 @@ def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
         sch.vectorize(sch.split(out_cols, [None, LANES])[1])
     for name in ("amax", "colsum"):
         sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
+    if w.outlier_threshold:
+        sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("column_max"))[0], [None, LANES])[1])
     au = sch.get_sblock("Au")
     au_rows, au_k = sch.get_loops(au)
     sch.parallel(au_rows)

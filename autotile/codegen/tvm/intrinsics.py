@@ -1,4 +1,4 @@
-"""Tensor intrinsics TVM lacks or ships broken for its bundled LLVM.
+"""Tensor intrinsics TVM lacks or ships broken for its bundled LLVM: VNNI int8 and AVX512_BF16 dot products.
 
 TVM 0.27's `dot_16x4_vnni` passes <16 x i32> operands to `llvm.x86.avx512.vpdpbusd.512`, whose
 signature in this LLVM takes <64 x i8>: the module fails LLVM's verifier. This one reinterprets
@@ -9,10 +9,27 @@ sum over 4 of uint8 A[4] (broadcast to every lane) * int8 B[16, 4].
 from __future__ import annotations
 
 from tvm.s_tir import TensorIntrin
-from tvm.s_tir.tensor_intrin.x86 import dot_product_16x4_u8i8i32_desc
 from tvm.script import tirx as T
 
 VNNI_DOT_16X4 = "autotile_dot_16x4_vnni"
+
+
+# The description is TVM's (tvm.s_tir.tensor_intrin.x86), restated: importing that package parses
+# every CUDA intrinsic too, which takes a minute on these machines.
+@T.prim_func(s_tir=True)
+def _dot_16x4_u8i8i32_desc(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
 
 @T.prim_func(s_tir=True)
@@ -31,4 +48,73 @@ def _dot_16x4_vnni(
             C.vload([0], dtype="int32x16"), a_bytes, B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
 
-TensorIntrin.register(VNNI_DOT_16X4, dot_product_16x4_u8i8i32_desc, _dot_16x4_vnni, override=True)
+TensorIntrin.register(VNNI_DOT_16X4, _dot_16x4_u8i8i32_desc, _dot_16x4_vnni, override=True)
+
+
+# --- bfloat16 dot products: vdpbf16ps (AVX512_BF16) ------------------------------------------------
+#
+# TVM cannot hand a bfloat16 vector to an LLVM intrinsic: its BF16 legalization (always on for CPU
+# targets) promotes every bfloat16 operand to float32 and stores bfloat16 as uint16, while
+# `llvm.x86.avx512bf16.dpbf16ps.512` takes <32 x bfloat>. So the kernel keeps bfloat16 as uint16
+# bits, the intrinsic calls a small LLVM IR function that bitcasts and calls vdpbf16ps, and the
+# schedule links that function in with the `pragma_import_llvm` annotation (once per module, see
+# BF16_DOT_LLVM_IR); LLVM inlines it (alwaysinline). Built for a CPU without AVX512_BF16 it fails to
+# compile (LLVM cannot select the instruction) rather than running an illegal instruction.
+# Semantics: C[16] float32 += sum over 2 of bf16 A[2] (broadcast to every lane) * bf16 B[16, 2], with
+# the instruction's rounding (nearest even) and denormals flushed to zero.
+
+BF16_DOT_16X2 = "autotile_dot_16x2_bf16"
+BF16_DOT_FUNCTION = "autotile_dpbf16ps"
+BF16_DOT_LLVM_IR = f"""
+define linkonce_odr hidden <16 x float> @{BF16_DOT_FUNCTION}(<16 x float> %acc, <16 x i32> %a, <16 x i32> %b) #0 {{
+  %abf = bitcast <16 x i32> %a to <32 x bfloat>
+  %bbf = bitcast <16 x i32> %b to <32 x bfloat>
+  %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %acc, <32 x bfloat> %abf, <32 x bfloat> %bbf)
+  ret <16 x float> %r
+}}
+declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
+attributes #0 = {{ alwaysinline nounwind }}
+"""
+
+
+def bf16_bits_to_float(x):
+    """float32 value of bfloat16 bits (uint16): the exact widening, shared by kernel and intrinsic."""
+    from tvm import tirx as tir
+
+    return tir.reinterpret("float32", tir.shift_left(x.astype("uint32"), tir.const(16, "uint32")))
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x2_bf16_desc(
+    A: T.Buffer((2,), "uint16", offset_factor=1),
+    B: T.Buffer((16, 2), "uint16", offset_factor=1),
+    C: T.Buffer((16,), "float32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:2], B[0:16, 0:2])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 2):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.reinterpret(
+                        "float32", T.shift_left(T.Cast("uint32", A[vk]), T.uint32(16))
+                    ) * T.reinterpret("float32", T.shift_left(T.Cast("uint32", B[vi, vk]), T.uint32(16)))
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x2_bf16(
+    A: T.Buffer((2,), "uint16", offset_factor=1),
+    B: T.Buffer((16, 2), "uint16", offset_factor=1),
+    C: T.Buffer((16,), "float32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:2], B[0:16, 0:2])
+        T.writes(C[0:16])
+        a_pair = T.reinterpret(A.vload([0], "uint16x2"), dtype="int32")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_extern(
+            "float32x16", BF16_DOT_FUNCTION, C.vload([0], dtype="float32x16"), T.broadcast(a_pair, 16),
+            T.reinterpret(B.vload([0, 0], dtype="uint16x32"), dtype="int32x16"))
+
+
+TensorIntrin.register(BF16_DOT_16X2, _dot_16x2_bf16_desc, _dot_16x2_bf16, override=True)

@@ -1,0 +1,114 @@
+"""bfloat16 and float16 GEMMs with float32 accumulation: every mode built for an explicit mcpu and
+checked against the float64 reference within the dtype's tolerance (vdpbf16ps rounds to nearest even
+and flushes denormals, so bf16 results are never compared bit for bit)."""
+
+import json
+import random
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import autotile
+from autotile.cli import main
+from autotile.codegen.tvm.build import CompiledKernel, build
+from autotile.errors import AutotileError
+from autotile.ir import GemmWorkload
+from autotile.ir.reference import verify
+from autotile.kernels import space_for
+
+MCPU = "znver4"  # has AVX512_BF16 and F16C, so the assembly checks pass on any x86 host
+BF16_CPU = {"flags": ["avx512f", "avx512_bf16", "f16c"]}
+PLAIN_AVX512 = {"flags": ["avx512f", "f16c"]}
+
+
+def with_mode(space, mode, **changes):
+    return space.canonical(space.config_type(**{**space.default().to_dict(), "mode": mode, **changes}))
+
+
+def check(workload, config):
+    executable = build(workload, config, MCPU, 2)
+    verdict = verify(workload, CompiledKernel(workload, config, executable))
+    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
+    return executable.mod.inspect_source("s")
+
+
+@pytest.mark.parametrize("dtype, shape, epilogue, mode", [
+    ("bfloat16", (13, 37, 29), "", "dpbf16"),
+    ("bfloat16", (1, 50, 3), "bias,gelu", "dpbf16"),
+    ("bfloat16", (33, 16, 64), "residual,relu,cast:float32", "dpbf16"),
+    ("bfloat16", (7, 45, 31), "silu", "convert_pack"),
+    ("bfloat16", (9, 20, 18), "", "convert_inner"),
+    ("float16", (13, 37, 29), "bias", "convert_pack"),
+    ("float16", (5, 70, 33), "residual,cast:float32", "convert_inner"),
+])
+def test_every_mode_on_odd_shapes(dtype, shape, epilogue, mode):
+    w = GemmWorkload(*shape, dtype=dtype, epilogue=epilogue)
+    check(w, with_mode(space_for(w, BF16_CPU), mode))
+
+
+def test_bf16_tiles_are_vdpbf16ps():
+    w = GemmWorkload(32, 64, 128, dtype="bf16", epilogue="bias")
+    space = space_for(w, BF16_CPU)
+    assert space.default().mode == "dpbf16"
+    asm = check(w, space.default())
+    assert asm.count("vdpbf16ps") >= space.default().mr * space.default().nr // 16
+
+
+def test_fp16_widens_with_f16c():
+    """No AVX512_FP16 on these CPUs: float16 is vcvtph2ps into float32 FMAs."""
+    w = GemmWorkload(16, 48, 40, dtype="float16")
+    for mode in ("convert_pack", "convert_inner"):
+        asm = check(w, with_mode(space_for(w, BF16_CPU), mode))
+        assert asm.count("vcvtph2ps") >= 1 and "vfmadd" in asm
+
+
+def test_batched_and_transposed_operands_convert():
+    w = GemmWorkload(6, 20, 24, batch=3, dtype="bfloat16", trans_a=True, trans_b=True, broadcast="b")
+    space = space_for(w, BF16_CPU)
+    assert "dpbf16" not in space.domains["mode"]  # the bf16 tiles are written for one GEMM
+    for mode in ("convert_pack", "convert_inner"):
+        check(w, with_mode(space, mode))
+
+
+def test_sampled_configs():
+    w = GemmWorkload(11, 40, 26, dtype="bfloat16", epilogue="bias,gelu_tanh")
+    space = space_for(w, BF16_CPU)
+    rng = random.Random(3)
+    for config in [space.sample(rng) for _ in range(3)] + [with_mode(space, "dpbf16", unroll_k=2, nr=48)]:
+        check(w, config)
+
+
+def test_without_avx512_bf16_the_space_only_converts():
+    w = GemmWorkload(64, 64, 64, dtype="bfloat16")
+    space = space_for(w, PLAIN_AVX512)
+    assert space.domains["mode"] == ["convert_pack", "convert_inner"]
+    assert space.default().mode == "convert_pack"
+    assert not space.valid(space.config_type(mode="dpbf16"))
+    rng = random.Random(0)
+    assert all(space.sample(rng).mode != "dpbf16" for _ in range(50))
+
+
+def test_output_dtype_follows_the_inputs_unless_cast():
+    assert GemmWorkload(2, 3, 4, dtype="bf16").out_dtype == "bfloat16"
+    assert GemmWorkload(2, 3, 4, dtype="fp16", epilogue="cast:float32").out_dtype == "float32"
+    w = GemmWorkload(4, 16, 8, dtype="bfloat16")
+    kernel = CompiledKernel(w, space_for(w).default(), build(w, space_for(w).default(), MCPU, 2))
+    a, b = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(8, 16, dtype=torch.bfloat16)
+    out = kernel(a, b)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, (a.float() @ b.float()).bfloat16(), rtol=1.6e-2, atol=1e-2)
+    with pytest.raises(AutotileError, match="not supported by the GEMM templates"):
+        GemmWorkload(2, 3, 4, dtype="float8_e4m3")
+
+
+def test_tune_and_cli(tmp_path):
+    """A short tuning run on this host (vdpbf16ps where it has AVX512_BF16, conversion elsewhere)."""
+    db = tmp_path / "lowp.db"
+    result = autotile.tune(GemmWorkload(8, 32, 24, dtype="bfloat16", epilogue="relu"), trials=3, db=db)
+    assert result.verified and result.trials == 3
+    out = CliRunner().invoke(main, ["tune", "gemm", "--shape", "5x24x20", "--dtype", "fp16", "--trials", "2",
+                                    "--db", str(db), "--json"])
+    assert out.exit_code == 0, out.output
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert record["verified"] and "float16" in record["workload"]
