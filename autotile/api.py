@@ -10,15 +10,18 @@ BACKENDS = ("auto", "tvm", "triton")
 
 
 def resolve_backend(backend: str) -> str:
+    """"tvm" (CPU kernels) or "triton" (NVIDIA GPU kernels); "auto" picks triton when a CUDA GPU is present."""
     if backend not in BACKENDS:
         raise AutotileError(f"unknown backend {backend!r}; expected one of: {', '.join(BACKENDS)}")
-    if backend == "triton":
-        from autotile.db.device import cuda_fingerprint
+    if backend == "tvm":
+        return "tvm"
+    from autotile.db.device import cuda_fingerprint
 
-        if cuda_fingerprint() is None:
-            raise AutotileError("the triton backend needs a CUDA GPU, and this machine has none; use --backend tvm")
-        raise AutotileError("the triton backend is not implemented yet; use --backend tvm")
-    return "tvm"
+    has_gpu = cuda_fingerprint() is not None
+    if backend == "triton" and not has_gpu:
+        raise AutotileError("the triton backend needs a CUDA GPU, and this machine has none; use --backend tvm "
+                            "(Triton kernels can still be compiled for a GPU target here: autotile.codegen.triton.aot)")
+    return "triton" if has_gpu else "tvm"
 
 
 _MEASURERS: dict = {}
@@ -27,13 +30,16 @@ _MEASURERS: dict = {}
 def shared_measurer(device):
     """One persistent set of worker processes per device for the life of this process:
     spawning them (and their TVM imports) costs seconds, so later tuning runs reuse them."""
-    from autotile.search.measure import Measurer
+    from autotile.search.measure import Measurer, TritonMeasurer
 
     key = (device.key, device.fingerprint.get("threads"))
     if key not in _MEASURERS:
         if not _MEASURERS:
             atexit.register(_close_measurers)
-        _MEASURERS[key] = Measurer(device, device.fingerprint.get("threads") or 1)
+        if device.kind == "cuda":
+            _MEASURERS[key] = TritonMeasurer(device)
+        else:
+            _MEASURERS[key] = Measurer(device, device.fingerprint.get("threads") or 1)
     return _MEASURERS[key]
 
 
@@ -91,4 +97,23 @@ def kernel(workload, db=None, backend: str = "auto"):
     with open_db(db) as database:
         best = current_best(database, device, workload, backend)
     config = space.config_type.from_dict(best["config"]) if best else space.default()
+    if backend == "triton":
+        return _triton_kernel(workload, config, verified=best is not None)
     return load_kernel(device, workload, config)
+
+
+def _triton_kernel(workload, config, verified: bool):
+    """A Triton kernel on the GPU (called with CUDA tensors); an unmeasured config is verified first."""
+    from autotile.codegen.triton.launch import TritonKernel
+    from autotile.ir.reference import verify
+    from autotile.kernels import triton_program
+
+    compiled = TritonKernel(workload, config, triton_program(workload, config))
+    if not verified:
+        def on_gpu(*inputs, out):  # verify() hands CPU tensors
+            out.copy_(compiled(*(x.cuda() for x in inputs), out=out.cuda()).cpu())
+
+        verdict = verify(workload, on_gpu)
+        if not verdict.ok:
+            raise AutotileError(f"the default Triton kernel for {workload.key} failed verification: {verdict.reason}")
+    return compiled

@@ -18,17 +18,18 @@ class Family:
     workload: str  # "module:Class" of the workload dataclass
     space: str  # "module:Class" of its ConfigSpace
     tvm_schedule: str  # "module:function" lowering (workload, config) to an IRModule
+    triton: str = ""  # module with the GPU template: `Space` (a ConfigSpace) and `program(workload, config)`
 
 
 FAMILIES = {
     "gemm": Family("autotile.ir.workload:GemmWorkload", "autotile.kernels.gemm:GemmSpace",
-                   "autotile.kernels.gemm_tvm:schedule"),
+                   "autotile.kernels.gemm_tvm:schedule", "autotile.kernels.gemm_triton"),
     "conv2d": Family("autotile.ir.conv:Conv2dWorkload", "autotile.kernels.conv2d:Conv2dSpace",
-                     "autotile.kernels.conv2d_tvm:schedule"),
+                     "autotile.kernels.conv2d_tvm:schedule", "autotile.kernels.conv2d_triton"),
     "attention": Family("autotile.ir.attention:AttentionWorkload", "autotile.kernels.attention:AttentionSpace",
-                        "autotile.kernels.attention_tvm:schedule"),
+                        "autotile.kernels.attention_tvm:schedule", "autotile.kernels.attention_triton"),
     "qgemm": Family("autotile.ir.qgemm:QGemmWorkload", "autotile.kernels.qgemm:QGemmSpace",
-                    "autotile.kernels.qgemm_tvm:schedule"),
+                    "autotile.kernels.qgemm_tvm:schedule", "autotile.kernels.qgemm_triton"),
 }
 
 
@@ -45,13 +46,36 @@ def family(op: str) -> Family:
 
 
 def space_for(workload, fingerprint: dict | None = None):
-    """The config space of the template family that implements this workload on this device."""
+    """The config space of the template family that implements this workload on this device: the
+    Triton template's on a CUDA device, the TVM template's on a CPU."""
+    if fingerprint and fingerprint.get("kind") == "cuda":
+        return triton_space_for(workload, fingerprint)
     return _load(family(workload.op).space).for_device(workload, fingerprint)
 
 
 def tvm_schedule(workload, config):
     """The scheduled TVM IRModule for (workload, config)."""
     return _load(family(workload.op).tvm_schedule)(workload, config)
+
+
+def triton_template(op: str):
+    """The module of this op's Triton template (kernels/<op>_triton.py)."""
+    import importlib
+
+    name = family(op).triton
+    if not name:
+        raise AutotileError(f"op {op!r} has no Triton template yet")
+    return importlib.import_module(name)
+
+
+def triton_space_for(workload, fingerprint: dict | None = None):
+    """The Triton config space for this workload on a CUDA device (an H100 when fingerprint is None)."""
+    return triton_template(workload.op).Space.for_device(workload, fingerprint)
+
+
+def triton_program(workload, config):
+    """The lowered Triton Program (source, launch geometry) for (workload, config)."""
+    return triton_template(workload.op).program(workload, config)
 
 
 def workload_from_dict(d: dict):

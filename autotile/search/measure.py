@@ -147,10 +147,13 @@ class Measurer:
                  for c in configs]
         return self.build_pool.map("autotile.search.measure:build_task", items, self.build_timeout)
 
+    def _run_call(self, workload, config, path: str, repeat: int, min_repeat_s: float) -> dict:
+        return self.runner.call("autotile.search.measure:run_task", self.loader, workload.to_dict(),
+                                config.to_dict(), path, repeat, min_repeat_s, timeout=self.run_timeout)
+
     def run(self, workload, config, path: str, repeat: int = 5, min_repeat_s: float = 0.02) -> MeasureResult:
         try:
-            stats = self.runner.call("autotile.search.measure:run_task", self.loader, workload.to_dict(),
-                                     config.to_dict(), path, repeat, min_repeat_s, timeout=self.run_timeout)
+            stats = self._run_call(workload, config, path, repeat, min_repeat_s)
         except WorkerFailure as failure:
             return MeasureResult(config, "failed", _reason(failure, "run"), path=path)
         threads = stats.pop("threads")
@@ -180,3 +183,26 @@ class Measurer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class TritonMeasurer(Measurer):
+    """Triton candidates on a CUDA device: build workers compile for the GPU's arch and refuse what does not
+    fit; one runner process owns the GPU, verifies each kernel and times it with CUDA events
+    (autotile.codegen.triton.gpu). Same results and interface as Measurer."""
+
+    def __init__(self, device, build_workers: int = 2, build_timeout: float = 300.0, run_timeout: float = 120.0):
+        from autotile.codegen.triton.aot import arch_of
+
+        self.device, self.threads = device, None
+        self.arch = arch_of(device.fingerprint.get("capability", "sm_90"))
+        self.build_timeout, self.run_timeout = build_timeout, run_timeout
+        self.build_pool = WorkerPool(build_workers, warm_imports=("torch", "triton"))
+        self.runner = Worker({}, warm_imports=("torch", "triton"))
+
+    def build(self, workload, configs) -> list:
+        items = [(workload.to_dict(), c.to_dict(), self.arch, str(cache_root())) for c in configs]
+        return self.build_pool.map("autotile.codegen.triton.gpu:compile_task", items, self.build_timeout)
+
+    def _run_call(self, workload, config, path: str, repeat: int, min_repeat_s: float) -> dict:
+        return self.runner.call("autotile.codegen.triton.gpu:run_task", workload.to_dict(), config.to_dict(), path,
+                                repeat, min_repeat_s, timeout=self.run_timeout)
