@@ -7,7 +7,8 @@ torch and autotile fp32.
 W8A8 (shapes 512x1024x1024, 128x3072x768, and decode-like M 1 and 16 with N=K=4096): autotile's kernel
 quantizes the float activations per row inside the timed call; torch._int_mm is timed with the same
 dynamic quantization and scaling in torch around it, and alone on pre-quantized int8 (labelled).
-int4 weight-only (M 1 and 16, N=K=4096): against torch fp32 and bf16 linear and autotile's fp32 GEMM.
+int4 weight-only (M 1 and 16, N=K=4096): against torch fp32 and bf16 linear, numpy fp32 (OpenBLAS with its
+capping variables unset, in its own process) and autotile's fp32 GEMM.
 bf16 / fp16 (cases "bfloat16", "float16"; 512x768x768 and 128x3072x768): against torch's linear in the
 same dtype and both fp32 GEMMs.
 Decode shapes rotate through distinct weight sets, more than twice the L3 in total, so no contender is
@@ -121,7 +122,16 @@ def int4_contenders(m, n, k, args):
         "autotile fp32": lambda: kern32(x, floats[pick()], out=out32),
         "torch fp32 linear": lambda: torch.nn.functional.linear(x, floats[pick()]),
         "torch bf16 linear": lambda: torch.nn.functional.linear(x16, bf16[pick()]),
+        # Full-speed OpenBLAS in its own process; its one fp32 weight (64 MiB at 4096^2) is larger than L3.
+        "numpy fp32 (own process)": OwnTiming(lambda: w.flops / (peers.numpy_gflops(m, n, k, ())[0] * 1e9)),
     }
+
+
+class OwnTiming:
+    """A contender that times itself (seconds per call), e.g. in another process."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
 
 
 LOWP_SHAPES = [(512, 768, 768), (128, 3072, 768)]
@@ -156,7 +166,8 @@ def weight_bytes(w) -> int:
 
 def report(w, result, contenders, args) -> dict:
     print(f"\n== {w.key}  (weight {weight_bytes(w) / 2**20:.1f} MiB per call)", flush=True)
-    timed = {name: (lambda fn=fn: peers.seconds_per_call(fn)) for name, fn in contenders.items()}
+    timed = {name: fn.seconds if isinstance(fn, OwnTiming) else (lambda fn=fn: peers.seconds_per_call(fn))
+             for name, fn in contenders.items()}
     rounds = peers.alternating_rounds(timed, args.rounds)
     ours = next(iter(rounds))
     row = {"workload": w.key, "tuning_seconds": result.tuning_seconds, "config": result.config,
