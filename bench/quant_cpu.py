@@ -68,19 +68,25 @@ def tuned_kernel(w, trials, seed):
     return autotile.kernel(w), result
 
 
-def w8a8_contenders(m, n, k, args):
-    w = QGemmWorkload(m, n, k, weight_dtype="int8", act_dtype="int8")
-    fp32 = GemmWorkload(m, n, k, trans_b=True)
+def quantized_setup(w, args):
+    """Tuned kernels for `w` and for the fp32 GEMM of its shape, an activation, and enough float weight sets
+    (N x K) to rotate through: (kernel, tuning result, fp32 kernel, x, weights, pick)."""
+    m, n, k = w.m, w.n, w.k
     kern, result = tuned_kernel(w, args.trials, args.seed)
-    kern32, _ = tuned_kernel(fp32, args.trials, args.seed)
+    kern32, _ = tuned_kernel(GemmWorkload(m, n, k, trans_b=True), args.trials, args.seed)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(m, k, generator=g)
     sets = sets_needed(n * k * 4, m)
     floats = [torch.randn(n, k, generator=g) for _ in range(sets)]
+    return kern, result, kern32, x, floats, rotation(sets)
+
+
+def w8a8_contenders(m, n, k, args):
+    w = QGemmWorkload(m, n, k, weight_dtype="int8", act_dtype="int8")
+    kern, result, kern32, x, floats, pick = quantized_setup(w, args)
     quantized = [quantize_rows_int8(f) for f in floats]
     weights_t = [q.t() for q, _ in quantized]  # _int_mm takes B as (K, N); a transposed view is what it wants
     out, out32 = torch.empty(m, n), torch.empty(m, n)
-    pick = rotation(sets)
 
     def torch_w8a8():
         i = pick()
@@ -103,18 +109,11 @@ def w8a8_contenders(m, n, k, args):
 
 def int4_contenders(m, n, k, args):
     w = QGemmWorkload(m, n, k, weight_dtype="int4", group_size=128)
-    fp32 = GemmWorkload(m, n, k, trans_b=True)
-    kern, result = tuned_kernel(w, args.trials, args.seed)
-    kern32, _ = tuned_kernel(fp32, args.trials, args.seed)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(m, k, generator=g)
-    sets = sets_needed(n * k * 4, m)
-    floats = [torch.randn(n, k, generator=g) for _ in range(sets)]
+    kern, result, kern32, x, floats, pick = quantized_setup(w, args)
     bf16 = [f.bfloat16() for f in floats]
     quantized = [quantize_int(f, 4, 128) for f in floats]
     x16 = x.bfloat16()
     out, out32 = torch.empty(m, n), torch.empty(m, n)
-    pick = rotation(sets)
     q0 = quantized[0]
     torch.testing.assert_close(kern(x, q0.packed, q0.scales, out=out), x @ q0.dequantize().t(), rtol=1e-4, atol=1e-3)
     return w, result, {

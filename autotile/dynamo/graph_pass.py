@@ -236,16 +236,13 @@ class AutotilePass(CustomGraphPass):
                 new = _emit(graph, fake_mode, torch.ops.autotile.attention.default, *m.args, text)
             elif m.kind == "qlinear":
                 scales = _emit(graph, fake_mode, aten.reshape.default, current(m.scales), [-1, 1])
-                bias = current(m.bias)
-                if bias is not None and val(bias).dim() != 1:
-                    bias = _emit(graph, fake_mode, aten.reshape.default, bias, [val(bias).numel()])
+                bias = _as_vector(graph, fake_mode, current(m.bias))
                 new = _emit(graph, fake_mode, torch.ops.autotile.qlinear.default, *m.args, scales, None, bias, text)
             else:
                 bias, residual = current(m.bias), current(m.residual)
                 if m.affine:
                     m.args[1], bias = fold_affine(graph, fake_mode, m.affine, m.args[1], bias)
-                if bias is not None and val(bias).dim() != 1:
-                    bias = _emit(graph, fake_mode, aten.reshape.default, bias, [val(bias).numel()])
+                bias = _as_vector(graph, fake_mode, bias)
                 if residual is not None and m.view is not None:
                     residual = _emit(graph, fake_mode, aten.reshape.default, residual, [-1, val(m.anchor).shape[-1]])
                 op = torch.ops.autotile.gemm.default if m.kind == "gemm" else torch.ops.autotile.conv2d.default
@@ -256,6 +253,13 @@ class AutotilePass(CustomGraphPass):
         m.last.replace_all_uses_with(new)
         renamed[m.last] = new
         stats.replaced[m.kind] += 1
+
+
+def _as_vector(graph, fake_mode, node):
+    """A bias as the kernels take it: 1-D (a (1, N) or (K, 1, 1) addend reshaped), or None."""
+    if node is None or val(node).dim() == 1:
+        return node
+    return _emit(graph, fake_mode, aten.reshape.default, node, [val(node).numel()])
 
 
 def fold_affine(graph, fake_mode, steps, weight, bias):
