@@ -206,3 +206,18 @@ class TritonMeasurer(Measurer):
     def _run_call(self, workload, config, path: str, repeat: int, min_repeat_s: float) -> dict:
         return self.runner.call("autotile.codegen.triton.gpu:run_task", workload.to_dict(), config.to_dict(), path,
                                 repeat, min_repeat_s, timeout=self.run_timeout)
+
+
+class InterpretedTritonMeasurer(TritonMeasurer):
+    """TritonMeasurer for a machine with no GPU: candidates are compiled for `device`'s arch exactly as on the
+    GPU (and refused when they do not fit), then verified under TRITON_INTERPRET=1 in the runner process.
+    The verdicts are real; the latencies are the interpreter's and say nothing about the GPU. For tests and
+    dry runs of Triton tuning on CPU machines."""
+
+    def __init__(self, device, build_workers: int = 2, build_timeout: float = 300.0, run_timeout: float = 300.0):
+        super().__init__(device, build_workers, build_timeout, run_timeout)
+        self.runner = Worker({"TRITON_INTERPRET": "1"}, warm_imports=("torch", "triton"))
+
+    def _run_call(self, workload, config, path: str, repeat: int, min_repeat_s: float) -> dict:
+        return self.runner.call("autotile.codegen.triton.interpret:run_task", workload.to_dict(), config.to_dict(),
+                                path, 1, 0.0, timeout=self.run_timeout)

@@ -118,12 +118,7 @@ class EvolutionSearch(SearchStrategy):
         children = self._breed(parents)
         n_explore = max(1, int(round((n - len(batch)) * self.explore)))
         n_exploit = n - len(batch) - n_explore
-        if self.cost_model is not None and self.cost_model.trained and children:
-            scores = self.cost_model.predict(np.array([self.features(c) for c in children], dtype=float))
-            order = np.argsort(-scores, kind="stable")
-            ranked = [children[i] for i in order]
-        else:
-            ranked = children
+        ranked = self._rank(children, n_exploit)
         chosen = ranked[:n_exploit]
         rest = ranked[n_exploit:]
         chosen += self.rng.sample(rest, min(n_explore, len(rest)))
@@ -132,6 +127,14 @@ class EvolutionSearch(SearchStrategy):
         if len(chosen) < n - len(batch):
             chosen += self._random(n - len(batch) - len(chosen))
         return batch + chosen
+
+    def _rank(self, children: list, n_exploit: int) -> list:
+        """Children best first by the cost model; in bred order while it is untrained. Children left out of
+        the returned list are dropped from this round."""
+        if self.cost_model is not None and self.cost_model.trained and children:
+            scores = self.cost_model.predict(np.array([self.features(c) for c in children], dtype=float))
+            return [children[i] for i in np.argsort(-scores, kind="stable")]
+        return children
 
     def notify(self, results) -> None:
         super().notify(results)

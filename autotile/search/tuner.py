@@ -94,12 +94,14 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
     return seeds
 
 
-def _history(db, device, space, workload, backend: str) -> list:
-    """Past measurements on this device as (features, latency scaled to this workload's flops)."""
+def _history(db, device, space, workload, backend: str, features=None) -> list:
+    """Past measurements on this device as (features, latency scaled to this workload's flops);
+    `features(workload, space, config)` defaults to the space's config features."""
     from autotile.kernels import workload_from_dict
 
+    features = features or (lambda _workload, other_space, config: other_space.features(config))
     out = []
-    width = len(space.features(space.default()))  # one op may hold several templates (W8A8, weight-only)
+    width = len(features(workload, space, space.default()))  # one op may hold several templates (W8A8, ...)
     descriptions = db.workloads()
     for r in db.measurements(device=device.key, backend=backend):
         try:
@@ -110,12 +112,23 @@ def _history(db, device, space, workload, backend: str) -> list:
             continue
         if other.op != workload.op:
             continue
-        features = other_space.features(config)
-        if len(features) != width:
+        row = features(other, other_space, config)
+        if len(row) != width:
             continue
         latency = math.inf if r["status"] != "ok" else workload.flops / (r["gflops"] * 1e3)
-        out.append((features, latency))
+        out.append((row, latency))
     return out
+
+
+def _compile_aware_search(workload, space, measurer, db, device, seed, seeds, seen, cost_model):
+    from autotile.search.compiled import CompileAwareSearch, CompileFeatures, pool_compiler
+
+    pool = getattr(measurer, "build_pool", None)
+    compile_many = pool_compiler(pool, workload, space.arch) if pool is not None else None
+    compiled = CompileFeatures(workload, space, space.arch, compile_many)
+    history = _history(db, device, space, workload, "triton", features=compiled.of)
+    return CompileAwareSearch(space, compiled=compiled, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model,
+                              history=history)
 
 
 class Progress:
@@ -158,18 +171,20 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
     space = space_for(workload, device.fingerprint)
     seen = db.measured_config_keys(device.key, workload.key, backend)
     seeds = _seed_configs(db, device, workload, space, backend)
+    own_measurer = measurer is None
+    measurer = measurer or Measurer(device, threads)
     if strategy == "evolution":
         if cost_model is None:
             from autotile.costmodel import XGBCostModel
 
             cost_model = XGBCostModel(nthread=1, seed=seed)
-        searcher = STRATEGIES[strategy](space, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model,
-                                        history=_history(db, device, space, workload, backend))
+        if backend == "triton":  # the cost model also sees compile metadata (search/compiled.py)
+            searcher = _compile_aware_search(workload, space, measurer, db, device, seed, seeds, seen, cost_model)
+        else:
+            searcher = STRATEGIES[strategy](space, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model,
+                                            history=_history(db, device, space, workload, backend))
     else:
         searcher = STRATEGIES[strategy](space, seed=seed, seeds=seeds, seen=seen)
-
-    own_measurer = measurer is None
-    measurer = measurer or Measurer(device, threads)
     run_id = db.start_run(device.key, workload.key, backend, strategy, seed)
     start = time.perf_counter()
     done, history, results = 0, [], []

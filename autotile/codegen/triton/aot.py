@@ -55,10 +55,16 @@ class CompileInfo:
                 and self.registers <= REGISTER_LIMIT and self.spill_stores <= MAX_SPILL_STORES)
 
     def features(self) -> list[float]:
+        """Cost-model features: whether it compiled and fits, then what the compiler made of it (the
+        instruction counts are of the whole kernel, so a longer unrolled loop shows up in them)."""
         ins = self.instructions
-        return [self.shared / 1024, self.registers, self.spill_stores, self.local_bytes, ins.get("total", 0),
-                ins.get("mma", 0), ins.get("ffma", 0), ins.get("ldg", 0), ins.get("lds", 0), ins.get("tma", 0),
-                ins.get("bar", 0)]
+        return [float(self.ok), float(self.fits), self.shared / 1024, self.registers, self.spill_stores,
+                self.local_bytes, ins.get("total", 0), ins.get("mma", 0), ins.get("ffma", 0), ins.get("ldg", 0),
+                ins.get("lds", 0), ins.get("ldgsts", 0), ins.get("tma", 0), ins.get("bar", 0), ins.get("atom", 0)]
+
+    @classmethod
+    def feature_count(cls) -> int:
+        return len(cls(0, False).features())
 
 
 def arch_of(target) -> int:
@@ -90,10 +96,12 @@ def parse_res_usage(text: str) -> dict:
 
 def instruction_mix(sass: str) -> dict:
     """Opcode-family counts from `cuobjdump -sass` text."""
-    opcodes = Counter()
-    for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass):
+    opcodes, tf32 = Counter(), 0
+    for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)([\w.]*)", sass):
         opcodes[m.group(1)] += 1
+        tf32 += ".TF32" in m.group(2)  # HMMA.1688.F32.TF32 (sm_80), HGMMA.64x128x8.F32.TF32 (sm_90)
     mix = {group: sum(n for op, n in opcodes.items() if op in ops) for group, ops in _OPCODE_GROUPS.items()}
+    mix["mma_tf32"] = tf32
     mix["total"] = sum(opcodes.values())
     return mix
 
@@ -119,8 +127,17 @@ def _triton_version() -> str:
 def _cache_path(program: Program, arch: int) -> Path:
     import hashlib
 
-    key = hashlib.sha256(f"{program.key}|{program.attrs()}|sm_{arch}|{_triton_version()}".encode()).hexdigest()
+    key = hashlib.sha256(f"v2|{program.key}|{program.attrs()}|sm_{arch}|{_triton_version()}".encode()).hexdigest()
     return triton_cache_dir() / "aot" / f"{key[:32]}.json"
+
+
+def cached_info(program: Program, target=90) -> CompileInfo | None:
+    """The cached compile result of `program` for `target`, or None when it was never compiled here."""
+    path = _cache_path(program, arch_of(target))
+    try:
+        return CompileInfo(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def compile_program(program: Program, target=90, use_cache: bool = True) -> CompileInfo:
@@ -128,8 +145,8 @@ def compile_program(program: Program, target=90, use_cache: bool = True) -> Comp
     A compile error is a result (ok=False, error=...), never an exception: pruning must go on."""
     arch = arch_of(target)
     path = _cache_path(program, arch)
-    if use_cache and path.exists():
-        return CompileInfo(**json.loads(path.read_text()))
+    if use_cache and (hit := cached_info(program, arch)) is not None:
+        return hit
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
