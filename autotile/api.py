@@ -9,8 +9,19 @@ from autotile.errors import AutotileError
 BACKENDS = ("auto", "tvm", "triton")
 
 
+# Why `auto` on a CUDA device tunes Triton alone: TVM may be built with CUDA (this project's TVM 0.27 wheel has
+# USE_CUDA=ON), but autotile's TVM templates are CPU schedules; there is no TVM-CUDA lowering to compete.
+TVM_CUDA_NOTE = ("autotile has no TVM GPU schedules (its TVM templates are CPU schedules), so on a CUDA device "
+                 "only Triton kernels are tuned and the winner per workload is Triton's best")
+
+
 def resolve_backend(backend: str) -> str:
-    """"tvm" (CPU kernels) or "triton" (NVIDIA GPU kernels); "auto" picks triton when a CUDA GPU is present."""
+    """"tvm" (CPU kernels) or "triton" (NVIDIA GPU kernels).
+
+    "auto" picks triton when a CUDA GPU is present and tvm otherwise. On a CUDA device it tunes Triton only
+    (TVM_CUDA_NOTE): the best record per workload on that device is then the Triton winner, and CPU (tvm)
+    records live under the CPU's own device key, never mixed with the GPU's.
+    """
     if backend not in BACKENDS:
         raise AutotileError(f"unknown backend {backend!r}; expected one of: {', '.join(BACKENDS)}")
     if backend == "tvm":
@@ -21,7 +32,22 @@ def resolve_backend(backend: str) -> str:
     if backend == "triton" and not has_gpu:
         raise AutotileError("the triton backend needs a CUDA GPU, and this machine has none; use --backend tvm "
                             "(Triton kernels can still be compiled for a GPU target here: autotile.codegen.triton.aot)")
+    if has_gpu and backend == "auto":
+        import logging
+
+        logging.getLogger("autotile").info("backend auto: triton (CUDA GPU found); %s", TVM_CUDA_NOTE)
     return "triton" if has_gpu else "tvm"
+
+
+def check_backend_supports(workload, backend: str) -> None:
+    """A clear error for a workload the resolved backend cannot run (tf32 is a GPU tensor-core precision)."""
+    from autotile.ir.dtypes import GPU_ONLY_GEMM_DTYPES
+
+    dt = getattr(workload, "dtype", None)
+    if backend == "tvm" and dt in GPU_ONLY_GEMM_DTYPES:
+        raise AutotileError(f"dtype {dt} (TensorFloat-32) is an input precision of NVIDIA tensor cores, and the tvm "
+                            "backend runs on this CPU, which has none: use dtype float32 here, or the triton backend "
+                            "on a CUDA GPU")
 
 
 _MEASURERS: dict = {}
@@ -73,6 +99,7 @@ def tune(workload, trials: int = 64, db=None, *, time_budget: float | None = Non
     if strategy not in STRATEGIES:
         raise AutotileError(f"unknown search strategy {strategy!r}; expected one of: {', '.join(STRATEGIES)}")
     backend = resolve_backend(backend)
+    check_backend_supports(workload, backend)
     device = current_device(backend)
     with open_db(db) as database:
         return run_tuning(workload, db=database, device=device, trials=trials, time_budget=time_budget, seed=seed,
@@ -92,6 +119,7 @@ def kernel(workload, db=None, backend: str = "auto"):
     from autotile.search.tuner import current_best
 
     backend = resolve_backend(backend)
+    check_backend_supports(workload, backend)
     device = current_device(backend)
     space = space_for(workload, device.fingerprint)
     with open_db(db) as database:

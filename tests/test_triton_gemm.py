@@ -8,6 +8,7 @@ import pytest
 
 from autotile.codegen.triton.aot import SHARED_LIMIT, check_config, compile_program, prune
 from autotile.codegen.triton.interpret import verify_interpreted
+from autotile.errors import AutotileError
 from autotile.ir.workload import GemmWorkload
 from autotile.kernels import triton_program, triton_space_for
 from autotile.kernels.gemm_triton import TritonGemmConfig, TritonGemmSpace
@@ -28,6 +29,8 @@ INTERPRETED = [
     (GemmWorkload(64, 48, 64, batch=2, dtype="float16", trans_b=True, epilogue="bias,gelu"),
      C(32, 16, 16, 1, 1, 2, 2, True, True)),
     (GemmWorkload(40, 48, 64, dtype="bfloat16", epilogue="residual,cast:float32"), C(16, 32, 32, 1, 2, 2, 2)),
+    # tf32 (float32 tensors, tf32 products; the interpreter computes them in fp32, within tf32's tolerance).
+    (GemmWorkload(40, 48, 72, dtype="tf32", epilogue="bias,relu"), C(16, 32, 16, 1, 2, 2, 2)),
 ]
 
 
@@ -136,3 +139,38 @@ def test_compile_error_is_a_result_not_an_exception():
     broken = dataclasses.replace(program, source=source)
     info = compile_program(broken, "sm_90")
     assert not info.ok and not info.fits and info.error
+
+
+def test_tf32_is_float32_data_with_a_tf32_tolerance():
+    from autotile.ir.reference import random_inputs, tolerance
+
+    workload = GemmWorkload(64, 32, 128, dtype="tf32", epilogue="bias")
+    assert workload.dtype == "tfloat32" and workload.key.endswith("_tfloat32_nn_bias")
+    assert workload.out_dtype == "float32" and workload.input_dtype("A") == "float32"
+    assert all(t.dtype.is_floating_point and t.element_size() == 4 for t in random_inputs(workload, 0))
+    assert tolerance("tfloat32", 128)[0] > 100 * tolerance("float32", 128)[0]  # 10-bit mantissa, not 23
+    assert 'input_precision="tf32"' in triton_program(workload, C(32, 32, 32, 1, 1, 4, 2)).source
+    assert 'input_precision="ieee"' in triton_program(GemmWorkload(64, 32, 128), C(32, 32, 32, 1, 1, 4, 2)).source
+    with pytest.raises(AutotileError, match="compute precision"):
+        GemmWorkload(64, 32, 128, epilogue="cast:tfloat32")
+
+
+@pytest.mark.parametrize("target", ["sm_80", "sm_90"])
+def test_aot_tf32_uses_tf32_tensor_cores(target):
+    workload = GemmWorkload(256, 256, 256, dtype="tfloat32", epilogue="bias")
+    info = check_config(workload, C(64, 64, 32, 8, 1, 4, 3), target)
+    assert info.fits, info.error
+    # HMMA.1688.F32.TF32 on sm_80, HGMMA.64x64x8.F32.TF32 (warpgroup MMA) on sm_90: products in tf32.
+    assert info.instructions["mma"] > 0 and info.instructions["mma_tf32"] == info.instructions["mma"]
+    fp32 = check_config(GemmWorkload(256, 256, 256, epilogue="bias"), C(64, 64, 32, 8, 1, 4, 3), target)
+    assert fp32.instructions["mma_tf32"] == 0 and fp32.instructions["ffma"] > 0  # float32 stays IEEE
+
+
+def test_tf32_on_the_cpu_backend_is_a_clear_error(tmp_path):
+    from autotile.api import kernel, tune
+
+    workload = GemmWorkload(64, 64, 64, dtype="tfloat32")
+    for call in (lambda: tune(workload, trials=1, db=tmp_path / "t.db", backend="tvm"),
+                 lambda: kernel(workload, db=tmp_path / "t.db", backend="tvm")):
+        with pytest.raises(AutotileError, match="TensorFloat-32.*use dtype float32"):
+            call()

@@ -21,6 +21,9 @@ DTYPES: dict[str, DType] = {
     d.name: d
     for d in [
         DType("float32", 32, "float", "float32", "float32"),
+        # TensorFloat-32: float32 tensors whose products NVIDIA tensor cores compute with a 10-bit mantissa
+        # (the Triton backend's input_precision="tf32"); stored as float32 (STORAGE), no CPU meaning.
+        DType("tfloat32", 32, "float", "float32", None),
         DType("float16", 16, "float", "float16", "float16"),
         DType("bfloat16", 16, "float", "bfloat16", "bfloat16"),
         DType("float8_e4m3", 8, "float", "float8_e4m3fn", "float8_e4m3fn"),
@@ -43,6 +46,7 @@ DTYPES: dict[str, DType] = {
 ALIASES = {
     "fp32": "float32",
     "f32": "float32",
+    "tf32": "tfloat32",
     "fp16": "float16",
     "f16": "float16",
     "half": "float16",
@@ -69,6 +73,15 @@ ALIASES = {
 SUPPORTED_GEMM_DTYPES = ("float32",)
 # 16-bit float inputs of the GEMM template, accumulated in float32 (kernels/gemm_lowp.py).
 LOW_PRECISION_GEMM_DTYPES = ("bfloat16", "float16")
+# GEMM input precisions only GPU tensor cores have: the Triton backend runs them, the TVM (CPU) backend refuses.
+GPU_ONLY_GEMM_DTYPES = ("tfloat32",)
+# Compute precisions held in another type's tensors: the name torch / numpy tensors of the dtype have.
+STORAGE = {"tfloat32": "float32"}
+
+
+def storage_name(name: str) -> str:
+    """The dtype of the tensors that hold values of `name` (itself except for compute precisions: tf32)."""
+    return STORAGE.get(name, name)
 
 
 def dtype(name: str) -> DType:

@@ -4,7 +4,8 @@ C[b] = epilogue(op(A[b]) @ op(B[b])), op = optional transpose. The epilogue is a
 left to right to the fp32 accumulator: bias (a vector of N), relu, gelu (erf form, torch's
 default), gelu_tanh, silu, residual (an M x N tensor added), cast:<dtype> (output dtype).
 A and B are float32, bfloat16 or float16 (accumulated in float32); C has their dtype unless a cast
-says otherwise; bias and residual are float32.
+says otherwise; bias and residual are float32. dtype tfloat32 (GPU only) is float32 data whose products
+tensor cores compute in TF32.
 """
 
 from __future__ import annotations
@@ -13,8 +14,15 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from autotile.errors import AutotileError
-from autotile.ir.dtypes import LOW_PRECISION_GEMM_DTYPES, SUPPORTED_GEMM_DTYPES, dtype
+from autotile.ir.dtypes import (
+    GPU_ONLY_GEMM_DTYPES,
+    LOW_PRECISION_GEMM_DTYPES,
+    SUPPORTED_GEMM_DTYPES,
+    dtype,
+    storage_name,
+)
 
+STORAGE_ONLY = GPU_ONLY_GEMM_DTYPES  # dtypes tensors never have (tf32 is float32 data)
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 EPILOGUE_OPS = ("bias", "residual", *ACTIVATIONS)  # plus "cast:<dtype>"
 
@@ -149,13 +157,16 @@ class GemmWorkload(Workload):
             label = name.upper() if name != "batch" else name
             object.__setattr__(self, name, _positive_int(label, getattr(self, name)))
         dt = dtype(self.dtype).name
-        if dt not in SUPPORTED_GEMM_DTYPES + LOW_PRECISION_GEMM_DTYPES:
-            supported = ", ".join(SUPPORTED_GEMM_DTYPES + LOW_PRECISION_GEMM_DTYPES)
+        if dt not in SUPPORTED_GEMM_DTYPES + LOW_PRECISION_GEMM_DTYPES + GPU_ONLY_GEMM_DTYPES:
+            supported = ", ".join(SUPPORTED_GEMM_DTYPES + LOW_PRECISION_GEMM_DTYPES + GPU_ONLY_GEMM_DTYPES)
             raise AutotileError(f"dtype {dt!r} is not supported by the GEMM templates yet; supported: {supported}")
         object.__setattr__(self, "dtype", dt)
         object.__setattr__(self, "trans_a", bool(self.trans_a))
         object.__setattr__(self, "trans_b", bool(self.trans_b))
         object.__setattr__(self, "epilogue", parse_epilogue(self.epilogue))
+        if self.out_dtype in STORAGE_ONLY:
+            raise AutotileError(f"cast:{self.out_dtype} is a compute precision, not an output type; "
+                                f"cast to {storage_name(self.out_dtype)}")
         if self.broadcast not in BROADCASTS:
             raise AutotileError(f"broadcast must be 'a', 'b' or empty (none), got {self.broadcast!r}")
         if self.broadcast and self.batch == 1:
@@ -165,7 +176,7 @@ class GemmWorkload(Workload):
     @property
     def out_dtype(self) -> str:
         last = self.epilogue[-1] if self.epilogue else ""
-        return last[5:] if last.startswith("cast:") else self.dtype
+        return last[5:] if last.startswith("cast:") else storage_name(self.dtype)
 
     @property
     def layout(self) -> str:
@@ -202,7 +213,7 @@ class GemmWorkload(Workload):
         return shapes
 
     def input_dtype(self, name: str) -> str:
-        return self.dtype if name in ("A", "B") else "float32"
+        return storage_name(self.dtype) if name in ("A", "B") else "float32"
 
     def reference(self, *inputs):
         from autotile.ir.reference import gemm_reference

@@ -139,6 +139,8 @@ class TritonGemmSpace(ConfigSpace):
         loads and a persistent grid on sm_90."""
         if self.itemsize <= 2:
             c = TritonGemmConfig(128, 128, 64, 8, 1, 8, 3 if self.arch < 90 else 4)
+        elif self.workload.dtype == "tfloat32":  # fp32 operands on tf32 tensor cores: half the 16-bit K tile
+            c = TritonGemmConfig(128, 128, 32, 8, 1, 8, 3)
         else:
             c = TritonGemmConfig(64, 64, 32, 8, 1, 4, 3)
         if self.itemsize <= 2 and self.tma_possible():  # fp32 FMA dots spill when fed from TMA's swizzled tiles
@@ -154,7 +156,8 @@ class TritonGemmSpace(ConfigSpace):
         waste = cdiv(w.m, c.block_m) * c.block_m * cdiv(w.n, c.block_n) * c.block_n / (w.m * w.n)
         return [
             log(w.m), log(w.n), log(w.k), log(w.batch), len(w.epilogue), float(w.trans_a), float(w.trans_b),
-            self.itemsize, self.arch, log(c.block_m), log(c.block_n), log(c.block_k), c.group_m, log(c.split_k),
+            self.itemsize, float(w.dtype == "tfloat32"), self.arch, log(c.block_m), log(c.block_n), log(c.block_k),
+            c.group_m, log(c.split_k),
             c.num_warps, c.num_stages, c.persistent, c.tma, log(tiles), programs / self.sms,
             (programs % self.sms) / self.sms, waste, c.block_m * c.block_n / (32 * c.num_warps),
             (c.block_m + c.block_n) * c.block_k * self.itemsize * c.num_stages / 1024,

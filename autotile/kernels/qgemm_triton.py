@@ -56,6 +56,9 @@ class TritonQGemmSpace(ConfigSpace):
         if getattr(workload, "fp8", False) and arch < 89:
             raise AutotileError(f"{workload.key}: fp8 GEMMs need sm_89 or newer (fp8 tensor cores), this GPU is "
                                 f"sm_{arch}")
+        if getattr(workload, "outlier_threshold", 0):  # refused before any trial, not by every build
+            raise AutotileError(f"{workload.key}: the LLM.int8 outlier decomposition is not in the Triton template "
+                                "yet (the tvm backend has it); tune this workload without --outlier-threshold on a GPU")
         return cls(workload, arch, sms)
 
     @property
