@@ -66,9 +66,10 @@ def test_mlp_matches_eager_with_fused_epilogues(fallback):
         close(compiled(x), model(x))
         close(compiled(x), model(x))  # second call: kernels and packed weights reused
     assert stats.replaced == {"gemm": 5}
-    epilogues = sorted(k.split("_float32_nn_")[-1] for k in stats.workloads)
-    assert epilogues == ["bias+gelu", "bias+gelu_tanh", "bias+relu", "bias+residual", "bias+silu"]
-    assert stats.packs == 5  # each weight packed once (W^T row-major), not per call
+    # x @ W^T with W a constant B, read in place (nt) and packed into the kernel's panels once
+    epilogues = sorted(k.split("_float32_nt_")[-1] for k in stats.workloads)
+    assert epilogues == [f"bias+{e}_constB" for e in ("gelu", "gelu_tanh", "relu", "residual", "silu")]
+    assert stats.packs == 5  # each weight packed once, not per call
 
 
 def test_gpt_block_linears_and_attention_are_replaced():
@@ -223,7 +224,7 @@ def test_tune_records_workloads_and_a_second_compile_only_reads_them(tmp_path, m
     x, db = torch.randn(16, 32), tmp_path / "tuned.db"
     with torch.no_grad():
         close(compile_model(fn, tuning="tune", trials_per_workload=2, db=db, progress=False)(x), fn(x))
-    key = "gemm_b1_16x64x32_float32_nn_bias+gelu"
+    key = "gemm_b1_16x64x32_float32_nt_bias+gelu_constB"
     assert stats.tuned == [key]
     with TuningDB(db) as database:
         assert len(database.measurements(workload=key, status="ok")) >= 1

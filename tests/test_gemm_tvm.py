@@ -140,3 +140,37 @@ def test_compiled_kernel_on_torch_tensors_and_cache(tmp_path, monkeypatch):
         kernel(a, b.t().contiguous(), bias)
     with pytest.raises(AutotileError, match="must be contiguous"):
         kernel(a, b.t().contiguous().t(), bias)
+
+
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_constant_b_is_packed_once_per_tensor_version(trans_b):
+    """const_b: the library holds pack_B, run once per weight; an in-place update or another tensor repacks."""
+    w = GemmWorkload(37, 45, 29, trans_b=trans_b, epilogue="bias,relu", const_b=True)
+    assert w.key.endswith("_constB")
+    space = GemmSpace(w)
+    config = space.canonical(GemmConfig(mr=4, nr=32, kc=16, pack_b=True, korder="outer"))
+    kernel = CompiledKernel(w, config, build(w, config, MCPU, 2))
+    assert verify(w, kernel).ok  # two draws: two different B tensors, each packed
+    a, b, bias = torch.randn(37, 29), torch.randn(*w.operand_shapes()["B"]), torch.randn(45)
+
+    def expected():
+        return torch.relu(a @ (b.T if trans_b else b) + bias)
+
+    torch.testing.assert_close(kernel(a, b, bias), expected(), rtol=1e-4, atol=1e-4)
+    first = kernel._packed["B"][2]
+    torch.testing.assert_close(kernel(a, b, bias), expected(), rtol=1e-4, atol=1e-4)
+    assert kernel._packed["B"][2] is first  # same unchanged tensor: not packed again
+    b.mul_(-2)  # in place: a new version
+    torch.testing.assert_close(kernel(a, b, bias), expected(), rtol=1e-4, atol=1e-4)
+    assert kernel._packed["B"][2] is not first
+    # A caller may keep the packed copy itself (one per weight) and pass it back in place of B.
+    packed = kernel.pack_operand("B", b)
+    torch.testing.assert_close(kernel(a, packed, bias), expected(), rtol=1e-4, atol=1e-4)
+    other = CompiledKernel(w, space.default(), build(w, space.default(), MCPU, 2))
+    with pytest.raises(AutotileError, match="packed for another kernel"):
+        other(a, packed, bias)
+    with pytest.raises(AutotileError, match="must be contiguous"):
+        kernel.pack_operand("B", b.T.contiguous().T)
+    # Without pack_b, the kernel reads B as given: nothing to pack.
+    plain = space.canonical(GemmConfig(mr=4, nr=32, kc=16, pack_b=False))
+    assert CompiledKernel(w, plain, build(w, plain, MCPU, 2)).pack_operand("B", b) is b

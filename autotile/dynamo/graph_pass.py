@@ -138,13 +138,13 @@ class AutotilePass(CustomGraphPass):
         rows, dynamic = _static_or_bucket(av.shape[-2])
         b_arg, b_form, pack = b, "n", []
         if swaps_last_two(b) and b.args[0].op == "placeholder":
-            # A linear's weight W, used as W^T: the op gets W itself (the same object every call, so its
-            # packed copy can be kept) and packs W^T row-major once per version.
+            # A linear's weight W, used as W^T: the op gets W itself (the same object every call), a constant
+            # B that the kernel reads as B^T and packs into its panels once per version.
             b_arg, b_form, pack = b.args[0], "t", ["b"]
         a_layout = layout(av)
-        b_layout = "n" if pack else layout(bv)
+        b_layout = "t" if pack else layout(bv)
         w = GemmWorkload(rows, bv.shape[-1], bv.shape[-2], batch=av.shape[0] if av.dim() == 3 else 1,
-                         trans_a=a_layout == "t", trans_b=b_layout == "t", epilogue=m.epilogue)
+                         trans_a=a_layout == "t", trans_b=b_layout == "t", epilogue=m.epilogue, const_b=bool(pack))
         m.args = [a, b_arg]
         return {"workload": w.to_dict(), "dynamic": {"m": av.dim() - 2} if dynamic else {}, "a": a_layout,
                 "b": b_layout, "b_form": b_form, "pack": pack, "out_dtype": w.out_dtype}
@@ -240,13 +240,17 @@ class AutotilePass(CustomGraphPass):
                 new = _emit(graph, fake_mode, torch.ops.autotile.qlinear.default, *m.args, scales, None, bias, text)
             else:
                 bias, residual = current(m.bias), current(m.residual)
+                scale = None
                 if m.affine:
-                    m.args[1], bias = fold_affine(graph, fake_mode, m.affine, m.args[1], bias)
+                    scale, bias = fold_affine(graph, fake_mode, m.affine, val(m.args[1]).shape[0], bias)
                 bias = _as_vector(graph, fake_mode, bias)
                 if residual is not None and m.view is not None:
                     residual = _emit(graph, fake_mode, aten.reshape.default, residual, [-1, val(m.anchor).shape[-1]])
-                op = torch.ops.autotile.gemm.default if m.kind == "gemm" else torch.ops.autotile.conv2d.default
-                new = _emit(graph, fake_mode, op, *m.args, bias, residual, text)
+                if m.kind == "gemm":
+                    new = _emit(graph, fake_mode, torch.ops.autotile.gemm.default, *m.args, bias, residual, text)
+                else:
+                    new = _emit(graph, fake_mode, torch.ops.autotile.conv2d.default, *m.args, scale, bias, residual,
+                                text)
             if m.view is not None:
                 new = _emit(graph, fake_mode, aten.reshape.default, new, m.view.args[1])
         new.meta.update({k: v for k, v in m.last.meta.items() if k not in ("val",)})
@@ -262,13 +266,13 @@ def _as_vector(graph, fake_mode, node):
     return _emit(graph, fake_mode, aten.reshape.default, node, [val(node).numel()])
 
 
-def fold_affine(graph, fake_mode, steps, weight, bias):
-    """(weight * scale, shift) for conv(x, weight) [+ bias] followed by per-channel sub / mul / add steps.
+def fold_affine(graph, fake_mode, steps, channels: int, bias):
+    """(scale, shift) for conv(x, weight) [+ bias] followed by per-channel sub / mul / add steps.
 
-    The steps (an eval BatchNorm's (x - mean) * invstd * gamma + beta) make y = conv(x, weight) * scale + shift;
-    they are emitted as graph ops on the K-vectors and the weight, which Inductor fuses and runs each call,
-    so a changed parameter or running statistic is always seen."""
-    channels = val(weight).shape[0]
+    The steps (an eval BatchNorm's (x - mean) * invstd * gamma + beta) make y = conv(x, weight * scale) + shift.
+    scale and shift are emitted as graph ops on the K-vectors, run each call, so a changed parameter or running
+    statistic is always seen; the op scales the weight itself, once per (weight version, scale values), so
+    no graph op runs on the weight between two convolutions."""
     e = lambda target, *args: _emit(graph, fake_mode, target, *args)
     scale, shift = None, bias
     for step, node in steps:
@@ -280,9 +284,7 @@ def fold_affine(graph, fake_mode, steps, weight, bias):
             shift = c if shift is None else e(aten.add.Tensor, shift, c)
         else:
             shift = e(aten.neg.default, c) if shift is None else e(aten.sub.Tensor, shift, c)
-    if scale is not None:
-        weight = e(aten.mul.Tensor, weight, e(aten.reshape.default, scale, [channels, 1, 1, 1]))
-    return weight, shift
+    return scale, shift
 
 
 class _Skip(Exception):

@@ -30,22 +30,25 @@ class PackCache:
     def __init__(self):
         self._entries: dict[int, tuple] = {}
 
-    def get(self, tensor: torch.Tensor, convert):
+    def get(self, tensor: torch.Tensor, convert, values: torch.Tensor | None = None):
+        """convert(tensor), kept while the tensor is unchanged and `values` (a small tensor the conversion also
+        reads, e.g. a per-channel scale computed each call) holds the same numbers."""
         if tensor.is_inference():  # no version counter to trust: convert every call
             return convert(tensor)
         key = id(tensor)
         entry = self._entries.get(key)
         stamp = (tensor._version, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
-        if entry is not None and entry[0]() is tensor and entry[1] == stamp:
+        if (entry is not None and entry[0]() is tensor and entry[1] == stamp
+                and (values is None or torch.equal(entry[3], values))):
             return entry[2]
         packed = convert(tensor)
         if packed is tensor:
             return packed  # already in the kernel's layout: nothing to keep
         stats.packs += 1
-        with torch.no_grad():
+        if isinstance(packed, torch.Tensor):
             packed = packed.detach()
         ref = weakref.ref(tensor, lambda _r, k=key, s=self._entries: s.pop(k, None))
-        self._entries[key] = (ref, stamp, packed)
+        self._entries[key] = (ref, stamp, packed, None if values is None else values.detach().clone())
         return packed
 
 
@@ -72,7 +75,7 @@ class Plan:
         self.spec = spec
         self.dynamic = spec.get("dynamic") or {}  # workload field -> dim of the first tensor that sets it
         self.resolver = resolver(spec["db"], spec["tuning"])
-        self.packs = {name: PackCache() for name in spec.get("pack", ())}
+        self.packs: dict[tuple, PackCache] = {}  # (operand, kernel variant) -> the packed copies
         self._workload_from_dict = workload_from_dict
         self._kernels: dict[tuple, object] = {}
 
@@ -90,8 +93,15 @@ class Plan:
             kern = self._kernels[key] = self.resolver.load(self.workload(sizes)).kernel
         return kern
 
-    def operand(self, name: str, t: torch.Tensor, convert):
-        return self.packs[name].get(t, convert) if name in self.packs else convert(t)
+    def operand(self, name: str, t: torch.Tensor, convert, variant=None, values=None):
+        """`t` converted for the kernel; a weight's conversion is kept per tensor version and per kernel
+        `variant` (the bucket: each bucket's kernel may pack it differently)."""
+        if name not in self.spec.get("pack", ()):
+            return convert(t)
+        cache = self.packs.get((name, variant))
+        if cache is None:
+            cache = self.packs[(name, variant)] = PackCache()
+        return cache.get(t, convert, values)
 
 
 @cache
@@ -112,7 +122,9 @@ def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: 
     size = sizes.get("m")
     kern = p.kernel(sizes)
     a_k = p.operand("a", a, lambda t: to_layout(t, spec["a"]))
-    b_k = p.operand("b", b, lambda t: to_layout(logical_b(t), spec["b"]))
+    # A weight is packed once per version into the panels the kernel reads (when its config packs B).
+    b_k = p.operand("b", b, lambda t: kern.pack_operand("B", to_layout(logical_b(t), spec["b"])),
+                    variant=tuple(sorted(sizes.items())))
     args = [a_k, b_k]
     if bias is not None:
         args.append(bias if bias.is_contiguous() else bias.contiguous())
@@ -138,16 +150,23 @@ def _gemm_fake(a, b, bias, residual, plan_json):
 # --- conv2d: out = epilogue(conv2d(x, weight)), NCHW, weight KCRS --------------------------------------------
 
 @torch.library.custom_op("autotile::conv2d", mutates_args=())
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
-           plan_json: str) -> torch.Tensor:
+def conv2d(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None,
+           residual: torch.Tensor | None, plan_json: str) -> torch.Tensor:
+    """scale: a folded BatchNorm's per-output-channel factor; the op convolves with weight * scale, made
+    once per (weight version, scale values)."""
     p = plan(plan_json)
+
+    def convert(t):
+        t = t if scale is None else t * scale.reshape(-1, *[1] * (t.dim() - 1))
+        return t if t.is_contiguous() else t.contiguous()
+
     args = [t if t.is_contiguous() else t.contiguous() for t in (x, weight, bias, residual) if t is not None]
-    args[1] = p.operand("weight", weight, lambda t: t if t.is_contiguous() else t.contiguous())
+    args[1] = p.operand("weight", weight, convert, values=scale)
     return p.kernel()(*args)
 
 
 @conv2d.register_fake
-def _conv2d_fake(x, weight, bias, residual, plan_json):
+def _conv2d_fake(x, weight, scale, bias, residual, plan_json):
     w = plan(plan_json).workload()
     return x.new_empty(w.out_shape, dtype=getattr(torch, w.out_dtype))
 

@@ -149,6 +149,9 @@ class GemmWorkload(Workload):
     trans_b: bool = False
     epilogue: tuple[str, ...] = field(default=())
     broadcast: str = ""  # "a" or "b": that operand has no batch dim and is shared by every batch
+    # B is constant across calls (a layer's weight): the kernel may transform it once, ahead of the calls
+    # (packed panels, kept while the same unchanged tensor is passed), and its timings leave that out.
+    const_b: bool = False
 
     op = "gemm"
 
@@ -163,6 +166,7 @@ class GemmWorkload(Workload):
         object.__setattr__(self, "dtype", dt)
         object.__setattr__(self, "trans_a", bool(self.trans_a))
         object.__setattr__(self, "trans_b", bool(self.trans_b))
+        object.__setattr__(self, "const_b", bool(self.const_b))
         object.__setattr__(self, "epilogue", parse_epilogue(self.epilogue))
         if self.out_dtype in STORAGE_ONLY:
             raise AutotileError(f"cast:{self.out_dtype} is a compute precision, not an output type; "
@@ -187,7 +191,8 @@ class GemmWorkload(Workload):
         """Readable, canonical and stable: built from values only, never from hash() or repr."""
         epi = "+".join(op.replace(":", "-") for op in self.epilogue) or "none"
         shared = f"_shared{self.broadcast.upper()}" if self.broadcast else ""
-        return f"gemm_b{self.batch}_{self.m}x{self.n}x{self.k}_{self.dtype}_{self.layout}_{epi}{shared}"
+        const = "_constB" if self.const_b else ""
+        return f"gemm_b{self.batch}_{self.m}x{self.n}x{self.k}_{self.dtype}_{self.layout}_{epi}{shared}{const}"
 
     @property
     def reduction(self) -> int:

@@ -58,6 +58,16 @@ def tvm_schedule(workload, config):
     return _load(family(workload.op).tvm_schedule)(workload, config)
 
 
+def prepacked_operands(workload, config) -> dict[str, tuple[int, ...]]:
+    """Operands the TVM kernel for (workload, config) takes pre-transformed by its `pack_<name>` function, run
+    once per operand value (a layer's weight), with their packed shapes; the template module may define it."""
+    import importlib
+
+    module = importlib.import_module(family(workload.op).tvm_schedule.split(":")[0])
+    hook = getattr(module, "prepacked_operands", None)
+    return hook(workload, config) if hook else {}
+
+
 def triton_template(op: str):
     """The module of this op's Triton template (kernels/<op>_triton.py)."""
     import importlib

@@ -55,8 +55,23 @@ def dense_operands(w: GemmWorkload):
     return [A, B], a_at, b_at
 
 
-def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands):
-    """TE tensors: the padded accumulator stage 'mm', packs, and epilogue stages; returns (args, stages)."""
+def prepacks_b(w: GemmWorkload, c: GemmConfig) -> bool:
+    """B (constant across calls) is packed into panels once, ahead of the calls, by a second function."""
+    return (getattr(w, "const_b", False) and c.pack_b and w.dtype == "float32"
+            and (w.batch == 1 or w.broadcast == "b"))
+
+
+def prepacked_operands(w: GemmWorkload, c: GemmConfig) -> dict[str, tuple[int, ...]]:
+    """Operands the kernel takes pre-transformed, and their packed shapes (see codegen/tvm/build.py)."""
+    if not prepacks_b(w, c):
+        return {}
+    nc = c.nc_tiles * c.nr
+    return {"B": (_round_up(w.n, nc) // c.nr, _round_up(w.k, c.kc), c.nr)}
+
+
+def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands, prepacked_b: bool = False):
+    """TE tensors: the padded accumulator stage 'mm', packs, and epilogue stages; returns (args, stages).
+    prepacked_b: the kernel reads B's panels from an argument (made by stages["Bpack_ahead"] once)."""
     batched = w.batch > 1
     bdim = (w.batch,) if batched else ()
     mc, nc = c.mc_tiles * c.mr, c.nc_tiles * c.nr
@@ -92,6 +107,10 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands):
         stages["Apack"] = pack("Apack", c.mr, w.m, mp, a_at, w.broadcast == "a")
     if c.pack_b:
         stages["Bpack"] = pack("Bpack", c.nr, w.n, np_, lambda bi, j, k: b_at(bi, k, j), w.broadcast == "b")
+        if prepacked_b:
+            stages["B"], stages["Bpack_ahead"] = inputs[1], stages["Bpack"]
+            stages["Bpack"] = te.placeholder(stages["Bpack"].shape, w.dtype, name="Bpacked")
+            inputs = [inputs[0], stages["Bpack"]]
 
     k = te.reduce_axis((0, kp), name="k")
 
@@ -139,7 +158,8 @@ def schedule(w: GemmWorkload, c: GemmConfig, operands=None, pack_at: str = "root
         from autotile.kernels.gemm_lowp_tvm import schedule as lowp_schedule
 
         return lowp_schedule(w, c)
-    args, stages = define(w, c, operands or dense_operands)
+    prepacked = operands is None and prepacks_b(w, c)
+    args, stages = define(w, c, operands or dense_operands, prepacked_b=prepacked)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))
     batched = w.batch > 1
 
@@ -189,15 +209,24 @@ def schedule(w: GemmWorkload, c: GemmConfig, operands=None, pack_at: str = "root
         sch.vectorize(cv)
 
     for name in ("Apack", "Bpack"):
-        if name in stages and pack_at == "root":
-            block = sch.get_sblock(name)
-            ploops = sch.get_loops(block)
-            shared = w.broadcast == name[0].lower()
-            sch.parallel(sch.fuse(*ploops[: len(bl) + 1]) if batched and not shared else ploops[0])
-            if name == "Bpack":
-                sch.vectorize(ploops[-1])
+        if name in stages and pack_at == "root" and not (name == "Bpack" and prepacked):
+            _schedule_root_pack(sch, sch.get_sblock(name), batched and w.broadcast != name[0].lower(), len(bl),
+                                vectorize=name == "Bpack")
     schedule_epilogue_stages(sch, w, stages, c.vec)
-    return sch.mod
+    if not prepacked:
+        return sch.mod
+    # The B pack as its own function, `pack_B(B, Bpacked)`, run once per weight by the caller.
+    pack = tvm.s_tir.Schedule(te.create_prim_func([stages["B"], stages["Bpack_ahead"]]))
+    _schedule_root_pack(pack, pack.get_sblock("Bpack"), False, 0, vectorize=True)
+    return tvm.IRModule({"main": sch.mod["main"], "pack_B": pack.mod["main"].with_attr("global_symbol", "pack_B")})
+
+
+def _schedule_root_pack(sch, block, per_batch: bool, batch_dims: int, vectorize: bool) -> None:
+    """A whole-operand pack: parallel over panels (and batches), a B panel's row vectorized."""
+    ploops = sch.get_loops(block)
+    sch.parallel(sch.fuse(*ploops[: batch_dims + 1]) if per_batch else ploops[0])
+    if vectorize:
+        sch.vectorize(ploops[-1])
 
 
 def schedule_epilogue_stages(sch, w: GemmWorkload, stages, lanes: int) -> None:

@@ -112,14 +112,24 @@ class CompiledKernel:
     """A compiled kernel called on torch tensors without copies (DLPack).
 
     kernel(A, B[, bias][, residual], out=None) -> C, operands in the workload's order.
+
+    Some kernels read an operand that is constant across calls (a weight) in a packed layout: the library
+    then holds `pack_<name>(operand, packed)` too, run on the first call and again only when another tensor,
+    or the same one changed in place, is passed. The packed copy is kept with the tensor it came from (held,
+    so its memory is never reused by another tensor).
     """
 
     def __init__(self, workload, config, module, path: Path | None = None):
+        from autotile.kernels import prepacked_operands
+
         self.workload = workload
         self.config = config
         self.module = module
         self.path = path
         self._shapes = workload.operand_shapes()
+        self._prepacked = {name: (list(self._shapes).index(name), module[f"pack_{name}"], shape)
+                           for name, shape in prepacked_operands(workload, config).items()}
+        self._packed: dict[str, tuple] = {}  # name -> (tensor, its stamp when packed, packed copy)
 
     @classmethod
     def load(cls, workload, config, path: Path) -> CompiledKernel:
@@ -138,6 +148,8 @@ class CompiledKernel:
             out = torch.empty(self.workload.output_shape, dtype=getattr(torch, self.workload.out_dtype),
                               device=inputs[0].device)
         for name, t in zip(names, (*inputs, out)):
+            if isinstance(t, Packed):
+                continue  # checked when it was packed
             if tuple(t.shape) != self._shapes[name]:
                 raise AutotileError(f"{self.workload.key}: {name} has shape {tuple(t.shape)}, "
                                     f"expected {self._shapes[name]}")
@@ -147,5 +159,52 @@ class CompiledKernel:
                                         f"(strides {t.stride()})")
             elif not t.is_contiguous():
                 raise AutotileError(f"{self.workload.key}: {name} must be contiguous (strides {t.stride()})")
+        if self._prepacked:
+            inputs = list(inputs)
+            for name, (index, _, _) in self._prepacked.items():
+                inputs[index] = self._packed_operand(name, inputs[index])
         self.module(*inputs, out)
         return out
+
+    def pack_operand(self, name: str, t):
+        """`t` as this kernel reads operand `name`: a `Packed` copy if it is one the kernel packs ahead
+        (callers that keep one per weight pass it back in place of the tensor), else `t` itself."""
+        if name not in self._prepacked:
+            return t
+        import torch
+
+        _, pack, shape = self._prepacked[name]
+        if tuple(t.shape) != self._shapes[name] or not t.is_contiguous():
+            raise AutotileError(f"{self.workload.key}: {name} must be contiguous with shape {self._shapes[name]}, "
+                                f"got shape {tuple(t.shape)} strides {t.stride()}")
+        packed = torch.empty(shape, dtype=t.dtype, device=t.device)
+        pack(t.detach(), packed)
+        return Packed(packed, self.config.key)
+
+    def _packed_operand(self, name: str, t):
+        if isinstance(t, Packed):
+            if t.config_key != self.config.key:
+                raise AutotileError(f"{self.workload.key}: {name} was packed for another kernel ({t.config_key})")
+            return t.tensor
+        stamp = None if t.is_inference() else (t._version, t.data_ptr())  # inference tensors have no version
+        entry = self._packed.get(name)
+        if stamp is not None and entry is not None and entry[0] is t and entry[1] == stamp:
+            return entry[2]
+        packed = self.pack_operand(name, t).tensor
+        if stamp is not None:
+            self._packed[name] = (t, stamp, packed)
+        return packed
+
+
+class Packed:
+    """An operand already in a kernel's packed layout, made by `CompiledKernel.pack_operand`."""
+
+    __slots__ = ("tensor", "config_key")
+
+    def __init__(self, tensor, config_key: str):
+        self.tensor = tensor
+        self.config_key = config_key
+
+    @property
+    def shape(self):
+        return self.tensor.shape
