@@ -118,15 +118,18 @@ def print_summary(result):
               help="Transposed operands: A then B ('nt': B given as [N,K]).")
 @click.option("--epilogue", default="", help="Fused ops after the GEMM, e.g. bias,gelu "
               "(bias, relu, gelu, gelu_tanh, silu, residual, cast:<dtype>).")
+@click.option("--const-b", is_flag=True, help="B is a layer's weight, the same on every call: the kernel may pack "
+              "it once, ahead of the calls, and timings leave that out (what the torch.compile backend tunes "
+              "for a linear: --layout nt --const-b).")
 @common_tune_options
 @user_errors
-def tune_gemm(shape, batch, dtype, layout, epilogue, **common):
+def tune_gemm(shape, batch, dtype, layout, epilogue, const_b, **common):
     """Tune a GEMM (optionally batched, with a fused epilogue)."""
     from autotile.ir import GemmWorkload
 
     m, n, k = parse_shape(shape, "MNK")
     workload = GemmWorkload(m, n, k, batch=batch, dtype=dtype, trans_a=layout[0] == "t", trans_b=layout[1] == "t",
-                            epilogue=epilogue)
+                            epilogue=epilogue, const_b=const_b)
     run_and_report(workload, **common)
 
 

@@ -51,6 +51,13 @@ def test_db_list_and_show(db):
     assert "Traceback" not in ambiguous.stderr
 
 
+def test_tune_gemm_with_a_constant_weight(db):
+    """--const-b: the workload the torch.compile backend tunes for a linear (B packed once, not timed)."""
+    out = json.loads(autotile("tune", "gemm", "--shape", "20x40x33", "--layout", "nt", "--const-b", "--trials", "4",
+                              "--json", db=db).stdout)
+    assert out["workload"] == "gemm_b1_20x40x33_float32_nt_none_constB" and out["verified"] and out["trials"] == 4
+
+
 def test_tune_bmm_is_the_batched_gemm_workload(db):
     """`tune bmm --shape BxMxNxK` and `tune gemm --batch B` name one workload: the second is a cache hit."""
     first = json.loads(autotile("tune", "bmm", "--shape", "3x9x20x7", "--trials", "3", "--json", db=db).stdout)
