@@ -21,13 +21,21 @@ def cache_root() -> Path:
     return Path(env) if env else user_cache_dir() / "kernels"
 
 
+# The kernels/ modules each family's TVM code is made from: its own, and the GEMM template it builds on.
+FAMILY_SOURCES = {"gemm": ("gemm",), "qgemm": ("qgemm", "gemm"), "conv2d": ("conv2d", "gemm"),
+                  "attention": ("attention",)}
+
+
 @cache
-@cache
-def template_digest() -> str:
-    """Hash of the sources that decide generated code, so a changed template never loads a stale library."""
+def template_digest(op: str | None = None) -> str:
+    """Hash of the sources that decide an op's generated code, so a changed template never loads a stale
+    library, while editing one family (or a Triton template) leaves the others' libraries valid."""
     root = Path(__file__).resolve().parents[2]  # the autotile package
+    prefixes = FAMILY_SOURCES.get(op)
+    kernels = [p for p in root.glob("kernels/*.py") if not p.stem.endswith("_triton")
+               and (prefixes is None or p.stem in ("__init__", "space") or p.stem.startswith(prefixes))]
     h = hashlib.sha256()
-    for path in sorted([*root.glob("ir/*.py"), *root.glob("kernels/*.py"), *root.glob("codegen/tvm/*.py")]):
+    for path in sorted([*root.glob("ir/*.py"), *kernels, *root.glob("codegen/tvm/*.py")]):
         h.update(path.relative_to(root).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
@@ -64,7 +72,7 @@ def build(workload, config, mcpu: str, threads: int):
 def kernel_path(device_key: str, workload, config) -> Path:
     # The template digest is in the path, not in the database's versions: an edited template rebuilds its
     # libraries, while tuned configs stay valid answers (they are re-verified when built).
-    versions = ",".join(f"{k}={v}" for k, v in sorted({**toolchain_versions(), "templates": template_digest()}.items()))
+    versions = ",".join(f"{k}={v}" for k, v in sorted({**toolchain_versions(), "templates": template_digest(workload.op)}.items()))
     digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
     return cache_root() / device_key / workload.key / f"{digest}.so"
 
