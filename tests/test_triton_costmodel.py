@@ -21,7 +21,7 @@ DEVICE = Device("cuda-nvidia_h100_80gb_hbm3-sm_90-sms132", H100)
 
 
 def test_triton_tuning_feeds_compile_metadata_to_the_cost_model(tmp_path):
-    workload = GemmWorkload(32, 32, 48, epilogue="bias,relu")
+    workload = GemmWorkload(32, 32, 48, dtype="tfloat32", epilogue="bias,relu")  # tf32 tensor cores
     space = space_for(workload, H100)
     model = XGBCostModel(seed=0)
     with TuningDB(tmp_path / "t.db") as db, InterpretedTritonMeasurer(DEVICE) as measurer:
@@ -44,6 +44,7 @@ def test_triton_tuning_feeds_compile_metadata_to_the_cost_model(tmp_path):
         assert row[0] == 1.0 and list(row[1:]) == pytest.approx(info.features())
         if info.ok:
             assert row[4] == info.registers > 0 and row[7] == info.instructions["total"] > 0
+            assert row[8] == info.instructions["mma"] == info.instructions["mma_tf32"] > 0  # HGMMA...TF32
             checked += 1
     assert checked >= 8
 

@@ -174,3 +174,10 @@ def test_tf32_on_the_cpu_backend_is_a_clear_error(tmp_path):
                  lambda: kernel(workload, db=tmp_path / "t.db", backend="tvm")):
         with pytest.raises(AutotileError, match="TensorFloat-32.*use dtype float32"):
             call()
+    from click.testing import CliRunner
+
+    from autotile.cli import main
+
+    done = CliRunner().invoke(main, ["tune", "gemm", "--shape", "64x64x64", "--dtype", "tfloat32", "--backend", "tvm",
+                                     "--db", str(tmp_path / "t.db")])
+    assert done.exit_code == 2 and "TensorFloat-32" in done.output and "Traceback" not in done.output
