@@ -352,3 +352,31 @@ def test_torchao_int8_weight_only_is_recognized():
     with torch.no_grad():
         close(compile_model(model)(x), model(x))
     assert stats.replaced == {"qlinear": 1}
+
+
+class Outputs(nn.Module):
+    """Each replaced op's result returned as is, so its dtype and strides are what a user observes."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.conv = nn.Linear(16, 24), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x, img, q, k, v, a, b):
+        return (self.lin(x), self.lin(x).transpose(0, 1), torch.bmm(a, b), torch.mm(a[0], b[0]).t(),
+                self.conv(img), F.relu(self.conv(img.to(memory_format=torch.channels_last))),
+                F.scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+def test_replaced_outputs_keep_eager_dtypes_and_strides():
+    torch.manual_seed(0)
+    model = Outputs().eval()
+    args = (torch.randn(12, 16), torch.randn(1, 8, 10, 10), *torch.randn(3, 1, 2, 16, 8).unbind(0),
+            torch.randn(3, 12, 16), torch.randn(3, 16, 20))
+    compiled = torch.compile(model, backend="autotile")
+    with torch.no_grad():
+        want, got = model(*args), compiled(*args)
+    # linear, bmm, mm, NCHW conv and both attentions replaced (the channels_last conv is left to the fallback)
+    assert stats.replaced["attention"] == 2 and stats.replaced["gemm"] >= 3 and stats.replaced["conv2d"] >= 1
+    for i, (w, g) in enumerate(zip(want, got)):
+        close(g, w)
+        assert (g.dtype, g.shape, g.stride()) == (w.dtype, w.shape, w.stride()), f"output {i}"
