@@ -8,7 +8,10 @@ W8A8 (shapes 512x1024x1024, 128x3072x768, and decode-like M 1 and 16 with N=K=40
 quantizes the float activations per row inside the timed call; torch._int_mm is timed with the same
 dynamic quantization and scaling in torch around it, and alone on pre-quantized int8 (labelled).
 int4 weight-only (M 1 and 16, N=K=4096): against torch fp32 and bf16 linear, numpy fp32 (OpenBLAS with its
-capping variables unset, in its own process) and autotile's fp32 GEMM.
+capping variables unset, in its own process) and autotile's fp32 GEMM. Two autotile rows: bfloat16
+activations (A rounded to bf16 as torch's bf16 linear takes it; vdpbf16ps on CPUs with AVX512_BF16, the
+weight repacked once per weight set, outside the timed calls) and float32 activations; the ratio column is
+the first row's, and a line under the table gives the second's against the same peers.
 bf16 / fp16 (cases "bfloat16", "float16"; 512x768x768 and 128x3072x768): against torch's linear in the
 same dtype and both fp32 GEMMs.
 Decode shapes rotate through distinct weight sets, more than twice the L3 in total, so no contender is
@@ -107,17 +110,29 @@ def w8a8_contenders(m, n, k, args):
     }
 
 
+INT4_FP32_ACT = "autotile int4 g128"
+
+
 def int4_contenders(m, n, k, args):
     w = QGemmWorkload(m, n, k, weight_dtype="int4", group_size=128)
-    kern, result, kern32, x, floats, pick = quantized_setup(w, args)
+    kern, _, kern32, x, floats, pick = quantized_setup(w, args)
+    wb = QGemmWorkload(m, n, k, weight_dtype="int4", group_size=128, act_dtype="bfloat16")
+    kern_bf, result = tuned_kernel(wb, args.trials, args.seed)
     bf16 = [f.bfloat16() for f in floats]
     quantized = [quantize_int(f, 4, 128) for f in floats]
+    # The bf16 kernel's own weight layout (if its config has one), made once per weight set, untimed.
+    prepared = [(kern_bf.pack_operand("W", q.packed), kern_bf.pack_operand("scales", q.scales)) for q in quantized]
     x16 = x.bfloat16()
-    out, out32 = torch.empty(m, n), torch.empty(m, n)
+    out, out32, out_bf = torch.empty(m, n), torch.empty(m, n), torch.empty(m, n)
     q0 = quantized[0]
     torch.testing.assert_close(kern(x, q0.packed, q0.scales, out=out), x @ q0.dequantize().t(), rtol=1e-4, atol=1e-3)
-    return w, result, {
-        "autotile int4 g128": lambda: (lambda q: kern(x, q.packed, q.scales, out=out))(quantized[pick()]),
+    torch.testing.assert_close(kern_bf(x, *prepared[0], out=out_bf), x16.float() @ q0.dequantize().t(), rtol=1e-4,
+                               atol=1e-3)
+    knobs = ("bf16_dot", "dot_rows", "dot_vectors", "unroll_k", "decode")
+    print(f"   bf16-activation kernel: {', '.join(f'{k}={result.config.get(k)}' for k in knobs)}", flush=True)
+    return wb, result, {
+        "autotile int4 g128 (bf16 activations)": lambda: kern_bf(x, *prepared[pick()], out=out_bf),
+        INT4_FP32_ACT: lambda: (lambda q: kern(x, q.packed, q.scales, out=out))(quantized[pick()]),
         "autotile fp32": lambda: kern32(x, floats[pick()], out=out32),
         "torch fp32 linear": lambda: torch.nn.functional.linear(x, floats[pick()]),
         "torch bf16 linear": lambda: torch.nn.functional.linear(x16, bf16[pick()]),
@@ -180,6 +195,12 @@ def report(w, result, contenders, args) -> dict:
             row["ratios"][name] = peers.ratio_stats(rounds[ours], values, higher_is_better=False)
             line += "   " + peers.format_ratio(row["ratios"][name])
         print(line, flush=True)
+    if INT4_FP32_ACT in rounds and INT4_FP32_ACT != ours:
+        peers_only = [name for name in rounds if not name.startswith("autotile")]
+        row["ratios_float32_activations"] = {name: peers.ratio_stats(rounds[INT4_FP32_ACT], rounds[name],
+                                                                     higher_is_better=False) for name in peers_only}
+        print(f"   {INT4_FP32_ACT} (float32 activations) speed / peer's: " + ", ".join(
+            f"{name} {peers.format_ratio(r)}" for name, r in row["ratios_float32_activations"].items()), flush=True)
     return row
 
 

@@ -56,7 +56,7 @@ def test_kernel_matches_a_user_quantized_linear():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(weight_dtype="int9"), "unknown dtype 'int9'"),
     (dict(weight_dtype="float16"), "not supported for weight-only GEMM"),
-    (dict(act_dtype="bfloat16"), "activation dtype 'bfloat16' is not supported"),
+    (dict(act_dtype="float16"), "activation dtype 'float16' is not supported"),
     (dict(group_size=0), "group size must be a positive integer"),
     (dict(epilogue="cast:float16"), "cast epilogue is not supported"),
 ])
@@ -235,7 +235,8 @@ def test_fp8_kernel_on_user_quantized_tensors():
     from autotile.ir.quant import quantize_fp8
 
     w = QGemmWorkload(4, 32, 48, weight_dtype="fp8e4m3", act_dtype="fp8e4m3", fp8_scales="row")
-    x, weight = torch.randn(4, 48), torch.randn(32, 48)
+    g = torch.Generator().manual_seed(0)  # unseeded draws failed now and then (a near-zero output, rtol 0.1)
+    x, weight = torch.randn(4, 48, generator=g), torch.randn(32, 48, generator=g)
     qa, sa = quantize_fp8(x, "float8_e4m3", per_row=True)
     qw, sw = quantize_fp8(weight, "float8_e4m3", per_row=True)
     kernel = check(w, space_for(w).default())

@@ -18,6 +18,12 @@ dequantizes inside (a cache-sized panel at a time), never into a full float copy
 Operands: A (M, K) float32, W (N, ceil(K*bits/8)) uint8, scales (N, groups) float32,
 [zeros (N, groups) int32], [bias (N,)], [residual (M, N)], C (M, N).
 
+Weight-only with act_dtype bfloat16: the same operands (A still float32), but the kernel computes with A
+rounded to bfloat16 (nearest even, as torch's `.bfloat16()`), the precision of a bf16 linear layer; codes
+minus zero points are small integers, exact in bfloat16, so the products are exact and are summed in
+float32. The reference rounds A the same way, then computes exactly, so results are checked with float32's
+tolerance. On CPUs with AVX512_BF16, int4 runs on vdpbf16ps (kernels/qgemm_tvm.py, `bf16_dot`).
+
 fp8 (act_dtype and weight_dtype float8_e4m3 or float8_e5m2, emulated: these CPUs have no fp8
 arithmetic): A and W arrive as fp8 bit codes (uint8, as `autotile.ir.quant.quantize_fp8` makes them)
 with float32 scales per tensor (shape (1,)) or per row (`fp8_scales="row"`: (M,) and (N,)); the kernel
@@ -37,7 +43,7 @@ from autotile.ir.workload import Workload, _positive_int, parse_epilogue
 
 WEIGHT_ONLY_DTYPES = tuple(f"int{b}" for b in range(2, 9))
 FP8_DTYPES = ("float8_e4m3", "float8_e5m2")
-ACT_DTYPES = ("float32", "int8", *FP8_DTYPES)
+ACT_DTYPES = ("float32", "bfloat16", "int8", *FP8_DTYPES)
 FP8_SCALES = ("tensor", "row")
 
 
@@ -69,6 +75,9 @@ class QGemmWorkload(Workload):
         if act not in ACT_DTYPES:
             raise AutotileError(f"activation dtype {act!r} is not supported by the quantized templates yet; "
                                 f"supported: {', '.join(ACT_DTYPES)}")
+        if act == "bfloat16" and weight not in WEIGHT_ONLY_DTYPES:
+            raise AutotileError(f"bfloat16 activations are for weight-only GEMMs (weight dtypes "
+                                f"{', '.join(WEIGHT_ONLY_DTYPES)}), got weight dtype {weight!r}")
         if act == "int8" and weight != "int8":
             raise AutotileError(f"int8 activations need int8 weights (W8A8), got weight dtype {weight!r}")
         if (act in FP8_DTYPES) != (weight in FP8_DTYPES):
@@ -236,4 +245,5 @@ class QGemmWorkload(Workload):
             return apply_epilogue(product, self.epilogue, named)
         q = IntQuantized(named["W"], named["scales"], named.get("zeros"), self.bits, self.group_size,
                          (self.n, self.k))
-        return apply_epilogue(named["A"].double() @ q.dequantize(torch.float64).t(), self.epilogue, named)
+        a = named["A"].bfloat16() if self.act_dtype == "bfloat16" else named["A"]
+        return apply_epilogue(a.double() @ q.dequantize(torch.float64).t(), self.epilogue, named)

@@ -12,10 +12,21 @@ import tvm
 from tvm import te
 from tvm import tirx as tir
 
+from autotile.codegen.tvm.intrinsics import INT4_ZERO
+from autotile.errors import AutotileError
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.kernels.gemm_tvm import _epilogue_stage
 from autotile.kernels.gemm_tvm import schedule as gemm_schedule
 from autotile.kernels.qgemm import decode_rows_of_a
+
+
+def activation(w: QGemmWorkload, a):
+    """A's value as the kernel computes with it: rounded to bfloat16 for act_dtype bfloat16."""
+    if w.act_dtype != "bfloat16":
+        return a
+    from autotile.codegen.tvm.intrinsics import bf16_bits_to_float
+
+    return bf16_bits_to_float(_round_to_bf16_bits(a))
 
 
 def quantized_operands(w: QGemmWorkload):
@@ -37,7 +48,7 @@ def quantized_operands(w: QGemmWorkload):
         return ((low | (high << 8)) >> (bit % 8)) & mask
 
     def a_at(bi, i, k):
-        return A[i, k]
+        return activation(w, A[i, k])
 
     def b_at(bi, k, j):
         g = k // group
@@ -112,9 +123,10 @@ def decode_schedule(w: QGemmWorkload, c) -> tvm.IRModule:
              if name in shapes}
     group = w.group_size or w.k
     half_group = group // 2  # bytes per group
-    Ap = te.compute((w.m, 2, w.k // 2), lambda i, h, t: A[i, 2 * t + h], name="Ap")
+    Ap = te.compute((w.m, 2, w.k // 2), lambda i, h, t: activation(w, A[i, 2 * t + h]), name="Ap")
     r = te.reduce_axis((0, group), name="r")
-    a_sum = te.compute((w.m, w.groups), lambda i, g: te.sum(A[i, g * group + r], axis=r), name="a_sum")
+    a_sum = te.compute((w.m, w.groups), lambda i, g: te.sum(activation(w, A[i, g * group + r]), axis=r),
+                       name="a_sum")
     q = te.reduce_axis((0, half_group // LANES), name="q")
     h = te.reduce_axis((0, 2), name="h")
 
@@ -188,6 +200,8 @@ def decode_schedule(w: QGemmWorkload, c) -> tvm.IRModule:
 
 
 def schedule(w: QGemmWorkload, c) -> tvm.IRModule:
+    if getattr(c, "bf16_dot", False):
+        return bf16dot_schedule(w, c)
     if getattr(c, "decode", False):
         return decode_schedule(w, c)
     if w.fp8:
@@ -197,3 +211,182 @@ def schedule(w: QGemmWorkload, c) -> tvm.IRModule:
 
         return int8_schedule(w, c)
     return gemm_schedule(w, c, operands=quantized_operands, pack_at="block")
+
+
+# --- int4 weights x bfloat16 activations on vdpbf16ps (AVX512_BF16) ---------------------------------
+
+def bf16dot_layout(w: QGemmWorkload, c) -> dict:
+    """Sizes of the bf16dot kernel: V columns per tile (16 per vector), T tiles, R rows of A per tile."""
+    group = w.group_size or w.k
+    lanes = 16 * c.dot_vectors
+    tiles = -(-w.n // lanes)
+    rows = max(1, min(c.dot_rows, w.m))
+    return {"group": group, "pairs": w.k // 2, "group_pairs": group // 2, "V": lanes, "T": tiles, "R": rows,
+            "Mp": -(-w.m // rows) * rows}
+
+
+def prepacked_operands(w: QGemmWorkload, c) -> dict[str, tuple[int, ...]]:
+    """Operands the bf16dot kernel reads in its own layout, made once per weight by `pack_<name>`:
+    W (N, K/2 bytes) -> (T, K/2, V): for each tile of V output columns, the byte of every column for each
+    pair of K (so one pair of V columns is V contiguous bytes), columns past N padded with code 0x88 (zero);
+    scales (N, G) -> (T, G, V) float32 and zeros (N, G) -> (T, G, V) int32, padded with 0 and 8."""
+    if not getattr(c, "bf16_dot", False):
+        return {}
+    s = bf16dot_layout(w, c)
+    shapes = {"W": (s["T"], s["pairs"], s["V"]), "scales": (s["T"], w.groups, s["V"])}
+    if w.asymmetric:
+        shapes["zeros"] = (s["T"], w.groups, s["V"])
+    return shapes
+
+
+def _round_to_bf16_bits(x):
+    """float32 -> bfloat16 bits (uint16), rounded to nearest even (infinities stay infinite)."""
+    u = tir.reinterpret("uint32", x)
+    one, sixteen = tir.const(1, "uint32"), tir.const(16, "uint32")
+    return ((u + tir.const(0x7FFF, "uint32") + ((u >> sixteen) & one)) >> sixteen).astype("uint16")
+
+
+def _pack_body(src, lanes: int, n: int, pad):
+    def body(t, p, lane):
+        j = t * lanes + lane
+        return tir.Select(j < n, src[te.min(j, n - 1), p], pad)
+
+    return body
+
+
+def bf16dot_pack_functions(w: QGemmWorkload, c) -> dict:
+    """The pack_<name> functions of prepacked_operands (TE, scheduled: parallel over tiles)."""
+    s = bf16dot_layout(w, c)
+    shapes = w.operand_shapes()
+    V, n = s["V"], w.n
+    out = {}
+    for name, dtype, pad in (("W", "uint8", 0x88), ("scales", "float32", 0.0), ("zeros", "int32", INT4_ZERO)):
+        if name not in shapes:
+            continue
+        src = te.placeholder(shapes[name], dtype, name=name)
+        packed_shape = prepacked_operands(w, c)[name]
+
+        dst = te.compute(packed_shape, _pack_body(src, V, n, tir.const(pad, dtype)), name=f"{name}_packed")
+        sch = tvm.s_tir.Schedule(te.create_prim_func([src, dst]))
+        loops = sch.get_loops(sch.get_sblock(f"{name}_packed"))
+        sch.parallel(loops[0])
+        sch.vectorize(loops[-1])
+        out[f"pack_{name}"] = sch.mod["main"].with_attr("global_symbol", f"pack_{name}")
+    return out
+
+
+def bf16dot_schedule(w: QGemmWorkload, c) -> tvm.IRModule:
+    """int4 weights times bfloat16 activations on vdpbf16ps, for few rows of A (see prepacked_operands):
+
+        Ab[p, m, h] = bf16 bits of A[m, 2p + h]        (rounded to nearest even, once per call; zero rows pad M)
+        Wd[t, p, l, h] = bf16(nibble h of Wp[t, p, l] - 8)   (exact: decoded in registers, table lookup)
+        part[m, g, t, l] = sum over pairs p of group g, h of Ab[p, m, h] * Wd[t, p, l, h]   (vdpbf16ps, fp32)
+        acc[m, t, l] = sum_g scale[t, g, l] * (part[m, g, t, l] - (zero[t, g, l] - 8) * asum[m, g])
+        C[m, j] = epilogue(acc[m, j // V, j % V])
+
+    A tile holds R rows of A x V columns of sums in registers; a decoded pair of V columns is used by each of
+    the R rows (one vdpbf16ps each, A's pair broadcast from memory); the scale is applied once per group.
+    Asymmetric codes use the symmetric decode and subtract (zero - 8) x the group's sum of A (asum).
+    """
+    from autotile.codegen.tvm import intrinsics
+    from autotile.kernels.qgemm import bf16_dot_eligible
+
+    if not bf16_dot_eligible(w):
+        raise AutotileError(f"{w.key}: the vdpbf16ps kernel (bf16_dot) takes int4 weights, bfloat16 activations "
+                            f"and K a whole number of groups of even size")
+    s = bf16dot_layout(w, c)
+    V, T, R, Mp, P, GP = s["V"], s["T"], s["R"], s["Mp"], s["pairs"], s["group_pairs"]
+    shapes = w.operand_shapes()
+    A = te.placeholder(shapes["A"], "float32", name="A")
+    Wp = te.placeholder((T, P, V), "uint8", name="Wp")
+    Sp = te.placeholder((T, w.groups, V), "float32", name="Sp")
+    Zp = te.placeholder((T, w.groups, V), "int32", name="Zp") if w.asymmetric else None
+    extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
+             if name in shapes}
+    m_last = w.m - 1
+    Ab = te.compute((P, Mp, 2), lambda p, m, h: tir.Select(
+        m <= m_last, _round_to_bf16_bits(A[te.min(m, m_last), 2 * p + h]), tir.const(0, "uint16")), name="Ab")
+    Wd = te.compute((T, P, V, 2), lambda t, p, lane, h: intrinsics.int4_bf16_bits(
+        (Wp[t, p, lane] >> (h * 4).astype("uint8")) & tir.const(15, "uint8")), name="Wd")
+    widen = intrinsics.bf16_bits_to_float
+    kk = te.reduce_axis((0, GP), name="kk")
+    hh = te.reduce_axis((0, 2), name="hh")
+    part = te.compute((Mp, w.groups, T, V), lambda m, g, t, lane: te.sum(
+        widen(Ab[g * GP + kk, m, hh]) * widen(Wd[t, g * GP + kk, lane, hh]), axis=[kk, hh]), name="part")
+    g = te.reduce_axis((0, w.groups), name="g")
+    if Zp is not None:
+        k2 = te.reduce_axis((0, GP), name="k2")
+        h2 = te.reduce_axis((0, 2), name="h2")
+        asum = te.compute((Mp, w.groups), lambda m, gg: te.sum(widen(Ab[gg * GP + k2, m, h2]), axis=[k2, h2]),
+                          name="asum")
+
+        def acc_body(m, t, lane):
+            shift = (Zp[t, g, lane] - INT4_ZERO).astype("float32") * asum[m, g]
+            return te.sum(Sp[t, g, lane] * (part[m, g, t, lane] - shift), axis=g)
+    else:
+        def acc_body(m, t, lane):
+            return te.sum(Sp[t, g, lane] * part[m, g, t, lane], axis=g)
+
+    acc = te.compute((Mp, T, V), acc_body, name="acc")
+    net = te.compute((w.m, w.n), lambda i, j: acc[i, j // V, j % V], name="net")
+    out = _epilogue_stage(w, net, w.epilogue, extra, "C", "float32")
+    args = [A, Wp, Sp] + ([Zp] if Zp is not None else []) + [*extra.values(), out]
+
+    # As in decode_schedule, `vectorize`'s checks reject the lane loops of reductions computed inside their
+    # consumers' loops; every build is verified against the reference.
+    sch = tvm.s_tir.Schedule(te.create_prim_func(args), enable_check=False)
+    sch.compute_inline(sch.get_sblock("net"))
+    i, j = sch.get_loops(sch.get_sblock("C"))
+    jt, jl = sch.split(j, [None, V])
+    it, il = sch.split(i, [None, R])
+    sch.reorder(jt, it, il, jl)
+    sch.parallel(jt)
+    acc_block = sch.get_sblock("acc")
+    sch.compute_at(acc_block, it)
+    # compute_at makes one loop per block var over the region needed, dropping those of extent 1.
+    aloops = sch.get_loops(acc_block)[2:]  # (m, lane, g) of those longer than 1
+    names = [n for n, size in (("m", R), ("lane", V), ("g", w.groups)) if size > 1]
+    al = dict(zip(names, aloops))
+    lv, lane = sch.split(al["lane"], [None, 16])
+    order = ([al["g"]] if "g" in al else []) + ([al["m"]] if "m" in al else []) + [lv, lane]
+    sch.reorder(*order)
+    part_block = sch.get_sblock("part")
+    sch.compute_at(part_block, al["g"] if "g" in al else it)
+    sch.decompose_reduction(acc_block, order[0])
+    sch.unroll(lv)
+    if "m" in al:
+        sch.unroll(al["m"])
+    sch.vectorize(lane)
+    ploops = sch.get_loops(part_block)[2 + ("g" in al):]
+    pnames = [n for n, size in (("m", R), ("lane", V), ("kk", GP), ("hh", 2)) if size > 1]
+    pl = dict(zip(pnames, ploops))
+    plv, plane = sch.split(pl["lane"], [None, 16])
+    ko, ku = sch.split(pl["kk"], [None, c.unroll_k])
+    sch.reorder(ko, ku, *([pl["m"]] if "m" in pl else []), plv, plane, pl["hh"])
+    sch.decompose_reduction(part_block, ko)
+    wd_block = sch.get_sblock("Wd")
+    sch.compute_at(wd_block, ku)
+    wl = sch.get_loops(wd_block)
+    wlv, wlane = sch.split(wl[-2], [None, 16])
+    sch.tensorize(wlane, intrinsics.INT4_BF16_PAIRS_16)
+    sch.tensorize(plane, intrinsics.BF16_DOT_16X2)
+    for loop in (ku, plv, wlv) + ((pl["m"],) if "m" in pl else ()):
+        sch.unroll(loop)
+    init = sch.get_loops(sch.get_sblock("part_init"))
+    sch.vectorize(init[-1])
+    for loop in init[-3:-1]:
+        sch.unroll(loop)
+    init = sch.get_loops(sch.get_sblock("acc_init"))
+    sch.vectorize(sch.fuse(*init[-2:]))
+    if w.n % V == 0:  # whole tiles: the write-back is vectorized too
+        sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("C"))[-1], [None, 16])[1])
+    if Zp is not None:
+        aloops = sch.get_loops(sch.get_sblock("asum"))
+        sch.parallel(aloops[0])
+    ab_loops = sch.get_loops(sch.get_sblock("Ab"))
+    sch.parallel(ab_loops[0])
+    sch.vectorize(ab_loops[-1])
+    # Links the two helpers (vdpbf16ps, int4 -> bf16 pairs) into the module, once.
+    sch.annotate(ab_loops[0], "pragma_import_llvm", intrinsics.BF16_DOT_LLVM_IR)
+    sch.annotate(ab_loops[1], "pragma_import_llvm", intrinsics.INT4_BF16_LLVM_IR)
+    return tvm.IRModule({"main": sch.mod["main"], **bf16dot_pack_functions(w, c)})

@@ -118,3 +118,79 @@ def _dot_16x2_bf16(
 
 
 TensorIntrin.register(BF16_DOT_16X2, _dot_16x2_bf16_desc, _dot_16x2_bf16, override=True)
+
+
+# --- int4 codes -> bfloat16 pairs (for vdpbf16ps over weight-only int4) ----------------------------
+#
+# 16 bytes of packed int4 codes, byte l holding the codes of one output column for two consecutive K
+# (low nibble first), become one vdpbf16ps operand: lane l = bf16(low - 8) | bf16(high - 8) << 16. The
+# codes minus 8 are integers in [-8, 7], exact in bfloat16, so the products are exact too. Decoding is
+# vpmovzxbd (byte l to dword l), a shift and an or (dword l = byte | byte << 12: the low nibble in bits 0-3
+# of word 2l, the high one in bits 0-3 of word 2l+1) and one vpermw looking the words up in a table of the
+# 16 bf16 values (vpermw reads 5 index bits; bit 4 is the other nibble's, so the table is given twice).
+
+INT4_BF16_PAIRS_16 = "autotile_int4_bf16_pairs_16"
+INT4_BF16_FUNCTION = "autotile_int4_bf16_pairs"
+INT4_ZERO = 8  # the fixed zero point of symmetric int4 codes, subtracted by the table
+
+
+def _bf16_bits(value: float) -> int:
+    import struct
+
+    return struct.unpack("<I", struct.pack("<f", value))[0] >> 16  # exact for small integers
+
+
+_INT4_TABLE = ", ".join(f"i16 {_bf16_bits(float(c % 16 - INT4_ZERO))}" for c in range(32))
+INT4_BF16_LLVM_IR = f"""
+define linkonce_odr hidden <16 x i32> @{INT4_BF16_FUNCTION}(<16 x i8> %w) #1 {{
+  %x = zext <16 x i8> %w to <16 x i32>
+  %s = shl <16 x i32> %x, splat (i32 12)
+  %y = or <16 x i32> %x, %s
+  %idx = bitcast <16 x i32> %y to <32 x i16>
+  %r = call <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16> <{_INT4_TABLE}>, <32 x i16> %idx)
+  %out = bitcast <32 x i16> %r to <16 x i32>
+  ret <16 x i32> %out
+}}
+declare <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16>, <32 x i16>)
+attributes #1 = {{ alwaysinline nounwind }}
+"""
+
+
+def int4_bf16_bits(code):
+    """bfloat16 bits (uint16) of an int4 code minus 8: the exact value, shared by kernel and intrinsic."""
+    from tvm import tirx as tir
+
+    value = (code.astype("int32") - tir.const(INT4_ZERO, "int32")).astype("float32")
+    return tir.shift_right(tir.reinterpret("uint32", value), tir.const(16, "uint32")).astype("uint16")
+
+
+@T.prim_func(s_tir=True)
+def _int4_bf16_pairs_desc(
+    W: T.Buffer((16,), "uint8", offset_factor=1),
+    D: T.Buffer((16, 2), "uint16", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(W[0:16])
+        T.writes(D[0:16, 0:2])
+        for i in T.serial(0, 16):
+            for h in T.serial(0, 2):
+                with T.sblock("decode"):
+                    vi, vh = T.axis.remap("SS", [i, h])
+                    D[vi, vh] = T.Cast("uint16", T.shift_right(T.reinterpret("uint32", T.Cast(
+                        "float32", T.Cast("int32", T.bitwise_and(T.shift_right(W[vi], T.Cast("uint8", vh * 4)),
+                                                                 T.uint8(15))) - 8)), T.uint32(16)))
+
+
+@T.prim_func(s_tir=True)
+def _int4_bf16_pairs(
+    W: T.Buffer((16,), "uint8", offset_factor=1),
+    D: T.Buffer((16, 2), "uint16", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(W[0:16])
+        T.writes(D[0:16, 0:2])
+        D[0, T.ramp(T.int32(0), 1, 32)] = T.reinterpret(
+            T.call_extern("int32x16", INT4_BF16_FUNCTION, W.vload([0], dtype="uint8x16")), dtype="uint16x32")
+
+
+TensorIntrin.register(INT4_BF16_PAIRS_16, _int4_bf16_pairs_desc, _int4_bf16_pairs, override=True)
