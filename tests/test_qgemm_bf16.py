@@ -77,7 +77,8 @@ def test_sampled_bf16_dot_configs(seed):
 
 
 def test_inner_loop_is_decode_plus_vdpbf16ps():
-    """A decoded pair of 16 columns (vpmovzxbd, a shift, an or, vpermw) feeds one vdpbf16ps per row of A."""
+    """A decoded pair of 16 columns (vpmovzxbd, a shift, an or, vpermw) feeds one vdpbf16ps per row of A:
+    25 instructions per pair of K for 16 rows with znver4's LLVM (one A pair is broadcast separately)."""
     w = workload(16, 64, 256)
     space = space_for(w, BF16_CPU)
     config = dot(space, dot_rows=16, dot_vectors=1, unroll_k=1)
@@ -85,6 +86,7 @@ def test_inner_loop_is_decode_plus_vdpbf16ps():
     assert asm.count("vdpbf16ps") >= 16 and "vpermw" in asm and "vpmovzxbd" in asm
     loop = inner_loop(asm)
     assert loop.count("vdpbf16ps") == 16 and loop.count("vpermw") == 1 and "vfmadd" not in loop
+    assert loop.count("{1to16}") >= 15  # A's pair broadcast from memory inside (all but one) vdpbf16ps
 
 
 def inner_loop(asm: str) -> str:
@@ -196,3 +198,20 @@ def test_short_tuning_run_and_cli(tmp_path):
     assert out.exit_code == 0, out.output
     record = json.loads(out.stdout.strip().splitlines()[-1])
     assert record["verified"] and record["workload"] == "qgemm_3x32x128_bfloat16_int4_g64_sym_none"
+
+
+def test_quantized_linear_with_bf16_activations(tmp_path):
+    """autotile.nn.QuantizedLinear(act_dtype="bfloat16"): float32 in and out, A rounded to bf16 inside; the
+    kernel packs the module's weight on the first call and reuses it."""
+    from autotile.nn import QuantizedLinear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 48)
+    module = QuantizedLinear.from_linear(linear, weight_dtype="int4", group_size=64, act_dtype="bfloat16",
+                                         db=str(tmp_path / "nn.db"))
+    x = torch.randn(3, 5, 256)
+    y = module(x)
+    expected = torch.nn.functional.linear(x.bfloat16().double(), module.dequantized_weight().double(),
+                                          linear.bias.double())
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-4)
+    assert torch.equal(module(x), y)

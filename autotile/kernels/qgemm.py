@@ -113,7 +113,7 @@ class QGemmSpace(GemmSpace):
     def default(self) -> QGemmConfig:
         if self.bf16_dots:  # few rows of A: one tile of all of them; more: tiles of 16 rows
             m = self.workload.m
-            vectors = 4 if m <= 2 else 2 if m <= 8 else 1
+            vectors = 4 if m <= 2 else 2 if m <= 4 else 1  # more rows: A broadcast from memory in each dot
             return self.canonical(QGemmConfig(bf16_dot=True, dot_rows=min(m, 16), dot_vectors=vectors, unroll_k=2))
         if self.decodes and self.workload.m <= 8:
             return self.canonical(QGemmConfig(decode=True, decode_rows=max(1, 8 // self.workload.m)))

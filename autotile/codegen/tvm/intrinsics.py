@@ -59,7 +59,9 @@ TensorIntrin.register(VNNI_DOT_16X4, _dot_16x4_u8i8i32_desc, _dot_16x4_vnni, ove
 # bits, the intrinsic calls a small LLVM IR function that bitcasts and calls vdpbf16ps, and the
 # schedule links that function in with the `pragma_import_llvm` annotation (once per module, see
 # BF16_DOT_LLVM_IR); LLVM inlines it (alwaysinline). Built for a CPU without AVX512_BF16 it fails to
-# compile (LLVM cannot select the instruction) rather than running an illegal instruction.
+# compile (LLVM cannot select the instruction) rather than running an illegal instruction. A (the
+# broadcast pair) goes last, the operand x86 can read from memory, so the broadcast folds into the
+# instruction ({1to16}) instead of taking a shuffle of its own; the products commute, bit for bit.
 # Semantics: C[16] float32 += sum over 2 of bf16 A[2] (broadcast to every lane) * bf16 B[16, 2], with
 # the instruction's rounding (nearest even) and denormals flushed to zero.
 
@@ -69,7 +71,7 @@ BF16_DOT_LLVM_IR = f"""
 define linkonce_odr hidden <16 x float> @{BF16_DOT_FUNCTION}(<16 x float> %acc, <16 x i32> %a, <16 x i32> %b) #0 {{
   %abf = bitcast <16 x i32> %a to <32 x bfloat>
   %bbf = bitcast <16 x i32> %b to <32 x bfloat>
-  %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %acc, <32 x bfloat> %abf, <32 x bfloat> %bbf)
+  %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %acc, <32 x bfloat> %bbf, <32 x bfloat> %abf)
   ret <16 x float> %r
 }}
 declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
