@@ -64,7 +64,8 @@ class Int8GemmSpace(ConfigSpace):
             parallel = "none"
         elif parallel == "first" and (m_blocks if outer == "ij" else n_blocks) == 1:
             parallel = "none"
-        unroll_k = min(c.unroll_k, _ceil_div(w.k, 4))
+        groups = _ceil_div(w.k, 4)  # the packed weight's K groups: the unrolled steps divide them
+        unroll_k = max(u for u in (1, 2, 4) if u <= c.unroll_k and groups % u == 0)
         return Int8GemmConfig(mr, nrv, mc_tiles, nc_tiles, outer, parallel, unroll_k)
 
     def default(self) -> Int8GemmConfig:

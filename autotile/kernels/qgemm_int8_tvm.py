@@ -17,29 +17,74 @@ from tvm import tirx as tir
 
 import autotile.codegen.tvm.intrinsics as intrinsics
 from autotile.codegen.tvm.fastmath import ACTIVATIONS
+from autotile.errors import AutotileError
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.kernels.gemm import _ceil_div
 from autotile.kernels.qgemm_int8 import LANES, Int8GemmConfig
 
 
-def define(w: QGemmWorkload, c: Int8GemmConfig):
+def layout(w: QGemmWorkload, c: Int8GemmConfig) -> dict:
+    """Sizes of the kernel: Mp x Np the padded output (whole blocks), KQ the groups of 4 bytes of K."""
     mc, nc = c.mc_tiles * c.mr, c.nc_tiles * c.nrv * LANES
-    mp, np_ = _ceil_div(w.m, mc) * mc, _ceil_div(w.n, nc) * nc
-    kp = _ceil_div(w.k, 4 * c.unroll_k) * 4 * c.unroll_k
+    return {"Mp": _ceil_div(w.m, mc) * mc, "Np": _ceil_div(w.n, nc) * nc, "KQ": _ceil_div(w.k, 4)}
+
+
+def prepacked_operands(w: QGemmWorkload, c: Int8GemmConfig) -> dict[str, tuple[int, ...]]:
+    """W, made once per weight by `pack_W` (outside the timed call, like a layer's weight):
+    W (N, K) int8 -> Wp (Np / 16, KQ + 1, 16, 4) int8, KQ = ceil(K / 4), Np = N padded to whole blocks.
+    Wp[t, q, l, b] = W[16 t + l, 4 q + b] (0 past N or K): each (t, q) is one 64-byte vpdpbusd operand.
+    Wp[t, KQ, l, 0:4] = the little-endian bytes of the int32 -128 * sum_k W[16 t + l, k] (0 past N): the
+    correction that undoes the +128 shift of A, read by the write-back as one int32 per column."""
+    s = layout(w, c)
+    return {"W": (s["Np"] // LANES, s["KQ"] + 1, LANES, 4)}
+
+
+def pack_function(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.tirx.PrimFunc:
+    """pack_W(W, Wp): see prepacked_operands."""
+    s = layout(w, c)
+    W = te.placeholder(w.operand_shapes()["W"], "int8", name="W")
+    r = te.reduce_axis((0, w.k), name="r")
+    colsum = te.compute((w.n,), lambda j: te.sum(W[j, r].astype("int32"), axis=r), name="colsum")
+
+    def body(t, q, lane, b):
+        j, kk = t * LANES + lane, q * 4 + b
+        corr = colsum[te.min(j, w.n - 1)] * -128
+        byte = ((corr >> (b * 8)) & 255).astype("uint8").astype("int8")
+        value = tir.Select(kk < w.k, W[te.min(j, w.n - 1), te.min(kk, w.k - 1)], tir.const(0, "int8"))
+        return tir.Select(j < w.n, tir.Select(q < s["KQ"], value, byte), tir.const(0, "int8"))
+
+    Wp = te.compute(prepacked_operands(w, c)["W"], body, name="Wp")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([W, Wp]))
+    sch.parallel(sch.get_loops(sch.get_sblock("colsum"))[0])
+    loops = sch.get_loops(sch.get_sblock("Wp"))
+    sch.parallel(loops[0])
+    return sch.mod["main"].with_attr("global_symbol", "pack_W")
+
+
+def define(w: QGemmWorkload, c: Int8GemmConfig):
+    s = layout(w, c)
+    mp, np_, kq = s["Mp"], s["Np"], s["KQ"]
+    kp = 4 * kq
     shapes = w.operand_shapes()
     A = te.placeholder(shapes["A"], "float32", name="A")
-    W = te.placeholder(shapes["W"], "int8", name="W")
+    Wp = te.placeholder(prepacked_operands(w, c)["W"], "int8", name="Wp")
     scale_w = te.placeholder(shapes["scales"], "float32", name="scales")
     extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
              if name in shapes}
 
     outlier = outlier_mask(w, A)
-    r = te.reduce_axis((0, w.k), name="r")
-    if outlier is None:
-        amax = te.compute((w.m,), lambda i: te.max(te.abs(A[i, r]), axis=r), name="amax")
-    else:  # outlier columns are left out of the int8 part, so out of its scale too
-        amax = te.compute((w.m,), lambda i: te.max(tir.Select(outlier[r] != 0, tir.const(0.0, "float32"),
-                                                              te.abs(A[i, r])), axis=r), name="amax")
+    # Row absmax in two steps, so that it vectorizes: 16 partial maxima per row, then their maximum.
+    kv = _ceil_div(w.k, LANES)
+    ro = te.reduce_axis((0, kv), name="ro")
+
+    def magnitude(i, kk):
+        value = te.abs(A[i, te.min(kk, w.k - 1)])
+        keep = kk < w.k if outlier is None else tir.all(kk < w.k, outlier[te.min(kk, w.k - 1)] == 0)
+        return tir.Select(keep, value, tir.const(0.0, "float32"))
+
+    part = te.compute((w.m, LANES), lambda i, lane: te.max(magnitude(i, ro * LANES + lane), axis=ro), name="part")
+    rl = te.reduce_axis((0, LANES), name="rl")
+    amax = te.compute((w.m,), lambda i: te.max(part[i, rl], axis=rl), name="amax")
     scale_a = te.compute((w.m,), lambda i: tir.Select(amax[i] > 0, amax[i] / tir.const(127.0, "float32"),
                                                       tir.const(1.0, "float32")), name="scale_a")
 
@@ -52,21 +97,25 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
         return tir.Select(inside, q, 128).astype("uint8")
 
     Au = te.compute((mp, kp), quantized, name="Au")
-    Wp = te.compute((np_ // LANES, kp // 4, LANES, 4), lambda jo, ko, ji, kv: tir.Select(
-        tir.all(jo * LANES + ji < w.n, ko * 4 + kv < w.k),
-        W[te.min(jo * LANES + ji, w.n - 1), te.min(ko * 4 + kv, w.k - 1)], tir.const(0, "int8")), name="Wp")
-    s = te.reduce_axis((0, w.k), name="s")
-    colsum = te.compute((w.n,), lambda j: te.sum(W[j, s].astype("int32"), axis=s), name="colsum")
+
+    def corr_of(j):  # the int32 in the last group of column j's panel
+        t, lane = j // LANES, j % LANES
+        b = [Wp[t, kq, lane, i].astype("uint8").astype("int32") for i in range(4)]
+        return b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+
+    corr = te.compute((np_,), corr_of, name="corr")
     k = te.reduce_axis((0, kp), name="k")
     acc = te.compute((mp, np_), lambda i, j: te.sum(
         Au[i, k].astype("int32") * Wp[j // LANES, k // 4, j % LANES, k % 4].astype("int32"), axis=k), name="mm")
 
-    floats = None if outlier is None else outlier_product(w, A, W, scale_w, outlier)
+    floats = None if outlier is None else outlier_product(w, A, Wp, scale_w, outlier)
 
     def write_back(i, j):
-        x = (acc[i, j] - 128 * colsum[j]).astype("float32") * scale_a[i] * scale_w[j]
+        # Operands in this order: create_prim_func places their stages in it, so the correction and the
+        # outlier products are computed before the tile loops (the schedule checks it).
+        x = (corr[j] + acc[i, j]).astype("float32") * scale_a[i] * scale_w[j]
         if floats is not None:
-            x = x + floats[i, j]
+            x = floats[i, j] + x
         for op in w.epilogue:
             if op == "bias":
                 x = x + extra["bias"][j]
@@ -77,7 +126,7 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
         return x
 
     C = te.compute((w.m, w.n), write_back, name="C")
-    return [A, W, scale_w, *extra.values(), C]
+    return [A, Wp, scale_w, *extra.values(), C]
 
 
 def outlier_mask(w: QGemmWorkload, A):
@@ -90,7 +139,7 @@ def outlier_mask(w: QGemmWorkload, A):
     return te.compute((w.k,), lambda k: tir.Select(column_max[k] > threshold, 1, 0), name="outlier")
 
 
-def outlier_product(w: QGemmWorkload, A, W, scale_w, outlier):
+def outlier_product(w: QGemmWorkload, A, Wp, scale_w, outlier):
     """F[i, j] = sum over outlier columns k of A[i, k] * W[j, k] * scale_w[j], in float32.
 
     Which columns are outliers is known only at run time, so this is a loop nest written by hand
@@ -104,17 +153,29 @@ def outlier_product(w: QGemmWorkload, A, W, scale_w, outlier):
         serial = tir.ForKind.SERIAL
         zero = tir.For(i0, 0, w.m, serial, tir.For(j0, 0, w.n, serial,
                                                    tir.BufferStore(out, tir.const(0.0, "float32"), [i0, j0])))
-        weight = tir.BufferLoad(wt, [j, k]).astype("float32") * tir.BufferLoad(scale, [j])
+        packed = tir.BufferLoad(wt, [j // LANES, k // 4, j % LANES, k % 4])  # W[j, k], see prepacked_operands
+        weight = packed.astype("float32") * tir.BufferLoad(scale, [j])
         update = tir.BufferStore(out, tir.BufferLoad(out, [i, j]) + tir.BufferLoad(a, [i, k]) * weight, [i, j])
         columns = tir.For(k, 0, w.k, serial, tir.IfThenElse(
             tir.BufferLoad(mask, [k]) != 0, tir.For(i, 0, w.m, serial, tir.For(j, 0, w.n, serial, update)), None))
         return tir.SeqStmt([zero, columns])
 
-    return te.extern((w.m, w.n), [A, W, scale_w, outlier], body, name="outlier_product", dtype="float32")
+    return te.extern((w.m, w.n), [A, Wp, scale_w, outlier], body, name="outlier_product", dtype="float32")
 
 
 def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
     sch = tvm.s_tir.Schedule(te.create_prim_func(define(w, c)))
+    # The write-back runs per tile (below). Its other producers (row scales, column corrections, outlier
+    # products) run at the root before the tile loops; hiding those reads from the dataflow check (a new
+    # schedule recomputes it) lets it move under the tile loop.
+    out = sch.get_sblock("C")
+    computed_first = {"scale_a", "corr", "outlier_product"}
+    hidden = [n for n, region in enumerate(sch.get(out).reads) if region.source.name in computed_first]
+    sch.unsafe_hide_buffer_access(out, "read", hidden)
+    sch = tvm.s_tir.Schedule(sch.mod)
+    order = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    if any(order.index(name) > order.index("mm") for name in computed_first if name in order):
+        raise AutotileError(f"W8A8 stages out of order: {order}")
     mm = sch.get_sblock("mm")
     i, j, k = sch.get_loops(mm)
     i0, i1, i2 = sch.split(i, [None, c.mc_tiles, c.mr])
@@ -122,12 +183,9 @@ def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
     k0, k1, k2 = sch.split(k, [None, c.unroll_k, 4])
     outer = (i0, j0) if c.outer == "ij" else (j0, i0)
     sch.reorder(*outer, i1, j1, k0, k1, i2, j2, j3, k2)
-    # "global" scope: the intrinsic's C buffer is global; a tile-sized buffer stays on the stack.
-    tile = sch.cache_write(mm, 0, "global")
-    sch.reverse_compute_at(tile, j1)
-    # The dequantizing write-back reads the column sums and row scales, computed at the root, so it
-    # runs as its own parallel pass over C rather than inside the tile loop.
+    # The dequantizing write-back runs per tile, right after its K loop, on the tile's accumulators.
     out = sch.get_sblock("C")
+    sch.reverse_compute_at(out, j1)
     # Parallel before tensorize: TVM checks the dataflow of plain blocks only.
     n_par = {"both": 2, "first": 1, "none": 0}[c.parallel]
     if n_par:
@@ -138,21 +196,23 @@ def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
     sch.unroll(j2)
     if c.unroll_k > 1:
         sch.unroll(k1)
-    _, vec = sch.split(sch.get_loops(tile)[-1], [None, LANES])
-    sch.vectorize(vec)
-    out_rows, out_cols = sch.get_loops(out)
-    sch.parallel(out_rows)
+    init = sch.get_sblock("mm_init")
+    sch.vectorize(sch.get_loops(init)[-1])
+    out_cols = sch.get_loops(out)[-1]
     if w.n >= LANES:
         sch.vectorize(sch.split(out_cols, [None, LANES])[1])
-    for name in ("amax", "colsum"):
-        sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
+    # Row scales: 16 partial maxima per row (vectorized), then one max.
+    part = sch.get_sblock("part")
+    p_rows, p_lanes, p_red = sch.get_loops(part)
+    sch.reorder(p_red, p_lanes)
+    sch.parallel(p_rows)
+    sch.vectorize(p_lanes)
+    sch.decompose_reduction(part, p_red)
     if w.outlier_threshold:
         sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("column_max"))[0], [None, LANES])[1])
     au = sch.get_sblock("Au")
     au_rows, au_k = sch.get_loops(au)
     sch.parallel(au_rows)
     sch.vectorize(sch.split(au_k, [None, LANES])[1])
-    wp_loops = sch.get_loops(sch.get_sblock("Wp"))
-    sch.parallel(wp_loops[0])
-    sch.vectorize(sch.fuse(*wp_loops[-2:]))
-    return sch.mod
+    sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("corr"))[0], [None, LANES])[1])
+    return tvm.IRModule({"main": sch.mod["main"], "pack_W": pack_function(w, c)})

@@ -229,7 +229,12 @@ def prepacked_operands(w: QGemmWorkload, c) -> dict[str, tuple[int, ...]]:
     """Operands the bf16dot kernel reads in its own layout, made once per weight by `pack_<name>`:
     W (N, K/2 bytes) -> (T, K/2, V): for each tile of V output columns, the byte of every column for each
     pair of K (so one pair of V columns is V contiguous bytes), columns past N padded with code 0x88 (zero);
-    scales (N, G) -> (T, G, V) float32 and zeros (N, G) -> (T, G, V) int32, padded with 0 and 8."""
+    scales (N, G) -> (T, G, V) float32 and zeros (N, G) -> (T, G, V) int32, padded with 0 and 8.
+    W8A8 kernels take W packed too (qgemm_int8_tvm.prepacked_operands)."""
+    if w.w8a8:
+        from autotile.kernels.qgemm_int8_tvm import prepacked_operands as int8_prepacked
+
+        return int8_prepacked(w, c)
     if not getattr(c, "bf16_dot", False):
         return {}
     s = bf16dot_layout(w, c)

@@ -1,0 +1,71 @@
+"""W8A8 int8 GEMM on VNNI: the weight's packed layout (made once per weight, outside the call), and
+kernels with the register-tile, K-unroll and blocking knobs, every one checked against the exact reference."""
+
+import random
+
+import pytest
+import torch
+
+from autotile.codegen.tvm.build import CompiledKernel, Packed, build
+from autotile.ir.qgemm import QGemmWorkload
+from autotile.ir.reference import verify
+from autotile.kernels import prepacked_operands, space_for
+from autotile.kernels.qgemm_int8 import Int8GemmConfig
+
+MCPU = "znver4"
+
+
+def w8a8(m, n, k, epilogue="", outliers=0.0):
+    return QGemmWorkload(m, n, k, weight_dtype="int8", act_dtype="int8", epilogue=epilogue,
+                         outlier_threshold=outliers)
+
+
+def check(workload, config):
+    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
+    verdict = verify(workload, kernel)
+    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
+    return kernel
+
+
+def test_packed_weight_layout():
+    """pack_W: 16 x 4 byte panels of W, zero padded, then per column the int32 -128 * sum_k W[j, k]."""
+    w = w8a8(5, 40, 70)
+    config = space_for(w).canonical(Int8GemmConfig(mr=2, nrv=2, mc_tiles=1, nc_tiles=1))
+    kernel = check(w, config)
+    _, weight, _ = w.random_inputs(3)
+    packed = kernel.pack_operand("W", weight).tensor
+    tiles, groups = 64 // 16, -(-70 // 4)  # N padded to whole blocks of 32 columns
+    assert tuple(packed.shape) == prepacked_operands(w, config)["W"] == (tiles, groups + 1, 16, 4)
+    expected = torch.zeros(tiles * 16, groups * 4, dtype=torch.int8)
+    expected[:40, :70] = weight
+    panels = expected.reshape(tiles, 16, groups, 4).permute(0, 2, 1, 3)
+    assert torch.equal(packed[:, :groups], panels)
+    corr = packed[:, groups].reshape(tiles * 16, 4).contiguous().view(torch.int32).flatten()
+    assert torch.equal(corr[:40], -128 * weight.int().sum(1))
+    assert torch.equal(corr[40:], torch.zeros(tiles * 16 - 40, dtype=torch.int32))
+
+
+def test_packed_weight_is_made_once_and_remade_when_the_weight_changes():
+    w = w8a8(9, 48, 64, "bias")
+    kernel = check(w, space_for(w).default())
+    a, weight, scales, bias = w.random_inputs(1)
+    prepared = kernel.pack_operand("W", weight)
+    assert isinstance(prepared, Packed)
+    first = kernel(a, prepared, scales, bias)
+    torch.testing.assert_close(first.double(), w.reference(a, weight, scales, bias), rtol=1e-4, atol=1e-3)
+    assert torch.equal(kernel(a, weight, scales, bias), first)
+    weight.neg_()  # changed in place: packed again
+    torch.testing.assert_close(kernel(a, weight, scales, bias).double(), w.reference(a, weight, scales, bias),
+                               rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape, epilogue, outliers", [
+    ((3, 17, 5), "", 0.0), ((7, 50, 130), "bias,gelu", 0.0), ((20, 33, 67), "residual,relu", 6.0),
+    ((48, 96, 256), "bias", 0.0), ((2, 40, 36), "bias,silu", 6.0)])
+def test_sampled_configs_match_the_exact_reference(shape, epilogue, outliers):
+    w = w8a8(*shape, epilogue, outliers)
+    space = space_for(w)
+    rng = random.Random(sum(shape))
+    for config in {space.default(), space.sample(rng), space.sample(rng)}:
+        assert space.valid(config)
+        check(w, config)
