@@ -69,3 +69,14 @@ def test_sampled_configs_match_the_exact_reference(shape, epilogue, outliers):
     for config in {space.default(), space.sample(rng), space.sample(rng)}:
         assert space.valid(config)
         check(w, config)
+
+
+def test_activation_rounding_ties_go_to_even_like_the_reference():
+    """A / scale_a exactly halfway between two integers rounds to the even one (torch.round), in-kernel."""
+    w = w8a8(2, 16, 8)
+    kernel = check(w, space_for(w).default())
+    a = torch.tensor([[127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5],
+                      [-127.0, 3.5, -3.5, 4.5, 125.5, -125.5, 0.0, 1.0]])
+    _, weight, scales = w.random_inputs(0)
+    got = kernel(a, weight, scales)
+    torch.testing.assert_close(got.double(), w.reference(a, weight, scales), rtol=1e-6, atol=1e-5)

@@ -78,9 +78,14 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
     ro = te.reduce_axis((0, kv), name="ro")
 
     def magnitude(i, kk):
-        value = te.abs(A[i, te.min(kk, w.k - 1)])
-        keep = kk < w.k if outlier is None else tir.all(kk < w.k, outlier[te.min(kk, w.k - 1)] == 0)
-        return tir.Select(keep, value, tir.const(0.0, "float32"))
+        if w.k % LANES:  # a partial last vector (a clamped index does not vectorize: only there)
+            kk, keep = te.min(kk, w.k - 1), kk < w.k
+        else:
+            keep = None
+        if outlier is not None:
+            keep = outlier[kk] == 0 if keep is None else tir.all(keep, outlier[kk] == 0)
+        value = te.abs(A[i, kk])
+        return value if keep is None else tir.Select(keep, value, tir.const(0.0, "float32"))
 
     part = te.compute((w.m, LANES), lambda i, lane: te.max(magnitude(i, ro * LANES + lane), axis=ro), name="part")
     rl = te.reduce_axis((0, LANES), name="rl")
@@ -89,12 +94,17 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
                                                       tir.const(1.0, "float32")), name="scale_a")
 
     def quantized(i, k):
-        inside = tir.all(i < w.m, k < w.k)
-        i, k = te.min(i, w.m - 1), te.min(k, w.k - 1)
-        q = te.max(te.min(tir.nearbyint(A[i, k] / scale_a[i]), 127.0), -127.0).astype("int32") + 128
+        # Padding rows and K columns (only where there are some) quantize to 0 (128 after the shift).
+        inside = [i < w.m] if mp > w.m else []
+        i = te.min(i, w.m - 1) if mp > w.m else i
+        if kp > w.k:
+            inside, k = [*inside, k < w.k], te.min(k, w.k - 1)
+        # tir.round is round-half-to-even (llvm.nearbyint) like torch.round, and vectorizes; tir.nearbyint
+        # does not (TVM leaves the loop scalar).
+        q = te.max(te.min(tir.round(A[i, k] / scale_a[i]), 127.0), -127.0).astype("int32") + 128
         if outlier is not None:
-            inside = tir.all(inside, outlier[k] == 0)
-        return tir.Select(inside, q, 128).astype("uint8")
+            inside.append(outlier[k] == 0)
+        return (tir.Select(tir.all(*inside), q, 128) if inside else q).astype("uint8")
 
     Au = te.compute((mp, kp), quantized, name="Au")
 
