@@ -47,11 +47,12 @@ def pack_function(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.tirx.PrimFunc:
     colsum = te.compute((w.n,), lambda j: te.sum(W[j, r].astype("int32"), axis=r), name="colsum")
 
     def body(t, q, lane, b):
+        # Bounds by if_then_else, which reads only the branch taken: TVM's simplifier drops a clamp of the
+        # index inside a Select guarded by the same bound, and Select reads both (out-of-bounds loads).
         j, kk = t * LANES + lane, q * 4 + b
-        corr = colsum[te.min(j, w.n - 1)] * -128
-        byte = ((corr >> (b * 8)) & 255).astype("uint8").astype("int8")
-        value = tir.Select(kk < w.k, W[te.min(j, w.n - 1), te.min(kk, w.k - 1)], tir.const(0, "int8"))
-        return tir.Select(j < w.n, tir.Select(q < s["KQ"], value, byte), tir.const(0, "int8"))
+        byte = ((colsum[j] * -128 >> (b * 8)) & 255).astype("uint8").astype("int8")
+        value = tir.if_then_else(kk < w.k, W[j, kk], tir.const(0, "int8"))
+        return tir.if_then_else(j < w.n, tir.Select(q < s["KQ"], value, byte), tir.const(0, "int8"))
 
     Wp = te.compute(prepacked_operands(w, c)["W"], body, name="Wp")
     sch = tvm.s_tir.Schedule(te.create_prim_func([W, Wp]))
@@ -78,14 +79,11 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
     ro = te.reduce_axis((0, kv), name="ro")
 
     def magnitude(i, kk):
-        if w.k % LANES:  # a partial last vector (a clamped index does not vectorize: only there)
-            kk, keep = te.min(kk, w.k - 1), kk < w.k
-        else:
-            keep = None
-        if outlier is not None:
-            keep = outlier[kk] == 0 if keep is None else tir.all(keep, outlier[kk] == 0)
         value = te.abs(A[i, kk])
-        return value if keep is None else tir.Select(keep, value, tir.const(0.0, "float32"))
+        if outlier is not None:
+            value = tir.Select(outlier[kk] == 0, value, tir.const(0.0, "float32"))
+        # A partial last vector (if_then_else, see pack_function: scalar, only there).
+        return tir.if_then_else(kk < w.k, value, tir.const(0.0, "float32")) if w.k % LANES else value
 
     part = te.compute((w.m, LANES), lambda i, lane: te.max(magnitude(i, ro * LANES + lane), axis=ro), name="part")
     rl = te.reduce_axis((0, LANES), name="rl")
@@ -94,17 +92,18 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
                                                       tir.const(1.0, "float32")), name="scale_a")
 
     def quantized(i, k):
-        # Padding rows and K columns (only where there are some) quantize to 0 (128 after the shift).
-        inside = [i < w.m] if mp > w.m else []
-        i = te.min(i, w.m - 1) if mp > w.m else i
-        if kp > w.k:
-            inside, k = [*inside, k < w.k], te.min(k, w.k - 1)
         # tir.round is round-half-to-even (llvm.nearbyint) like torch.round, and vectorizes; tir.nearbyint
         # does not (TVM leaves the loop scalar).
         q = te.max(te.min(tir.round(A[i, k] / scale_a[i]), 127.0), -127.0).astype("int32") + 128
         if outlier is not None:
-            inside.append(outlier[k] == 0)
-        return (tir.Select(tir.all(*inside), q, 128) if inside else q).astype("uint8")
+            q = tir.Select(outlier[k] == 0, q, 128)
+        # Padding rows and K columns (only where there are some) quantize to 0 (128 after the shift); by
+        # if_then_else (see pack_function): the row test is uniform over a vector, the K one only for odd K.
+        if kp > w.k:
+            q = tir.if_then_else(k < w.k, q, 128)
+        if mp > w.m:
+            q = tir.if_then_else(i < w.m, q, 128)
+        return q.astype("uint8")
 
     Au = te.compute((mp, kp), quantized, name="Au")
 
