@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels.gemm import GemmConfig, GemmSpace
+from autotile.kernels.gemm import GemmConfig, GemmSpace, balanced
 
 DECODE_MAX_ACCUMULATORS = 8  # rows of A x output rows of a decode tile (two zmm sums each, no spills)
 DECODE_MAX_M = 32  # the decode kernel is offered up to this many rows of A (token generation, small batches)
@@ -81,7 +81,7 @@ class QGemmSpace(GemmSpace):
         self.bf16_dots = bf16_dot and bf16_dot_eligible(workload) and vector_lanes == 16
         self.domains["bf16_dot"] = [False, True] if self.bf16_dots else [False]
         self.domains["dot_rows"] = [1, 2, 4, 6, 8, 12, 16, 24]
-        self.domains["dot_vectors"] = [1, 2, 4]
+        self.domains["dot_vectors"] = [1, 2, 4, 8]
 
     def valid(self, c: QGemmConfig) -> bool:
         if getattr(c, "bf16_dot", False):
@@ -93,7 +93,7 @@ class QGemmSpace(GemmSpace):
     def canonical(self, c: GemmConfig) -> QGemmConfig:
         if getattr(c, "bf16_dot", False) and self.bf16_dots:  # the GEMM and decode knobs do not apply
             w = self.workload
-            rows = min(c.dot_rows, w.m)
+            rows = balanced(w.m, c.dot_rows)  # tiles of equal height: 24 rows are 2 x 12, not 16 + 8 padded
             vectors = max(1, min(c.dot_vectors, -(-w.n // 16)))
             pairs = (w.group_size or w.k) // 2
             unroll = max(1, min(c.unroll_k, 8))
@@ -113,7 +113,7 @@ class QGemmSpace(GemmSpace):
     def default(self) -> QGemmConfig:
         if self.bf16_dots:  # few rows of A: one tile of all of them; more: tiles of 16 rows
             m = self.workload.m
-            vectors = 4 if m <= 2 else 2 if m <= 4 else 1  # more rows: A broadcast from memory in each dot
+            vectors = 8 if m == 1 else 4 if m <= 4 else 1  # more rows: one vector, A broadcast from memory
             return self.canonical(QGemmConfig(bf16_dot=True, dot_rows=min(m, 16), dot_vectors=vectors, unroll_k=2))
         if self.decodes and self.workload.m <= 8:
             return self.canonical(QGemmConfig(decode=True, decode_rows=max(1, 8 // self.workload.m)))
