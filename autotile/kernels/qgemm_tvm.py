@@ -4,6 +4,9 @@ B[k, j] = (code(W[j], k) - zero[j, g]) * scale[j, g] with g = k // group_size; c
 bits [i*bits, (i+1)*bits) of its packed bytes (see ir/quant.py). The GEMM's B pack stage, computed per
 block, is where codes become floats, so the weight is read packed and never exists dequantized in full.
 fp8 uses the same template with loaders that decode fp8 codes exactly (emulation: no fp8 arithmetic here).
+With bfloat16 activations these kernels compute with A rounded to bfloat16 (`activation`); int4 with
+bfloat16 activations also has `bf16dot_schedule`, vdpbf16ps tiles over a weight repacked once ahead of the
+calls (`prepacked_operands`, `pack_<name>` functions in the same module, run by CompiledKernel).
 """
 
 from __future__ import annotations
