@@ -95,7 +95,7 @@ def test_reference_matches_torch_in_both_layouts():
 
 def test_templates_offered_per_workload():
     dense = Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 32, 3, 3))
-    assert dense.domains["template"] == ["nchwc", "gemm"]
+    assert dense.domains["template"] == ["nchwc", "gemm", "winograd", "winograd4"]  # 3x3, stride 1
     depthwise = Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 16, 3, 3, groups=16))
     assert depthwise.domains["template"] == ["depthwise", "dwrows"]
     assert not depthwise.valid(Conv2dConfig(template="nchwc"))

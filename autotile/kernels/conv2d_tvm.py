@@ -14,7 +14,7 @@ from tvm import tirx as tir
 
 from autotile.codegen.tvm.fastmath import ACTIVATIONS, cast
 from autotile.ir.conv import Conv2dWorkload
-from autotile.kernels.conv2d import Conv2dConfig, _round_up
+from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, _round_up
 
 
 class _Geometry:
@@ -192,6 +192,10 @@ def _vectorize_tail(sch, block, widths):
 
 
 def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm.IRModule:
+    if c.template in WINOGRAD:
+        from autotile.kernels import conv2d_winograd_tvm
+
+        return conv2d_winograd_tvm.schedule(w, c, prepacked)
     if c.template == "pointwise":
         return schedule_pointwise(w, c)
     if c.template == "dwrows":
@@ -286,7 +290,12 @@ def _schedule_pack(sch, name: str, outer: int, rows: bool = False):
 def prepacked_modules(w: Conv2dWorkload, c: Conv2dConfig):
     """(pack, conv, packed shape): the kernel split in two IRModules, `pack` (weight -> packed weight) to
     run once per weight and `conv` (input, packed weight, epilogue operands..., out) on every call. None
-    for the templates that read the weight in place ("dwrows") or pack it per tile ("pointwise")."""
+    for the templates that read the weight in place ("dwrows") or pack it per tile ("pointwise"). Winograd's
+    `pack` is the weight transform U = G g G^T."""
+    if c.template in WINOGRAD:
+        from autotile.kernels import conv2d_winograd_tvm
+
+        return conv2d_winograd_tvm.prepacked_modules(w, c)
     if c.template not in ("nchwc", "gemm", "depthwise"):
         return None
     _, stages = define(w, c, prepacked=True)
