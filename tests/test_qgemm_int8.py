@@ -80,3 +80,20 @@ def test_activation_rounding_ties_go_to_even_like_the_reference():
     _, weight, scales = w.random_inputs(0)
     got = kernel(a, weight, scales)
     torch.testing.assert_close(got.double(), w.reference(a, weight, scales), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("knobs", [
+    dict(mr=4, nrv=2, mc_tiles=2, nc_tiles=2, k_block=16),
+    dict(mr=3, nrv=3, mc_tiles=2, nc_tiles=2, k_block=32, unroll_k=4, tile_order="ji"),
+    dict(mr=8, nrv=3, mc_tiles=1, nc_tiles=2, k_block=16, outer="ji", parallel="first"),
+    dict(mr=5, nrv=1, mc_tiles=4, nc_tiles=3, tile_order="ji", unroll_k=2)])
+@pytest.mark.parametrize("shape, epilogue, outliers", [((37, 90, 256), "residual,gelu", 0.0),
+                                                        ((21, 70, 260), "bias,relu", 6.0)])
+def test_k_blocks_and_tile_orders_match_the_exact_reference(knobs, shape, epilogue, outliers):
+    w = w8a8(*shape, epilogue, outliers)
+    space = space_for(w)
+    config = space.canonical(Int8GemmConfig(**knobs))
+    assert space.valid(config)
+    if shape[2] == 256:  # 64 groups of K: the blocks are kept
+        assert config.k_block == knobs.get("k_block", 0)
+    check(w, config)

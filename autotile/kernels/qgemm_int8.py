@@ -25,6 +25,8 @@ class Int8GemmConfig(Config):
     outer: str = "ij"
     parallel: str = "both"
     unroll_k: int = 1  # groups of 4 bytes of K per unrolled step
+    k_block: int = 0  # groups of 4 bytes of K per block (outside the tiles of a row x column block); 0: all K
+    tile_order: str = "ij"  # order of the register tiles inside a block: rows then columns, or columns first
 
 
 class Int8GemmSpace(ConfigSpace):
@@ -41,6 +43,8 @@ class Int8GemmSpace(ConfigSpace):
             "outer": ["ij", "ji"],
             "parallel": ["both", "first", "none"],
             "unroll_k": [1, 2, 4],
+            "k_block": [0, 16, 32, 64, 128],
+            "tile_order": ["ij", "ji"],
         }
 
     @classmethod
@@ -66,7 +70,11 @@ class Int8GemmSpace(ConfigSpace):
             parallel = "none"
         groups = _ceil_div(w.k, 4)  # the packed weight's K groups: the unrolled steps divide them
         unroll_k = max(u for u in (1, 2, 4) if u <= c.unroll_k and groups % u == 0)
-        return Int8GemmConfig(mr, nrv, mc_tiles, nc_tiles, outer, parallel, unroll_k)
+        # K blocks divide K's groups (and hold whole unrolled steps); one block is no blocking.
+        k_block = c.k_block if 0 < c.k_block < groups and groups % c.k_block == 0 else 0
+        k_block = k_block if k_block % unroll_k == 0 else 0
+        tile_order = c.tile_order if mc_tiles > 1 and nc_tiles > 1 else "ij"
+        return Int8GemmConfig(mr, nrv, mc_tiles, nc_tiles, outer, parallel, unroll_k, k_block, tile_order)
 
     def default(self) -> Int8GemmConfig:
         return self.canonical(Int8GemmConfig(mr=6, nrv=4, mc_tiles=4, nc_tiles=2))
@@ -79,4 +87,6 @@ class Int8GemmSpace(ConfigSpace):
         return [math.log2(w.m), math.log2(w.n), math.log2(w.k), len(w.epilogue), c.mr, c.nrv, c.mc_tiles,
                 c.nc_tiles, math.log2(mc), math.log2(nc), c.outer == "ij", ("both", "first", "none").index(c.parallel),
                 c.unroll_k, c.mr * c.nrv, (c.mr + c.nrv) / (c.mr * c.nrv), padded, math.log2(blocks), blocks % 2,
-                float(w.outlier_threshold > 0)]
+                float(w.outlier_threshold > 0), math.log2(c.k_block or _ceil_div(w.k, 4)), c.tile_order == "ij",
+                # bytes of the A and W slivers one tile reads per K block (what must stay in L1)
+                math.log2((c.mr + c.nrv * LANES) * 4 * (c.k_block or _ceil_div(w.k, 4)))]

@@ -189,17 +189,26 @@ def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
     i, j, k = sch.get_loops(mm)
     i0, i1, i2 = sch.split(i, [None, c.mc_tiles, c.mr])
     j0, j1, j2, j3 = sch.split(j, [None, c.nc_tiles, c.nrv, LANES])
-    k0, k1, k2 = sch.split(k, [None, c.unroll_k, 4])
     outer = (i0, j0) if c.outer == "ij" else (j0, i0)
-    sch.reorder(*outer, i1, j1, k0, k1, i2, j2, j3, k2)
-    # The dequantizing write-back runs per tile, right after its K loop, on the tile's accumulators.
+    tiles = (i1, j1) if c.tile_order == "ij" else (j1, i1)
     out = sch.get_sblock("C")
-    sch.reverse_compute_at(out, j1)
+    if c.k_block:
+        # K in blocks of k_block groups, outside the tiles of a block: a tile's A and W slivers stay in L1
+        # while the other tiles of the block reuse them; the block's accumulators go to memory in between,
+        # and the write-back runs once per block.
+        kb, k0, k1, k2 = sch.split(k, [None, c.k_block // c.unroll_k, c.unroll_k, 4])
+        sch.reorder(*outer, kb, *tiles, k0, k1, i2, j2, j3, k2)
+        sch.reverse_compute_at(out, outer[1])
+    else:
+        # The dequantizing write-back runs per tile, right after its K loop, from the tile's accumulators.
+        k0, k1, k2 = sch.split(k, [None, c.unroll_k, 4])
+        sch.reorder(*outer, *tiles, k0, k1, i2, j2, j3, k2)
+        sch.reverse_compute_at(out, tiles[1])
     # Parallel before tensorize: TVM checks the dataflow of plain blocks only.
     n_par = {"both": 2, "first": 1, "none": 0}[c.parallel]
     if n_par:
         sch.parallel(sch.fuse(*outer[:n_par]) if n_par > 1 else outer[0])
-    sch.decompose_reduction(mm, k0)
+    sch.decompose_reduction(mm, kb if c.k_block else k0)
     sch.tensorize(j3, intrinsics.VNNI_DOT_16X4)
     sch.unroll(i2)
     sch.unroll(j2)
