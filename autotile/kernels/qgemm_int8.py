@@ -77,7 +77,7 @@ class Int8GemmSpace(ConfigSpace):
         return Int8GemmConfig(mr, nrv, mc_tiles, nc_tiles, outer, parallel, unroll_k, k_block, tile_order)
 
     def default(self) -> Int8GemmConfig:
-        return self.canonical(Int8GemmConfig(mr=6, nrv=4, mc_tiles=4, nc_tiles=2))
+        return self.canonical(Int8GemmConfig(mr=4, nrv=4, mc_tiles=8, nc_tiles=4, unroll_k=4))
 
     def features(self, c: Int8GemmConfig) -> list[float]:
         w = self.workload
