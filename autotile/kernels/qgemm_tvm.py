@@ -231,8 +231,8 @@ def bf16dot_layout(w: QGemmWorkload, c) -> dict:
 def prepacked_operands(w: QGemmWorkload, c) -> dict[str, tuple[int, ...]]:
     """Operands the bf16dot kernel reads in its own layout, made once per weight by `pack_<name>`:
     W (N, K/2 bytes) -> (T, K/2, V): for each tile of V output columns, the byte of every column for each
-    pair of K (so one pair of V columns is V contiguous bytes), columns past N padded with code 0x88 (zero);
-    scales (N, G) -> (T, G, V) float32 and zeros (N, G) -> (T, G, V) int32, padded with 0 and 8.
+    pair of K (so one pair of V columns is V contiguous bytes); scales (N, G) -> (T, G, V) float32 and zeros
+    (N, G) -> (T, G, V) int32. Columns past N (the last tile's padding) repeat column N-1, never written out.
     W8A8 kernels take W packed too (qgemm_int8_tvm.prepacked_operands)."""
     if w.w8a8:
         from autotile.kernels.qgemm_int8_tvm import prepacked_operands as int8_prepacked
@@ -254,10 +254,9 @@ def _round_to_bf16_bits(x):
     return ((u + tir.const(0x7FFF, "uint32") + ((u >> sixteen) & one)) >> sixteen).astype("uint16")
 
 
-def _pack_body(src, lanes: int, n: int, pad):
-    def body(t, p, lane):
-        j = t * lanes + lane
-        return tir.Select(j < n, src[te.min(j, n - 1), p], pad)
+def _pack_body(src, lanes: int, n: int):
+    def body(t, p, lane):  # columns past N repeat column N-1 (a clamp, not a Select: see bf16dot_schedule)
+        return src[te.min(t * lanes + lane, n - 1), p]
 
     return body
 
@@ -268,13 +267,12 @@ def bf16dot_pack_functions(w: QGemmWorkload, c) -> dict:
     shapes = w.operand_shapes()
     V, n = s["V"], w.n
     out = {}
-    for name, dtype, pad in (("W", "uint8", 0x88), ("scales", "float32", 0.0), ("zeros", "int32", INT4_ZERO)):
+    for name, dtype in (("W", "uint8"), ("scales", "float32"), ("zeros", "int32")):
         if name not in shapes:
             continue
         src = te.placeholder(shapes[name], dtype, name=name)
         packed_shape = prepacked_operands(w, c)[name]
-
-        dst = te.compute(packed_shape, _pack_body(src, V, n, tir.const(pad, dtype)), name=f"{name}_packed")
+        dst = te.compute(packed_shape, _pack_body(src, V, n), name=f"{name}_packed")
         sch = tvm.s_tir.Schedule(te.create_prim_func([src, dst]))
         loops = sch.get_loops(sch.get_sblock(f"{name}_packed"))
         sch.parallel(loops[0])
@@ -286,7 +284,7 @@ def bf16dot_pack_functions(w: QGemmWorkload, c) -> dict:
 def bf16dot_schedule(w: QGemmWorkload, c) -> tvm.IRModule:
     """int4 weights times bfloat16 activations on vdpbf16ps, for few rows of A (see prepacked_operands):
 
-        Ab[p, m, h] = bf16 bits of A[m, 2p + h]        (rounded to nearest even, once per call; zero rows pad M)
+        Ab[p, m, h] = bf16 bits of A[m, 2p + h]        (rounded to nearest even, once per call; M padded to tiles)
         Wd[t, p, l, h] = bf16(nibble h of Wp[t, p, l] - 8)   (exact: decoded in registers, table lookup)
         part[m, g, t, l] = sum over pairs p of group g, h of Ab[p, m, h] * Wd[t, p, l, h]   (vdpbf16ps, fp32)
         acc[m, t, l] = sum_g scale[t, g, l] * (part[m, g, t, l] - (zero[t, g, l] - 8) * asum[m, g])
@@ -312,8 +310,9 @@ def bf16dot_schedule(w: QGemmWorkload, c) -> tvm.IRModule:
     extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
              if name in shapes}
     m_last = w.m - 1
-    Ab = te.compute((P, Mp, 2), lambda p, m, h: tir.Select(
-        m <= m_last, _round_to_bf16_bits(A[te.min(m, m_last), 2 * p + h]), tir.const(0, "uint16")), name="Ab")
+    # Rows past M repeat row M-1: their sums are never written out. (A clamp, not a Select: TVM's simplifier
+    # drops a clamp inside a Select guarded by the same bound, and a Select reads both of its branches.)
+    Ab = te.compute((P, Mp, 2), lambda p, m, h: _round_to_bf16_bits(A[te.min(m, m_last), 2 * p + h]), name="Ab")
     Wd = te.compute((T, P, V, 2), lambda t, p, lane, h: intrinsics.int4_bf16_bits(
         (Wp[t, p, lane] >> (h * 4).astype("uint8")) & tir.const(15, "uint8")), name="Wd")
     widen = intrinsics.bf16_bits_to_float
