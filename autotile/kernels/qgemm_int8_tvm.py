@@ -1,14 +1,18 @@
 """Lowering of W8A8 to TVM: dynamic row quantization, VNNI panels, int32 tiles, fused dequant epilogue.
 
-    scale_a[i] = absmax(A[i, :]) / 127              Au[i, k] = clamp(nearbyint(A / scale_a), -127, 127) + 128
+    scale_a[i] = absmax(A[i, :]) / 127              Au[i, k] = clamp(round_half_even(A / scale_a), -127, 127) + 128
     Wp[jo, ko, ji, kv] = W[16 jo + ji, 4 ko + kv]    (16 x 4 bytes: one vpdpbusd operand, zero padded)
+    corr[j] = -128 * sum_k W[j, k]                   (undoes the +128 shift of A)
     acc[i, j] = sum_k Au[i, k] * Wp[...]             (uint8 x int8 -> int32, tensorized to vpdpbusd)
-    C[i, j] = epilogue((acc - 128 * colsum(W)[j]) * scale_a[i] * scale_w[j] [+ F[i, j]])
+    C[i, j] = epilogue((acc + corr[j]) * scale_a[i] * scale_w[j] [+ F[i, j]])
+
+Wp and corr depend on the weight only: `pack_W` makes them once per weight (see prepacked_operands for the
+layout), outside the call; the call quantizes A (vectorized, parallel over rows), runs the register tiles
+and dequantizes each tile straight from its accumulators (the write-back is fused into the tile loop).
 
 With an outlier threshold (LLM.int8), outlier columns of A quantize to zero (Au = 128) and are left out
 of scale_a; F, their float32 product with the dequantized weight, is added in the write-back.
 """
-
 from __future__ import annotations
 
 import tvm
