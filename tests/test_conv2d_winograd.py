@@ -70,7 +70,7 @@ def test_canonical_and_valid():
     assert set(WINOGRAD) <= seen
     one = space.canonical(Conv2dConfig(template="winograd4", ic_bn=4, oh_bn=3, rorder="rsc", pack_input=False,
                                        epilogue_at="tile", ow_bn=28, oc_bn=64))
-    assert (one.ic_bn, one.oh_bn, one.rorder, one.pack_input, one.epilogue_at) == (16, 1, "crs", True, "row")
+    assert (one.ic_bn, one.oh_bn, one.rorder, one.pack_input, one.epilogue_at) == (16, 1, "crs", True, "tile")
     assert one.ow_bn == 9 and one.oc_bn == 48  # 3 x 3 tiles; 40 channels in whole vectors
     assert not space.valid(Conv2dConfig(template="winograd", oc_bn=64, ow_bn=8))  # 32 accumulators + 4 + 1
     assert space.default().template == "winograd4"
@@ -85,7 +85,8 @@ def test_canonical_and_valid():
     (Conv2dWorkload(2, 7, 11, 9, 19, 3, 3, padding=1, epilogue="bias,relu"), dict(ow_bn=5, oc_bn=32)),
     (Conv2dWorkload(1, 20, 13, 10, 24, 3, 3, padding=(1, 0), epilogue="bias,residual,relu"),
      dict(ow_bn=6, oc_bn=16, outer="pk", epilogue_at="root")),
-    (Conv2dWorkload(2, 16, 9, 7, 16, 3, 3, layout="nhwc", epilogue="residual"), dict(ow_bn=4, oc_bn=16)),
+    (Conv2dWorkload(2, 16, 9, 7, 16, 3, 3, layout="nhwc", epilogue="residual"),
+     dict(ow_bn=4, oc_bn=16, epilogue_at="row")),
     (Conv2dWorkload(1, 33, 6, 15, 17, 3, 3, padding=2, layout="nhwc", epilogue="bias,relu"),
      dict(ow_bn=3, oc_bn=32, epilogue_at="root")),
 ])

@@ -28,8 +28,9 @@ Two Winograd templates for 3x3, stride 1, undilated, ungrouped fp32 convolutions
 are in conv2d_winograd_tvm.py. Their knobs: ow_bn tiles x oc_bn output channels is the register tile of the
 batched GEMM over the (m+2)^2 transform positions (per input channel, ow_bn broadcast values times oc_bn/lanes
 weight vectors); `outer` orders its tile and channel blocks; `unroll` unrolls its input channels; ic_bn is the
-channel vector of the input transform (the device's lanes, fewer for narrow inputs); `epilogue_at` "row" writes
-back (epilogue, user layout) per row of tiles, "root" as a separate pass. oh_bn, rorder and pack_input do not apply.
+channel vector of the input transform (the device's lanes, fewer for narrow inputs); `epilogue_at` places the
+write-back (epilogue, user layout): "tile" per channel vector of a row of tiles (its block stays in L1), "row" per
+row of tiles, "root" as a separate pass. oh_bn, rorder and pack_input do not apply.
 
 Layout transforms and padding run inside the kernel, so they are part of every measured time. The packs
 are transposes, vectorized over the blocked channels (a small ic_bn makes the input's cheap; ic_bn = 1 makes
@@ -203,7 +204,7 @@ class Conv2dSpace(ConfigSpace):
         ow_bn = min(c.ow_bn, tiles)
         unroll = max(u for u in (1, 2, 4, 8, 16) if u <= c.unroll and ic_bn % u == 0)
         outer = c.outer if _ceil_div(w.k, oc_bn) > 1 and _ceil_div(tiles, ow_bn) > 1 else base.outer
-        epilogue_at = "root" if c.epilogue_at == "root" else "row"
+        epilogue_at = c.epilogue_at
         return Conv2dConfig(c.template, ic_bn, oc_bn, ow_bn, 1, base.rorder, unroll, outer, epilogue_at, True)
 
     def _canonical_nchw(self, c: Conv2dConfig) -> Conv2dConfig:
@@ -258,8 +259,8 @@ class Conv2dSpace(ConfigSpace):
                                                unroll=4, outer="kp", epilogue_at="row" if rows else "tile"))
         oc_bn = 2 * lanes if kg > lanes else lanes
         if "winograd4" in self.domains["template"] and min(w.c, w.k) >= 16:
-            # 4x fewer multiplies than the direct convolution: 2.2x faster on 64x56x56 (Zen 4, one core).
-            return self.canonical(Conv2dConfig("winograd4", oc_bn=oc_bn, ow_bn=6, unroll=4, epilogue_at="row"))
+            # 4x fewer multiplies than the direct convolution: 2.2-2.4x faster on 64x56x56 (Zen 4, one core).
+            return self.canonical(Conv2dConfig("winograd4", oc_bn=oc_bn, ow_bn=6, unroll=4, epilogue_at="tile"))
         limit = (self.registers - 1) // (oc_bn // lanes) - 1
         if w.r == w.s == 1 and w.stride == (1, 1) and w.padding == (0, 0):
             tile = _row_tile(p * q, min(limit, 14))

@@ -250,9 +250,11 @@ def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm
     po, pi = sch.split(p, [None, g.m])
     qo, qi = sch.split(q, [None, g.m])
     kv_o, kv = sch.split(kk, [None, lanes])
-    sch.reorder(n, po, qo, kv_o, pi, qi, kv)
+    # "tile": channel blocks outside the tiles of a row, and the write-back per channel block of the row (its
+    # channels-last block stays in L1 for the transposing gathers); "row": per row of tiles, all channels.
+    sch.reorder(n, po, *((kv_o, qo) if c.epilogue_at == "tile" else (qo, kv_o)), pi, qi, kv)
     ot1 = sch.get_sblock("ot1")
-    sch.compute_at(ot1, kv_o)
+    sch.compute_at(ot1, kv_o if c.epilogue_at != "tile" else qo)
     sch.set_scope(ot1, 0, "local")
     sch.unroll(pi)
     sch.unroll(qi)
@@ -263,7 +265,7 @@ def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm
     sch.vectorize(o1[-1])
     out = sch.get_sblock("out")
     if c.epilogue_at != "root":
-        sch.reverse_compute_at(out, po)
+        sch.reverse_compute_at(out, kv_o if c.epilogue_at == "tile" else po)
     sch.parallel(sch.fuse(n, po))
     oloops = sch.get_loops(out)
     if w.layout == "nchw":  # a vector of the whole pixel row, gathered from the channels-last tiles
