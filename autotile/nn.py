@@ -44,7 +44,8 @@ class QuantizedLinear(nn.Module):
             else:
                 self.register_buffer(buffer, None)
         self.plan = json.dumps({"db": str(options.db_path()), "tuning": options.tuning, "kind": "qlinear",
-                                "workload": self.workload.to_dict(), "dynamic": {}}, sort_keys=True)
+                                "workload": self.workload.to_dict(), "dynamic": {},
+                                "pack": ["codes", "scales", "zeros"]}, sort_keys=True)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **options) -> QuantizedLinear:

@@ -304,6 +304,31 @@ def test_quantized_linear_eager_and_compiled(scheme):
         model[2].load_weight(torch.randn(96, 32))
 
 
+def test_same_shape_quantized_linears_each_keep_their_packed_weight():
+    """Layers of one shape share a kernel; each layer's weight is packed into its layout once, not per call.
+    (bf16 activations: the int4 kernel reads W and scales repacked into 16-column tiles where the CPU has
+    avx512_bf16; elsewhere the fallback reads them as given and nothing is packed.)"""
+    from autotile.db.device import current_device
+    from autotile.nn import QuantizedLinear
+
+    torch.manual_seed(0)
+    layers = [QuantizedLinear.from_linear(nn.Linear(64, 64), weight_dtype="int4", group_size=32,
+                                          act_dtype="bfloat16") for _ in range(2)]
+    model = nn.Sequential(*layers).eval()
+    x = torch.randn(4, 64)
+
+    def float_math(x):  # A rounded to bf16 by the kernel; weights and sums exact
+        for layer in layers:
+            x = F.linear(x.bfloat16().float(), layer.dequantized_weight(), layer.bias)
+        return x
+
+    with torch.no_grad():
+        for _ in range(3):
+            close(model(x), float_math(x))
+    packing = "avx512_bf16" in current_device("tvm").fingerprint["flags"]
+    assert stats.packs == (4 if packing else 0)  # W and scales of each layer, once
+
+
 def test_quantized_linear_follows_the_backends_database_and_tuning(tmp_path):
     from autotile.db.store import TuningDB
     from autotile.nn import QuantizedLinear

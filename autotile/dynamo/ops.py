@@ -212,14 +212,25 @@ def _attention_fake(q, k, v, plan_json):
 def qlinear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
             bias: torch.Tensor | None, plan_json: str) -> torch.Tensor:
     p = plan(plan_json)
-    if p.spec.get("codes") == "int8":  # torchao's int8 weight: signed values, as unsigned codes around 128
-        codes = p.operand("codes", codes, lambda w: (w.to(torch.int16) + 128).to(torch.uint8))
     rows = x.reshape(-1, x.shape[-1])
     rows = rows if rows.is_contiguous() else rows.contiguous()
     m = rows.shape[0]
     sizes = {"m": bucket(m)}  # one kernel per bucket of rows: decode (1 row) and prefill alike
+    kern = p.kernel(sizes)
+
+    def weight(key: str, name: str, t: torch.Tensor, before=lambda u: u):
+        """A weight operand in the kernel's layout, made once per tensor version and bucket."""
+        return p.operand(key, t, lambda u: kern.pack_operand(name, before(u)), variant=tuple(sizes.items()))
+
+    # torchao's int8 weight holds signed values: the kernel reads unsigned codes around 128.
+    if p.spec.get("codes") == "int8":
+        codes = weight("codes", "W", codes, lambda w: (w.to(torch.int16) + 128).to(torch.uint8))
+    else:
+        codes = weight("codes", "W", codes)
+    scales = weight("scales", "scales", scales)
+    zeros = None if zeros is None else weight("zeros", "zeros", zeros)
     args = [pad_dim(rows, 0, sizes["m"]), codes, scales] + [t for t in (zeros, bias) if t is not None]
-    out = p.kernel(sizes)(*args)
+    out = kern(*args)
     out = out if out.shape[0] == m else out[:m]
     return out.reshape(*x.shape[:-1], out.shape[-1])
 

@@ -72,7 +72,8 @@ def build(workload, config, mcpu: str, threads: int):
 def kernel_path(device_key: str, workload, config) -> Path:
     # The template digest is in the path, not in the database's versions: an edited template rebuilds its
     # libraries, while tuned configs stay valid answers (they are re-verified when built).
-    versions = ",".join(f"{k}={v}" for k, v in sorted({**toolchain_versions(), "templates": template_digest(workload.op)}.items()))
+    stamp = {**toolchain_versions(), "templates": template_digest(workload.op)}
+    versions = ",".join(f"{k}={v}" for k, v in sorted(stamp.items()))
     digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
     return cache_root() / device_key / workload.key / f"{digest}.so"
 
