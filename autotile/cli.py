@@ -212,7 +212,9 @@ def tune_attention(qkv, kv_seq, kv_heads, causal, causal_align, scale, **common)
 @click.option("--shape", required=True, help="MxNxK: C[M,N] = A[M,K] @ dequantize(W[N,K])^T.")
 @click.option("--weight-dtype", default="int4", show_default=True,
               help="int2 .. int8 (packed codes), or fp8e4m3 / fp8e5m2 (with an fp8 --act-dtype).")
-@click.option("--act-dtype", default="float32", show_default=True)
+@click.option("--act-dtype", default="float32", show_default=True,
+              help="float32 or bfloat16 (weight-only: float32 activations, or rounded to bf16 for vdpbf16ps "
+              "dot products on int4 weights), int8 (W8A8), fp8e4m3 / fp8e5m2 (fp8).")
 @click.option("--group-size", type=int, default=128, show_default=True,
               help="Scales per group of K elements; 0 for one scale per output channel.")
 @click.option("--asymmetric", is_flag=True, help="Zero points per group (else symmetric).")
