@@ -223,18 +223,20 @@ def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
     out_cols = sch.get_loops(out)[-1]
     if w.n >= LANES:
         sch.vectorize(sch.split(out_cols, [None, LANES])[1])
-    # Row scales: 16 partial maxima per row (vectorized), then one max.
+    # A's quantization in one parallel loop over rows: per row, 16 partial maxima (vectorized), their max,
+    # the row scale, then the row's bytes (the row stays in L1 between its two passes).
+    au = sch.get_sblock("Au")
+    au_rows, au_k = sch.get_loops(au)
+    for name in ("scale_a", "amax", "part"):
+        sch.compute_at(sch.get_sblock(name), au_rows, preserve_unit_loops=True)
+    sch.parallel(au_rows)
+    sch.vectorize(sch.split(au_k, [None, LANES])[1])
     part = sch.get_sblock("part")
-    p_rows, p_lanes, p_red = sch.get_loops(part)
+    p_lanes, p_red = sch.get_loops(part)[-2:]
     sch.reorder(p_red, p_lanes)
-    sch.parallel(p_rows)
     sch.vectorize(p_lanes)
     sch.decompose_reduction(part, p_red)
     if w.outlier_threshold:
         sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("column_max"))[0], [None, LANES])[1])
-    au = sch.get_sblock("Au")
-    au_rows, au_k = sch.get_loops(au)
-    sch.parallel(au_rows)
-    sch.vectorize(sch.split(au_k, [None, LANES])[1])
     sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("corr"))[0], [None, LANES])[1])
     return tvm.IRModule({"main": sch.mod["main"], "pack_W": pack_function(w, c)})
