@@ -9,7 +9,8 @@ over the peer's (peer seconds / autotile seconds), the median over rounds with t
 Two autotile rows: the tuned kernel as the runtime calls it (every layout transform inside the timed call),
 and, labelled "weight packed ahead", the same config split in two so that the weight's transform runs once,
 before timing (as torch.compile's freezing does for its oneDNN weight); the input and output transforms stay
-in the timed call.
+in the timed call. A third, "autotile, direct templates" (a peer, --direct), is tuned with the same budget on a
+space without the Winograd templates (own database): the speed of Winograd over our best direct convolution.
 torch eager runs both NCHW and channels_last inputs each round and the faster one counts; torch.compile
 holds the weight (and bias) as frozen Parameters, with inductor's freezing on. MetaSchedule tunes a
 plain TE conv2d (padding, bias and relu as separate stages it may inline) with the same trial budget.
@@ -63,6 +64,11 @@ def parse_args():
     p.add_argument("--epilogues", default="none,bias+relu", help="comma-separated: none, bias+relu")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--direct", action=argparse.BooleanOptionalAction, default=True,
+                   help="also tune the direct templates alone (no Winograd) as a peer, where Winograd applies")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time calls by the calling thread's CPU time, not the wall clock: steady on a shared machine, "
+                        "where other processes take turns on the cores; one thread only (TVM_NUM_THREADS=1)")
     p.add_argument("--json", default=None, help="also write every number here")
     args = p.parse_args()
     if args.metaschedule_trials is None:
@@ -186,6 +192,31 @@ def tvm_callable(lib, w: Conv2dWorkload):
     return lambda: peers.seconds_per_call(lambda: lib(*args, out))
 
 
+# --- our direct templates alone ---------------------------------------------------------------------
+
+DIRECT = "autotile, direct templates"
+
+
+def direct_contender(w: Conv2dWorkload, args, operands):
+    """Tune the space without its Winograd templates (same trials, own database); None where none apply."""
+    import autotile.kernels.conv2d as conv2d_space
+
+    if not conv2d_space.winograd_applies(w):
+        return None
+    saved = conv2d_space.winograd_applies
+    conv2d_space.winograd_applies = lambda _w: False
+    try:
+        db = Path(_scratch) / "direct.db"
+        result = autotile.tune(w, trials=args.trials, db=db, seed=args.seed)
+        kern = autotile.kernel(w, db=db)
+    finally:
+        conv2d_space.winograd_applies = saved
+    print(f"   {DIRECT}: tuned {result.gflops:.1f} GFLOP/s, config {kern.config}", flush=True)
+    out = kern(*operands)
+    torch.testing.assert_close(out.double(), w.reference(*operands), rtol=1e-4, atol=1e-3)
+    return lambda: peers.seconds_per_call(lambda: kern(*operands, out=out))
+
+
 # --- one workload ---------------------------------------------------------------------------------
 
 def measure_workload(w: Conv2dWorkload, args) -> dict:
@@ -206,6 +237,9 @@ def measure_workload(w: Conv2dWorkload, args) -> dict:
         packed_out = packed(*operands)
         torch.testing.assert_close(packed_out.double(), w.reference(*operands), rtol=1e-4, atol=1e-3)
         contenders[PACKED] = lambda: peers.seconds_per_call(lambda: packed(*operands, out=packed_out))
+    direct = direct_contender(w, args, operands) if args.direct else None
+    if direct is not None:
+        contenders[DIRECT] = direct
     torch_fns, compile_seconds = torch_contenders(w)
     contenders.update(torch_fns)
     ms_seconds = None
@@ -243,6 +277,15 @@ def main():
     args = parse_args()
     device = Device.cpu()
     fp = device.fingerprint
+    if args.cpu_time:
+        if int(fp.get("threads") or 1) != 1:
+            sys.exit("--cpu-time measures one thread: run with TVM_NUM_THREADS=1")
+        import types
+
+        # Kernels on one thread run in the calling thread (TVM's pool and OpenMP alike): its CPU time is the
+        # call's, without the time slices other processes took.
+        peers.time = types.SimpleNamespace(perf_counter=time.thread_time)
+        print("timing: the calling thread's CPU time (--cpu-time)")
     torch.set_num_threads(int(fp.get("threads") or 1))
     print(f"CPU: {fp['model_name']} mcpu={fp['mcpu']} family {fp['family']} model {fp['model']}, "
           f"{fp['physical_cores']} cores; kernels on {fp['threads']} threads (TVM_NUM_THREADS, torch threads)")
