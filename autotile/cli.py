@@ -171,9 +171,12 @@ def parse_pair(text: str, name: str) -> tuple[int, int]:
               help="Memory layout of the input and output tensors.")
 @click.option("--epilogue", default="", help="Fused ops after the convolution, e.g. bias,relu "
               "(bias, relu, gelu, gelu_tanh, silu, residual, cast:<dtype>).")
+@click.option("--const-weight", is_flag=True, help="The weight is a layer's, the same on every call: the kernel "
+              "may pack (or Winograd-transform) it once ahead of the calls, and timings leave that out (what the "
+              "torch.compile backend tunes).")
 @common_tune_options
 @user_errors
-def tune_conv2d(input_shape, weight, stride, padding, dilation, groups, layout, epilogue, **common):
+def tune_conv2d(input_shape, weight, stride, padding, dilation, groups, layout, epilogue, const_weight, **common):
     """Tune a 2-D convolution (any stride, padding, dilation and groups, with a fused epilogue)."""
     n, c, h, w = parse_shape(input_shape, "NCHW")
     k, cg, r, s = parse_shape(weight, ("K", "Cg", "R", "S"))
@@ -182,7 +185,7 @@ def tune_conv2d(input_shape, weight, stride, padding, dilation, groups, layout, 
     from autotile.ir.conv import Conv2dWorkload
 
     workload = Conv2dWorkload(n, c, h, w, k, r, s, **geometry, groups=groups, layout=layout,
-                              epilogue=epilogue)  # validates groups
+                              epilogue=epilogue, const_weight=const_weight)  # validates groups
     if cg != c // groups:
         raise AutotileError(f"--weight {weight}: the second dim must be C/groups = {c // groups}, got {cg}")
     run_and_report(workload, **common)

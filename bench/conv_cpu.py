@@ -19,6 +19,7 @@ plain TE conv2d (padding, bias and relu as separate stages it may inline) with t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -35,10 +36,10 @@ os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
 import torch  # noqa: E402
 
 import autotile  # noqa: E402  (sets TVM_NUM_THREADS to the physical core count)
-from autotile.codegen.tvm.prepacked import PrepackedKernel  # noqa: E402
+from autotile.codegen.tvm.build import CompiledKernel, build  # noqa: E402
 from autotile.db.device import Device  # noqa: E402
 from autotile.ir.conv import Conv2dWorkload  # noqa: E402
-from autotile.kernels.conv2d_tvm import prepacked_modules  # noqa: E402
+from autotile.kernels.conv2d_tvm import prepacked_operands  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
@@ -230,10 +231,10 @@ def measure_workload(w: Conv2dWorkload, args) -> dict:
     out = kern(*operands)
     torch.testing.assert_close(out.double(), w.reference(*operands), rtol=1e-4, atol=1e-3)
     contenders = {"autotile": lambda: peers.seconds_per_call(lambda: kern(*operands, out=out))}
-    modules = prepacked_modules(w, kern.config)
-    if modules is not None:
+    constant = dataclasses.replace(w, const_weight=True)  # the same config, its weight transformed once ahead
+    if prepacked_operands(constant, kern.config):
         fp = Device.cpu().fingerprint
-        packed = PrepackedKernel.build(w, kern.config, modules, fp["mcpu"], fp["threads"])
+        packed = CompiledKernel(constant, kern.config, build(constant, kern.config, fp["mcpu"], fp["threads"]))
         packed_out = packed(*operands)
         torch.testing.assert_close(packed_out.double(), w.reference(*operands), rtol=1e-4, atol=1e-3)
         contenders[PACKED] = lambda: peers.seconds_per_call(lambda: packed(*operands, out=packed_out))

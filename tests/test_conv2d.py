@@ -234,19 +234,25 @@ def test_single_channel_blocks_copy_nchw_rows():
     (Conv2dWorkload(1, 20, 9, 8, 20, 3, 3, stride=(2, 1), padding=1, groups=20, layout="nhwc"), dict(ow_bn=3)),
 ])
 def test_weight_packed_ahead_of_time(workload, knobs):
-    from autotile.codegen.tvm.prepacked import PrepackedKernel
-    from autotile.kernels.conv2d_tvm import prepacked_modules
+    """const_weight: the library holds pack_weight, run once per weight tensor version."""
+    from dataclasses import replace
 
+    workload = replace(workload, const_weight=True)
     config = configured(workload, **knobs)
-    kernel = PrepackedKernel.build(workload, config, prepacked_modules(workload, config), MCPU, 2)
+    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
+    assert list(kernel._prepacked) == ["weight"] and verify(workload, kernel).ok
     inputs = random_inputs(workload, 3)
     torch.testing.assert_close(kernel(*inputs).double(), workload.reference(*inputs), rtol=1e-4, atol=1e-4)
+    packed = kernel._packed["weight"][2]
+    kernel(*inputs)
+    assert kernel._packed["weight"][2] is packed  # unchanged: not packed again
     inputs[1].mul_(-0.5)  # the same tensor, changed in place: packed again
     torch.testing.assert_close(kernel(*inputs).double(), workload.reference(*inputs), rtol=1e-4, atol=1e-4)
     inputs[1] = torch.randn_like(inputs[1])  # another weight
     torch.testing.assert_close(kernel(*inputs).double(), workload.reference(*inputs), rtol=1e-4, atol=1e-4)
-    v = Conv2dWorkload(1, 8, 6, 6, 8, 3, 3, padding=1, groups=8)  # reads its weight in place: nothing to pack
-    assert prepacked_modules(v, configured(v, template="dwrows")) is None
+    v = Conv2dWorkload(1, 8, 6, 6, 8, 3, 3, padding=1, groups=8, const_weight=True)
+    dwrows = configured(v, template="dwrows")  # reads its weight in place: nothing to pack
+    assert CompiledKernel(v, dwrows, build(v, dwrows, MCPU, 2))._prepacked == {}
 
 
 def test_grouped_convolution():

@@ -106,14 +106,12 @@ def test_realistic_layer_within_the_fp32_tolerance():
 
 
 def test_weight_transformed_ahead_of_time():
-    from autotile.codegen.tvm.prepacked import PrepackedKernel
-    from autotile.kernels.conv2d_tvm import prepacked_modules
+    from autotile.kernels.conv2d_tvm import prepacked_operands
 
-    w = Conv2dWorkload(1, 12, 9, 10, 20, 3, 3, padding=1, epilogue="bias,relu")
+    w = Conv2dWorkload(1, 12, 9, 10, 20, 3, 3, padding=1, epilogue="bias,relu", const_weight=True)
     config = configured(w, template="winograd4", ow_bn=4, oc_bn=32)
-    modules = prepacked_modules(w, config)
-    assert modules[2] == (36, 1, 16, 32)  # [positions, K blocks, C (padded), oc_bn]
-    kernel = PrepackedKernel.build(w, config, modules, MCPU, 2)
+    assert prepacked_operands(w, config) == {"weight": (36, 1, 16, 32)}  # [positions, K blocks, C (padded), oc_bn]
+    kernel = CompiledKernel(w, config, build(w, config, MCPU, 2))
     inputs = random_inputs(w, 3)
     torch.testing.assert_close(kernel(*inputs).double(), w.reference(*inputs), rtol=1e-5, atol=1e-3)
     inputs[1].mul_(-0.5)  # changed in place: transformed again

@@ -104,7 +104,8 @@ def test_eval_batchnorm_folds_into_the_conv_and_relu_residual_fuse():
         model.bn2.running_var.mul_(3)  # what a user's own update would do: the folded values follow
         close(compiled(x), model(x))
     assert stats.replaced == {"conv2d": 2} and stats.left == {}
-    assert sorted(k.split("_float32_")[-1] for k in stats.workloads) == ["bias+relu", "bias+residual+relu"]
+    epilogues = sorted(k.split("_float32_")[-1] for k in stats.workloads)
+    assert epilogues == ["bias+relu_constW", "bias+residual+relu_constW"]
 
 
 def test_conv_bias_relu_residual_fuse():
@@ -115,7 +116,7 @@ def test_conv_bias_relu_residual_fuse():
     with torch.no_grad():
         close(compile_model(fn)(x), fn(x))
     assert stats.replaced == {"conv2d": 1}
-    assert [k.split("_float32_")[-1] for k in stats.workloads] == ["bias+relu+residual"]
+    assert [k.split("_float32_")[-1] for k in stats.workloads] == ["bias+relu+residual_constW"]
 
 
 def test_graph_break_compiles_both_graphs():

@@ -165,7 +165,7 @@ class AutotilePass(CustomGraphPass):
         x, weight, _, stride, padding, dilation, _, _, groups = m.anchor.args
         (n, c, h, wd), (k, _, r, s) = val(x).shape, val(weight).shape
         w = Conv2dWorkload(n, c, h, wd, k, r, s, stride=tuple(stride), padding=tuple(padding),
-                           dilation=tuple(dilation), groups=groups, epilogue=m.epilogue)
+                           dilation=tuple(dilation), groups=groups, epilogue=m.epilogue, const_weight=True)
         m.args = [x, weight]
         return {"workload": w.to_dict(), "dynamic": {}, "pack": ["weight"]}
 

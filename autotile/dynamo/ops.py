@@ -152,17 +152,18 @@ def _gemm_fake(a, b, bias, residual, plan_json):
 @torch.library.custom_op("autotile::conv2d", mutates_args=())
 def conv2d(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None,
            residual: torch.Tensor | None, plan_json: str) -> torch.Tensor:
-    """scale: a folded BatchNorm's per-output-channel factor; the op convolves with weight * scale, made
-    once per (weight version, scale values)."""
+    """scale: a folded BatchNorm's per-output-channel factor. The op convolves with weight * scale, packed (or
+    Winograd-transformed) for the kernel once per (weight version, scale values)."""
     p = plan(plan_json)
+    kern = p.kernel()
 
     def convert(t):
         t = t if scale is None else t * scale.reshape(-1, *[1] * (t.dim() - 1))
-        return t if t.is_contiguous() else t.contiguous()
+        return kern.pack_operand("weight", t if t.is_contiguous() else t.contiguous())
 
     args = [t if t.is_contiguous() else t.contiguous() for t in (x, weight, bias, residual) if t is not None]
     args[1] = p.operand("weight", weight, convert, values=scale)
-    return p.kernel()(*args)
+    return kern(*args)
 
 
 @conv2d.register_fake

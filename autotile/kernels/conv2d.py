@@ -34,9 +34,10 @@ row of tiles, "root" as a separate pass. oh_bn, rorder and pack_input do not app
 
 Layout transforms and padding run inside the kernel, so they are part of every measured time. The packs
 are transposes, vectorized over the blocked channels (a small ic_bn makes the input's cheap; ic_bn = 1 makes
-it a padded copy of NCHW rows). conv2d_tvm.prepacked_modules splits a "nchwc", "gemm" or "depthwise" kernel
-so that the weight's pack runs once, ahead of the calls (codegen/tvm/prepacked.py); tuning always measures
-the whole kernel.
+it a padded copy of NCHW rows). For a constant weight (`Conv2dWorkload(const_weight=True)`, what the
+torch.compile backend tunes) the "nchwc", "gemm", "depthwise" and Winograd kernels take the weight packed
+(or transformed) by a separate `pack_weight` function, run once per weight (conv2d_tvm.prepacked_operands,
+codegen/tvm/build.py), and their timings leave it out.
 """
 
 from __future__ import annotations

@@ -191,7 +191,19 @@ def _vectorize_tail(sch, block, widths):
             return
 
 
+def prepacked_operands(w: Conv2dWorkload, c: Conv2dConfig) -> dict[str, tuple[int, ...]]:
+    """A constant weight's packed (or Winograd-transformed) shape, for the templates that transform it
+    ahead: the kernel's library then holds `pack_weight` too (codegen/tvm/build.py runs it once per weight)."""
+    if not w.const_weight or c.template not in PREPACKABLE:
+        return {}
+    return {"weight": prepacked_modules(w, c)[2]}
+
+
 def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm.IRModule:
+    if w.const_weight and not prepacked and c.template in PREPACKABLE:
+        pack, conv, _ = prepacked_modules(w, c)
+        return tvm.IRModule({"main": conv["main"], "pack_weight": pack["main"].with_attr("global_symbol",
+                                                                                          "pack_weight")})
     if c.template in WINOGRAD:
         from autotile.kernels import conv2d_winograd_tvm
 
@@ -287,6 +299,9 @@ def _schedule_pack(sch, name: str, outer: int, rows: bool = False):
     sch.vectorize(sch.fuse(*loops[-2:]) if rows else loops[-1])
 
 
+PREPACKABLE = ("nchwc", "gemm", "depthwise", *WINOGRAD)  # templates with a separable weight transform
+
+
 def prepacked_modules(w: Conv2dWorkload, c: Conv2dConfig):
     """(pack, conv, packed shape): the kernel split in two IRModules, `pack` (weight -> packed weight) to
     run once per weight and `conv` (input, packed weight, epilogue operands..., out) on every call. None
@@ -296,7 +311,7 @@ def prepacked_modules(w: Conv2dWorkload, c: Conv2dConfig):
         from autotile.kernels import conv2d_winograd_tvm
 
         return conv2d_winograd_tvm.prepacked_modules(w, c)
-    if c.template not in ("nchwc", "gemm", "depthwise"):
+    if c.template not in PREPACKABLE:
         return None
     _, stages = define(w, c, prepacked=True)
     pack = stages["wpack"]

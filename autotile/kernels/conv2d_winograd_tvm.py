@@ -304,7 +304,8 @@ def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm
 
 
 def prepacked_modules(w: Conv2dWorkload, c: Conv2dConfig):
-    """(weight transform, kernel taking the transformed weight, its shape), for codegen/tvm/prepacked.py."""
+    """(weight transform, kernel taking the transformed weight, its shape), for constant weights
+    (conv2d_tvm.prepacked_operands)."""
     _, stages = define(w, c, prepacked=True)
     wtrans = stages["wtrans"]
     W = stages["wt1"].op.input_tensors[0]
