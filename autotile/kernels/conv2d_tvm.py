@@ -61,14 +61,7 @@ def define(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False):
     prepacked: the kernel takes the packed weight (computed ahead of time by stages["wpack"], which is then
     no part of the kernel) in place of the weight."""
     g = _Geometry(w, c)
-    shapes = w.operand_shapes()
-    X = te.placeholder(shapes["input"], w.dtype, name="input")
-    W = te.placeholder(shapes["weight"], w.dtype, name="weight")
-    extra = {}
-    if "bias" in w.epilogue:
-        extra["bias"] = te.placeholder(shapes["bias"], "float32", name="bias")
-    if "residual" in w.epilogue:
-        extra["residual"] = te.placeholder(shapes["residual"], "float32", name="residual")
+    X, W, extra = placeholders(w)
     zero = tir.const(0, w.dtype)
     (sh, sw), (dh, dw) = w.stride, w.dilation
     x_at = _padded_loader(w, X, g)
@@ -321,6 +314,14 @@ def prepacked_modules(w: Conv2dWorkload, c: Conv2dConfig):
 
 
 # -- NCHW templates that read the input in place ------------------------------------------------
+
+def placeholders(w: Conv2dWorkload):
+    """The kernel's input and weight placeholders, and its epilogue operands by name."""
+    shapes = w.operand_shapes()
+    X = te.placeholder(shapes["input"], w.dtype, name="input")
+    W = te.placeholder(shapes["weight"], w.dtype, name="weight")
+    return X, W, _extras(w)
+
 
 def _extras(w: Conv2dWorkload):
     shapes = w.operand_shapes()

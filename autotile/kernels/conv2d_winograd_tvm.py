@@ -41,6 +41,7 @@ from tvm import tirx as tir
 from autotile.codegen.tvm.fastmath import ACTIVATIONS, cast
 from autotile.ir.conv import Conv2dWorkload
 from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, _round_up
+from autotile.kernels.conv2d_tvm import placeholders
 
 # (B^T, G, A^T) per output tile size m. F(2,3): Lavin & Gray's (interpolation points 0, 1, -1). F(4,3): the points
 # 0, -1, 1, 1/2, -2 of Barabasz et al. (arXiv:1803.10986), as TVM's topi uses; on randn inputs their rounding error
@@ -102,14 +103,7 @@ def define(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False):
     g = _Geometry(w, c)
     m, a = g.m, g.a
     BT, G, AT = MATRICES[m]
-    shapes = w.operand_shapes()
-    X = te.placeholder(shapes["input"], w.dtype, name="input")
-    W = te.placeholder(shapes["weight"], w.dtype, name="weight")
-    extra = {}
-    if "bias" in w.epilogue:
-        extra["bias"] = te.placeholder(shapes["bias"], "float32", name="bias")
-    if "residual" in w.epilogue:
-        extra["residual"] = te.placeholder(shapes["residual"], "float32", name="residual")
+    X, W, extra = placeholders(w)
     zero = tir.const(0, "float32")
     (ph, pw) = w.padding
     stages = {}

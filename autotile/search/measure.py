@@ -108,10 +108,8 @@ def cold_weight_sets(kernel, inputs) -> list[list]:
     L3, so the weight is read from memory as in a model whose other layers' weights passed through the cache
     in between; timed from cache, the tuner preferred tiles that re-read the weight far more often."""
     sets = [list(inputs)]
-    prepacked = getattr(kernel, "_prepacked", {})
-    names = list(kernel.workload.operand_shapes())
-    for name in prepacked:
-        index = names.index(name)
+    for name in getattr(kernel, "_prepacked", {}):
+        index = list(kernel.workload.operand_shapes()).index(name)
         packed = kernel.pack_operand(name, inputs[index])
         size = packed.tensor.numel() * packed.tensor.element_size()
         copies = min(16, -(-2 * l3_bytes() // size)) if size >= (1 << 20) else 1
@@ -124,13 +122,21 @@ def run_task(loader: str, workload_dict: dict, config_dict: dict, path: str, rep
     """Verify, then time. Raises on a wrong result, so the parent records why."""
     import os
 
-    from autotile.ir.reference import compare, poisoned_output
     from autotile.kernels import space_for, workload_from_dict
     from autotile.search.worker import resolve
 
     workload = workload_from_dict(workload_dict)
     config = space_for(workload).config_type.from_dict(config_dict)
     kernel = resolve(loader)(workload, config, path)
+    return verify_then_time(workload, kernel, repeat, min_repeat_s,
+                            threads=int(os.environ.get("TVM_NUM_THREADS", "0")) or None)
+
+
+def verify_then_time(workload, kernel, repeat: int, min_repeat_s: float, threads: int | None) -> dict:
+    """Check the kernel on the verification draws (raises on a wrong result, so the parent records why),
+    then time it: the measurement record's timing fields."""
+    from autotile.ir.reference import compare, poisoned_output
+
     max_error = 0.0
     for inputs, reference in _draws(workload):
         out = poisoned_output(workload)
@@ -146,7 +152,7 @@ def run_task(loader: str, workload_dict: dict, config_dict: dict, path: str, rep
     return {
         "median": statistics.median(times_us), "mean": statistics.fmean(times_us), "min": min(times_us),
         "max": max(times_us), "std": statistics.pstdev(times_us), "runs": len(times_us),
-        "threads": int(os.environ.get("TVM_NUM_THREADS", "0")) or None, "max_abs_error": max_error,
+        "threads": threads, "max_abs_error": max_error,
     }
 
 

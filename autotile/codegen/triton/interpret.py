@@ -42,12 +42,9 @@ def _verify_one(case: dict) -> dict:
 def run_task(workload_dict: dict, config_dict: dict, key: str, repeat: int, min_repeat_s: float) -> dict:
     """InterpretedTritonMeasurer's runner side (a worker started with TRITON_INTERPRET=1): verify on CPU
     tensors against the reference, then time the interpreter. The verdict is real; the time is not a GPU's."""
-    import statistics
-
     from autotile.codegen.triton.launch import TritonKernel
-    from autotile.ir.reference import compare, poisoned_output
     from autotile.kernels import triton_program, triton_space_for, workload_from_dict
-    from autotile.search.measure import _draws, time_calls
+    from autotile.search.measure import verify_then_time
 
     if os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("the interpreted runner needs TRITON_INTERPRET=1 set before Triton is imported")
@@ -57,20 +54,7 @@ def run_task(workload_dict: dict, config_dict: dict, key: str, repeat: int, min_
     if program.key != key:
         raise RuntimeError(f"built program {key[:12]} is not the one lowered here ({program.key[:12]})")
     kernel = TritonKernel(workload, config, program)
-    max_error = 0.0
-    for inputs, reference in _draws(workload):
-        out = poisoned_output(workload)
-        kernel(*inputs, out=out)
-        verdict = compare(workload, out, reference)
-        if not verdict.ok:
-            raise AssertionError(f"wrong result: {verdict.reason}")
-        max_error = max(max_error, verdict.max_abs_error)
-    inputs, _ = _draws(workload)[0]
-    out = poisoned_output(workload)
-    times_us = [t * 1e6 for t in time_calls(lambda: kernel(*inputs, out=out), repeat, min_repeat_s)]
-    return {"median": statistics.median(times_us), "mean": statistics.fmean(times_us), "min": min(times_us),
-            "max": max(times_us), "std": statistics.pstdev(times_us), "runs": len(times_us), "threads": None,
-            "max_abs_error": max_error}
+    return verify_then_time(workload, kernel, repeat, min_repeat_s, threads=None)
 
 
 def main() -> None:
