@@ -12,7 +12,7 @@ import tvm
 from tvm import te
 from tvm import tirx as tir
 
-from autotile.codegen.tvm.fastmath import ACTIVATIONS, cast
+from autotile.codegen.tvm.fastmath import apply_epilogue
 from autotile.ir.conv import Conv2dWorkload
 from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, _round_up
 
@@ -155,14 +155,7 @@ def _write_back(w: Conv2dWorkload, c: Conv2dConfig, g: _Geometry, conv, extra):
         n, k, p, q = idx if w.layout == "nchw" else (idx[0], idx[3], idx[1], idx[2])
         kk = k // g.kg * g.kgp + k % g.kg if padded_groups else k
         x = conv[n, p * g.Q + q, kk] if c.template == "gemm" else conv[n, p, q, kk]
-        for op in w.epilogue:
-            if op == "bias":
-                x = x + extra["bias"][k]
-            elif op == "residual":
-                x = x + extra["residual"][idx]
-            elif not op.startswith("cast:"):
-                x = ACTIVATIONS[op](x)
-        return x if w.out_dtype == "float32" else cast(x, w.out_dtype)
+        return apply_epilogue(x, w.epilogue, extra, k, idx, w.out_dtype)
 
     return te.compute(w.out_shape, body, name="out")
 
@@ -337,15 +330,7 @@ def _nchw_write_back(w: Conv2dWorkload, at, extra):
     """out[n, k, p, q] = epilogue(at(n, k, p, q)) for an NCHW output."""
 
     def body(n, k, p, q):
-        x = at(n, k, p, q)
-        for op in w.epilogue:
-            if op == "bias":
-                x = x + extra["bias"][k]
-            elif op == "residual":
-                x = x + extra["residual"][n, k, p, q]
-            elif not op.startswith("cast:"):
-                x = ACTIVATIONS[op](x)
-        return x if w.out_dtype == "float32" else cast(x, w.out_dtype)
+        return apply_epilogue(at(n, k, p, q), w.epilogue, extra, k, (n, k, p, q), w.out_dtype)
 
     return te.compute(w.out_shape, body, name="out")
 

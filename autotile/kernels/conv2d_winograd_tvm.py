@@ -38,7 +38,7 @@ import tvm
 from tvm import te
 from tvm import tirx as tir
 
-from autotile.codegen.tvm.fastmath import ACTIVATIONS, cast
+from autotile.codegen.tvm.fastmath import apply_epilogue
 from autotile.ir.conv import Conv2dWorkload
 from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, _round_up
 from autotile.kernels.conv2d_tvm import placeholders
@@ -172,15 +172,7 @@ def define(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False):
 
     def out_body(*idx):
         n, k, p, q = idx if w.layout == "nchw" else (idx[0], idx[3], idx[1], idx[2])
-        x = conv[n, p, q, k]
-        for op in w.epilogue:
-            if op == "bias":
-                x = x + extra["bias"][k]
-            elif op == "residual":
-                x = x + extra["residual"][idx]
-            elif not op.startswith("cast:"):
-                x = ACTIVATIONS[op](x)
-        return x if w.out_dtype == "float32" else cast(x, w.out_dtype)
+        return apply_epilogue(conv[n, p, q, k], w.epilogue, extra, k, idx, w.out_dtype)
 
     stages["out"] = te.compute(w.out_shape, out_body, name="out")
     weight = stages.pop("wtrans_argument", W)

@@ -6,7 +6,7 @@ import tvm
 from tvm import te
 from tvm import tirx as tir
 
-from autotile.codegen.tvm.fastmath import ACTIVATIONS, cast
+from autotile.codegen.tvm.fastmath import apply_epilogue
 from autotile.ir.workload import GemmWorkload
 from autotile.kernels.gemm import GemmConfig, _ceil_div
 
@@ -21,17 +21,7 @@ def _epilogue_stage(w: GemmWorkload, src, ops, extra, name, out_dtype):
 
     def body(*idx):
         b, i, j = idx if batched else (None, *idx)
-        x = src[idx]
-        for op in ops:
-            if op == "bias":
-                x = x + extra["bias"][j]
-            elif op == "residual":
-                x = x + extra["residual"][idx]
-            elif op.startswith("cast:"):
-                pass
-            else:
-                x = ACTIVATIONS[op](x)
-        return x if out_dtype == "float32" else cast(x, out_dtype)
+        return apply_epilogue(src[idx], ops, extra, j, idx, out_dtype)
 
     shape = ((w.batch,) if batched else ()) + (w.m, w.n)
     return te.compute(shape, body, name=name)

@@ -20,7 +20,7 @@ from tvm import te
 from tvm import tirx as tir
 
 import autotile.codegen.tvm.intrinsics as intrinsics
-from autotile.codegen.tvm.fastmath import ACTIVATIONS
+from autotile.codegen.tvm.fastmath import apply_epilogue
 from autotile.errors import AutotileError
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.kernels.gemm import _ceil_div
@@ -129,14 +129,7 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
         x = (corr[j] + acc[i, j]).astype("float32") * scale_a[i] * scale_w[j]
         if floats is not None:
             x = floats[i, j] + x
-        for op in w.epilogue:
-            if op == "bias":
-                x = x + extra["bias"][j]
-            elif op == "residual":
-                x = x + extra["residual"][i, j]
-            else:
-                x = ACTIVATIONS[op](x)
-        return x
+        return apply_epilogue(x, w.epilogue, extra, j, (i, j))
 
     C = te.compute((w.m, w.n), write_back, name="C")
     return [A, Wp, scale_w, *extra.values(), C]

@@ -108,3 +108,16 @@ def to_bfloat16(x):
 
 def cast(x, dtype: str):
     return to_bfloat16(x) if dtype == "bfloat16" else x.astype(dtype)
+
+
+def apply_epilogue(x, ops, extra: dict, channel, index, out_dtype: str = "float32"):
+    """x after the fused epilogue `ops`: bias[channel], residual[index], activations in order; then cast to
+    out_dtype (a "cast:" op only names it)."""
+    for op in ops:
+        if op == "bias":
+            x = x + extra["bias"][channel]
+        elif op == "residual":
+            x = x + extra["residual"][index]
+        elif not op.startswith("cast:"):
+            x = ACTIVATIONS[op](x)
+    return x if out_dtype == "float32" else cast(x, out_dtype)
