@@ -182,7 +182,13 @@ def prepacked_operands(w: Conv2dWorkload, c: Conv2dConfig) -> dict[str, tuple[in
     ahead: the kernel's library then holds `pack_weight` too (codegen/tvm/build.py runs it once per weight)."""
     if not w.const_weight or c.template not in PREPACKABLE:
         return {}
-    return {"weight": prepacked_modules(w, c)[2]}
+    if c.template in WINOGRAD:  # the TE definition only: no schedule is built for a shape
+        from autotile.kernels import conv2d_winograd_tvm
+
+        packed = conv2d_winograd_tvm.define(w, c, prepacked=True)[1]["wtrans"]
+    else:
+        packed = define(w, c, prepacked=True)[1]["wpack"]
+    return {"weight": tuple(int(d) for d in packed.shape)}
 
 
 def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm.IRModule:
