@@ -211,6 +211,19 @@ def tune_attention(qkv, kv_seq, kv_heads, causal, causal_align, scale, **common)
     run_and_report(workload, **common)
 
 
+@tune.command("layernorm")
+@click.option("--shape", required=True, help="RxC: layer norm over each of R rows of C elements.")
+@click.option("--eps", type=float, default=1e-5, show_default=True)
+@common_tune_options
+@user_errors
+def tune_layernorm(shape, eps, **common):
+    """Tune a layer norm over the last dim (with its weight and bias), as in a transformer block."""
+    from autotile.ir.norm import LayerNormWorkload
+
+    rows, cols = parse_shape(shape, ("R", "C"))
+    run_and_report(LayerNormWorkload(rows, cols, eps=eps), **common)
+
+
 @tune.command("qgemm")
 @click.option("--shape", required=True, help="MxNxK: C[M,N] = A[M,K] @ dequantize(W[N,K])^T.")
 @click.option("--weight-dtype", default="int4", show_default=True,

@@ -77,7 +77,7 @@ def test_gpt_block_linears_and_attention_are_replaced():
     model, x = bench_models().GPTBlock(64, 4).eval(), torch.randn(2, 16, 64)
     with torch.no_grad():
         close(compile_model(model)(x), model(x))
-    assert stats.replaced == {"gemm": 4, "attention": 1}
+    assert stats.replaced == {"gemm": 4, "attention": 1, "layernorm": 2}
     assert stats.left == {}  # the residual feeding the next linear once kept the old addmm alive beside it
     assert any(k.startswith("attention_b2_h4_q16_kv16_d16") and "causal-tl" in k for k in stats.workloads)
 
@@ -163,8 +163,46 @@ def test_dynamic_sequence_in_a_gpt_block_pads_causal_attention_exactly():
         for seq in (15, 16, 17):
             x = torch.randn(1, seq, 64)
             close(compiled(x), model(x))
-    assert stats.replaced == {"gemm": 4, "attention": 1}
+    assert stats.replaced == {"gemm": 4, "attention": 1, "layernorm": 2}
     assert sorted(k.split("_")[3] for k in stats.workloads if k.startswith("attention")) == ["q16", "q24"]
+    assert sorted(k.split("_")[1] for k in stats.workloads if k.startswith("layernorm")) == ["16x64", "24x64"]
+
+
+class Norms(nn.Module):
+    """Every form of layer_norm: affine, weight only, none (its own eps), on a 3-D input and a 2-D view of one."""
+
+    def __init__(self, d=40):
+        super().__init__()
+        self.affine, self.weight_only = nn.LayerNorm(d), nn.LayerNorm(d, bias=False)
+        self.plain = nn.LayerNorm(d, elementwise_affine=False, eps=1e-3)
+        for p in self.parameters():
+            nn.init.normal_(p)
+
+    def forward(self, x):
+        return self.affine(x) + self.weight_only(x * 3 + 100) * self.plain(x[0])
+
+
+def test_layer_norms_in_every_form_run_autotile_kernels():
+    torch.manual_seed(0)
+    model, x = Norms().eval(), torch.randn(2, 5, 40)
+    with torch.no_grad():
+        close(compile_model(model)(x), model(x))
+    assert stats.replaced == {"layernorm": 3}
+    assert sorted(stats.workloads) == ["layernorm_10x40_eps1e-05_float32", "layernorm_5x40_eps0.001_float32"]
+
+
+def test_training_layer_norm_stays_with_the_fallback_and_grads_match():
+    torch.manual_seed(0)
+    model = Norms()
+    reference = copy.deepcopy(model)
+    x = torch.randn(2, 5, 40)
+    loss, ref_loss = compile_model(model)(x).sum(), reference(x).sum()
+    loss.backward()
+    ref_loss.backward()
+    close(loss, ref_loss)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        close(p.grad, q.grad)
+    assert "layernorm" not in stats.replaced  # the backward reads the forward's mean and rstd
 
 
 def test_training_grads_match_and_weights_repack_after_each_step():

@@ -30,6 +30,7 @@ from autotile.dynamo.match import (
     match_conv,
     match_gemm,
     match_int8_weight_only,
+    match_layer_norm,
     swaps_last_two,
     val,
 )
@@ -37,7 +38,7 @@ from autotile.dynamo.options import Options
 from autotile.dynamo.resolve import resolver
 
 aten = torch.ops.aten
-MATCHERS = (match_int8_weight_only, match_gemm, match_conv, match_attention)
+MATCHERS = (match_int8_weight_only, match_gemm, match_conv, match_attention, match_layer_norm)
 HEAVY = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.convolution.default, FLASH}
 
 
@@ -126,6 +127,8 @@ class AutotilePass(CustomGraphPass):
                 return {**common, **self._conv_spec(m)}
             if m.kind == "qlinear":
                 return {**common, **self._int8_weight_only_spec(m)}
+            if m.kind == "layernorm":
+                return {**common, **self._layer_norm_spec(m)}
             return {**common, **self._attention_spec(m)}
         except (AutotileError, _Skip):
             return None
@@ -158,6 +161,14 @@ class AutotilePass(CustomGraphPass):
         w = QGemmWorkload(bucket(rows), n, k, weight_dtype="int8", group_size=None, epilogue=m.epilogue)
         # The op reads int8 W as unsigned codes with zero point 128, converted once per weight version.
         return {"workload": w.to_dict(), "dynamic": {"m": 0} if dynamic else {}, "codes": "int8", "pack": ["codes"]}
+
+    def _layer_norm_spec(self, m) -> dict:
+        from autotile.ir.norm import LayerNormWorkload
+
+        xv = val(m.args[0])
+        rows, dynamic = _static_or_bucket(xv.numel() // xv.shape[-1])
+        w = LayerNormWorkload(rows, xv.shape[-1], eps=m.eps)
+        return {"workload": w.to_dict(), "dynamic": {"rows": -1} if dynamic else {}}
 
     def _conv_spec(self, m) -> dict:
         from autotile.ir.conv import Conv2dWorkload
@@ -234,6 +245,9 @@ class AutotilePass(CustomGraphPass):
         with graph.inserting_before(m.last):
             if m.kind == "attention":
                 new = _emit(graph, fake_mode, torch.ops.autotile.attention.default, *m.args, text)
+            elif m.kind == "layernorm":
+                new = _emit(graph, fake_mode, torch.ops.autotile.layer_norm.default, *m.args, current(m.weight),
+                            current(m.bias), text)
             elif m.kind == "qlinear":
                 scales = _emit(graph, fake_mode, aten.reshape.default, current(m.scales), [-1, 1])
                 bias = _as_vector(graph, fake_mode, current(m.bias))

@@ -164,7 +164,7 @@ def _add_alpha_one(node) -> bool:
 
 @dataclass
 class Match:
-    kind: str  # "gemm", "conv2d", "attention"
+    kind: str  # "gemm", "conv2d", "attention", "qlinear", "layernorm"
     anchor: torch.fx.Node  # the heavy op
     last: torch.fx.Node  # the node whose value the autotile op produces (anchor or the end of the chain)
     epilogue: list[str] = field(default_factory=list)
@@ -176,6 +176,8 @@ class Match:
     # BatchNorm decomposes; the pass folds them into the weight (scale) and the bias (shift).
     affine: list = field(default_factory=list)
     scales: torch.fx.Node | None = None  # qlinear only: the per-output-channel weight scales
+    weight: torch.fx.Node | None = None  # layernorm only: its scale vector (bias is its shift), when it has one
+    eps: float = 0.0  # layernorm only
 
 
 def per_channel(node, channels) -> bool:
@@ -326,6 +328,63 @@ def match_conv(node) -> Match | None:
         m.epilogue, m.bias = ["bias"], bias
     walk_affine(m, wv.shape[0])
     return walk_epilogue(m, val(node).shape, allow_views=False)
+
+
+def _row_contiguous(v: torch.Tensor) -> bool:
+    """Contiguous, proven for every value of its symbolic sizes (never adds a guard)."""
+    expected = 1
+    for size, stride in reversed(list(zip(v.shape, v.stride()))):
+        if not known(stride == expected):
+            return False
+        expected = expected * size
+    return True
+
+
+def _getitem(node, index: int):
+    return next((u for u in node.users if u.target == operator.getitem and u.args[1] == index), None)
+
+
+def match_layer_norm(node) -> Match | None:
+    """Inductor's decomposition of layer_norm over the last dim of a contiguous float32 tensor, inference only:
+    var, mean = var_mean(x, [-1], correction=0, keepdim=True); (x - mean) * rsqrt(var + eps) [* weight] [+ bias].
+    args: x. In training the mean and rsqrt have more users (the backward's) and nothing matches."""
+    if node.target != aten.var_mean.correction or len(node.args) != 2 or not f32_cpu(node.args[0]):
+        return None
+    x, dims = node.args
+    xv = val(x)
+    if xv.dim() < 2 or [d % xv.dim() for d in dims] != [xv.dim() - 1] or not is_static(xv.shape[-1]) \
+            or node.kwargs != {"correction": 0, "keepdim": True} or not _row_contiguous(xv):
+        return None
+    var, mean = _getitem(node, 0), _getitem(node, 1)
+    if var is None or mean is None or len(node.users) != 2:
+        return None
+    centered, shifted = only_user(mean), only_user(var)
+    if not _is(centered, aten.sub.Tensor, x, mean) or shifted is None or shifted.target != aten.add.Tensor \
+            or shifted.kwargs or len(shifted.args) != 2 or shifted.args[0] is not var \
+            or not isinstance(shifted.args[1], float):
+        return None
+    rstd = only_user(shifted)
+    normed = only_user(rstd) if _is(rstd, aten.rsqrt.default, shifted) else None
+    if normed is None or only_user(centered) is not normed or not _is_commutative(normed, aten.mul.Tensor, centered,
+                                                                                     rstd):
+        return None
+    m = Match("layernorm", node, normed, args=[x])
+    m.eps = shifted.args[1]
+    cols = xv.shape[-1]
+    for target in (aten.mul.Tensor, aten.add.Tensor):  # the affine scale, then the shift, each optional
+        user = only_user(m.last)
+        if user is None or user.target != target or user.kwargs or len(user.args) != 2:
+            continue
+        other = user.args[1] if user.args[0] is m.last else user.args[0]
+        v = val(other)
+        if other is m.last or not f32_cpu(other) or v.dim() != 1 or not known(v.shape[0] == cols):
+            continue
+        if target == aten.mul.Tensor:
+            m.weight = other
+        else:
+            m.bias = other
+        m.last = user
+    return m
 
 
 def match_attention(node) -> Match | None:

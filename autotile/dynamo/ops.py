@@ -207,6 +207,35 @@ def _attention_fake(q, k, v, plan_json):
     return _attention_out(q, plan(plan_json).spec["out"])
 
 
+# --- layer_norm over the last dim: keeps the code between two GEMMs on TVM's thread pool --------------------------
+
+@cache
+def _filled(value: float, n: int) -> torch.Tensor:
+    """A constant vector standing in for an absent weight (ones) or bias (zeros); only ever read."""
+    return torch.full((n,), value)
+
+
+@torch.library.custom_op("autotile::layer_norm", mutates_args=())
+def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+               plan_json: str) -> torch.Tensor:
+    p = plan(plan_json)
+    cols = x.shape[-1]
+    rows = x.reshape(-1, cols)
+    rows = rows if rows.is_contiguous() else rows.contiguous()
+    m = rows.shape[0]
+    sizes = {"rows": bucket(m)} if p.dynamic else {}
+    kern = p.kernel(sizes)
+    weight = _filled(1.0, cols) if weight is None else weight
+    bias = _filled(0.0, cols) if bias is None else bias
+    out = kern(pad_dim(rows, 0, sizes.get("rows", m)), weight, bias)
+    return (out if out.shape[0] == m else out[:m]).reshape(x.shape)
+
+
+@layer_norm.register_fake
+def _layer_norm_fake(x, weight, bias, plan_json):
+    return x.new_empty(x.shape)
+
+
 # --- qlinear: y = epilogue(x @ dequantize(W)^T), W quantized (autotile.nn.QuantizedLinear) ----------------------
 
 @torch.library.custom_op("autotile::qlinear", mutates_args=())

@@ -20,6 +20,7 @@ SHAPE_FIELDS = {
     "gemm": ("m", "n", "k", "batch"),
     "conv2d": ("n", "c", "h", "w", "k"),
     "attention": ("batch", "heads", "seq_q", "seq_kv", "kv_heads"),
+    "layernorm": ("rows",),
 }
 
 

@@ -30,6 +30,8 @@ FAMILIES = {
                         "autotile.kernels.attention_tvm:schedule", "autotile.kernels.attention_triton"),
     "qgemm": Family("autotile.ir.qgemm:QGemmWorkload", "autotile.kernels.qgemm:QGemmSpace",
                     "autotile.kernels.qgemm_tvm:schedule", "autotile.kernels.qgemm_triton"),
+    "layernorm": Family("autotile.ir.norm:LayerNormWorkload", "autotile.kernels.layernorm:LayerNormSpace",
+                        "autotile.kernels.layernorm_tvm:schedule"),
 }
 
 

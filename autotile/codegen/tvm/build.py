@@ -23,7 +23,7 @@ def cache_root() -> Path:
 
 # The kernels/ modules each family's TVM code is made from: its own, and the GEMM template it builds on.
 FAMILY_SOURCES = {"gemm": ("gemm",), "qgemm": ("qgemm", "gemm"), "conv2d": ("conv2d", "gemm"),
-                  "attention": ("attention",)}
+                  "attention": ("attention",), "layernorm": ("layernorm",)}
 
 
 @cache

@@ -1,0 +1,93 @@
+"""Layer norm: the workload, its reference, the config space, real TVM builds against the reference, the CLI."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from autotile.cli import main
+from autotile.codegen.tvm.build import CompiledKernel, build
+from autotile.db.store import TuningDB
+from autotile.errors import AutotileError
+from autotile.ir.norm import LayerNormWorkload
+from autotile.ir.reference import random_inputs, verify
+from autotile.kernels import space_for, workload_from_dict
+from autotile.kernels.layernorm import LayerNormConfig, LayerNormSpace
+
+MCPU = "znver4"
+
+
+def check(workload, config):
+    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
+    verdict = verify(workload, kernel)
+    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
+    return kernel
+
+
+def test_key_and_round_trip():
+    w = LayerNormWorkload(128, 768)
+    assert w.key == "layernorm_128x768_eps1e-05_float32"
+    assert workload_from_dict(w.to_dict()) == w
+    assert LayerNormWorkload(4, 8, eps=1e-6).key == "layernorm_4x8_eps1e-06_float32"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(rows=0, cols=8), "rows must be a positive integer"),
+    (dict(rows=2, cols=8, eps=-1.0), "eps must be a finite number >= 0"),
+    (dict(rows=2, cols=8, eps=float("nan")), "eps must be a finite number >= 0"),
+    (dict(rows=2, cols=8, dtype="float16"), "not supported by the layernorm template"),
+])
+def test_bad_workloads_are_refused_with_a_clear_error(kwargs, message):
+    with pytest.raises(AutotileError, match=message):
+        LayerNormWorkload(**kwargs)
+
+
+def test_reference_is_torchs_layer_norm():
+    w = LayerNormWorkload(6, 50, eps=1e-3)
+    x, weight, bias = random_inputs(w, 0)
+    expected = F.layer_norm(x.double(), (50,), weight.double(), bias.double(), eps=1e-3)
+    torch.testing.assert_close(w.reference(x, weight, bias), expected)
+
+
+def test_canonical_configs_fit_the_row():
+    space = LayerNormSpace(LayerNormWorkload(3, 40))
+    c = space.canonical(LayerNormConfig(vec=16, unroll=8, grain=32))
+    assert (c.vec, c.unroll, c.grain) == (16, 2, 3)  # 2 whole vectors of 16, 3 rows
+    assert space.canonical(LayerNormConfig(vec=16, unroll=4, grain=1)).vec == 16
+    assert LayerNormSpace(LayerNormWorkload(2, 5)).default().vec == 4
+
+
+@pytest.mark.parametrize("rows, cols", [(128, 768), (7, 40), (3, 5), (1, 1)])
+def test_default_kernel_matches_the_reference(rows, cols):
+    w = LayerNormWorkload(rows, cols)
+    check(w, space_for(w).default())
+
+
+def test_sampled_configs_match_the_reference():
+    w = LayerNormWorkload(9, 200, eps=1e-2)  # whole vectors plus a tail, rows not a multiple of the grain
+    space = LayerNormSpace(w)
+    rng = random.Random(0)
+    configs = {space.sample(rng) for _ in range(12)}
+    assert len(configs) >= 4
+    for config in configs:
+        check(w, config)
+
+
+def test_kernel_refuses_wrong_shapes():
+    w = LayerNormWorkload(4, 16)
+    kernel = check(w, space_for(w).default())
+    with pytest.raises(AutotileError, match="weight has shape"):
+        kernel(torch.randn(4, 16), torch.randn(8), torch.randn(16))
+
+
+def test_cli_tunes_a_layer_norm_into_the_database(tmp_path):
+    db = tmp_path / "t.db"
+    result = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x48", "--trials", "3", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    with TuningDB(db) as database:
+        rows = database.measurements(status="ok")
+    assert {r["workload"] for r in rows} == {"layernorm_8x48_eps1e-05_float32"} and rows
+    bad = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x0", "--db", str(db)])
+    assert bad.exit_code != 0 and "C must be a positive integer" in bad.output
