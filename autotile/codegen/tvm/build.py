@@ -129,13 +129,20 @@ class CompiledKernel:
     """
 
     def __init__(self, workload, config, module, path: Path | None = None):
+        import torch
+
         from autotile.kernels import prepacked_operands
 
         self.workload = workload
         self.config = config
+        self.config_key = config.key  # read on every call that passes a Packed operand: built once
         self.module = module
         self.path = path
         self._shapes = workload.operand_shapes()
+        # (name, shape, read through strides) per operand, the output last: checked on every call, so kept ready
+        self._checks = [(name, torch.Size(shape), name in workload.strided_operands)
+                        for name, shape in self._shapes.items()]
+        self._out_dtype = getattr(torch, workload.out_dtype)
         self._prepacked = {name: (list(self._shapes).index(name), module[f"pack_{name}"], shape)
                            for name, shape in prepacked_operands(workload, config).items()}
         self._packed: dict[str, tuple] = {}  # name -> (tensor, its stamp when packed, packed copy)
@@ -149,20 +156,18 @@ class CompiledKernel:
     def __call__(self, *inputs, out=None):
         import torch
 
-        names = list(self._shapes)
-        if len(inputs) != len(names) - 1:
+        if len(inputs) != len(self._checks) - 1:
+            names = [name for name, _, _ in self._checks]
             raise AutotileError(f"{self.workload.key} takes {len(names) - 1} inputs ({', '.join(names[:-1])}), "
                                 f"got {len(inputs)}")
         if out is None:
-            out = torch.empty(self.workload.output_shape, dtype=getattr(torch, self.workload.out_dtype),
-                              device=inputs[0].device)
-        for name, t in zip(names, (*inputs, out)):
-            if isinstance(t, Packed):
+            out = torch.empty(self._checks[-1][1], dtype=self._out_dtype, device=inputs[0].device)
+        for (name, shape, strided), t in zip(self._checks, (*inputs, out)):
+            if t.__class__ is Packed:
                 continue  # checked when it was packed
-            if tuple(t.shape) != self._shapes[name]:
-                raise AutotileError(f"{self.workload.key}: {name} has shape {tuple(t.shape)}, "
-                                    f"expected {self._shapes[name]}")
-            if name in self.workload.strided_operands:
+            if t.shape != shape:
+                raise AutotileError(f"{self.workload.key}: {name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+            if strided:
                 if t.dim() and t.stride(-1) != 1:
                     raise AutotileError(f"{self.workload.key}: {name} needs unit stride in its last dim "
                                         f"(strides {t.stride()})")
@@ -188,11 +193,11 @@ class CompiledKernel:
                                 f"got shape {tuple(t.shape)} strides {t.stride()}")
         packed = torch.empty(shape, dtype=t.dtype, device=t.device)
         pack(t.detach(), packed)
-        return Packed(packed, self.config.key)
+        return Packed(packed, self.config_key)
 
     def _packed_operand(self, name: str, t):
         if isinstance(t, Packed):
-            if t.config_key != self.config.key:
+            if t.config_key != self.config_key:
                 raise AutotileError(f"{self.workload.key}: {name} was packed for another kernel ({t.config_key})")
             return t.tensor
         stamp = None if t.is_inference() else (t._version, t.data_ptr())  # inference tensors have no version
