@@ -308,7 +308,7 @@ def _float(node):
 
 
 def _int8_weight(node):
-    """The int8 (N, K) placeholder behind `convert_element_type(permute(W, [1, 0]), float32)`, else None."""
+    """The int8 (N, K) placeholder behind `float(permute(W, [1, 0]))` (`_float`), else None."""
     t = _float(node)
     if t is None or not swaps_last_two(t) or t.args[0].op != "placeholder":
         return None
@@ -413,6 +413,8 @@ def match_intx_weight_only(node) -> Match | None:
     addend, x, w_t = operands
     if not f32_cpu(x) or not swaps_last_two(w_t) or (weight := intx_weight(w_t.args[0])) is None:
         return None
+    if subclass_input(weight[0]) is None:
+        return None  # plain int8 buffers, not a torchao tensor: no bit width to read, left to match_gemm
     m = Match("qlinear", node, node)
     if addend is not None and not take_addend(m, addend, val(node).shape[-1]):
         return None
