@@ -418,6 +418,49 @@ def test_torchao_int8_weight_only_is_recognized():
     assert stats.replaced == {"qlinear": 1}
 
 
+def torchao_intx(bits: int, granularity: str, *layers, mapping="SYMMETRIC") -> nn.Module:
+    """nn.Sequential(*layers), eval, its linears quantized by torchao's IntxWeightOnlyConfig (what int4 weight-only
+    is on CPU in torchao 0.18); granularity "group32" or "channel"; mapping "SYMMETRIC" or "ASYMMETRIC"."""
+    quantization = pytest.importorskip("torchao.quantization")
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    model = nn.Sequential(*layers).eval()
+    config = quantization.IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{bits}"),
+                                               granularity=PerGroup(32) if granularity == "group32" else PerAxis(0),
+                                               mapping_type=getattr(quantization.MappingType, mapping))
+    quantization.quantize_(model, config)
+    return model
+
+
+@pytest.mark.parametrize("bits, granularity, mapping, bias, shape, activation, fallback, workload", [
+    (4, "group32", "SYMMETRIC", True, (10, 64), None, "inductor", "qgemm_16x48x64_float32_int4_g32_asym_bias"),
+    (4, "group32", "ASYMMETRIC", False, (2, 5, 64), nn.ReLU, "eager", "qgemm_16x48x64_float32_int4_g32_asym_relu"),
+    (4, "channel", "SYMMETRIC", True, (3, 64), nn.GELU, "inductor",
+     "qgemm_4x48x64_float32_int4_perchannel_asym_bias+gelu"),
+    (8, "group32", "SYMMETRIC", False, (3, 64), nn.SiLU, "inductor", "qgemm_4x48x64_float32_int8_g32_asym_silu"),
+])
+def test_torchao_intx_weight_only_is_recognized(bits, granularity, mapping, bias, shape, activation, fallback,
+                                                workload):
+    """Every case checks the kernel against eager torchao; torchao's zero points are zero unless ASYMMETRIC."""
+    torch.manual_seed(0)
+    layers = [nn.Linear(64, 48, bias=bias), *([activation()] if activation else [])]
+    model = torchao_intx(bits, granularity, *layers, mapping=mapping)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        close(compile_model(model, fallback=fallback)(x), model(x))
+    assert stats.replaced == {"qlinear": 1} and stats.left == {}
+    assert list(stats.workloads) == [workload]
+
+
+def test_torchao_weight_width_the_templates_refuse_stays_with_the_fallback():
+    torch.manual_seed(0)
+    model = torchao_intx(1, "group32", nn.Linear(64, 48))  # int1: the quantized templates take 2 to 8 bits
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        close(compile_model(model)(x), model(x))
+    assert stats.replaced == {} and stats.left == {"aten.addmm.default": 1}
+
+
 class Outputs(nn.Module):
     """Each replaced op's result returned as is, so its dtype and strides are what a user observes."""
 

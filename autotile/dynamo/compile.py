@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 from autotile.dynamo.graph_pass import AutotilePass
@@ -24,13 +25,28 @@ def warn_about_spinning_openmp():
                       "torch's spinning OpenMP threads slow autotile's kernels down", stacklevel=3)
 
 
+def torchao_weight_bits(example_inputs) -> dict[int, int]:
+    """The bit width of each torchao intN weight (IntxUnpackedToInt8Tensor) among a dynamo graph's inputs, by
+    input index. The post-grad graph holds only such a weight's int8 values (qdata), whose placeholder names the
+    input it came from; its target dtype (torch.int1 .. torch.int8) is known only here."""
+    intx = getattr(sys.modules.get("torchao.quantization"), "IntxUnpackedToInt8Tensor", None)
+    if intx is None:
+        return {}  # torchao not loaded: no torchao tensors either
+    import torch
+
+    signed = {getattr(torch, f"int{bits}"): bits for bits in range(1, 9) if hasattr(torch, f"int{bits}")}
+    return {i: signed[t.target_dtype] for i, t in enumerate(example_inputs)
+            if isinstance(t, intx) and getattr(t, "target_dtype", None) in signed}
+
+
 def compile_inductor(gm, example_inputs, options: Options):
     from torch._inductor.compile_fx import compile_fx
 
     warn_about_spinning_openmp()
     stop_tvm_pool_spinning()
     # Inductor's own decompositions (the pass matches decomposed activations), so its FX graph cache applies.
-    return compile_fx(gm, example_inputs, config_patches={"post_grad_custom_post_pass": AutotilePass(options)})
+    graph_pass = AutotilePass(options, torchao_weight_bits(example_inputs))
+    return compile_fx(gm, example_inputs, config_patches={"post_grad_custom_post_pass": graph_pass})
 
 
 def compile_eager(gm, example_inputs, options: Options):
@@ -39,7 +55,7 @@ def compile_eager(gm, example_inputs, options: Options):
 
     warn_about_spinning_openmp()
     stop_tvm_pool_spinning()
-    graph_pass = AutotilePass(options)
+    graph_pass = AutotilePass(options, torchao_weight_bits(example_inputs))
 
     def run_pass(graph_module, _inputs):
         graph_pass(graph_module.graph)

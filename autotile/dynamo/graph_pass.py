@@ -30,7 +30,9 @@ from autotile.dynamo.match import (
     match_conv,
     match_gemm,
     match_int8_weight_only,
+    match_intx_weight_only,
     match_layer_norm,
+    subclass_input,
     swaps_last_two,
     val,
 )
@@ -38,7 +40,8 @@ from autotile.dynamo.options import Options
 from autotile.dynamo.resolve import resolver
 
 aten = torch.ops.aten
-MATCHERS = (match_int8_weight_only, match_gemm, match_conv, match_attention, match_layer_norm)
+MATCHERS = (match_int8_weight_only, match_intx_weight_only, match_gemm, match_conv, match_attention,
+            match_layer_norm)
 HEAVY = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.convolution.default, FLASH}
 
 
@@ -73,8 +76,11 @@ def db_state(path: str):
 
 
 class AutotilePass(CustomGraphPass):
-    def __init__(self, options: Options):
+    def __init__(self, options: Options, weight_bits: dict[int, int] | None = None):
+        """weight_bits: the bit width of each torchao intN weight among the graph's inputs, by input index
+        (`torchao_weight_bits`); the post-grad graph holds only their int8 values."""
         self.options = options
+        self.weight_bits = dict(weight_bits or {})
         self.db = str(options.db_path())
         self.resolver = resolver(self.db, options.tuning)
         self.budget_left = options.time_budget_s
@@ -84,7 +90,7 @@ class AutotilePass(CustomGraphPass):
         state = db_state(self.db) if self.options.tuning != "off" else None
         sources = sorted(str(p) for p in Path(__file__).parent.glob("*.py"))
         return (get_hash_for_files(tuple(sources)).hex(), self.options.to_json(), self.db, state,
-                os.environ.get("AUTOTILE_CACHE_DIR"))
+                os.environ.get("AUTOTILE_CACHE_DIR"), sorted(self.weight_bits.items()))
 
     # -- the pass -------------------------------------------------------------------------------
     def __call__(self, graph: torch.fx.Graph) -> None:
@@ -126,7 +132,7 @@ class AutotilePass(CustomGraphPass):
             if m.kind == "conv2d":
                 return {**common, **self._conv_spec(m)}
             if m.kind == "qlinear":
-                return {**common, **self._int8_weight_only_spec(m)}
+                return {**common, **self._weight_only_spec(m)}
             if m.kind == "layernorm":
                 return {**common, **self._layer_norm_spec(m)}
             return {**common, **self._attention_spec(m)}
@@ -152,15 +158,24 @@ class AutotilePass(CustomGraphPass):
         return {"workload": w.to_dict(), "dynamic": {"m": av.dim() - 2} if dynamic else {}, "a": a_layout,
                 "b": b_layout, "b_form": b_form, "pack": pack, "out_dtype": w.out_dtype}
 
-    def _int8_weight_only_spec(self, m) -> dict:
+    def _weight_only_spec(self, m) -> dict:
+        """torchao's int8 (Int8WeightOnlyConfig: per channel, no zero point) or intN (IntxWeightOnlyConfig: per
+        group or channel, zero points) weight-only linear as a quantized GEMM."""
         from autotile.ir.qgemm import QGemmWorkload
 
-        x, weight = m.args
-        xv, (n, k) = val(x), val(weight).shape
+        x, codes = m.args
+        xv, (n, k) = val(x), val(codes).shape
         rows, dynamic = _static_or_bucket(xv.shape[0])
-        w = QGemmWorkload(bucket(rows), n, k, weight_dtype="int8", group_size=None, epilogue=m.epilogue)
-        # The op reads int8 W as unsigned codes with zero point 128, converted once per weight version.
-        return {"workload": w.to_dict(), "dynamic": {"m": 0} if dynamic else {}, "codes": "int8", "pack": ["codes"]}
+        bits = 8 if m.zeros is None else self.weight_bits.get(subclass_input(codes))
+        if bits is None:
+            raise _Skip  # not a torchao weight the backend saw, or of a dtype it does not know
+        groups = val(m.scales).shape[-1] if m.zeros is not None else 1
+        w = QGemmWorkload(bucket(rows), n, k, weight_dtype=f"int{bits}", group_size=k // groups,
+                          asymmetric=m.zeros is not None, epilogue=m.epilogue)
+        # The op reads torchao's signed values as unsigned codes around 2**(bits-1) (zero points likewise),
+        # converted once per weight version.
+        return {"workload": w.to_dict(), "dynamic": {"m": 0} if dynamic else {}, "signed_codes": bits,
+                "pack": ["codes", "zeros"]}
 
     def _layer_norm_spec(self, m) -> dict:
         from autotile.ir.norm import LayerNormWorkload
@@ -249,9 +264,12 @@ class AutotilePass(CustomGraphPass):
                 new = _emit(graph, fake_mode, torch.ops.autotile.layer_norm.default, *m.args, current(m.weight),
                             current(m.bias), text)
             elif m.kind == "qlinear":
-                scales = _emit(graph, fake_mode, aten.reshape.default, current(m.scales), [-1, 1])
+                # (N, groups) as the kernel takes them; int8's per-channel scales may come as (N,) or (1, N).
+                n = val(m.anchor).shape[-1]
+                scales = _emit(graph, fake_mode, aten.reshape.default, current(m.scales), [n, -1])
                 bias = _as_vector(graph, fake_mode, current(m.bias))
-                new = _emit(graph, fake_mode, torch.ops.autotile.qlinear.default, *m.args, scales, None, bias, text)
+                new = _emit(graph, fake_mode, torch.ops.autotile.qlinear.default, *m.args, scales, current(m.zeros),
+                            bias, text)
             else:
                 bias, residual = current(m.bias), current(m.residual)
                 scale = None

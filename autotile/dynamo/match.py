@@ -153,6 +153,11 @@ def swaps_last_two(node) -> bool:
     return perm == [*range(v.dim() - 2), v.dim() - 1, v.dim() - 2]
 
 
+def bias_vector(v: torch.Tensor, n) -> bool:
+    """A vector along a GEMM output's last dim (N): (N,), (1, N), ... (a bias)."""
+    return v.dim() >= 1 and known(v.numel() == n) and known(v.shape[-1] == n)
+
+
 def only_user(node):
     users = list(node.users)
     return users[0] if len(users) == 1 else None
@@ -175,7 +180,8 @@ class Match:
     # conv only: per-output-channel steps (("sub" | "mul" | "add"), node) right after the conv, as an eval
     # BatchNorm decomposes; the pass folds them into the weight (scale) and the bias (shift).
     affine: list = field(default_factory=list)
-    scales: torch.fx.Node | None = None  # qlinear only: the per-output-channel weight scales
+    scales: torch.fx.Node | None = None  # qlinear only: the weight's scales, one per output channel or group
+    zeros: torch.fx.Node | None = None  # qlinear only: torchao's signed zero points (None: symmetric)
     weight: torch.fx.Node | None = None  # layernorm only: its scale vector (bias is its shift), when it has one
     eps: float = 0.0  # layernorm only
 
@@ -228,8 +234,7 @@ def walk_epilogue(m: Match, out_shape, allow_views: bool) -> Match:
                 break
             ov, cv = val(other), val(cur)
             # A vector along the last dim is a GEMM's bias; a conv's comes from its own arg or walk_affine.
-            vector = ov.dim() >= 1 and known(ov.numel() == n) and known(ov.shape[-1] == n)
-            if m.kind in ("gemm", "qlinear") and "bias" not in m.epilogue and vector:
+            if m.kind in ("gemm", "qlinear") and "bias" not in m.epilogue and bias_vector(ov, n):
                 step, m.bias = "bias", other
             elif m.residual is None and same_shape(ov, cv) and \
                     (pending_view is None or (len(out_shape) == 2 and is_static(n))):
@@ -248,44 +253,77 @@ def walk_epilogue(m: Match, out_shape, allow_views: bool) -> Match:
     return m
 
 
+def mm_operands(node):
+    """(addend, a, b) of mm(a, b) (addend None) or addmm(addend, a, b) with beta = alpha = 1; None otherwise."""
+    if node.target == aten.mm.default and len(node.args) == 2 and not node.kwargs:
+        return None, *node.args
+    if node.target == aten.addmm.default and len(node.args) == 3 and \
+            node.kwargs.get("beta", 1) == 1 and node.kwargs.get("alpha", 1) == 1:
+        return node.args
+    return None
+
+
+def take_addend(m: Match, addend, n) -> bool:
+    """addmm's addend as the epilogue's bias (a vector of n) or residual (the output's shape); False when it is
+    neither (a broadcast addend the epilogue has no form for)."""
+    if not f32_cpu(addend):
+        return False
+    v = val(addend)
+    if bias_vector(v, n):
+        m.epilogue, m.bias = ["bias"], addend
+    elif same_shape(v, val(m.anchor)):
+        m.epilogue, m.residual = ["residual"], addend
+    else:
+        return False
+    return True
+
+
 def match_gemm(node) -> Match | None:
     """mm, addmm (beta = alpha = 1) and bmm on float32 CPU tensors; N, K and the batch static, M may be symbolic."""
-    if node.target not in (aten.mm.default, aten.addmm.default, aten.bmm.default):
-        return None
-    if node.target == aten.addmm.default:
-        if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1 or len(node.args) != 3:
-            return None
-        inp, a, b = node.args
-    else:
+    if node.target == aten.bmm.default:
         inp, (a, b) = None, node.args[:2]
+    elif (operands := mm_operands(node)) is not None:
+        inp, a, b = operands
+    else:
+        return None
     if not all(f32_cpu(x) for x in (a, b, node)):
         return None
     av, bv, ov = val(a), val(b), val(node)
     if not is_static(*bv.shape, av.shape[-1], *av.shape[:-2]):
         return None
     m = Match("gemm", node, node)
-    if inp is not None:
-        iv = val(inp)
-        if not f32_cpu(inp):
-            return None
-        if iv.dim() >= 1 and known(iv.numel() == bv.shape[-1]) and known(iv.shape[-1] == bv.shape[-1]):
-            m.epilogue, m.bias = ["bias"], inp
-        elif same_shape(iv, ov):
-            m.epilogue, m.residual = ["residual"], inp
-        else:
-            return None  # a broadcast addend the epilogue has no form for
+    if inp is not None and not take_addend(m, inp, bv.shape[-1]):
+        return None
     return walk_epilogue(m, ov.shape, allow_views=av.dim() == 2)
 
 
-def _int8_weight(node):
-    """The int8 (N, K) placeholder behind `convert_element_type(permute(W, [1, 0]), float32)`, else None."""
-    if not _is(node, prims.convert_element_type.default, node.args[0] if node.args else None, torch.float32):
+def _float(node):
+    """x behind convert_element_type(x, float32) (Inductor's graphs) or _to_copy(x, dtype=float32) (AOTAutograd's
+    for the eager fallback), else None."""
+    if not isinstance(node, torch.fx.Node) or len(node.args) < 1:
         return None
-    t = node.args[0]
-    if not swaps_last_two(t) or t.args[0].op != "placeholder":
+    x = node.args[0]
+    if _is(node, prims.convert_element_type.default, x, torch.float32):
+        return x
+    to_float = node.target == aten._to_copy.default and len(node.args) == 1 and node.kwargs == {"dtype": torch.float32}
+    return x if to_float else None
+
+
+def _int8_weight(node):
+    """The int8 (N, K) placeholder behind `float(permute(W, [1, 0]))` (`_float`), else None."""
+    t = _float(node)
+    if t is None or not swaps_last_two(t) or t.args[0].op != "placeholder":
         return None
     w = val(t.args[0])
     return t.args[0] if isinstance(w, torch.Tensor) and w.dtype == torch.int8 and w.dim() == 2 else None
+
+
+def _qlinear(m: Match, x, codes, scales, zeros=None) -> Match | None:
+    """A weight-only quantized linear's match (args: x, codes) extended over its epilogue; None when the epilogue
+    takes a residual, which the quantized op has no operand for (left to the float path)."""
+    m.args, m.scales, m.zeros = [x, codes], scales, zeros
+    walk_epilogue(m, val(m.anchor).shape, allow_views=True)
+    return None if "residual" in m.epilogue else m
 
 
 def match_int8_weight_only(node) -> Match | None:
@@ -303,12 +341,86 @@ def match_int8_weight_only(node) -> Match | None:
     other = scale.args[1] if scale.args[0] is node else scale.args[0]
     if other is node or not f32_cpu(other) or not known(val(other).numel() == n):
         return None
-    m = Match("qlinear", node, scale, args=[node.args[0], weight])
-    m.scales = other
-    walk_epilogue(m, val(node).shape, allow_views=True)
-    if "residual" in m.epilogue:
-        return None  # the quantized op has no residual operand: left to the float path
-    return m
+    return _qlinear(Match("qlinear", node, scale), node.args[0], weight, other)
+
+
+def _placeholder(node, dtype, shape):
+    """`node` when it is a graph input of this dtype and static shape, else None."""
+    v = val(node)
+    ok = isinstance(v, torch.Tensor) and node.op == "placeholder" and v.dtype == dtype and list(v.shape) == shape
+    return node if ok else None
+
+
+def _unview(node):
+    """(what `node` views, its shape as a list): through one reshape / view, if there is one."""
+    inner = node.args[0] if isinstance(node, torch.fx.Node) and node.target in VIEWS else node
+    v = val(node)
+    return inner, list(v.shape) if isinstance(v, torch.Tensor) else None
+
+
+def _operands(node, target):
+    """The two args of a binary `target` call (aten.sub.Tensor, aten.mul.Tensor) without alpha, else None."""
+    ok = isinstance(node, torch.fx.Node) and node.target == target and len(node.args) == 2 and not node.kwargs
+    return node.args if ok else None
+
+
+def intx_weight(node):
+    """(qdata, scale, zero_point), the graph inputs a torchao IntxUnpackedToInt8Tensor flattens to, when `node`
+    is its dequantized float (N, K) weight as torchao 0.18 computes it on CPU (each reshape may be absent):
+        per group (G groups of g):  reshape((float(reshape(qdata, [N, G, g])) - float(reshape(zero_point, [N, G, 1])))
+                                            * reshape(scale, [N, G, 1]), [N, K])
+        per channel (G = 1):        (float(qdata) - float(zero_point)) * scale, zero_point and scale (N, 1).
+    qdata int8 (N, K) holds signed values of the tensor's bit width; None when `node` is anything else."""
+    v = val(node)
+    if not f32_cpu(node) or v.dim() != 2 or not is_static(*v.shape):
+        return None
+    n, k = v.shape
+    mul, _ = _unview(node)
+    if (factors := _operands(mul, aten.mul.Tensor)) is None:
+        return None
+    sub, scale_view = factors
+    terms = _operands(sub, aten.sub.Tensor)
+    if terms is None or (q_view := _float(terms[0])) is None or (z_view := _float(terms[1])) is None:
+        return None
+    (qdata, q_shape), (scale, s_shape), (zero_point, z_shape) = map(_unview, (q_view, scale_view, z_view))
+    groups = val(scale).shape[-1] if isinstance(val(scale), torch.Tensor) else None
+    if not isinstance(groups, int) or groups < 1 or k % groups:
+        return None
+    # The shapes that broadcast one scale and zero point over each group of K: (N, G, g) by (N, G, 1), or, with
+    # one group, (N, K) by (N, 1).
+    grouped = ([n, groups, k // groups], [n, groups, 1]) if len(q_shape or ()) == 3 else ([n, k], [n, 1])
+    if (q_shape, s_shape) != grouped or z_shape != grouped[1] or val(mul).shape != val(q_view).shape:
+        return None
+    inputs = (_placeholder(qdata, torch.int8, [n, k]), _placeholder(scale, torch.float32, [n, groups]),
+              _placeholder(zero_point, torch.int8, [n, groups]))
+    return None if None in inputs else inputs
+
+
+def subclass_input(node) -> int | None:
+    """The index of the graph input (a tensor subclass) that placeholder `node` is the `qdata` of, as
+    AOTAutograd's descriptor records it; None for any other placeholder."""
+    desc = node.meta.get("desc")
+    base = getattr(desc, "base", None)
+    index = getattr(base, "idx", None)
+    return index if getattr(desc, "attr", None) == "qdata" and type(base).__name__ == "PlainAOTInput" else None
+
+
+def match_intx_weight_only(node) -> Match | None:
+    """torchao's intN weight-only linear on CPU (IntxWeightOnlyConfig, N = 1..8, per group or per channel):
+    mm / addmm(bias, x, dequantize(W)^T) [+ activation]. args: x, qdata; `scales`, `zeros` hold scale and zero
+    point. The bit width is not in the graph: the pass reads it from the subclass (`subclass_input`)."""
+    operands = mm_operands(node)
+    if operands is None:
+        return None
+    addend, x, w_t = operands
+    if not f32_cpu(x) or not swaps_last_two(w_t) or (weight := intx_weight(w_t.args[0])) is None:
+        return None
+    if subclass_input(weight[0]) is None:
+        return None  # plain int8 buffers, not a torchao tensor: no bit width to read, left to match_gemm
+    m = Match("qlinear", node, node)
+    if addend is not None and not take_addend(m, addend, val(node).shape[-1]):
+        return None
+    return _qlinear(m, x, *weight)
 
 
 def match_conv(node) -> Match | None:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from autotile.dynamo.buckets import bucket
 from autotile.dynamo.counters import stats
 from autotile.dynamo.resolve import resolver
+from autotile.ir.quant import pack_bits
 
 
 class PackCache:
@@ -252,13 +253,15 @@ def qlinear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: t
         """A weight operand in the kernel's layout, made once per tensor version and bucket."""
         return p.operand(key, t, lambda u: kern.pack_operand(name, before(u)), variant=tuple(sizes.items()))
 
-    # torchao's int8 weight holds signed values: the kernel reads unsigned codes around 128.
-    if p.spec.get("codes") == "int8":
-        codes = weight("codes", "W", codes, lambda w: (w.to(torch.int16) + 128).to(torch.uint8))
+    bits = p.spec.get("signed_codes")
+    if bits:  # torchao's signed int8 values of `bits` bits: the kernel reads packed unsigned codes around 2**(bits-1)
+        codes = weight("codes", "W", codes, lambda w: pack_bits(w.to(torch.int16) + (1 << (bits - 1)), bits))
+        zeros = None if zeros is None else weight("zeros", "zeros", zeros,
+                                                  lambda z: z.to(torch.int32) + (1 << (bits - 1)))
     else:
         codes = weight("codes", "W", codes)
+        zeros = None if zeros is None else weight("zeros", "zeros", zeros)
     scales = weight("scales", "scales", scales)
-    zeros = None if zeros is None else weight("zeros", "zeros", zeros)
     args = [pad_dim(rows, 0, sizes["m"]), codes, scales] + [t for t in (zeros, bias) if t is not None]
     out = kern(*args)
     out = out if out.shape[0] == m else out[:m]
