@@ -54,7 +54,9 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
         j0 = kb * BKV
         keys = T.min(BKV, SKV - j0) if masked else BKV  # keys of this block that exist
         if not GLOBAL_K:  # transpose this block of K into a D x BKV panel
-            for d, j in T.grid(D, BKV):
+            # Along K's rows, each read once: rows of a fused qkv projection lie 9 KB apart, which maps every 4th
+            # one to the same L1 sets, so reading down columns missed L1 (measured at seq 128: 316 -> 287 us).
+            for j, d in T.grid(BKV, D):
                 kt[d, j] = k[b, hk, T.min(j0 + j, SKV - 1), d]
         # S = (scale q) k^T, RS rows x BKV columns of accumulators at a time.
         for it in range(BQ // RS):
