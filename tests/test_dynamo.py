@@ -280,6 +280,27 @@ def test_tune_records_workloads_and_a_second_compile_only_reads_them(tmp_path, m
     assert stats.tuned == [] and stats.workloads == {key: "exact"} and stats.replaced == {"gemm": 1}
 
 
+def test_tune_shows_progress_and_stops_at_its_time_budget(tmp_path, capfd):
+    """A cold tuning compile prints which workload it tunes and stops when `time_budget_s` is spent: far fewer
+    than the trials asked for are recorded, and what is left untuned runs its default kernel, still correct."""
+    from autotile.db.store import TuningDB
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 32))
+    x, db = torch.randn(8, 32), tmp_path / "budget.db"
+    with torch.no_grad():
+        compiled = compile_model(mlp, tuning="tune", trials_per_workload=500, time_budget_s=1.0, db=db)
+        close(compiled(x), mlp(x))
+    err = capfd.readouterr().err
+    assert "autotile: tuning 1/2 gemm_b1_8x48x32_float32_nt_bias+relu_constB" in err
+    assert stats.replaced == {"gemm": 2} and 1 <= len(stats.tuned) <= 2
+    with TuningDB(db) as database:
+        recorded = len(database.measurements())
+    assert 1 <= recorded < 500, recorded
+    if len(stats.tuned) == 1:
+        assert "time budget spent; 1 workload(s) left untuned" in err
+
+
 def test_options_are_checked():
     with pytest.raises(AutotileError, match="unknown autotile option.*'trails'"):
         compile_model(nn.Linear(2, 2), trails=3)

@@ -125,10 +125,12 @@ class Resolver:
                 break
             if progress:
                 print(f"autotile: tuning {i + 1}/{len(missing)} {w.key}", file=sys.stderr)
-            autotile.tune(w, trials=trials, db=self.db_path, time_budget=left, progress=progress, backend="tvm")
+            result = autotile.tune(w, trials=trials, db=self.db_path, time_budget=left, progress=progress,
+                                   backend="tvm")
             self._loaded.pop(w.key, None)
-            tuned.append(w.key)
-            stats.tuned.append(w.key)
+            if result.trials:  # a budget's last crumbs may leave no time for even one
+                tuned.append(w.key)
+                stats.tuned.append(w.key)
         return tuned
 
 

@@ -17,8 +17,11 @@ from autotile.search.measure import Measurer, MeasureResult
 from autotile.search.strategy import STRATEGIES
 
 BATCH = 8  # candidates per round: built together, then timed one by one
+FIRST_BATCH_UNDER_BUDGET = 2
 REMEASURE_TOP = 3
 REMEASURE_REPEAT = 15
+REMEASURE_MIN_REPEAT_S = 0.05
+REMEASURE_SECONDS = REMEASURE_REPEAT * REMEASURE_MIN_REPEAT_S  # at least, per re-measured config
 
 
 @dataclass
@@ -160,6 +163,8 @@ class Progress:
 def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = None, seed: int = 0,
          strategy: str = "evolution", backend: str = "tvm", retune: bool = False, progress: bool = False,
          threads: int | None = None, measurer: Measurer | None = None, cost_model=None) -> TuneResult:
+    start = time.perf_counter()  # the budget covers everything: worker start-up and re-measurement too
+    deadline = None if time_budget is None else start + time_budget
     versions = backend_versions(backend)
     db.ensure_device(device.key, device.fingerprint)
     db.ensure_workload(workload.key, workload.op, workload.to_dict())
@@ -186,12 +191,16 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
     else:
         searcher = STRATEGIES[strategy](space, seed=seed, seeds=seeds, seen=seen)
     run_id = db.start_run(device.key, workload.key, backend, strategy, seed)
-    start = time.perf_counter()
     done, history, results = 0, [], []
     bar = Progress(trials, f"tuning {workload.key}", progress)
     try:
-        while done < trials and (time_budget is None or time.perf_counter() - start < time_budget):
-            configs = searcher.propose(min(BATCH, trials - done))
+        loop_start = time.perf_counter()
+        # The search stops early enough to re-measure the best (up to a tenth of the budget).
+        search_deadline = None if deadline is None else deadline - min(REMEASURE_TOP * REMEASURE_SECONDS,
+                                                                        0.1 * time_budget)
+        while done < trials and (deadline is None or time.perf_counter() < search_deadline):
+            per_trial = (time.perf_counter() - loop_start) / done if done else None
+            configs = searcher.propose(_batch_size(trials - done, search_deadline, per_trial))
             if not configs:
                 break  # the space is exhausted
             batch = measurer.measure(workload, configs)
@@ -204,7 +213,7 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
             searcher.notify(batch)
             best_so_far = min((r for r in results if r.ok), key=lambda r: r.latency_us, default=None)
             bar.update(done, best_so_far.gflops if best_so_far else None)
-        _remeasure_top(measurer, db, device, workload, backend, results, versions, run_id)
+        _remeasure_top(measurer, db, device, workload, backend, results, versions, run_id, deadline)
     finally:
         bar.close()
         if own_measurer:
@@ -228,10 +237,25 @@ def _record(db, device, workload, backend, r: MeasureResult, versions, run_id):
         gflops=r.gflops, threads=r.threads, versions=versions, run_id=run_id)
 
 
-def _remeasure_top(measurer, db, device, workload, backend, results, versions, run_id):
-    """Time the few best again with more repeats; the re-measurement replaces the first record."""
+def _batch_size(trials_left: int, deadline: float | None, seconds_per_trial: float | None) -> int:
+    """BATCH, or fewer when the time left holds fewer trials (at the pace so far): a batch is never cut short,
+    so a big one started just before the deadline would overrun the budget by a whole batch."""
+    size = min(BATCH, trials_left)
+    if deadline is None:
+        return size
+    if seconds_per_trial is None:  # no pace yet: a first batch as small as the build pool
+        return min(size, FIRST_BATCH_UNDER_BUDGET)
+    fits = int((deadline - time.perf_counter()) / max(seconds_per_trial, 1e-6))
+    return max(1, min(size, fits))
+
+
+def _remeasure_top(measurer, db, device, workload, backend, results, versions, run_id, deadline=None):
+    """Time the few best again with more repeats, while the budget lasts; the re-measurement replaces the first
+    record."""
     top = sorted((r for r in results if r.ok), key=lambda r: r.latency_us)[:REMEASURE_TOP]
     for r in top:
-        again = measurer.run(workload, r.config, r.path, repeat=REMEASURE_REPEAT, min_repeat_s=0.05)
+        if deadline is not None and time.perf_counter() + REMEASURE_SECONDS > deadline:
+            break
+        again = measurer.run(workload, r.config, r.path, repeat=REMEASURE_REPEAT, min_repeat_s=REMEASURE_MIN_REPEAT_S)
         again.build_seconds = r.build_seconds
         _record(db, device, workload, backend, again, versions, run_id)
