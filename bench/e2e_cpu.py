@@ -21,11 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-# Empty caches before torch, TVM or autotile start: "cold" means cold.
-_scratch = tempfile.mkdtemp(prefix="autotile-bench-e2e-")
-os.environ["AUTOTILE_DB"] = str(Path(_scratch) / "bench.db")
-os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
-os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(_scratch) / "inductor")
+if __name__ == "__main__":  # not when the tests import the models
+    # Empty caches before torch, TVM or autotile start: "cold" means cold.
+    _scratch = tempfile.mkdtemp(prefix="autotile-bench-e2e-")
+    os.environ["AUTOTILE_DB"] = str(Path(_scratch) / "bench.db")
+    os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(_scratch) / "inductor")
 # libgomp's threads spin ~300k iterations after each parallel region (read once, when torch loads), stealing
 # the cores TVM's pool needs for the autotile kernels in between. Every contender runs with this setting: 10k
 # keeps eager and inductor at their fastest (0 made inductor's ResNet stage 30% slower and autotile's GPT faster).
