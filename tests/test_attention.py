@@ -7,25 +7,16 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from tvm_kernels import MCPU, check
 
 import autotile
-from autotile.codegen.tvm.build import CompiledKernel, build
+from autotile.codegen.tvm.build import build
 from autotile.db.store import TuningDB
 from autotile.errors import AutotileError
 from autotile.ir.attention import AttentionWorkload
-from autotile.ir.reference import compare, random_inputs, verify
+from autotile.ir.reference import compare, random_inputs
 from autotile.kernels import space_for, workload_from_dict
 from autotile.kernels.attention import AttentionConfig, AttentionSpace
-
-MCPU = "znver4"  # explicit, so the generated code is the same on any x86 host
-
-
-def check(workload, config):
-    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
-    verdict = verify(workload, kernel)
-    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
-    return kernel
-
 
 # -- the workload ------------------------------------------------------------------------------
 

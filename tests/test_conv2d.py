@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from tvm_kernels import MCPU, check
 
 import autotile
 from autotile.codegen.tvm.build import CompiledKernel, build
@@ -13,14 +14,6 @@ from autotile.ir.conv import Conv2dWorkload
 from autotile.ir.reference import random_inputs, verify
 from autotile.kernels import space_for, workload_from_dict
 from autotile.kernels.conv2d import Conv2dConfig, Conv2dSpace
-
-MCPU = "znver4"  # explicit, so the generated code is the same on any x86 host
-
-
-def check(workload, config):
-    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
-    verdict = verify(workload, kernel)
-    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
 
 
 def configured(workload, **knobs):

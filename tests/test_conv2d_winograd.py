@@ -8,21 +8,13 @@ from fractions import Fraction
 
 import pytest
 import torch
+from tvm_kernels import MCPU, check
 
 from autotile.codegen.tvm.build import CompiledKernel, build
 from autotile.ir.conv import Conv2dWorkload
-from autotile.ir.reference import random_inputs, verify
+from autotile.ir.reference import random_inputs
 from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, Conv2dSpace
 from autotile.kernels.conv2d_winograd_tvm import MATRICES
-
-MCPU = "znver4"
-
-
-def check(workload, config):
-    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
-    verdict = verify(workload, kernel)
-    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
-    return kernel
 
 
 def configured(workload, **knobs):

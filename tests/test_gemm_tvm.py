@@ -5,20 +5,13 @@ import re
 
 import pytest
 import torch
+from tvm_kernels import MCPU, check
 
 from autotile.codegen.tvm.build import CompiledKernel, build, build_cached, kernel_path
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
 from autotile.ir.reference import verify
 from autotile.kernels.gemm import GemmConfig, GemmSpace
-
-MCPU = "znver4"  # explicit, so the generated code is the same on any x86 host
-
-
-def check(workload, config):
-    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
-    verdict = verify(workload, kernel)
-    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 65), (127, 1, 300), (64, 96, 128), (5, 200, 7)])

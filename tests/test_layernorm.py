@@ -6,24 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from tvm_kernels import check
 
 from autotile.cli import main
-from autotile.codegen.tvm.build import CompiledKernel, build
 from autotile.db.store import TuningDB
 from autotile.errors import AutotileError
 from autotile.ir.norm import LayerNormWorkload
-from autotile.ir.reference import random_inputs, verify
+from autotile.ir.reference import random_inputs
 from autotile.kernels import space_for, workload_from_dict
 from autotile.kernels.layernorm import LayerNormConfig, LayerNormSpace
-
-MCPU = "znver4"
-
-
-def check(workload, config):
-    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
-    verdict = verify(workload, kernel)
-    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
-    return kernel
 
 
 def test_key_and_round_trip():

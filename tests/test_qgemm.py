@@ -5,23 +5,15 @@ import random
 
 import pytest
 import torch
+from tvm_kernels import MCPU, check
 
 import autotile
-from autotile.codegen.tvm.build import CompiledKernel, build
+from autotile.codegen.tvm.build import build
 from autotile.errors import AutotileError
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.ir.quant import quantize_int
 from autotile.ir.reference import verify
 from autotile.kernels import space_for, workload_from_dict
-
-MCPU = "znver4"
-
-
-def check(workload, config):
-    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
-    verdict = verify(workload, kernel)
-    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
-    return kernel
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
@@ -98,7 +90,6 @@ def test_w8a8_matches_the_exact_reference(shape, epilogue):
 
 def test_w8a8_uses_vnni_dot_products():
     """The int32 tiles come from vpdpbusd (compiled for an explicit AVX512-VNNI mcpu, any host)."""
-    from autotile.codegen.tvm.build import build
 
     w = w8a8(32, 64, 128)
     asm = build(w, space_for(w).default(), MCPU, 2).mod.inspect_source("s")

@@ -5,26 +5,17 @@ import random
 
 import pytest
 import torch
+from tvm_kernels import check
 
-from autotile.codegen.tvm.build import CompiledKernel, Packed, build
+from autotile.codegen.tvm.build import Packed
 from autotile.ir.qgemm import QGemmWorkload
-from autotile.ir.reference import verify
 from autotile.kernels import prepacked_operands, space_for
 from autotile.kernels.qgemm_int8 import Int8GemmConfig
-
-MCPU = "znver4"
 
 
 def w8a8(m, n, k, epilogue="", outliers=0.0):
     return QGemmWorkload(m, n, k, weight_dtype="int8", act_dtype="int8", epilogue=epilogue,
                          outlier_threshold=outliers)
-
-
-def check(workload, config):
-    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
-    verdict = verify(workload, kernel)
-    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
-    return kernel
 
 
 def test_packed_weight_layout():
