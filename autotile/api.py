@@ -113,9 +113,9 @@ def kernel(workload, db=None, backend: str = "auto"):
     Libraries are cached on disk, so a tuned workload loads in milliseconds. A config that was never
     measured on this device (the default) is verified here before it is first returned.
     """
-    from autotile.codegen.tvm.build import load_kernel
     from autotile.db.device import current_device
     from autotile.kernels import space_for
+    from autotile.search.isolated import load_kernel
     from autotile.search.tuner import current_best
 
     backend = resolve_backend(backend)

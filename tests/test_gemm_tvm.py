@@ -120,7 +120,7 @@ def test_compiled_kernel_on_torch_tensors_and_cache(tmp_path, monkeypatch):
     w = GemmWorkload(8, 16, 4, epilogue="bias")
     config = GemmSpace(w).default()
     path = build_cached("cpu-test", w, config, MCPU, 2)
-    assert path == kernel_path("cpu-test", w, config) and path.exists()
+    assert path == kernel_path("cpu-test", w, config, MCPU) and path.exists()
     kernel = CompiledKernel.load(w, config, path)
     a, b, bias = torch.randn(8, 4), torch.randn(4, 16), torch.randn(16)
     out = torch.empty(8, 16)

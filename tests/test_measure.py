@@ -29,7 +29,7 @@ def test_good_and_broken_candidates_in_one_batch(broken_measurer):
     assert by_mr[1].status == "failed" and by_mr[1].error.startswith("build:")
     assert "Cannot find a block" in by_mr[1].error  # TVM's own message, not a traceback
     assert by_mr[2].status == "failed" and by_mr[2].error.startswith("wrong result: mismatch")
-    assert by_mr[3].status == "failed" and "crashed" in by_mr[3].error
+    assert by_mr[3].status == "failed" and "crashed (killed by SIGSEGV)" in by_mr[3].error
     assert by_mr[4].status == "failed" and "timed out" in by_mr[4].error
     for mr in (5, 6):  # the runner was replaced after the crash and the hang, and still measures
         assert by_mr[mr].ok, by_mr[mr].error

@@ -96,7 +96,7 @@ class Resolver:
         else:
             with self._open() as db:
                 config, source = self.choose(workload, db)
-        from autotile.codegen.tvm.build import load_kernel
+        from autotile.search.isolated import load_kernel
 
         try:
             kernel = load_kernel(self.device, workload, config)

@@ -43,7 +43,7 @@ class MeasureResult:
 # --- functions that run inside workers -------------------------------------------------------
 
 def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key: str, mcpu: str, threads: int,
-               cache_dir: str):
+               cache_dir: str, mattr=()):
     import os
 
     from autotile.kernels import space_for, workload_from_dict
@@ -53,7 +53,7 @@ def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key:
     workload = workload_from_dict(workload_dict)
     config = space_for(workload).config_type.from_dict(config_dict)
     start = time.perf_counter()
-    path = resolve(builder)(device_key, workload, config, mcpu, threads)
+    path = resolve(builder)(device_key, workload, config, mcpu, threads, mattr)
     return str(path), time.perf_counter() - start
 
 
@@ -183,8 +183,9 @@ class Measurer:
     def build(self, workload, configs) -> list:
         """Paths (str, seconds) or WorkerFailure, in order."""
         mcpu = self.device.fingerprint.get("mcpu", "generic")
+        mattr = self.device.fingerprint.get("mattr", [])
         cache_dir = str(cache_root())
-        items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads, cache_dir)
+        items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads, cache_dir, mattr)
                  for c in configs]
         return self.build_pool.map("autotile.search.measure:build_task", items, self.build_timeout)
 

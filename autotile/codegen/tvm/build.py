@@ -50,10 +50,15 @@ def toolchain_versions() -> dict:
     return {"autotile": autotile.__version__, "tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__}
 
 
-def llvm_target(mcpu: str, threads: int):
+def llvm_target(mcpu: str, threads: int, mattr=()):
+    """The LLVM target for a CPU: its mcpu and, from its flags (autotile.db.device.llvm_mattr), the features the
+    mcpu name may not imply; without them LLVM aborts the process on an intrinsic it cannot select."""
     import tvm
 
-    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": int(threads)})
+    spec = {"kind": "llvm", "mcpu": mcpu, "num-cores": int(threads)}
+    if mattr:
+        spec["mattr"] = list(mattr)
+    return tvm.target.Target(spec)
 
 
 def lower(workload, config):
@@ -63,16 +68,17 @@ def lower(workload, config):
     return tvm_schedule(workload, config)
 
 
-def build(workload, config, mcpu: str, threads: int):
+def build(workload, config, mcpu: str, threads: int, mattr=()):
     import tvm
 
-    return tvm.compile(lower(workload, config), llvm_target(mcpu, threads))
+    return tvm.compile(lower(workload, config), llvm_target(mcpu, threads, mattr))
 
 
-def kernel_path(device_key: str, workload, config) -> Path:
+def kernel_path(device_key: str, workload, config, mcpu: str = "", mattr=()) -> Path:
     # The template digest is in the path, not in the database's versions: an edited template rebuilds its
-    # libraries, while tuned configs stay valid answers (they are re-verified when built).
-    stamp = {**toolchain_versions(), "templates": template_digest(workload.op)}
+    # libraries, while tuned configs stay valid answers (they are re-verified when built). The target is in it
+    # too: the same device key built with other features is another library.
+    stamp = {**toolchain_versions(), "templates": template_digest(workload.op), "target": f"{mcpu}{''.join(mattr)}"}
     versions = ",".join(f"{k}={v}" for k, v in sorted(stamp.items()))
     digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
     return cache_root() / device_key / workload.key / f"{digest}.so"
@@ -92,29 +98,12 @@ def export(executable, path: Path) -> Path:
     return path
 
 
-def build_cached(device_key: str, workload, config, mcpu: str, threads: int) -> Path:
+def build_cached(device_key: str, workload, config, mcpu: str, threads: int, mattr=()) -> Path:
     """Path of the compiled library for (workload, config) on this device, building it if missing."""
-    path = kernel_path(device_key, workload, config)
+    path = kernel_path(device_key, workload, config, mcpu, mattr)
     if not path.exists():
-        export(build(workload, config, mcpu, threads), path)
+        export(build(workload, config, mcpu, threads, mattr), path)
     return path
-
-
-def load_kernel(device, workload, config) -> CompiledKernel:
-    """The library for (workload, config) on `device`, built if missing; a fresh build is verified first, since
-    a tuned config may have been measured with an older template (or never measured at all: a default)."""
-    from autotile.ir.reference import verify
-
-    fp = device.fingerprint
-    fresh = not kernel_path(device.key, workload, config).exists()
-    path = build_cached(device.key, workload, config, fp["mcpu"], fp["threads"])
-    kernel = CompiledKernel.load(workload, config, path)
-    if fresh:
-        verdict = verify(workload, kernel)
-        if not verdict.ok:
-            path.unlink()
-            raise AutotileError(f"kernel {config.key} for {workload.key} failed verification: {verdict.reason}")
-    return kernel
 
 
 class CompiledKernel:
