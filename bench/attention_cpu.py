@@ -167,7 +167,7 @@ def memory_sweep(seqs: list[int]) -> dict:
     from autotile.kernels import space_for
 
     device = Device.cpu()
-    mcpu, threads = device.fingerprint["mcpu"], device.fingerprint["threads"]
+    mcpu, threads, mattr = device.fingerprint["mcpu"], device.fingerprint["threads"], device.fingerprint["mattr"]
     print(f"\n== extra peak memory (MiB) over a baseline child that only allocates the inputs; "
           f"batch {SWEEP_SHAPE['batch']}, {SWEEP_SHAPE['heads']} heads, head_dim {SWEEP_SHAPE['head_dim']}, "
           f"non-causal; autotile runs its default config")
@@ -175,7 +175,8 @@ def memory_sweep(seqs: list[int]) -> dict:
     rows = []
     for seq in seqs:
         w = sweep_workload(seq)
-        library = str(export(build(w, space_for(w).default(), mcpu, threads), Path(_scratch) / f"sweep-{seq}.so"))
+        executable = build(w, space_for(w).default(), mcpu, threads, mattr)
+        library = str(export(executable, Path(_scratch) / f"sweep-{seq}.so"))
         base = child_peak("baseline", seq, library)
         extra = {m: child_peak(m, seq, library) - base for m in METHODS}
         input_bytes = 4 * sum(torch.Size(s).numel() for s in w.operand_shapes().values())

@@ -152,3 +152,17 @@ def test_kernel_runs_on_torch_tensors_after_a_contained_build(tmp_path, monkeypa
     a, b, bias = torch.randn(7, 5), torch.randn(5, 9), torch.randn(9)
     torch.testing.assert_close(kernel(a, b, bias).double(), a.double() @ b.double() + bias.double(),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_activations_on_a_cpu_without_avx512_bf16_fall_back_to_a_kernel_it_can_run(tmp_path, monkeypatch):
+    """An AVX-512 CPU without avx512_bf16 (an Ice Lake): the space offers no vdpbf16ps, and what it does offer
+    builds for that target (no LLVM abort) and computes the same bf16-rounded result."""
+    monkeypatch.setenv("AUTOTILE_CACHE_DIR", str(tmp_path))
+    flags = [f for f in ZEN4_FLAGS if f != "avx512_bf16"]
+    fp = {**cpu_fingerprint(), "mcpu": "icelake-server", "flags": flags, "mattr": llvm_mattr(flags)}
+    device = Device(device_key(fp), fp)
+    config = space_for(BF16_QGEMM, fp).default()
+    assert not config.bf16_dot
+    kernel = load_kernel(device, BF16_QGEMM, config)
+    verdict = verify(BF16_QGEMM, kernel)
+    assert verdict.ok, verdict.reason
