@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atexit
 
-from autotile.errors import AutotileError
+from autotile.errors import AutotileError, KernelBuildError
 
 BACKENDS = ("auto", "tvm", "triton")
 
@@ -143,5 +143,6 @@ def _triton_kernel(workload, config, verified: bool):
 
         verdict = verify(workload, on_gpu)
         if not verdict.ok:
-            raise AutotileError(f"the default Triton kernel for {workload.key} failed verification: {verdict.reason}")
+            raise KernelBuildError(f"the default Triton kernel for {workload.key} failed verification: "
+                                   f"{verdict.reason}")
     return compiled

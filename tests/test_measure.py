@@ -6,6 +6,7 @@ import pytest
 
 from autotile.ir import GemmWorkload
 from autotile.kernels.gemm import GemmConfig, GemmSpace
+from autotile.search.failures import Failure
 from autotile.search.measure import Measurer
 from autotile.search.worker import Worker, WorkerFailure, WorkerPool
 
@@ -31,6 +32,8 @@ def test_good_and_broken_candidates_in_one_batch(broken_measurer):
     assert by_mr[2].status == "failed" and by_mr[2].error.startswith("wrong result: mismatch")
     assert by_mr[3].status == "failed" and "crashed (killed by SIGSEGV)" in by_mr[3].error
     assert by_mr[4].status == "failed" and "timed out" in by_mr[4].error
+    assert [by_mr[mr].failure for mr in (1, 2, 3, 4)] == [Failure.COMPILE, Failure.WRONG_RESULT, Failure.CRASH,
+                                                          Failure.TIMEOUT]
     for mr in (5, 6):  # the runner was replaced after the crash and the hang, and still measures
         assert by_mr[mr].ok, by_mr[mr].error
         assert by_mr[mr].latency["median"] > 0 and by_mr[mr].gflops > 0 and by_mr[mr].threads == 2

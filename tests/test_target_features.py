@@ -7,7 +7,7 @@ import tvm
 
 from autotile.codegen.tvm.build import CompiledKernel, kernel_path, llvm_target
 from autotile.db.device import LLVM_FEATURES, Device, cpu_fingerprint, device_key, llvm_mattr
-from autotile.errors import AutotileError
+from autotile.errors import KernelBuildError
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.ir.reference import verify
 from autotile.kernels import space_for
@@ -111,7 +111,7 @@ def test_an_llvm_abort_is_an_error_with_llvms_message_not_a_dead_process(tmp_pat
     device = as_if("rocketlake", mattr=[])
     config = space_for(BF16_QGEMM, {"kind": "cpu", "flags": XEON_AMX_FLAGS}).default()
     assert config.bf16_dot
-    with pytest.raises(AutotileError, match=r"killed by SIGABRT.*LLVM ERROR: Do not know how to split"):
+    with pytest.raises(KernelBuildError, match=r"killed by SIGABRT.*LLVM ERROR: Do not know how to split"):
         load_kernel(device, BF16_QGEMM, config)
     mcpu, _, mattr = target_of(device)
     assert not kernel_path(device.key, BF16_QGEMM, config, mcpu, mattr).exists()  # nothing half-built to load

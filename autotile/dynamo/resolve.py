@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from autotile.dynamo.counters import stats
-from autotile.errors import AutotileError
+from autotile.errors import AutotileError, KernelBuildError
 
 # Fields that set a workload's size; every other field must match for a tuned config to be borrowed.
 SHAPE_FIELDS = {
@@ -100,7 +100,7 @@ class Resolver:
 
         try:
             kernel = load_kernel(self.device, workload, config)
-        except AutotileError:
+        except (AutotileError, KernelBuildError):
             if source == "default":
                 raise
             config, source = self.choose(workload)  # a borrowed config that fails here: the default

@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 
 from autotile.codegen.tvm.build import CompiledKernel, build_cached, cache_root, kernel_path
-from autotile.errors import AutotileError
+from autotile.errors import KernelBuildError, WrongResult
 from autotile.search.worker import Worker, WorkerFailure
 
 # Generous: a build outside the tuner has no other candidate to fall back on; this only stops a hang.
@@ -43,9 +43,11 @@ def load_kernel(device, workload, config) -> CompiledKernel:
             _builder().call("autotile.search.isolated:build_and_verify", device.key, workload.to_dict(),
                             config.to_dict(), mcpu, threads, mattr, str(cache_root()), timeout=BUILD_TIMEOUT_S)
         except WorkerFailure as failure:
-            reason = str(failure).strip().splitlines()[-1] if str(failure).strip() else "failed"
-            raise AutotileError(f"kernel {config.key} for {workload.key} could not be built and verified on "
-                                f"{mcpu}: {reason.removeprefix('AssertionError: ')}") from None
+            text = str(failure).strip()
+            reason = text.partition(": ")[2] if failure.error_type == WrongResult.__name__ else text
+            reason = reason.splitlines()[-1] if reason else "failed"
+            raise KernelBuildError(f"kernel {config.key} for {workload.key} could not be built and verified on "
+                                   f"{mcpu}: {reason}") from None
     return CompiledKernel.load(workload, config, path)
 
 
@@ -65,5 +67,5 @@ def build_and_verify(device_key: str, workload_dict: dict, config_dict: dict, mc
     verdict = verify(workload, CompiledKernel.load(workload, config, path))
     if not verdict.ok:
         path.unlink()
-        raise AssertionError(f"failed verification: {verdict.reason}")
+        raise WrongResult(f"failed verification: {verdict.reason}")
     return str(path)

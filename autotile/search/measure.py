@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from autotile.codegen.tvm.build import cache_root
+from autotile.errors import WrongResult
+from autotile.search.failures import Failure
 from autotile.search.worker import Worker, WorkerFailure, WorkerPool
 
 DEFAULT_BUILDER = "autotile.codegen.tvm.build:build_cached"
@@ -25,6 +27,7 @@ class MeasureResult:
     config: object
     status: str  # "ok" or "failed"
     error: str | None = None
+    failure: Failure | None = None  # set when failed
     latency: dict = field(default_factory=dict)  # median, mean, min, max, std (microseconds), runs
     gflops: float | None = None
     threads: int | None = None
@@ -143,7 +146,7 @@ def verify_then_time(workload, kernel, repeat: int, min_repeat_s: float, threads
         kernel(*inputs, out=out)
         verdict = compare(workload, out, reference)
         if not verdict.ok:
-            raise AssertionError(f"wrong result: {verdict.reason}")
+            raise WrongResult(f"wrong result: {verdict.reason}")
         max_error = max(max_error, verdict.max_abs_error)
     inputs, _ = _draws(workload)[0]
     out = poisoned_output(workload)
@@ -158,11 +161,15 @@ def verify_then_time(workload, kernel, repeat: int, min_repeat_s: float, threads
 
 # --- the parent side ----------------------------------------------------------------------------
 
-def _reason(failure: WorkerFailure, stage: str) -> str:
+def failed(config, failure: WorkerFailure, stage: str, **fields) -> MeasureResult:
+    """A failed MeasureResult: its kind, and a one-line reason (`stage: detail`, or the wrong result's own)."""
+    kind = Failure.of(failure, stage)
     text = str(failure)
-    if text.startswith("AssertionError: wrong result"):
-        return text.removeprefix("AssertionError: ")
-    return f"{stage}: {text.splitlines()[-1] if text else 'failed'}"
+    if kind is Failure.WRONG_RESULT:
+        reason = text.partition(": ")[2]  # its message, after the exception's qualified name
+    else:
+        reason = f"{stage}: {text.splitlines()[-1] if text else 'failed'}"
+    return MeasureResult(config, "failed", reason, failure=kind, **fields)
 
 
 class Measurer:
@@ -197,7 +204,7 @@ class Measurer:
         try:
             stats = self._run_call(workload, config, path, repeat, min_repeat_s)
         except WorkerFailure as failure:
-            return MeasureResult(config, "failed", _reason(failure, "run"), path=path)
+            return failed(config, failure, "run", path=path)
         threads = stats.pop("threads")
         stats.pop("max_abs_error")
         gflops = workload.flops / (stats["median"] * 1e-6) / 1e9
@@ -208,7 +215,7 @@ class Measurer:
         results = []
         for config, built in zip(configs, self.build(workload, configs)):
             if isinstance(built, WorkerFailure):
-                results.append(MeasureResult(config, "failed", _reason(built, "build")))
+                results.append(failed(config, built, "build"))
                 continue
             path, seconds = built
             result = self.run(workload, config, path, repeat)

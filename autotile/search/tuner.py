@@ -207,7 +207,7 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
             for r in batch:
                 _record(db, device, workload, backend, r, versions, run_id)
                 history.append({"trial": done, "latency_us": r.latency_us if r.ok else None, "status": r.status,
-                                "config": r.config.key, "error": r.error})
+                                "failure": r.failure and r.failure.value, "config": r.config.key, "error": r.error})
                 done += 1
             results.extend(batch)
             searcher.notify(batch)
@@ -233,8 +233,8 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
 def _record(db, device, workload, backend, r: MeasureResult, versions, run_id):
     db.record_measurement(
         device=device.key, workload=workload.key, backend=backend, config_key=r.config.key,
-        config=r.config.to_dict(), status=r.status, error=r.error, latency=r.latency or None,
-        gflops=r.gflops, threads=r.threads, versions=versions, run_id=run_id)
+        config=r.config.to_dict(), status=r.status, failure=r.failure and r.failure.value, error=r.error,
+        latency=r.latency or None, gflops=r.gflops, threads=r.threads, versions=versions, run_id=run_id)
 
 
 def _batch_size(trials_left: int, deadline: float | None, seconds_per_trial: float | None) -> int:

@@ -61,7 +61,7 @@ def _serve(conn, env: dict, warm_imports: list[str], stderr_path: str | None = N
             conn.send(("ok", resolve(fn_name)(*args)))
         except BaseException as e:  # report everything: the parent decides what failed means
             lines = traceback.format_exception_only(type(e), e)
-            conn.send(("error", "".join(lines).strip()[-2000:]))
+            conn.send(("error", (type(e).__name__, "".join(lines).strip()[-2000:])))
 
 
 @contextlib.contextmanager
@@ -79,7 +79,17 @@ def _main_module_hidden():
 
 
 class WorkerFailure(Exception):
-    """The request did not return: timeout, crash, or an exception in the worker (message says which)."""
+    """The request did not return. `kind` says how: "timeout", "crash" (the worker died), or "error" (the call
+    raised in the worker; `error_type` is that exception's class name, the message its text)."""
+
+    def __init__(self, message: str, kind: str = "error", error_type: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.error_type = error_type
+
+
+def timed_out(timeout: float) -> WorkerFailure:
+    return WorkerFailure(f"timed out after {timeout:.0f} s", kind="timeout")
 
 
 def describe_exit(code: int | None) -> str:
@@ -135,12 +145,13 @@ class Worker:
         try:
             if not self.conn.poll(timeout):
                 self.kill()
-                raise WorkerFailure(f"timed out after {timeout:.0f} s")
+                raise timed_out(timeout)
             status, value = self.conn.recv()
         except (EOFError, ConnectionError, OSError):
-            raise WorkerFailure(self.crash_report()) from None
+            raise WorkerFailure(self.crash_report(), kind="crash") from None
         if status == "error":
-            raise WorkerFailure(value)
+            error_type, message = value
+            raise WorkerFailure(message, error_type=error_type)
         return value
 
     def crash_report(self) -> str:
@@ -210,7 +221,7 @@ class WorkerPool:
                     results[index] = _collect(worker, timeout)
                 elif now >= deadline:
                     worker.kill()
-                    results[index] = WorkerFailure(f"timed out after {timeout:.0f} s")
+                    results[index] = timed_out(timeout)
                 else:
                     continue
                 del busy[conn]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from autotile.errors import AutotileError
+from autotile.errors import AutotileError, Unsupported, WrongResult
 
 L2_FLUSH_BYTES = 256 * 2**20  # larger than the L2 of every NVIDIA GPU so far (H100: 50 MiB, B200: 126 MiB)
 
@@ -47,7 +47,7 @@ def compile_task(workload_dict: dict, config_dict: dict, arch: int, cache_dir: s
     if not info.ok:
         raise RuntimeError(f"compile failed: {info.error.splitlines()[-1] if info.error else '?'}")
     if not info.fits:
-        raise RuntimeError(f"does not fit sm_{arch}: shared {info.shared} B, {info.registers} registers, "
+        raise Unsupported(f"does not fit sm_{arch}: shared {info.shared} B, {info.registers} registers, "
                            f"{info.spill_stores} spill stores")
     return program.key, time.perf_counter() - start
 
@@ -91,7 +91,7 @@ def run_task(workload_dict: dict, config_dict: dict, key: str, repeat: int, min_
         kernel(*gpu_inputs, out=out)
         verdict = compare(workload, out.cpu(), reference)
         if not verdict.ok:
-            raise AssertionError(f"wrong result: {verdict.reason}")
+            raise WrongResult(f"wrong result: {verdict.reason}")
         max_error = max(max_error, verdict.max_abs_error)
     gpu_inputs = [x.cuda() for x in _draws(workload)[0][0]]
     out = torch.empty_like(poisoned_output(workload), device="cuda")
