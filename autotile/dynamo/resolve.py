@@ -21,6 +21,7 @@ SHAPE_FIELDS = {
     "conv2d": ("n", "c", "h", "w", "k"),
     "attention": ("batch", "heads", "seq_q", "seq_kv", "kv_heads"),
     "layernorm": ("rows",),
+    "qgemm": ("m", "n", "k"),
 }
 
 
