@@ -140,11 +140,9 @@ class Workload:
 
     def operand_bytes(self) -> int:
         """Bytes of all operands of one call, the output included."""
-        from autotile.ir.dtypes import dtype as lookup_dtype
-
         shapes = self.operand_shapes()
         dtypes = [self.input_dtype(name) for name in list(shapes)[:-1]] + [self.out_dtype]
-        return sum(math.prod(shape) * lookup_dtype(dt).bits // 8 for shape, dt in zip(shapes.values(), dtypes))
+        return sum(math.prod(shape) * dtype(dt).bits // 8 for shape, dt in zip(shapes.values(), dtypes))
 
     def check_operands(self, args) -> None:
         """Clear error when tensors handed to a kernel do not fit this workload."""
