@@ -179,8 +179,8 @@ class CompiledKernel:
                 if t.dim() and t.stride(-1) != 1:
                     raise AutotileError(f"{self.workload.key}: {name} needs unit stride in its last dim "
                                         f"(strides {t.stride()})")
-                if not t.is_contiguous() and self._span(t) > self.INDEX_LIMIT:
-                    addresses |= 1  # out of int32 offsets' reach: copied below
+                if t.untyped_storage().nbytes() >> 31 and self._span(t) > self.INDEX_LIMIT:
+                    addresses |= 1  # out of int32 offsets' reach (only a view of a huge tensor can be): copied
             elif not t.is_contiguous():
                 raise AutotileError(f"{self.workload.key}: {name} must be contiguous (strides {t.stride()})")
             addresses |= t.data_ptr()
@@ -188,7 +188,7 @@ class CompiledKernel:
             inputs = list(inputs)
             for name, (index, _, _) in self._prepacked.items():
                 inputs[index] = self._packed_operand(name, inputs[index])
-        if addresses & (self.ALIGNMENT - 1):
+        if addresses & 63:  # ALIGNMENT - 1
             return self._call_realigned(inputs, out)
         self.module(*inputs, out)
         return out
