@@ -118,7 +118,8 @@ def load_kernel(device, workload, config) -> CompiledKernel:
 
 
 class CompiledKernel:
-    """A compiled kernel called on torch tensors without copies (DLPack).
+    """A compiled kernel called on torch tensors without copies (DLPack), but for operands it cannot read in place
+    (see ALIGNMENT and INDEX_LIMIT), which are copied.
 
     kernel(A, B[, bias][, residual], out=None) -> C, operands in the workload's order.
 
