@@ -50,6 +50,37 @@ def check_backend_supports(workload, backend: str) -> None:
                             "on a CUDA GPU")
 
 
+def device_memory(kind: str) -> int | None:
+    """Bytes of memory where the kernels run: the first CUDA GPU's, or this machine's RAM (or its cgroup's
+    limit, when lower); None when unknown."""
+    import os
+
+    if kind == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        return min(ram, int(limit)) if limit.isdigit() else ram
+    except OSError:
+        return ram
+
+
+def check_fits_memory(workload, kind: str) -> None:
+    """A clear error for a workload whose operands alone exceed the memory of the device that would run it
+    (its tuning, or verification, would die allocating them)."""
+    need, have = workload.operand_bytes(), device_memory(kind)
+    if have is not None and need > have:
+        where = "GPU" if kind == "cuda" else "machine"
+        raise AutotileError(f"{workload.key}: its operands take {need / 2**30:.1f} GiB, more than the "
+                            f"{have / 2**30:.1f} GiB of memory this {where} has")
+
+
 _MEASURERS: dict = {}
 
 
@@ -101,6 +132,7 @@ def tune(workload, trials: int = 64, db=None, *, time_budget: float | None = Non
     backend = resolve_backend(backend)
     check_backend_supports(workload, backend)
     device = current_device(backend)
+    check_fits_memory(workload, device.kind)
     with open_db(db) as database:
         return run_tuning(workload, db=database, device=device, trials=trials, time_budget=time_budget, seed=seed,
                           strategy=strategy, backend=backend, retune=retune, progress=progress,
@@ -121,6 +153,7 @@ def kernel(workload, db=None, backend: str = "auto"):
     backend = resolve_backend(backend)
     check_backend_supports(workload, backend)
     device = current_device(backend)
+    check_fits_memory(workload, device.kind)
     space = space_for(workload, device.fingerprint)
     with open_db(db) as database:
         best = current_best(database, device, workload, backend)

@@ -57,7 +57,31 @@ def space_for(workload, fingerprint: dict | None = None):
 
 def tvm_schedule(workload, config):
     """The scheduled TVM IRModule for (workload, config)."""
-    return _load(family(workload.op).tvm_schedule)(workload, config)
+    mod = _load(family(workload.op).tvm_schedule)(workload, config)
+    check_buffer_sizes(mod, workload, config)
+    return mod
+
+
+def check_buffer_sizes(mod, workload, config) -> None:
+    """A clear error for a buffer too large for TVM's 32-bit indices, which it would report from deep inside
+    its compiler. Operands are refused when the workload is made; what a config allocates (padded to whole
+    tiles, packed panels) can still be larger, so a near-limit workload may build with some configs only."""
+    import math
+
+    from tvm.s_tir.analysis import detect_buffer_access_lca
+
+    from autotile.ir.workload import MAX_OPERAND_ELEMENTS
+
+    for func in mod.functions.values():
+        for buffer in detect_buffer_access_lca(func):
+            dims = [getattr(d, "value", None) for d in buffer.shape]
+            if buffer.scope() != "global" or None in dims:
+                continue  # local tiles are compacted to their footprint; symbolic shapes are bound at the call
+            if math.prod(dims) > MAX_OPERAND_ELEMENTS:
+                raise AutotileError(
+                    f"{workload.key}: config {config.key} needs a buffer {buffer.name} "
+                    f"({' x '.join(map(str, dims))}) of {math.prod(dims):,} elements; TVM indexes with 32-bit "
+                    f"integers, so a buffer holds at most 2**31 - 1 = {MAX_OPERAND_ELEMENTS:,} elements")
 
 
 def prepacked_operands(workload, config) -> dict[str, tuple[int, ...]]:

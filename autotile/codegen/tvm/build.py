@@ -107,7 +107,8 @@ def build_cached(device_key: str, workload, config, mcpu: str, threads: int, mat
 
 
 class CompiledKernel:
-    """A compiled kernel called on torch tensors without copies (DLPack).
+    """A compiled kernel called on torch tensors without copies (DLPack), but for operands it cannot read in place
+    (see ALIGNMENT and INDEX_LIMIT), which are copied.
 
     kernel(A, B[, bias][, residual], out=None) -> C, operands in the workload's order.
 
@@ -116,6 +117,13 @@ class CompiledKernel:
     or the same one changed in place, is passed. The packed copy is kept with the tensor it came from (held,
     so its memory is never reused by another tensor).
     """
+
+    # TVM declares every buffer a kernel takes 64-byte aligned (its default) and checks nothing at the call: LLVM
+    # is told so (`llvm.assume` align 64) and emits aligned vector moves (vmovaps), which fault on any other
+    # address. An operand elsewhere (a view into a larger tensor: `x[1:]`, `split`, `narrow`) is copied.
+    ALIGNMENT = 64
+    # TVM indexes in int32: a strided operand whose last element lies further from its first is copied too.
+    INDEX_LIMIT = 2**31 - 1
 
     def __init__(self, workload, config, module, path: Path | None = None):
         import torch
@@ -151,6 +159,7 @@ class CompiledKernel:
                                 f"got {len(inputs)}")
         if out is None:
             out = torch.empty(self._checks[-1][1], dtype=self._out_dtype, device=inputs[0].device)
+        addresses = 0  # every operand's address OR-ed together: one test for all of them below
         for (name, shape, strided), t in zip(self._checks, (*inputs, out)):
             if t.__class__ is Packed:
                 continue  # checked when it was packed
@@ -160,28 +169,42 @@ class CompiledKernel:
                 if t.dim() and t.stride(-1) != 1:
                     raise AutotileError(f"{self.workload.key}: {name} needs unit stride in its last dim "
                                         f"(strides {t.stride()})")
+                if t.untyped_storage().nbytes() >> 31 and self._span(t) > self.INDEX_LIMIT:
+                    addresses |= 1  # out of int32 offsets' reach (only a view of a huge tensor can be): copied
             elif not t.is_contiguous():
                 raise AutotileError(f"{self.workload.key}: {name} must be contiguous (strides {t.stride()})")
+            addresses |= t.data_ptr()
         if self._prepacked:
             inputs = list(inputs)
             for name, (index, _, _) in self._prepacked.items():
                 inputs[index] = self._packed_operand(name, inputs[index])
+        if addresses & 63:  # ALIGNMENT - 1
+            return self._call_realigned(inputs, out)
         self.module(*inputs, out)
         return out
+
+    def _call_realigned(self, inputs, out):
+        """The call when some operand is one the kernel cannot take in place (not ALIGNMENT-aligned, or strided
+        beyond INDEX_LIMIT): those inputs are copied, and a misplaced `out` is written through a fresh tensor."""
+        inputs = [t if t.__class__ is Packed or not self._needs_copy(t) else self.aligned_copy(t) for t in inputs]
+        if not self._needs_copy(out):
+            self.module(*inputs, out)
+            return out
+        result = self.aligned_empty(out.shape, out.dtype, out.device)
+        self.module(*inputs, result)
+        return out.copy_(result)
 
     def pack_operand(self, name: str, t):
         """`t` as this kernel reads operand `name`: a `Packed` copy if it is one the kernel packs ahead
         (callers that keep one per weight pass it back in place of the tensor), else `t` itself."""
         if name not in self._prepacked:
             return t
-        import torch
-
         _, pack, shape = self._prepacked[name]
         if tuple(t.shape) != self._shapes[name] or not t.is_contiguous():
             raise AutotileError(f"{self.workload.key}: {name} must be contiguous with shape {self._shapes[name]}, "
                                 f"got shape {tuple(t.shape)} strides {t.stride()}")
-        packed = torch.empty(shape, dtype=t.dtype, device=t.device)
-        pack(t.detach(), packed)
+        packed = self.aligned_empty(shape, t.dtype, t.device)
+        pack(t.detach() if not self._needs_copy(t) else self.aligned_copy(t.detach()), packed)
         return Packed(packed, self.config_key)
 
     def _packed_operand(self, name: str, t):
@@ -197,6 +220,34 @@ class CompiledKernel:
         if stamp is not None:
             self._packed[name] = (t, stamp, packed)
         return packed
+
+    @staticmethod
+    def _span(t) -> int:
+        """How many elements past its first a tensor's last element lies."""
+        return sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+
+    @classmethod
+    def _needs_copy(cls, t) -> bool:
+        return t.data_ptr() % cls.ALIGNMENT != 0 or (not t.is_contiguous() and cls._span(t) > cls.INDEX_LIMIT)
+
+    @classmethod
+    def aligned_empty(cls, shape, dtype, device):
+        """An uninitialized contiguous tensor whose data starts at a multiple of ALIGNMENT bytes: torch's CPU
+        allocator gives that; should another allocator not, the tensor is cut from a slightly larger one."""
+        import torch
+
+        t = torch.empty(shape, dtype=dtype, device=device)
+        if t.data_ptr() % cls.ALIGNMENT == 0:
+            return t
+        size = t.numel() * t.element_size()
+        raw = torch.empty(size + cls.ALIGNMENT, dtype=torch.uint8, device=device)
+        start = -raw.data_ptr() % cls.ALIGNMENT
+        return raw[start:start + size].view(dtype).view(shape)
+
+    @classmethod
+    def aligned_copy(cls, t):
+        """A contiguous copy of `t` starting at a multiple of ALIGNMENT bytes."""
+        return cls.aligned_empty(t.shape, t.dtype, t.device).copy_(t)
 
 
 class Packed:
