@@ -114,6 +114,7 @@ def kernel(workload, db=None, backend: str = "auto"):
     measured on this device (the default) is verified here before it is first returned.
     """
     from autotile.codegen.tvm.build import load_kernel
+    from autotile.codegen.tvm.pool import limit_spinning
     from autotile.db.device import current_device
     from autotile.kernels import space_for
     from autotile.search.tuner import current_best
@@ -127,6 +128,7 @@ def kernel(workload, db=None, backend: str = "auto"):
     config = space.config_type.from_dict(best["config"]) if best else space.default()
     if backend == "triton":
         return _triton_kernel(workload, config, verified=best is not None)
+    limit_spinning()  # before this process's first kernel call (the verification below may be it)
     return load_kernel(device, workload, config)
 
 

@@ -97,7 +97,9 @@ class Resolver:
             with self._open() as db:
                 config, source = self.choose(workload, db)
         from autotile.codegen.tvm.build import load_kernel
+        from autotile.codegen.tvm.pool import limit_spinning
 
+        limit_spinning()  # before this process's first kernel call: torch's code runs between autotile's kernels
         try:
             kernel = load_kernel(self.device, workload, config)
         except AutotileError:
