@@ -145,6 +145,7 @@ def kernel(workload, db=None, backend: str = "auto"):
     Libraries are cached on disk, so a tuned workload loads in milliseconds. A config that was never
     measured on this device (the default) is verified here before it is first returned.
     """
+    from autotile.codegen.tvm.pool import limit_spinning
     from autotile.db.device import current_device
     from autotile.kernels import space_for
     from autotile.search.isolated import load_kernel
@@ -160,6 +161,7 @@ def kernel(workload, db=None, backend: str = "auto"):
     config = space.config_type.from_dict(best["config"]) if best else space.default()
     if backend == "triton":
         return _triton_kernel(workload, config, verified=best is not None)
+    limit_spinning()  # before this process's first kernel call
     return load_kernel(device, workload, config)
 
 

@@ -8,8 +8,10 @@ import sys
 import pytest
 
 
-def autotile(*args, db=None, check=True):
+def autotile(*args, db=None, check=True, gpu=True):
     env = dict(os.environ)
+    if not gpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # torch then sees no GPU, as on a machine without one
     if db is not None:
         env["AUTOTILE_DB"] = str(db)
     proc = subprocess.run([sys.executable, "-m", "autotile.cli", *args], capture_output=True, text=True, env=env,
@@ -24,23 +26,26 @@ def db(tmp_path_factory):
     return tmp_path_factory.mktemp("cli") / "cli.db"
 
 
+def tune(*args, db):
+    """`autotile tune ... --json` on the CPU: --backend tvm, since "auto" means Triton on a machine with a GPU."""
+    return autotile("tune", *args, "--backend", "tvm", "--json", db=db)
+
+
 def test_tune_json_then_cache_hit(db):
-    first = autotile("tune", "gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", "--json",
-                     db=db)
+    first = tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", db=db)
     result = json.loads(first.stdout.strip().splitlines()[-1])
     assert result["verified"] and not result["cached"] and result["trials"] == 6
     assert result["workload"] == "gemm_b1_33x40x20_float32_nn_bias+relu"
     assert result["backend"] == "tvm" and result["gflops"] > 0 and result["device"].startswith("cpu-")
     assert "tuning" in first.stderr  # progress and tables on stderr
-    second = autotile("tune", "gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", "--json",
-                      db=db)
+    second = tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", db=db)
     cached = json.loads(second.stdout.strip().splitlines()[-1])
     assert cached["cached"] and cached["config"] == result["config"] and cached["trials"] == 6
     assert cached["tuning_seconds"] == pytest.approx(result["tuning_seconds"])
 
 
 def test_db_list_and_show(db):
-    autotile("tune", "gemm", "--shape", "8x8x8", "--trials", "2", "--json", db=db)
+    tune("gemm", "--shape", "8x8x8", "--trials", "2", db=db)
     listed = json.loads(autotile("db", "list", "--json", db=db).stdout)
     keys = {row["workload"] for row in listed}
     assert {"gemm_b1_8x8x8_float32_nn_none", "gemm_b1_33x40x20_float32_nn_bias+relu"} <= keys
@@ -53,25 +58,23 @@ def test_db_list_and_show(db):
 
 def test_tune_gemm_with_a_constant_weight(db):
     """--const-b: the workload the torch.compile backend tunes for a linear (B packed once, not timed)."""
-    out = json.loads(autotile("tune", "gemm", "--shape", "20x40x33", "--layout", "nt", "--const-b", "--trials", "4",
-                              "--json", db=db).stdout)
+    out = json.loads(tune("gemm", "--shape", "20x40x33", "--layout", "nt", "--const-b", "--trials", "4", db=db).stdout)
     assert out["workload"] == "gemm_b1_20x40x33_float32_nt_none_constB" and out["verified"] and out["trials"] == 4
 
 
 def test_tune_bmm_is_the_batched_gemm_workload(db):
     """`tune bmm --shape BxMxNxK` and `tune gemm --batch B` name one workload: the second is a cache hit."""
-    first = json.loads(autotile("tune", "bmm", "--shape", "3x9x20x7", "--trials", "3", "--json", db=db).stdout)
+    first = json.loads(tune("bmm", "--shape", "3x9x20x7", "--trials", "3", db=db).stdout)
     assert first["workload"] == "gemm_b3_9x20x7_float32_nn_none" and first["verified"]
-    again = json.loads(autotile("tune", "gemm", "--shape", "9x20x7", "--batch", "3", "--json", db=db).stdout)
+    again = json.loads(tune("gemm", "--shape", "9x20x7", "--batch", "3", db=db).stdout)
     assert again["cached"] and again["config"] == first["config"]
-    shared = json.loads(autotile("tune", "bmm", "--shape", "3x9x20x7", "--shared", "b", "--trials", "2", "--json",
-                                 db=db).stdout)
+    shared = json.loads(tune("bmm", "--shape", "3x9x20x7", "--shared", "b", "--trials", "2", db=db).stdout)
     assert shared["workload"] == "gemm_b3_9x20x7_float32_nn_none_sharedB" and not shared["cached"]
 
 
 def test_tune_qgemm(db):
-    out = json.loads(autotile("tune", "qgemm", "--shape", "5x24x64", "--weight-dtype", "int5", "--group-size", "32",
-                              "--asymmetric", "--trials", "2", "--json", db=db).stdout)
+    out = json.loads(tune("qgemm", "--shape", "5x24x64", "--weight-dtype", "int5", "--group-size", "32",
+                          "--asymmetric", "--trials", "2", db=db).stdout)
     assert out["workload"] == "qgemm_5x24x64_float32_int5_g32_asym_none" and out["verified"]
 
 
@@ -91,7 +94,7 @@ def test_device_prints_key_and_fingerprint():
                                              "kernels index operands with 32-bit integers, so one holds at most"),
 ])
 def test_bad_input_is_one_clear_line(args, message, tmp_path):
-    proc = autotile("tune", "gemm", *args, db=tmp_path / "x.db", check=False)
+    proc = autotile("tune", "gemm", *args, db=tmp_path / "x.db", check=False, gpu=False)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
@@ -112,8 +115,7 @@ def test_bad_shapes_of_other_ops_are_one_clear_line(args, message, tmp_path):
 
 
 def test_model_quality_report(db):
-    autotile("tune", "gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "8", "--retune", "--json",
-             db=db)
+    tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "8", "--retune", db=db)
     report = json.loads(autotile("db", "model-quality", "gemm_b1_33x40x20", "--folds", "2", "-k", "3", "--json",
                                  db=db).stdout)
     assert report["measurements"] == 14

@@ -4,10 +4,9 @@ import random
 
 import pytest
 import torch
-from tvm_kernels import MCPU, check
+from tvm_kernels import assembly, check, compiled
 
 import autotile
-from autotile.codegen.tvm.build import CompiledKernel, build
 from autotile.db.store import TuningDB
 from autotile.errors import AutotileError
 from autotile.ir.conv import Conv2dWorkload
@@ -71,7 +70,7 @@ def test_wrong_weight_is_a_clear_error():
     x = torch.randn(w.in_shape)
     with pytest.raises(AutotileError, match=r"second dim must be C/groups = 4, got 8"):
         w.reference(x, torch.randn(4, 8, 3, 3))
-    kernel = CompiledKernel(w, Conv2dSpace(w).default(), build(w, Conv2dSpace(w).default(), MCPU, 2))
+    kernel = compiled(w, Conv2dSpace(w).default())
     with pytest.raises(AutotileError, match=r"weight has shape \(4, 8, 3, 3\), expected \(4, 4, 3, 3\)"):
         kernel(x, torch.randn(4, 8, 3, 3))
 
@@ -232,7 +231,7 @@ def test_weight_packed_ahead_of_time(workload, knobs):
 
     workload = replace(workload, const_weight=True)
     config = configured(workload, **knobs)
-    kernel = CompiledKernel(workload, config, build(workload, config, MCPU, 2))
+    kernel = compiled(workload, config)
     assert list(kernel._prepacked) == ["weight"] and verify(workload, kernel).ok
     inputs = random_inputs(workload, 3)
     torch.testing.assert_close(kernel(*inputs).double(), workload.reference(*inputs), rtol=1e-4, atol=1e-4)
@@ -245,7 +244,7 @@ def test_weight_packed_ahead_of_time(workload, knobs):
     torch.testing.assert_close(kernel(*inputs).double(), workload.reference(*inputs), rtol=1e-4, atol=1e-4)
     v = Conv2dWorkload(1, 8, 6, 6, 8, 3, 3, padding=1, groups=8, const_weight=True)
     dwrows = configured(v, template="dwrows")  # reads its weight in place: nothing to pack
-    assert CompiledKernel(v, dwrows, build(v, dwrows, MCPU, 2))._prepacked == {}
+    assert compiled(v, dwrows)._prepacked == {}
 
 
 def test_grouped_convolution():
@@ -296,12 +295,12 @@ def test_inner_loop_is_broadcast_and_fma_on_zmm():
     import re
 
     w = Conv2dWorkload(1, 32, 14, 14, 64, 3, 3, padding=1)
-    asm = build(w, Conv2dSpace(w).default(), MCPU, 2).mod.inspect_source("s")
+    asm = assembly(w, Conv2dSpace(w).default())
     assert len(re.findall(r"vfmadd231ps\s+[^\n]*%zmm", asm)) >= 20
     assert re.search(r"vbroadcastss\s", asm)
     # The NCHW templates: pixel vectors loaded in place, broadcast weights, and no gathers.
     for w in (Conv2dWorkload(1, 64, 16, 16, 32, 1, 1), Conv2dWorkload(1, 32, 14, 14, 32, 3, 3, padding=1, groups=32)):
-        asm = build(w, Conv2dSpace(w).default(), MCPU, 2).mod.inspect_source("s")
+        asm = assembly(w, Conv2dSpace(w).default())
         assert len(re.findall(r"vfmadd\d+ps\s+[^\n]*%zmm", asm)) >= 12, w.key
         assert not re.search(r"vgather|vpinsr[dq]|vinsertps", asm), w.key  # (vpinsrw: a runtime helper)
 
@@ -311,7 +310,7 @@ def test_inner_loop_is_broadcast_and_fma_on_zmm():
 def test_short_tuning_run_records_verified_measurements(tmp_path):
     w = Conv2dWorkload(1, 16, 10, 10, 24, 3, 3, padding=1, epilogue="bias,relu")
     db_path = tmp_path / "conv.db"
-    result = autotile.tune(w, trials=6, db=db_path, seed=1)
+    result = autotile.tune(w, trials=6, db=db_path, seed=1, backend="tvm")
     assert result.verified and result.trials == 6 and result.threads == 2
     with TuningDB(db_path) as db:
         records = db.measurements(workload=w.key)
@@ -320,6 +319,6 @@ def test_short_tuning_run_records_verified_measurements(tmp_path):
     assert result.latency_us == min(r["latency_us"] for r in records)
     space = space_for(w)
     assert space.canonical(Conv2dConfig.from_dict(result.config)).to_dict() == result.config
-    kern = autotile.kernel(w, db=db_path)
+    kern = autotile.kernel(w, db=db_path, backend="tvm")
     inputs = random_inputs(w, 5)
     torch.testing.assert_close(kern(*inputs).double(), w.reference(*inputs), rtol=1e-5, atol=1e-4)

@@ -8,9 +8,8 @@ from fractions import Fraction
 
 import pytest
 import torch
-from tvm_kernels import MCPU, check
+from tvm_kernels import assembly, check, compiled
 
-from autotile.codegen.tvm.build import CompiledKernel, build
 from autotile.ir.conv import Conv2dWorkload
 from autotile.ir.reference import random_inputs
 from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, Conv2dSpace
@@ -103,7 +102,7 @@ def test_weight_transformed_ahead_of_time():
     w = Conv2dWorkload(1, 12, 9, 10, 20, 3, 3, padding=1, epilogue="bias,relu", const_weight=True)
     config = configured(w, template="winograd4", ow_bn=4, oc_bn=32)
     assert prepacked_operands(w, config) == {"weight": (36, 1, 16, 32)}  # [positions, K blocks, C (padded), oc_bn]
-    kernel = CompiledKernel(w, config, build(w, config, MCPU, 2))
+    kernel = compiled(w, config)
     inputs = random_inputs(w, 3)
     torch.testing.assert_close(kernel(*inputs).double(), w.reference(*inputs), rtol=1e-5, atol=1e-3)
     inputs[1].mul_(-0.5)  # changed in place: transformed again
@@ -113,7 +112,7 @@ def test_weight_transformed_ahead_of_time():
 def test_gemm_inner_loop_is_broadcast_fma_on_zmm():
     w = Conv2dWorkload(1, 64, 16, 16, 64, 3, 3, padding=1)
     config = configured(w, template="winograd4", ow_bn=6, oc_bn=32, unroll=4)
-    asm = build(w, config, MCPU, 2).mod.inspect_source("s")
+    asm = assembly(w, config)
     # 6 tiles x 2 vectors x 4 unrolled channels: 48 FMAs and 24 broadcasts of V per iteration, 12 accumulators.
     assert len(re.findall(r"vfmadd231ps\s+%zmm\d+, %zmm\d+, %zmm\d+", asm)) >= 48
     assert len(re.findall(r"vbroadcastss\s+-?\d*\(%r", asm)) >= 24

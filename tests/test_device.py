@@ -51,11 +51,33 @@ def test_key_is_stable_across_processes():
     assert other["key"] == here.key and other["fingerprint"] == here.fingerprint
 
 
-def test_no_gpu_here():
+def test_gpu_key_is_model_capability_and_sms():
+    cuda = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "sm_90", "sms": 132, "memory_gib": 79.1}
+    assert device_key(cuda) == "cuda-nvidia_h100_80gb_hbm3-sm_90-sms132"
+    with pytest.raises(AutotileError, match="unknown backend"):
+        current_device("cuda")
+
+
+def test_the_gpu_torch_sees_is_the_triton_device():
+    import torch
+
+    fp = cuda_fingerprint()
+    if not torch.cuda.is_available():
+        assert fp is None
+        with pytest.raises(AutotileError, match="no CUDA GPU"):
+            current_device("triton")
+        return
+    major, minor = torch.cuda.get_device_capability(0)
+    assert fp["kind"] == "cuda" and fp["capability"] == f"sm_{major}{minor}" and fp["sms"] > 0
+    device = current_device("triton")
+    assert device.key == device_key(fp) and device.key.startswith("cuda-") and device.kind == "cuda"
+    assert current_device("tvm").kind == "cpu"  # the CPU stays a device of its own
+
+
+def test_without_a_gpu_the_triton_device_is_a_clear_error(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
     assert cuda_fingerprint() is None
     with pytest.raises(AutotileError, match="no CUDA GPU"):
         current_device("triton")
-    with pytest.raises(AutotileError, match="unknown backend"):
-        current_device("cuda")
-    cuda = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "sm_90", "sms": 132, "memory_gib": 79.1}
-    assert device_key(cuda) == "cuda-nvidia_h100_80gb_hbm3-sm_90-sms132"

@@ -5,9 +5,9 @@ import re
 
 import pytest
 import torch
-from tvm_kernels import MCPU, check
+from tvm_kernels import MCPU, assembly, check, compiled, skip_unless_cpu_has
 
-from autotile.codegen.tvm.build import CompiledKernel, build, build_cached, kernel_path
+from autotile.codegen.tvm.build import CompiledKernel, build_cached, kernel_path
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
 from autotile.ir.reference import verify
@@ -70,13 +70,9 @@ def test_unfused_epilogue_and_cast():
         check(w, space.canonical(GemmConfig(fuse_epilogue=fuse)))
 
 
-def _assembly(workload, config):
-    return build(workload, config, MCPU, 2).mod.inspect_source("s")
-
-
 def test_gelu_is_vectorized_without_libm_calls():
     w = GemmWorkload(64, 64, 64, epilogue="bias,gelu,gelu_tanh,silu")
-    asm = _assembly(w, GemmSpace(w).default())
+    asm = assembly(w, GemmSpace(w).default())
     assert not re.search(r"\b(erff|expf|tanhf)\b", asm)
     assert re.search(r"vfmadd\w+\s+[^\n]*%zmm", asm), "expected AVX-512 FMAs"
     # The check can fail: TVM's own erf does lower to scalar erff calls.
@@ -107,6 +103,7 @@ def test_fast_math_accuracy():
             elementwise("tanh", fastmath.tanh)]
     lib = tvm.compile(te.create_prim_func([x, *outs]), tvm.target.Target({"kind": "llvm", "mcpu": MCPU}))
     arrays = [tvm.runtime.tensor(xs)] + [tvm.runtime.tensor(np.zeros_like(xs)) for _ in outs]
+    skip_unless_cpu_has()
     lib(*arrays)
     x64 = torch.from_numpy(xs).double()
     erf, exp, tanh = (torch.from_numpy(a.numpy()).double() for a in arrays[1:])
@@ -121,6 +118,7 @@ def test_compiled_kernel_on_torch_tensors_and_cache(tmp_path, monkeypatch):
     config = GemmSpace(w).default()
     path = build_cached("cpu-test", w, config, MCPU, 2)
     assert path == kernel_path("cpu-test", w, config, MCPU) and path.exists()
+    skip_unless_cpu_has()
     kernel = CompiledKernel.load(w, config, path)
     a, b, bias = torch.randn(8, 4), torch.randn(4, 16), torch.randn(16)
     out = torch.empty(8, 16)
@@ -142,7 +140,7 @@ def test_constant_b_is_packed_once_per_tensor_version(trans_b):
     assert w.key.endswith("_constB")
     space = GemmSpace(w)
     config = space.canonical(GemmConfig(mr=4, nr=32, kc=16, pack_b=True, korder="outer"))
-    kernel = CompiledKernel(w, config, build(w, config, MCPU, 2))
+    kernel = compiled(w, config)
     assert verify(w, kernel).ok  # two draws: two different B tensors, each packed
     a, b, bias = torch.randn(37, 29), torch.randn(*w.operand_shapes()["B"]), torch.randn(45)
 
@@ -159,11 +157,11 @@ def test_constant_b_is_packed_once_per_tensor_version(trans_b):
     # A caller may keep the packed copy itself (one per weight) and pass it back in place of B.
     packed = kernel.pack_operand("B", b)
     torch.testing.assert_close(kernel(a, packed, bias), expected(), rtol=1e-4, atol=1e-4)
-    other = CompiledKernel(w, space.default(), build(w, space.default(), MCPU, 2))
+    other = compiled(w, space.default())
     with pytest.raises(AutotileError, match="packed for another kernel"):
         other(a, packed, bias)
     with pytest.raises(AutotileError, match="must be contiguous"):
         kernel.pack_operand("B", b.T.contiguous().T)
     # Without pack_b, the kernel reads B as given: nothing to pack.
     plain = space.canonical(GemmConfig(mr=4, nr=32, kc=16, pack_b=False))
-    assert CompiledKernel(w, plain, build(w, plain, MCPU, 2)).pack_operand("B", b) is b
+    assert compiled(w, plain).pack_operand("B", b) is b

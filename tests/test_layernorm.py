@@ -75,7 +75,8 @@ def test_kernel_refuses_wrong_shapes():
 
 def test_cli_tunes_a_layer_norm_into_the_database(tmp_path):
     db = tmp_path / "t.db"
-    result = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x48", "--trials", "3", "--db", str(db)])
+    result = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x48", "--trials", "3", "--backend", "tvm",
+                                       "--db", str(db)])
     assert result.exit_code == 0, result.output
     with TuningDB(db) as database:
         rows = database.measurements(status="ok")

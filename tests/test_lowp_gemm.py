@@ -8,14 +8,12 @@ import random
 import pytest
 import torch
 from click.testing import CliRunner
-from tvm_kernels import MCPU
+from tvm_kernels import build_for_mcpu, check, compiled
 
 import autotile
 from autotile.cli import main
-from autotile.codegen.tvm.build import CompiledKernel, build
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
-from autotile.ir.reference import verify
 from autotile.kernels import space_for
 
 BF16_CPU = {"flags": ["avx512f", "avx512_bf16", "f16c"]}
@@ -24,13 +22,6 @@ PLAIN_AVX512 = {"flags": ["avx512f", "f16c"]}
 
 def with_mode(space, mode, **changes):
     return space.canonical(space.config_type(**{**space.default().to_dict(), "mode": mode, **changes}))
-
-
-def check(workload, config):
-    executable = build(workload, config, MCPU, 2)
-    verdict = verify(workload, CompiledKernel(workload, config, executable))
-    assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
-    return executable.mod.inspect_source("s")
 
 
 @pytest.mark.parametrize("dtype, shape, epilogue, mode", [
@@ -51,16 +42,22 @@ def test_bf16_tiles_are_vdpbf16ps():
     w = GemmWorkload(32, 64, 128, dtype="bf16", epilogue="bias")
     space = space_for(w, BF16_CPU)
     assert space.default().mode == "dpbf16"
-    asm = check(w, space.default())
+    executable = build_for_mcpu(w, space.default())
+    asm = executable.mod.inspect_source("s")
     assert asm.count("vdpbf16ps") >= space.default().mr * space.default().nr // 16
+    check(w, space.default(), executable)
 
 
 def test_fp16_widens_with_f16c():
     """No AVX512_FP16 on these CPUs: float16 is vcvtph2ps into float32 FMAs."""
     w = GemmWorkload(16, 48, 40, dtype="float16")
-    for mode in ("convert_pack", "convert_inner"):
-        asm = check(w, with_mode(space_for(w, BF16_CPU), mode))
-        assert asm.count("vcvtph2ps") >= 1 and "vfmadd" in asm
+    executables = {mode: build_for_mcpu(w, with_mode(space_for(w, BF16_CPU), mode))
+                   for mode in ("convert_pack", "convert_inner")}
+    for mode, executable in executables.items():
+        asm = executable.mod.inspect_source("s")
+        assert asm.count("vcvtph2ps") >= 1 and "vfmadd" in asm, mode
+    for mode, executable in executables.items():
+        check(w, with_mode(space_for(w, BF16_CPU), mode), executable)
 
 
 def test_batched_and_transposed_operands_convert():
@@ -93,7 +90,7 @@ def test_output_dtype_follows_the_inputs_unless_cast():
     assert GemmWorkload(2, 3, 4, dtype="bf16").out_dtype == "bfloat16"
     assert GemmWorkload(2, 3, 4, dtype="fp16", epilogue="cast:float32").out_dtype == "float32"
     w = GemmWorkload(4, 16, 8, dtype="bfloat16")
-    kernel = CompiledKernel(w, space_for(w).default(), build(w, space_for(w).default(), MCPU, 2))
+    kernel = compiled(w, space_for(w).default())
     a, b = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(8, 16, dtype=torch.bfloat16)
     out = kernel(a, b)
     assert out.dtype == torch.bfloat16
@@ -103,12 +100,13 @@ def test_output_dtype_follows_the_inputs_unless_cast():
 
 
 def test_tune_and_cli(tmp_path):
-    """A short tuning run on this host (vdpbf16ps where it has AVX512_BF16, conversion elsewhere)."""
+    """A short tuning run on this host's CPU (vdpbf16ps where it has AVX512_BF16, conversion elsewhere)."""
     db = tmp_path / "lowp.db"
-    result = autotile.tune(GemmWorkload(8, 32, 24, dtype="bfloat16", epilogue="relu"), trials=3, db=db)
+    result = autotile.tune(GemmWorkload(8, 32, 24, dtype="bfloat16", epilogue="relu"), trials=3, db=db,
+                           backend="tvm")
     assert result.verified and result.trials == 3
     out = CliRunner().invoke(main, ["tune", "gemm", "--shape", "5x24x20", "--dtype", "fp16", "--trials", "2",
-                                    "--db", str(db), "--json"])
+                                    "--backend", "tvm", "--db", str(db), "--json"])
     assert out.exit_code == 0, out.output
     record = json.loads(out.stdout.strip().splitlines()[-1])
     assert record["verified"] and "float16" in record["workload"]

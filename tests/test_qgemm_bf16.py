@@ -1,15 +1,14 @@
 """Weight-only int4 with bfloat16 activations: the vdpbf16ps kernel (bf16_dot) and its fallbacks, real TVM
-builds for an explicit AVX512_BF16 CPU (znver4), each checked against the exact reference (A rounded to
-bfloat16, then float64), which they must match within float32's tolerance."""
+builds for an explicit AVX512_BF16 CPU (tvm_kernels.MCPU), each checked, where this CPU can run it, against the
+exact reference (A rounded to bfloat16, then float64), which they must match within float32's tolerance."""
 
 import random
 
 import pytest
 import torch
-from tvm_kernels import MCPU
+from tvm_kernels import build_for_mcpu, check, compiled
 
 import autotile
-from autotile.codegen.tvm.build import CompiledKernel, build
 from autotile.errors import AutotileError
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.ir.quant import quantize_int
@@ -20,28 +19,9 @@ BF16_CPU = {"kind": "cpu", "flags": ["avx2", "fma", "avx512f", "avx512_vnni", "a
 PLAIN_AVX512 = {"kind": "cpu", "flags": ["avx2", "fma", "avx512f"]}
 
 
-def host_has_bf16() -> bool:
-    from autotile.db.device import Device
-
-    return "avx512_bf16" in Device.cpu().fingerprint.get("flags", [])
-
-
 def workload(m, n, k, group=128, asymmetric=False, epilogue=""):
     return QGemmWorkload(m, n, k, weight_dtype="int4", act_dtype="bfloat16", group_size=group,
                          asymmetric=asymmetric, epilogue=epilogue)
-
-
-def compiled(w, config):
-    return CompiledKernel(w, config, build(w, config, MCPU, 2))
-
-
-def check(w, config):
-    kernel = compiled(w, config)
-    if config.bf16_dot and not host_has_bf16():
-        return kernel  # built (and its assembly readable), but this host cannot run vdpbf16ps
-    verdict = verify(w, kernel)
-    assert verdict.ok, f"{w.key} {config.key}: {verdict.reason}"
-    return kernel
 
 
 def dot(space, **knobs):
@@ -82,11 +62,13 @@ def test_inner_loop_is_decode_plus_vdpbf16ps():
     w = workload(16, 64, 256)
     space = space_for(w, BF16_CPU)
     config = dot(space, dot_rows=16, dot_vectors=1, unroll_k=1)
-    asm = check(w, config).module.mod.inspect_source("s")
+    executable = build_for_mcpu(w, config)
+    asm = executable.mod.inspect_source("s")
     assert asm.count("vdpbf16ps") >= 16 and "vpermw" in asm and "vpmovzxbd" in asm
     loop = inner_loop(asm)
     assert loop.count("vdpbf16ps") == 16 and loop.count("vpermw") == 1 and "vfmadd" not in loop
     assert loop.count("{1to16}") >= 15  # A's pair broadcast from memory inside (all but one) vdpbf16ps
+    check(w, config, executable)
 
 
 def inner_loop(asm: str) -> str:
@@ -121,8 +103,6 @@ def test_activations_round_to_nearest_even_like_torch():
     w = workload(2, 16, 64, group=32)
     space = space_for(w, BF16_CPU)
     kernel = check(w, space.default())
-    if not host_has_bf16():
-        pytest.skip("this host has no AVX512_BF16")
     base = torch.tensor([1.0, -3.0, 0.375, 1024.0]).repeat_interleave(16)
     bits = base.view(torch.int32)
     a = torch.stack([(bits + 0x8000).view(torch.float32), (bits + 0x18000).view(torch.float32)])  # ties
@@ -140,8 +120,6 @@ def test_weight_is_packed_once_per_tensor():
     w = workload(3, 32, 128)
     space = space_for(w, BF16_CPU)
     kernel = check(w, space.default())
-    if not host_has_bf16():
-        pytest.skip("this host has no AVX512_BF16")
     a, codes, scales = w.random_inputs(1)
     first = kernel(a, codes, scales).clone()
     packed = kernel._packed["W"][2]
@@ -179,7 +157,7 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_short_tuning_run_and_cli(tmp_path):
-    """Tunes on this host: vdpbf16ps where it has AVX512_BF16, the fallbacks elsewhere."""
+    """Tunes on this host's CPU: vdpbf16ps where it has AVX512_BF16, the fallbacks elsewhere."""
     import json
 
     from click.testing import CliRunner
@@ -188,12 +166,12 @@ def test_short_tuning_run_and_cli(tmp_path):
 
     w = workload(8, 48, 256, group=128, asymmetric=True, epilogue="bias")
     db = tmp_path / "bf.db"
-    result = autotile.tune(w, trials=4, db=db)
+    result = autotile.tune(w, trials=4, db=db, backend="tvm")
     assert result.verified and result.trials == 4
-    assert verify(w, autotile.kernel(w, db=db)).ok
+    assert verify(w, autotile.kernel(w, db=db, backend="tvm")).ok
     out = CliRunner().invoke(main, ["tune", "qgemm", "--shape", "3x32x128", "--weight-dtype", "int4",
-                                    "--group-size", "64", "--act-dtype", "bfloat16", "--trials", "2", "--db",
-                                    str(db), "--json"])
+                                    "--group-size", "64", "--act-dtype", "bfloat16", "--trials", "2", "--backend",
+                                    "tvm", "--db", str(db), "--json"])
     assert out.exit_code == 0, out.output
     record = json.loads(out.stdout.strip().splitlines()[-1])
     assert record["verified"] and record["workload"] == "qgemm_3x32x128_bfloat16_int4_g64_sym_none"

@@ -1,5 +1,6 @@
-"""Backend selection and GPU measurement on a machine without a GPU: clear errors, CPU paths unchanged, and
-the measurer's worker path for Triton (compile in a build worker, refuse to run without a GPU)."""
+"""Backend selection, and GPU measurement on a machine without a GPU: clear errors, CPU paths unchanged, and
+the measurer's worker path for Triton (compile in a build worker, refuse to run without a GPU). Where this
+machine has a GPU, "no GPU" is what torch is made to see (torch.cuda.is_available patched, or no visible device)."""
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 from autotile.api import resolve_backend
 from autotile.codegen.triton.gpu import require_cuda
 from autotile.codegen.triton.launch import TritonKernel
-from autotile.db.device import Device, cuda_fingerprint
+from autotile.db.device import Device
 from autotile.errors import AutotileError
 from autotile.ir.attention import AttentionWorkload
 from autotile.ir.conv import Conv2dWorkload
@@ -16,12 +17,20 @@ from autotile.ir.workload import GemmWorkload
 from autotile.kernels import space_for, triton_program
 from autotile.search.measure import TritonMeasurer
 
-pytestmark = pytest.mark.skipif(cuda_fingerprint() is not None, reason="these check the no-GPU behaviour")
-
 H100 = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "sm_90", "sms": 132, "memory_gib": 79.1}
 
 
-def test_backend_selection_without_gpu():
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_auto_is_triton_exactly_where_torch_sees_a_gpu():
+    assert resolve_backend("auto") == ("triton" if torch.cuda.is_available() else "tvm")
+    assert resolve_backend("tvm") == "tvm"
+
+
+def test_backend_selection_without_gpu(no_gpu):
     assert resolve_backend("auto") == "tvm"
     assert resolve_backend("tvm") == "tvm"
     with pytest.raises(AutotileError, match="needs a CUDA GPU"):
@@ -39,7 +48,7 @@ def test_cuda_devices_get_triton_spaces():
         assert not type(space_for(workload)).__module__.endswith("_triton")  # CPU spaces unchanged
 
 
-def test_triton_kernel_on_cpu_tensors_says_why():
+def test_triton_kernel_on_cpu_tensors_says_why(no_gpu):
     workload = GemmWorkload(32, 32, 32)
     space = space_for(workload, H100)
     kernel = TritonKernel(workload, space.default(), triton_program(workload, space.default()))
@@ -49,7 +58,8 @@ def test_triton_kernel_on_cpu_tensors_says_why():
         require_cuda()
 
 
-def test_triton_measurer_compiles_then_refuses_to_run_without_gpu():
+def test_triton_measurer_compiles_then_refuses_to_run_without_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the measurer's worker processes see no GPU
     device = Device("cuda-nvidia_h100_80gb_hbm3-sm_90-sms132", H100)
     workload = GemmWorkload(256, 256, 1024, epilogue="bias")
     space = space_for(workload, H100)

@@ -17,7 +17,7 @@ def tuned(tmp_path_factory):
     """One 12-trial evolution run on an odd shape with a fused epilogue, shared by the tests below."""
     db_path = tmp_path_factory.mktemp("db") / "tune.db"
     w = GemmWorkload(37, 70, 53, epilogue="bias,gelu")
-    result = autotile.tune(w, trials=12, db=db_path, seed=3)
+    result = autotile.tune(w, trials=12, db=db_path, seed=3, backend="tvm")
     return w, db_path, result
 
 
@@ -40,10 +40,10 @@ def test_tuning_records_a_verified_best(tuned):
 
 def test_second_run_is_cached_and_retune_never_repeats(tuned):
     w, db_path, first = tuned
-    again = autotile.tune(w, trials=12, db=db_path, seed=3)
+    again = autotile.tune(w, trials=12, db=db_path, seed=3, backend="tvm")
     assert again.cached and again.config == first.config and again.trials == first.trials
     assert again.tuning_seconds == pytest.approx(first.tuning_seconds)
-    retuned = autotile.tune(w, trials=4, db=db_path, seed=3, retune=True)
+    retuned = autotile.tune(w, trials=4, db=db_path, seed=3, retune=True, backend="tvm")
     assert not retuned.cached and retuned.trials == 4
     with TuningDB(db_path) as db:
         keys = [r["config_key"] for r in db.measurements(workload=w.key)]
@@ -53,7 +53,7 @@ def test_second_run_is_cached_and_retune_never_repeats(tuned):
 
 def test_kernel_from_database_matches_reference(tuned):
     w, db_path, result = tuned
-    kern = autotile.kernel(w, db=db_path)
+    kern = autotile.kernel(w, db=db_path, backend="tvm")
     assert kern.config.to_dict() == result.config
     a, b, bias = random_inputs(w, 7)
     torch.testing.assert_close(kern(a, b, bias).double(), gemm_reference(w, a, b, bias), rtol=1e-5, atol=1e-4)
@@ -61,23 +61,24 @@ def test_kernel_from_database_matches_reference(tuned):
 
 def test_kernel_without_tuning_uses_the_verified_default(tmp_path):
     w = GemmWorkload(5, 9, 300, epilogue="relu")
-    kern = autotile.kernel(w, db=tmp_path / "empty.db")
+    kern = autotile.kernel(w, db=tmp_path / "empty.db", backend="tvm")
     a, b = random_inputs(w, 1)
     torch.testing.assert_close(kern(a, b).double(), gemm_reference(w, a, b), rtol=1e-5, atol=1e-4)
 
 
 def test_random_search_and_time_budget(tmp_path):
     w = GemmWorkload(16, 16, 16)
-    result = autotile.tune(w, trials=1000, db=tmp_path / "t.db", strategy="random", time_budget=0.5)
+    result = autotile.tune(w, trials=1000, db=tmp_path / "t.db", strategy="random", time_budget=0.5, backend="tvm")
     assert result.verified and 1 <= result.trials < 1000
 
 
-def test_bad_options_are_clear_errors(tmp_path):
+def test_bad_options_are_clear_errors(tmp_path, monkeypatch):
     w = GemmWorkload(4, 4, 4)
     with pytest.raises(AutotileError, match="trials must be a positive integer"):
-        autotile.tune(w, trials=0, db=tmp_path / "x.db")
+        autotile.tune(w, trials=0, db=tmp_path / "x.db", backend="tvm")
     with pytest.raises(AutotileError, match="unknown search strategy 'annealing'"):
-        autotile.tune(w, strategy="annealing", db=tmp_path / "x.db")
+        autotile.tune(w, strategy="annealing", db=tmp_path / "x.db", backend="tvm")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
     with pytest.raises(AutotileError, match="needs a CUDA GPU"):
         autotile.tune(w, backend="triton", db=tmp_path / "x.db")
 
@@ -99,7 +100,7 @@ def test_tuned_kernel_loads_from_the_disk_cache_without_building(tuned, monkeypa
         raise AssertionError("a tuned kernel must load from the cache, not be rebuilt")
 
     monkeypatch.setattr(tvm_build, "build", no_build)
-    kern = autotile.kernel(w, db=db_path)
+    kern = autotile.kernel(w, db=db_path, backend="tvm")
     a, b, bias = random_inputs(w, 2)
     torch.testing.assert_close(kern(a, b, bias).double(), gemm_reference(w, a, b, bias), rtol=1e-5, atol=1e-4)
 

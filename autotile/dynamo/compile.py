@@ -10,16 +10,6 @@ from autotile.dynamo.graph_pass import AutotilePass
 from autotile.dynamo.options import Options
 
 
-def limit_tvm_pool_spinning():
-    """TVM's pool workers spin 300k sched_yield()s (about 150 ms) after each kernel, on the cores the Inductor code
-    between two autotile kernels needs (measured: a ResNet stage, when BatchNorm still ran in Inductor, went from
-    0.59x to 0.78x of Inductor's speed when they slept at once). Sleeping at once costs each kernel a wake-up
-    (30-35 us measured in a GPT block, whose code between kernels is all autotile's now), so they spin 1000
-    yields, about 0.5 ms: enough to bridge the Python between two kernels, short next to Inductor's kernels.
-    TVM reads this when its pool starts, which is after compilation begins in the usual case."""
-    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "1000")
-
-
 def warn_about_spinning_openmp():
     """torch's OpenMP threads spin after each parallel region and take the cores TVM's kernels need in between
     (measured: a GPT block 2x slower). libgomp reads its settings once, when torch loads, so only a warning helps."""
@@ -46,7 +36,6 @@ def compile_inductor(gm, example_inputs, options: Options):
     from torch._inductor.compile_fx import compile_fx
 
     warn_about_spinning_openmp()
-    limit_tvm_pool_spinning()
     # Inductor's own decompositions (the pass matches decomposed activations), so its FX graph cache applies.
     graph_pass = AutotilePass(options, torchao_weight_bits(example_inputs))
     return compile_fx(gm, example_inputs, config_patches={"post_grad_custom_post_pass": graph_pass})
@@ -57,7 +46,6 @@ def compile_eager(gm, example_inputs, options: Options):
     from torch._dynamo.backends.common import aot_autograd
 
     warn_about_spinning_openmp()
-    limit_tvm_pool_spinning()
     graph_pass = AutotilePass(options, torchao_weight_bits(example_inputs))
 
     def run_pass(graph_module, _inputs):

@@ -97,8 +97,10 @@ class Resolver:
         else:
             with self._open() as db:
                 config, source = self.choose(workload, db)
+        from autotile.codegen.tvm.pool import limit_spinning
         from autotile.search.isolated import load_kernel
 
+        limit_spinning()  # before this process's first kernel call: torch's code runs between autotile's kernels
         try:
             kernel = load_kernel(self.device, workload, config)
         except (AutotileError, KernelBuildError):
