@@ -138,10 +138,10 @@ def memory_child(method: str, seq: int, library: str):
     out = torch.empty(w.output_shape).zero_()
     run = {"baseline": lambda: None, "sdpa": lambda: sdpa(w, q, k, v), "naive": lambda: naive(w, q, k, v)}
     if method == "autotile":
-        from autotile.codegen.tvm.build import CompiledKernel
         from autotile.kernels import space_for
+        from autotile.search.artifacts import load
 
-        kern = CompiledKernel.load(w, space_for(w).default(), Path(library))  # built by the parent
+        kern = load(w, space_for(w).default(), Path(library))  # built by the parent
         run["autotile"] = lambda: kern(q, k, v, out=out)
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap from the imports would otherwise be reused unseen
     Path("/proc/self/clear_refs").write_text("5")  # Linux: resets this process's RSS high-water mark
@@ -163,8 +163,9 @@ def child_peak(method: str, seq: int, library: str) -> int:
 
 
 def memory_sweep(seqs: list[int]) -> dict:
-    from autotile.codegen.tvm.build import build, export
+    from autotile.codegen.tvm.build import export
     from autotile.kernels import space_for
+    from autotile.search.artifacts import build
 
     device = Device.cpu()
     mcpu, threads, mattr = device.fingerprint["mcpu"], device.fingerprint["threads"], device.fingerprint["mattr"]

@@ -36,10 +36,10 @@ os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
 import torch  # noqa: E402
 
 import autotile  # noqa: E402  (sets TVM_NUM_THREADS to the physical core count)
-from autotile.codegen.tvm.build import CompiledKernel, build  # noqa: E402
 from autotile.db.device import Device  # noqa: E402
 from autotile.ir.conv import Conv2dWorkload  # noqa: E402
 from autotile.kernels.conv2d_tvm import prepacked_operands  # noqa: E402
+from autotile.search.artifacts import build, compiled  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
@@ -234,7 +234,7 @@ def measure_workload(w: Conv2dWorkload, args) -> dict:
     if prepacked_operands(constant, kern.config):
         fp = Device.cpu().fingerprint
         executable = build(constant, kern.config, fp["mcpu"], fp["threads"], fp["mattr"])
-        packed = CompiledKernel(constant, kern.config, executable)
+        packed = compiled(constant, kern.config, executable)
         packed_out = packed(*operands)
         torch.testing.assert_close(packed_out.double(), w.reference(*operands), rtol=1e-4, atol=1e-3)
         contenders[PACKED] = lambda: peers.seconds_per_call(lambda: packed(*operands, out=packed_out))

@@ -10,6 +10,7 @@ import sys
 import time
 
 from autotile.codegen.tvm import build as tvm_build
+from autotile.search import artifacts
 
 COMPILE_ERROR, WRONG_RESULT, CRASH, HANG = 1, 2, 3, 4
 
@@ -24,7 +25,7 @@ def builder(device_key, workload, config, mcpu, threads, mattr=()):
         sch.get_sblock("mm")  # decompose_reduction renamed it: TVM raises a schedule error
     if config.mr == WRONG_RESULT:
         return _dropped_last_k(workload, mcpu, threads)
-    return tvm_build.build_cached(device_key, workload, config, mcpu, threads, mattr)
+    return artifacts.build_cached(device_key, workload, config, mcpu, threads, mattr)
 
 
 def _dropped_last_k(workload, mcpu, threads):
@@ -45,7 +46,7 @@ def _dropped_last_k(workload, mcpu, threads):
 
 
 def loader(workload, config, path):
-    kernel = tvm_build.CompiledKernel.load(workload, config, path)
+    kernel = artifacts.load(workload, config, path)
     if config.mr == CRASH:
         def crash(*args, **kwargs):
             ctypes.string_at(0)  # segfault in the runner process

@@ -6,7 +6,6 @@ import pytest
 
 import autotile
 import autotile.api
-from autotile.codegen.tvm.build import lower
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
 from autotile.ir.attention import AttentionWorkload
@@ -14,7 +13,7 @@ from autotile.ir.conv import Conv2dWorkload
 from autotile.ir.norm import LayerNormWorkload
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.ir.workload import MAX_OPERAND_ELEMENTS
-from autotile.kernels import space_for
+from autotile.kernels import space_for, tvm_schedule
 
 LIMIT = "at most 2**31 - 1 = 2,147,483,647 elements"
 
@@ -67,4 +66,4 @@ def test_a_config_whose_padded_buffers_pass_32_bit_indices_is_a_clear_error():
     """Operands under the limit, but the accumulator the default config pads to whole tiles is over it."""
     w = GemmWorkload(65535, 32767, 16)
     with pytest.raises(AutotileError, match=r"needs a buffer mm \(65568 x 32768\) of 2,148,532,224 elements"):
-        lower(w, space_for(w).default())
+        tvm_schedule(w, space_for(w).default())

@@ -68,13 +68,13 @@ def test_a_constant_weight_is_timed_from_memory_not_cache():
     """A kernel that packs its weight ahead is timed over distinct packed copies spanning twice the L3."""
     import torch
 
-    from autotile.codegen.tvm.build import CompiledKernel, build
     from autotile.ir.reference import random_inputs
+    from autotile.search.artifacts import build, compiled
     from autotile.search.measure import cold_weight_sets, l3_bytes
 
     w = GemmWorkload(8, 1024, 512, trans_b=True, epilogue="bias", const_b=True)  # B: 2 MiB
     config = GemmSpace(w).default()
-    kernel = CompiledKernel(w, config, build(w, config, HOST_MCPU, 2))
+    kernel = compiled(w, config, build(w, config, HOST_MCPU, 2))
     inputs = random_inputs(w, 0)
     sets = cold_weight_sets(kernel, inputs)
     assert len(sets) == min(16, -(-2 * l3_bytes() // (2 << 20)))
@@ -83,4 +83,4 @@ def test_a_constant_weight_is_timed_from_memory_not_cache():
     for s in (sets[0], sets[-1]):
         torch.testing.assert_close(kernel(*s), want, rtol=1e-4, atol=1e-4)
     plain = GemmWorkload(8, 1024, 512, trans_b=True, epilogue="bias")  # B may change per call: timed as given
-    assert len(cold_weight_sets(CompiledKernel(plain, config, build(plain, config, HOST_MCPU, 2)), inputs)) == 1
+    assert len(cold_weight_sets(compiled(plain, config, build(plain, config, HOST_MCPU, 2)), inputs)) == 1

@@ -5,12 +5,13 @@ import pytest
 import torch
 import tvm
 
-from autotile.codegen.tvm.build import CompiledKernel, kernel_path, llvm_target
+from autotile.codegen.tvm.build import CompiledKernel, llvm_target
 from autotile.db.device import LLVM_FEATURES, Device, cpu_fingerprint, device_key, llvm_mattr
 from autotile.errors import KernelBuildError
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.ir.reference import verify
 from autotile.kernels import space_for
+from autotile.search.artifacts import kernel_path
 from autotile.search.isolated import load_kernel, target_of
 from autotile.search.worker import Worker, WorkerFailure
 

@@ -8,8 +8,12 @@ only see these three, so a new family adds an entry here, not a new tuner.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
+from autotile.dotted import resolve as _load
 from autotile.errors import AutotileError
 
 
@@ -19,26 +23,40 @@ class Family:
     space: str  # "module:Class" of its ConfigSpace
     tvm_schedule: str  # "module:function" lowering (workload, config) to an IRModule
     triton: str = ""  # module with the GPU template: `Space` (a ConfigSpace) and `program(workload, config)`
+    # Prefixes of the kernels/ modules its TVM code is made from (its own, and the GEMM template it builds on):
+    # their text keys its compiled libraries.
+    sources: tuple[str, ...] = ()
 
 
 FAMILIES = {
     "gemm": Family("autotile.ir.workload:GemmWorkload", "autotile.kernels.gemm:GemmSpace",
-                   "autotile.kernels.gemm_tvm:schedule", "autotile.kernels.gemm_triton"),
+                   "autotile.kernels.gemm_tvm:schedule", "autotile.kernels.gemm_triton", ("gemm",)),
     "conv2d": Family("autotile.ir.conv:Conv2dWorkload", "autotile.kernels.conv2d:Conv2dSpace",
-                     "autotile.kernels.conv2d_tvm:schedule", "autotile.kernels.conv2d_triton"),
+                     "autotile.kernels.conv2d_tvm:schedule", "autotile.kernels.conv2d_triton", ("conv2d", "gemm")),
     "attention": Family("autotile.ir.attention:AttentionWorkload", "autotile.kernels.attention:AttentionSpace",
-                        "autotile.kernels.attention_tvm:schedule", "autotile.kernels.attention_triton"),
+                        "autotile.kernels.attention_tvm:schedule", "autotile.kernels.attention_triton",
+                        ("attention",)),
     "qgemm": Family("autotile.ir.qgemm:QGemmWorkload", "autotile.kernels.qgemm:QGemmSpace",
-                    "autotile.kernels.qgemm_tvm:schedule", "autotile.kernels.qgemm_triton"),
+                    "autotile.kernels.qgemm_tvm:schedule", "autotile.kernels.qgemm_triton", ("qgemm", "gemm")),
     "layernorm": Family("autotile.ir.norm:LayerNormWorkload", "autotile.kernels.layernorm:LayerNormSpace",
-                        "autotile.kernels.layernorm_tvm:schedule"),
+                        "autotile.kernels.layernorm_tvm:schedule", "", ("layernorm",)),
 }
 
 
-def _load(dotted: str):
-    from autotile.search.worker import resolve
-
-    return resolve(dotted)
+@cache
+def template_digest(op: str | None = None) -> str:
+    """Hash of the sources that decide an op's generated TVM code (the workloads, its template modules, the
+    TVM code generator), so a changed template never loads a stale library, while editing one family (or a
+    Triton template) leaves the others' libraries valid."""
+    root = Path(__file__).resolve().parents[1]  # the autotile package
+    prefixes = family(op).sources if op is not None else None
+    kernels = [p for p in root.glob("kernels/*.py") if not p.stem.endswith("_triton")
+               and (prefixes is None or p.stem in ("__init__", "space") or p.stem.startswith(prefixes))]
+    h = hashlib.sha256()
+    for path in sorted([*root.glob("ir/*.py"), *kernels, *root.glob("codegen/tvm/*.py")]):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def family(op: str) -> Family:

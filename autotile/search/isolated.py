@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import atexit
 
-from autotile.codegen.tvm.build import CompiledKernel, build_cached, cache_root, kernel_path
+from autotile.codegen.tvm.build import CompiledKernel
 from autotile.errors import KernelBuildError, WrongResult
+from autotile.paths import kernel_cache_dir
+from autotile.search.artifacts import build_cached, kernel_path, load
 from autotile.search.worker import Worker, WorkerFailure
 
 # Generous: a build outside the tuner has no other candidate to fall back on; this only stops a hang.
@@ -41,14 +43,14 @@ def load_kernel(device, workload, config) -> CompiledKernel:
     if not path.exists():
         try:
             _builder().call("autotile.search.isolated:build_and_verify", device.key, workload.to_dict(),
-                            config.to_dict(), mcpu, threads, mattr, str(cache_root()), timeout=BUILD_TIMEOUT_S)
+                            config.to_dict(), mcpu, threads, mattr, str(kernel_cache_dir()), timeout=BUILD_TIMEOUT_S)
         except WorkerFailure as failure:
             text = str(failure).strip()
             reason = text.partition(": ")[2] if failure.error_type == WrongResult.__name__ else text
             reason = reason.splitlines()[-1] if reason else "failed"
             raise KernelBuildError(f"kernel {config.key} for {workload.key} could not be built and verified on "
                                    f"{mcpu}: {reason}") from None
-    return CompiledKernel.load(workload, config, path)
+    return load(workload, config, path)
 
 
 def build_and_verify(device_key: str, workload_dict: dict, config_dict: dict, mcpu: str, threads: int,
@@ -64,7 +66,7 @@ def build_and_verify(device_key: str, workload_dict: dict, config_dict: dict, mc
     workload = workload_from_dict(workload_dict)
     config = space_for(workload).config_type.from_dict(config_dict)
     path = build_cached(device_key, workload, config, mcpu, threads, mattr)
-    verdict = verify(workload, CompiledKernel.load(workload, config, path))
+    verdict = verify(workload, load(workload, config, path))
     if not verdict.ok:
         path.unlink()
         raise WrongResult(f"failed verification: {verdict.reason}")

@@ -13,13 +13,13 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from autotile.codegen.tvm.build import cache_root
 from autotile.errors import WrongResult
+from autotile.paths import kernel_cache_dir
 from autotile.search.failures import Failure
 from autotile.search.worker import Worker, WorkerFailure, WorkerPool
 
-DEFAULT_BUILDER = "autotile.codegen.tvm.build:build_cached"
-DEFAULT_LOADER = "autotile.codegen.tvm.build:CompiledKernel.load"
+DEFAULT_BUILDER = "autotile.search.artifacts:build_cached"
+DEFAULT_LOADER = "autotile.search.artifacts:load"
 
 
 @dataclass
@@ -191,7 +191,7 @@ class Measurer:
         """Paths (str, seconds) or WorkerFailure, in order."""
         mcpu = self.device.fingerprint.get("mcpu", "generic")
         mattr = self.device.fingerprint.get("mattr", [])
-        cache_dir = str(cache_root())
+        cache_dir = str(kernel_cache_dir())
         items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads, cache_dir, mattr)
                  for c in configs]
         return self.build_pool.map("autotile.search.measure:build_task", items, self.build_timeout)
@@ -237,7 +237,7 @@ class Measurer:
 class TritonMeasurer(Measurer):
     """Triton candidates on a CUDA device: build workers compile for the GPU's arch and refuse what does not
     fit; one runner process owns the GPU, verifies each kernel and times it with CUDA events
-    (autotile.codegen.triton.gpu). Same results and interface as Measurer."""
+    (autotile.search.triton_tasks). Same results and interface as Measurer."""
 
     def __init__(self, device, build_workers: int = 2, build_timeout: float = 300.0, run_timeout: float = 120.0):
         from autotile.codegen.triton.aot import arch_of
@@ -249,11 +249,11 @@ class TritonMeasurer(Measurer):
         self.runner = Worker({}, warm_imports=("torch", "triton"))
 
     def build(self, workload, configs) -> list:
-        items = [(workload.to_dict(), c.to_dict(), self.arch, str(cache_root())) for c in configs]
-        return self.build_pool.map("autotile.codegen.triton.gpu:compile_task", items, self.build_timeout)
+        items = [(workload.to_dict(), c.to_dict(), self.arch, str(kernel_cache_dir())) for c in configs]
+        return self.build_pool.map("autotile.search.triton_tasks:compile_task", items, self.build_timeout)
 
     def _run_call(self, workload, config, path: str, repeat: int, min_repeat_s: float) -> dict:
-        return self.runner.call("autotile.codegen.triton.gpu:run_task", workload.to_dict(), config.to_dict(), path,
+        return self.runner.call("autotile.search.triton_tasks:run_task", workload.to_dict(), config.to_dict(), path,
                                 repeat, min_repeat_s, timeout=self.run_timeout)
 
 
@@ -268,5 +268,5 @@ class InterpretedTritonMeasurer(TritonMeasurer):
         self.runner = Worker({"TRITON_INTERPRET": "1"}, warm_imports=("torch", "triton"))
 
     def _run_call(self, workload, config, path: str, repeat: int, min_repeat_s: float) -> dict:
-        return self.runner.call("autotile.codegen.triton.interpret:run_task", workload.to_dict(), config.to_dict(),
-                                path, 1, 0.0, timeout=self.run_timeout)
+        return self.runner.call("autotile.search.triton_tasks:interpreted_run_task", workload.to_dict(),
+                                config.to_dict(), path, 1, 0.0, timeout=self.run_timeout)

@@ -57,13 +57,14 @@ def result_from_record(device, workload, record, run, cached: bool) -> TuneResul
 
 
 def backend_versions(backend: str) -> dict:
-    """The toolchain a record was made with: TVM's for every backend (it is imported), plus Triton's for it."""
-    versions = toolchain_versions()
+    """The toolchain a record was made with: autotile's and the backend's own (TVM is not needed for Triton's)."""
     if backend == "triton":
         import triton
 
-        versions["triton"] = triton.__version__
-    return versions
+        import autotile
+
+        return {"autotile": autotile.__version__, "triton": triton.__version__}
+    return toolchain_versions()
 
 
 def current_best(db, device, workload, backend: str):

@@ -20,16 +20,9 @@ import time
 import traceback
 from multiprocessing.connection import wait
 
+from autotile.dotted import resolve
+
 _CTX = mp.get_context("spawn")
-
-
-def resolve(dotted: str):
-    """'package.module:attr.attr' -> the object."""
-    module, _, attr = dotted.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _redirect_stderr(path: str):

@@ -1,44 +1,16 @@
-"""Build TVM kernels for this CPU, keep them on disk, and call them on torch tensors.
+"""Compile scheduled TVM modules for a CPU, write them as libraries, and call them on torch tensors.
 
-Compiled libraries are cached under $AUTOTILE_CACHE_DIR (default: the user's cache dir) keyed by
-device, workload, config and toolchain versions, so a tuned kernel loads in milliseconds.
+Knows TVM and torch, nothing of templates or tuning: what to lower, where libraries are cached and which
+operands a template packs ahead are its callers' (autotile.search.artifacts).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
-from functools import cache
 from pathlib import Path
 
 from autotile.errors import AutotileError
-from autotile.paths import user_cache_dir
-
-
-def cache_root() -> Path:
-    env = os.environ.get("AUTOTILE_CACHE_DIR")
-    return Path(env) if env else user_cache_dir() / "kernels"
-
-
-# The kernels/ modules each family's TVM code is made from: its own, and the GEMM template it builds on.
-FAMILY_SOURCES = {"gemm": ("gemm",), "qgemm": ("qgemm", "gemm"), "conv2d": ("conv2d", "gemm"),
-                  "attention": ("attention",), "layernorm": ("layernorm",)}
-
-
-@cache
-def template_digest(op: str | None = None) -> str:
-    """Hash of the sources that decide an op's generated code, so a changed template never loads a stale
-    library, while editing one family (or a Triton template) leaves the others' libraries valid."""
-    root = Path(__file__).resolve().parents[2]  # the autotile package
-    prefixes = FAMILY_SOURCES.get(op)
-    kernels = [p for p in root.glob("kernels/*.py") if not p.stem.endswith("_triton")
-               and (prefixes is None or p.stem in ("__init__", "space") or p.stem.startswith(prefixes))]
-    h = hashlib.sha256()
-    for path in sorted([*root.glob("ir/*.py"), *kernels, *root.glob("codegen/tvm/*.py")]):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
 
 
 def toolchain_versions() -> dict:
@@ -61,27 +33,11 @@ def llvm_target(mcpu: str, threads: int, mattr=()):
     return tvm.target.Target(spec)
 
 
-def lower(workload, config):
-    """The scheduled IRModule for (workload, config), from the op's template family."""
-    from autotile.kernels import tvm_schedule
-
-    return tvm_schedule(workload, config)
-
-
-def build(workload, config, mcpu: str, threads: int, mattr=()):
+def compile_module(module, mcpu: str, threads: int, mattr=()):
+    """A scheduled IRModule compiled for a CPU: the Executable (not yet written anywhere)."""
     import tvm
 
-    return tvm.compile(lower(workload, config), llvm_target(mcpu, threads, mattr))
-
-
-def kernel_path(device_key: str, workload, config, mcpu: str = "", mattr=()) -> Path:
-    # The template digest is in the path, not in the database's versions: an edited template rebuilds its
-    # libraries, while tuned configs stay valid answers (they are re-verified when built). The target is in it
-    # too: the same device key built with other features is another library.
-    stamp = {**toolchain_versions(), "templates": template_digest(workload.op), "target": f"{mcpu}{''.join(mattr)}"}
-    versions = ",".join(f"{k}={v}" for k, v in sorted(stamp.items()))
-    digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
-    return cache_root() / device_key / workload.key / f"{digest}.so"
+    return tvm.compile(module, llvm_target(mcpu, threads, mattr))
 
 
 def export(executable, path: Path) -> Path:
@@ -95,14 +51,6 @@ def export(executable, path: Path) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
-
-
-def build_cached(device_key: str, workload, config, mcpu: str, threads: int, mattr=()) -> Path:
-    """Path of the compiled library for (workload, config) on this device, building it if missing."""
-    path = kernel_path(device_key, workload, config, mcpu, mattr)
-    if not path.exists():
-        export(build(workload, config, mcpu, threads, mattr), path)
     return path
 
 
@@ -125,10 +73,10 @@ class CompiledKernel:
     # TVM indexes in int32: a strided operand whose last element lies further from its first is copied too.
     INDEX_LIMIT = 2**31 - 1
 
-    def __init__(self, workload, config, module, path: Path | None = None):
+    def __init__(self, workload, config, module, path: Path | None = None, prepacked: dict | None = None):
+        """`prepacked`: operand name -> packed shape, for the operands this template packs ahead (its library
+        then has `pack_<name>`); autotile.search.artifacts.compiled fills it in from the template."""
         import torch
-
-        from autotile.kernels import prepacked_operands
 
         self.workload = workload
         self.config = config
@@ -141,14 +89,8 @@ class CompiledKernel:
                         for name, shape in self._shapes.items()]
         self._out_dtype = getattr(torch, workload.out_dtype)
         self._prepacked = {name: (list(self._shapes).index(name), module[f"pack_{name}"], shape)
-                           for name, shape in prepacked_operands(workload, config).items()}
+                           for name, shape in (prepacked or {}).items()}
         self._packed: dict[str, tuple] = {}  # name -> (tensor, its stamp when packed, packed copy)
-
-    @classmethod
-    def load(cls, workload, config, path: Path) -> CompiledKernel:
-        import tvm
-
-        return cls(workload, config, tvm.runtime.load_module(str(path)), path)
 
     def __call__(self, *inputs, out=None):
         import torch
