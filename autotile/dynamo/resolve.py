@@ -15,15 +15,6 @@ from dataclasses import dataclass
 from autotile.dynamo.counters import stats
 from autotile.errors import AutotileError, KernelBuildError
 
-# Fields that set a workload's size; every other field must match for a tuned config to be borrowed.
-SHAPE_FIELDS = {
-    "gemm": ("m", "n", "k", "batch"),
-    "conv2d": ("n", "c", "h", "w", "k"),
-    "attention": ("batch", "heads", "seq_q", "seq_kv", "kv_heads"),
-    "layernorm": ("rows",),
-    "qgemm": ("m", "n", "k"),
-}
-
 
 @dataclass
 class Loaded:
@@ -33,7 +24,9 @@ class Loaded:
 
 def _distance(op: str, a: dict, b: dict) -> float | None:
     """Log-distance between two workloads' shapes, None when they differ in anything but shape."""
-    shape = SHAPE_FIELDS.get(op, ())
+    from autotile.kernels import family
+
+    shape = family(op).shape_fields  # every other field must match for a tuned config to be borrowed
     if {k: v for k, v in a.items() if k not in shape} != {k: v for k, v in b.items() if k not in shape}:
         return None
     return sum(abs(math.log2(a[f] / b[f])) for f in shape)

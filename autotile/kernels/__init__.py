@@ -26,21 +26,32 @@ class Family:
     # Prefixes of the kernels/ modules its TVM code is made from (its own, and the GEMM template it builds on):
     # their text keys its compiled libraries.
     sources: tuple[str, ...] = ()
+    # The workload fields that set its size; two workloads equal in every other field can share a tuned config
+    # (the torch.compile backend borrows the nearest tuned shape's).
+    shape_fields: tuple[str, ...] = ()
 
 
 FAMILIES = {
     "gemm": Family("autotile.ir.workload:GemmWorkload", "autotile.kernels.gemm:GemmSpace",
-                   "autotile.kernels.gemm_tvm:schedule", "autotile.kernels.gemm_triton", ("gemm",)),
+                   "autotile.kernels.gemm_tvm:schedule", "autotile.kernels.gemm_triton", ("gemm",),
+                   ("m", "n", "k", "batch")),
     "conv2d": Family("autotile.ir.conv:Conv2dWorkload", "autotile.kernels.conv2d:Conv2dSpace",
-                     "autotile.kernels.conv2d_tvm:schedule", "autotile.kernels.conv2d_triton", ("conv2d", "gemm")),
+                     "autotile.kernels.conv2d_tvm:schedule", "autotile.kernels.conv2d_triton", ("conv2d", "gemm"),
+                     ("n", "c", "h", "w", "k")),
     "attention": Family("autotile.ir.attention:AttentionWorkload", "autotile.kernels.attention:AttentionSpace",
                         "autotile.kernels.attention_tvm:schedule", "autotile.kernels.attention_triton",
-                        ("attention",)),
+                        ("attention",), ("batch", "heads", "seq_q", "seq_kv", "kv_heads")),
     "qgemm": Family("autotile.ir.qgemm:QGemmWorkload", "autotile.kernels.qgemm:QGemmSpace",
-                    "autotile.kernels.qgemm_tvm:schedule", "autotile.kernels.qgemm_triton", ("qgemm", "gemm")),
+                    "autotile.kernels.qgemm_tvm:schedule", "autotile.kernels.qgemm_triton", ("qgemm", "gemm"),
+                    ("m", "n", "k")),
     "layernorm": Family("autotile.ir.norm:LayerNormWorkload", "autotile.kernels.layernorm:LayerNormSpace",
-                        "autotile.kernels.layernorm_tvm:schedule", "", ("layernorm",)),
+                        "autotile.kernels.layernorm_tvm:schedule", "", ("layernorm",), ("rows",)),
 }
+
+
+def tvm_template_modules() -> list[str]:
+    """Every family's TVM template module: what a build worker imports ahead, so no first build waits on it."""
+    return [f.tvm_schedule.partition(":")[0] for f in FAMILIES.values()]
 
 
 @cache

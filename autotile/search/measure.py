@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from autotile.errors import WrongResult
+from autotile.kernels import tvm_template_modules
 from autotile.paths import kernel_cache_dir
 from autotile.search.failures import Failure
 from autotile.search.worker import Worker, WorkerFailure, WorkerPool
@@ -182,9 +183,7 @@ class Measurer:
         self.builder, self.loader = builder, loader
         self.build_timeout, self.run_timeout = build_timeout, run_timeout
         # The template modules are imported up front so the first build of each family is not slower.
-        self.build_pool = WorkerPool(build_workers, warm_imports=("tvm", "autotile.kernels.gemm_tvm",
-                                                                  "autotile.kernels.conv2d_tvm",
-                                                                  "autotile.kernels.attention_tvm"))
+        self.build_pool = WorkerPool(build_workers, warm_imports=("tvm", *tvm_template_modules()))
         self.runner = Worker({"TVM_NUM_THREADS": threads}, warm_imports=("tvm", "torch"))
 
     def build(self, workload, configs) -> list:
