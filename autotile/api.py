@@ -157,7 +157,7 @@ def kernel(workload, db=None, backend: str = "auto"):
     check_fits_memory(workload, device.kind)
     space = space_for(workload, device.fingerprint)
     with open_db(db) as database:
-        best = current_best(database, device, workload, backend)
+        best = current_best(database, device, workload, backend, space.template)
     config = space.config_type.from_dict(best["config"]) if best else space.default()
     if backend == "triton":
         return _triton_kernel(workload, config, verified=best is not None)

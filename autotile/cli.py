@@ -334,8 +334,8 @@ def db_model_quality(key, db_path, folds, top_k, as_json):
     with open_db(db_path) as db:
         full = db.resolve_workload(key)
         workload = workload_from_dict(db.workloads()[full])
-        records = db.measurements(workload=full)
-    space = space_for(workload)
+        space = space_for(workload)
+        records = db.measurements(workload=full, template=space.template)
     if len(records) < 2 * folds:
         raise AutotileError(f"{full} has {len(records)} measurements; {2 * folds} are needed for {folds} folds")
     X = [space.features(space.config_type.from_dict(r["config"])) for r in records]

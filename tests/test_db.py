@@ -1,5 +1,6 @@
 """The tuning database on real SQLite files: round trips, lookups, and concurrent writers."""
 
+import json
 import multiprocessing as mp
 import sqlite3
 
@@ -7,6 +8,9 @@ import pytest
 
 from autotile.db.store import TuningDB, default_path
 from autotile.errors import AutotileError
+from autotile.ir import GemmWorkload
+from autotile.kernels.gemm import GemmSpace
+from autotile.kernels.gemm_lowp import LowpGemmSpace
 
 DEV, W, BACKEND = "cpu-test-c2t2", "gemm_b1_8x8x8_float32_nn_none", "tvm"
 
@@ -154,16 +158,22 @@ def test_a_schema_1_database_migrates_its_failures_to_kinds(tmp_path):
     errors = {"a": "build: Cannot find a block", "b": "wrong result: mismatch at (0, 1)",
               "c": "build: worker crashed (exit code -6)", "d": "run: timed out after 60 s",
               "e": "build: does not fit sm_90: shared 300000 B", "f": "run: RuntimeError: bad launch", "g": None}
+    conn.execute("create table workloads (key text primary key, op text, description text)")
+    conn.execute("insert into workloads values (?, 'gemm', '{}')", (W,))
+    gemm = json.dumps(GemmSpace(GemmWorkload(8, 8, 8)).default().to_dict())
+    lowp = json.dumps(LowpGemmSpace(GemmWorkload(8, 8, 8, dtype="bfloat16")).default().to_dict())
+    configs = {"a": lowp, "g": gemm, "f": json.dumps({"gone": 1})}
     for key, error in errors.items():
         status = "ok" if error is None else "failed"
         conn.execute("insert into measurements (device, workload, backend, config_key, config, status, error, "
-                     "latency_us) values (?, ?, 'tvm', ?, '{}', ?, ?, ?)", (DEV, W, key, status, error,
-                                                                            1.0 if error is None else None))
+                     "latency_us) values (?, ?, 'tvm', ?, ?, ?, ?, ?)", (DEV, W, key, configs.get(key, gemm), status,
+                                                                         error, 1.0 if error is None else None))
     conn.commit()
     conn.close()
     with TuningDB(path) as db:
         kinds = {r["config_key"]: r["failure"] for r in db.measurements()}
         assert kinds == {"a": "compile", "b": "wrong_result", "c": "crash", "d": "timeout", "e": "unsupported",
                          "f": "runtime", "g": None}
+        templates = {r["config_key"]: r["template"] for r in db.measurements()}
+        assert templates == {"a": "gemm.lowp", "f": "unknown", **{k: "gemm.blis" for k in "bcdeg"}}
         assert db.db["meta"].get("schema_version")["value"] == "2"
-        assert db.best(DEV, W)["config_key"] == "g"

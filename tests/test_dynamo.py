@@ -253,7 +253,7 @@ def test_other_dtypes_and_masked_attention_stay_with_the_fallback():
 
 
 def test_tune_records_workloads_and_a_second_compile_only_reads_them(tmp_path, monkeypatch):
-    import autotile.codegen.tvm.build as tvm_build
+    import autotile.search.isolated as isolated
     from autotile.db.store import TuningDB
     from autotile.search.measure import Measurer
 
@@ -272,7 +272,7 @@ def test_tune_records_workloads_and_a_second_compile_only_reads_them(tmp_path, m
         raise AssertionError("a warm compile must not build or measure candidates")
 
     monkeypatch.setattr(Measurer, "measure", forbidden)
-    monkeypatch.setattr(tvm_build, "build", forbidden)
+    monkeypatch.setattr(isolated, "_builder", forbidden)  # the worker that would build one
     torch._dynamo.reset()
     stats.reset()
     with torch.no_grad():

@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from autotile.db.device import current_device
 from autotile.db.store import TuningDB
 from autotile.dynamo.resolve import Resolver
@@ -11,12 +13,13 @@ from autotile.kernels import space_for
 from autotile.search.tuner import backend_versions
 
 
-def record_best(db, device, workload, config):
+def record_best(db, device, workload, config, template=None):
     db.ensure_workload(workload.key, workload.op, workload.to_dict())
     latency = {"median": 10.0, "mean": 10.0, "min": 10.0, "max": 10.0, "std": 0.0, "runs": 5}
-    db.record_measurement(device=device.key, workload=workload.key, backend="tvm", config_key=config.key,
-                          config=config.to_dict(), status="ok", latency=latency, gflops=1.0, threads=2,
-                          versions=backend_versions("tvm"))
+    template = template or space_for(workload, device.fingerprint).template
+    db.record_measurement(device=device.key, workload=workload.key, backend="tvm", template=template,
+                          config_key=config.key, config=config.to_dict(), status="ok", latency=latency, gflops=1.0,
+                          threads=2, versions=backend_versions("tvm"))
 
 
 def a_non_default_config(workload, seed=3):
@@ -53,3 +56,20 @@ def test_a_quantized_linear_borrows_the_nearest_tuned_shape(tmp_path):
         return QGemmWorkload(m, 64, 256, weight_dtype="int8", act_dtype="float32", group_size=group)
 
     check_borrowing(tmp_path, q(32), q(16), q(16, group=64))
+
+
+def test_another_templates_record_is_never_read_as_this_ones(tmp_path):
+    """A bf16 GEMM's config (template gemm.lowp, one knob more) recorded against an fp32 GEMM: the fp32 workload
+    keeps its default rather than a config filled in from another template's knobs."""
+    device = current_device("tvm")
+    fp32 = GemmWorkload(64, 64, 64)
+    lowp = a_non_default_config(GemmWorkload(64, 64, 64, dtype="bfloat16"))
+    with TuningDB(tmp_path / "t.db") as db:
+        record_best(db, device, fp32, lowp, template="gemm.lowp")
+        resolver = Resolver(str(tmp_path / "t.db"), "cached")
+        assert resolver.choose(fp32, db) == (space_for(fp32, device.fingerprint).default(), "default")
+    space = space_for(fp32, device.fingerprint)
+    with pytest.raises(ValueError, match=r"not a GemmConfig: unknown knobs \['mode'"):
+        space.config_type.from_dict(lowp.to_dict())
+    with pytest.raises(ValueError, match=r"missing knobs \['mr'\]"):
+        space.config_type.from_dict({k: v for k, v in space.default().to_dict().items() if k != "mr"})

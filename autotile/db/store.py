@@ -19,7 +19,8 @@ import sqlite_utils
 from autotile.errors import AutotileError
 from autotile.paths import user_cache_dir
 
-# 1: the first schema. 2: measurements.failure, the kind of a failed one (autotile.search.failures.Failure).
+# 1: the first schema. 2: measurements.failure, the kind of a failed one (autotile.search.failures.Failure), and
+# measurements.template, the name of the template the config belongs to (a space's `template`).
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30
 JSON_COLUMNS = ("fingerprint", "description", "config", "latency", "versions")
@@ -87,24 +88,32 @@ class TuningDB:
                                "seed": int, "trials": int, "seconds": float, "best_measurement": int,
                                "timestamp": str}, pk="id", if_not_exists=True)
             db["measurements"].create({
-                "id": int, "device": str, "workload": str, "backend": str, "config_key": str, "config": str,
-                "status": str, "failure": str, "error": str, "latency_us": float, "latency": str, "gflops": float,
-                "threads": int, "versions": str, "run_id": int, "timestamp": str}, pk="id", if_not_exists=True)
+                "id": int, "device": str, "workload": str, "backend": str, "template": str, "config_key": str,
+                "config": str, "status": str, "failure": str, "error": str, "latency_us": float, "latency": str,
+                "gflops": float, "threads": int, "versions": str, "run_id": int, "timestamp": str},
+                pk="id", if_not_exists=True)
             # Also serves lookups by (device, workload, backend), its leading columns.
             db["measurements"].create_index(["device", "workload", "backend", "config_key"], unique=True,
                                             if_not_exists=True)
 
     def _migrate(self, version: int):
         """Bring a database of an older schema to this one, in one transaction (all or nothing)."""
+        from autotile.kernels import template_of
         from autotile.search.failures import Failure
 
         with self.db.conn:
             if version < 2:
                 table = self.db["measurements"]
-                if "failure" not in table.columns_dict:
-                    table.add_column("failure", str)
+                for column in ("failure", "template"):
+                    if column not in table.columns_dict:
+                        table.add_column(column, str)
                 for row in list(table.rows_where("status = 'failed' and failure is null", select="id, error")):
                     table.update(row["id"], {"failure": Failure.from_legacy_error(row["error"]).value})
+                ops = {r["key"]: r["op"] for r in self.db["workloads"].rows}
+                for row in list(table.rows_where("template is null", select="id, workload, config")):
+                    op = ops.get(row["workload"])
+                    name = template_of(op, json.loads(row["config"])) if op else None
+                    table.update(row["id"], {"template": name or "unknown"})  # unknown: never read back
             self.db["meta"].update("schema_version", {"value": str(SCHEMA_VERSION)})
 
     # -- writing --------------------------------------------------------------------------------
@@ -118,9 +127,9 @@ class TuningDB:
         _retry(lambda: self.db["workloads"].insert(record, ignore=True))
 
     def record_measurement(self, *, device: str, workload: str, backend: str, config_key: str, config: dict,
-                           status: str, failure: str | None = None, error: str | None = None,
-                           latency: dict | None = None,
-                           gflops: float | None = None, threads: int | None = None, versions: dict | None = None,
+                           status: str, template: str | None = None, failure: str | None = None,
+                           error: str | None = None, latency: dict | None = None, gflops: float | None = None,
+                           threads: int | None = None, versions: dict | None = None,
                            run_id: int | None = None) -> int:
         """Insert one measurement; a second one of the same config replaces it (a re-measurement), same id."""
         if status not in ("ok", "failed"):
@@ -135,7 +144,7 @@ class TuningDB:
 
             failure = Failure(failure).value  # raises on a kind that does not exist
         record = {
-            "device": device, "workload": workload, "backend": backend, "config_key": config_key,
+            "device": device, "workload": workload, "backend": backend, "template": template, "config_key": config_key,
             "config": json.dumps(config, sort_keys=True), "status": status, "failure": failure, "error": error,
             "latency_us": (latency or {}).get("median") if status == "ok" else None,
             "latency": json.dumps(latency, sort_keys=True) if latency else None,
@@ -180,9 +189,9 @@ class TuningDB:
         clause = " and ".join([f"[{k}] = :{k}" for k in filters] + ([extra] if extra else [])) or None
         return [_decode(dict(r)) for r in self.db[table].rows_where(clause, filters, **options)]
 
-    def measurements(self, device=None, workload=None, backend=None, status=None) -> list[dict]:
+    def measurements(self, device=None, workload=None, backend=None, status=None, template=None) -> list[dict]:
         return self._rows("measurements", {"device": device, "workload": workload, "backend": backend,
-                                           "status": status}, order_by="id")
+                                           "status": status, "template": template}, order_by="id")
 
     def best(self, device: str, workload: str, backend: str | None = None) -> dict | None:
         """The fastest verified record, or None."""

@@ -43,6 +43,11 @@ class Resolver:
         self.device = current_device("tvm")
         self._loaded: dict[str, Loaded] = {}
 
+    def _template(self, workload) -> str:
+        from autotile.kernels import space_for
+
+        return space_for(workload, self.device.fingerprint).template
+
     def _open(self):
         from autotile.db.store import TuningDB
 
@@ -56,7 +61,7 @@ class Resolver:
         space = space_for(workload, self.device.fingerprint)
         if db is None:
             return space.default(), "default"
-        best = current_best(db, self.device, workload, "tvm")
+        best = current_best(db, self.device, workload, "tvm", space.template)
         if best is not None:
             return space.config_type.from_dict(best["config"]), "exact"
         mine = workload.to_dict()
@@ -68,7 +73,7 @@ class Resolver:
                     ranked.append((d, key, description))
         for _, _, description in sorted(ranked, key=lambda r: (r[0], r[1])):
             other = workload_from_dict(description)
-            record = current_best(db, self.device, other, "tvm")
+            record = current_best(db, self.device, other, "tvm", space.template)
             if record is None:
                 continue
             try:
@@ -111,7 +116,7 @@ class Resolver:
         from autotile.search.tuner import current_best
 
         with self._open() as db:
-            missing = [w for w in workloads if current_best(db, self.device, w, "tvm") is None]
+            missing = [w for w in workloads if current_best(db, self.device, w, "tvm", self._template(w)) is None]
         tuned, start = [], time.perf_counter()
         for i, w in enumerate(missing):
             left = None if budget_s is None else budget_s - (time.perf_counter() - start)

@@ -29,29 +29,36 @@ class Family:
     # The workload fields that set its size; two workloads equal in every other field can share a tuned config
     # (the torch.compile backend borrows the nearest tuned shape's).
     shape_fields: tuple[str, ...] = ()
+    # Every template's space ("module:Class"), the ones for_device chooses between included: a recorded
+    # config is read back by the template it names.
+    templates: tuple[str, ...] = ()
 
 
+K = "autotile.kernels."
 FAMILIES = {
-    "gemm": Family("autotile.ir.workload:GemmWorkload", "autotile.kernels.gemm:GemmSpace",
-                   "autotile.kernels.gemm_tvm:schedule", "autotile.kernels.gemm_triton", ("gemm",),
-                   ("m", "n", "k", "batch")),
-    "conv2d": Family("autotile.ir.conv:Conv2dWorkload", "autotile.kernels.conv2d:Conv2dSpace",
-                     "autotile.kernels.conv2d_tvm:schedule", "autotile.kernels.conv2d_triton", ("conv2d", "gemm"),
-                     ("n", "c", "h", "w", "k")),
-    "attention": Family("autotile.ir.attention:AttentionWorkload", "autotile.kernels.attention:AttentionSpace",
-                        "autotile.kernels.attention_tvm:schedule", "autotile.kernels.attention_triton",
-                        ("attention",), ("batch", "heads", "seq_q", "seq_kv", "kv_heads")),
-    "qgemm": Family("autotile.ir.qgemm:QGemmWorkload", "autotile.kernels.qgemm:QGemmSpace",
-                    "autotile.kernels.qgemm_tvm:schedule", "autotile.kernels.qgemm_triton", ("qgemm", "gemm"),
-                    ("m", "n", "k")),
-    "layernorm": Family("autotile.ir.norm:LayerNormWorkload", "autotile.kernels.layernorm:LayerNormSpace",
-                        "autotile.kernels.layernorm_tvm:schedule", "", ("layernorm",), ("rows",)),
+    "gemm": Family(
+        workload="autotile.ir.workload:GemmWorkload", space=K + "gemm:GemmSpace", tvm_schedule=K + "gemm_tvm:schedule",
+        triton=K + "gemm_triton", sources=("gemm",), shape_fields=("m", "n", "k", "batch"),
+        templates=(K + "gemm:GemmSpace", K + "gemm_lowp:LowpGemmSpace", K + "gemm_triton:TritonGemmSpace")),
+    "conv2d": Family(
+        workload="autotile.ir.conv:Conv2dWorkload", space=K + "conv2d:Conv2dSpace",
+        tvm_schedule=K + "conv2d_tvm:schedule", triton=K + "conv2d_triton", sources=("conv2d", "gemm"),
+        shape_fields=("n", "c", "h", "w", "k"),
+        templates=(K + "conv2d:Conv2dSpace", K + "conv2d_triton:TritonConv2dSpace")),
+    "attention": Family(
+        workload="autotile.ir.attention:AttentionWorkload", space=K + "attention:AttentionSpace",
+        tvm_schedule=K + "attention_tvm:schedule", triton=K + "attention_triton", sources=("attention",),
+        shape_fields=("batch", "heads", "seq_q", "seq_kv", "kv_heads"),
+        templates=(K + "attention:AttentionSpace", K + "attention_triton:TritonAttentionSpace")),
+    "qgemm": Family(
+        workload="autotile.ir.qgemm:QGemmWorkload", space=K + "qgemm:QGemmSpace", tvm_schedule=K + "qgemm_tvm:schedule",
+        triton=K + "qgemm_triton", sources=("qgemm", "gemm"), shape_fields=("m", "n", "k"),
+        templates=(K + "qgemm:QGemmSpace", K + "qgemm_int8:Int8GemmSpace", K + "qgemm_triton:TritonQGemmSpace")),
+    "layernorm": Family(
+        workload="autotile.ir.norm:LayerNormWorkload", space=K + "layernorm:LayerNormSpace",
+        tvm_schedule=K + "layernorm_tvm:schedule", sources=("layernorm",), shape_fields=("rows",),
+        templates=(K + "layernorm:LayerNormSpace",)),
 }
-
-
-def tvm_template_modules() -> list[str]:
-    """Every family's TVM template module: what a build worker imports ahead, so no first build waits on it."""
-    return [f.tvm_schedule.partition(":")[0] for f in FAMILIES.values()]
 
 
 @cache
@@ -145,3 +152,21 @@ def triton_program(workload, config):
 
 def workload_from_dict(d: dict):
     return _load(family(d.get("op", "gemm")).workload).from_dict(d)
+
+
+def template_of(op: str, config: dict) -> str | None:
+    """The name of the template of `op` whose configs have exactly these knobs, or None (a record of a template
+    that no longer exists). How records made before templates were recorded are read."""
+    for dotted in family(op).templates:
+        space = _load(dotted)
+        try:
+            space.config_type.from_dict(config)
+        except (TypeError, ValueError):
+            continue
+        return space.template
+    return None
+
+
+def tvm_template_modules() -> list[str]:
+    """Every family's TVM template module: what a build worker imports ahead, so no first build waits on it."""
+    return [f.tvm_schedule.partition(":")[0] for f in FAMILIES.values()]

@@ -56,6 +56,7 @@ def _largest_divisor(n: int, at_most: int, step: int = 1) -> int:
 
 class AttentionSpace(ConfigSpace):
     config_type = AttentionConfig
+    template = "attention.flash"
 
     def __init__(self, workload: AttentionWorkload, vector_lanes: int = 16, vector_registers: int = 32):
         self.workload = workload

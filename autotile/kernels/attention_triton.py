@@ -33,6 +33,7 @@ class TritonAttentionConfig(Config):
 
 class TritonAttentionSpace(ConfigSpace):
     config_type = TritonAttentionConfig
+    template = "attention.triton"
 
     def __init__(self, workload: AttentionWorkload, arch: int = 90, sms: int = 132):
         self.workload, self.arch, self.sms = workload, arch, sms

@@ -73,6 +73,7 @@ def _round_up(x: int, step: int) -> int:
 
 class Conv2dSpace(ConfigSpace):
     config_type = Conv2dConfig
+    template = "conv2d.cpu"
 
     def __init__(self, workload: Conv2dWorkload, vector_lanes: int = 16, vector_registers: int = 32):
         self.workload = workload

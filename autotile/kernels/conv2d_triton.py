@@ -36,6 +36,7 @@ class TritonConv2dConfig(Config):
 
 class TritonConv2dSpace(ConfigSpace):
     config_type = TritonConv2dConfig
+    template = "conv2d.triton"
 
     def __init__(self, workload: Conv2dWorkload, arch: int = 90, sms: int = 132):
         self.workload, self.arch, self.sms = workload, arch, sms

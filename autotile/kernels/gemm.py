@@ -55,6 +55,7 @@ def balanced(total: int, step: int) -> int:
 
 class GemmSpace(ConfigSpace):
     config_type = GemmConfig
+    template = "gemm.blis"
 
     def __init__(self, workload: GemmWorkload, vector_lanes: int = 16, vector_registers: int = 32):
         self.workload = workload

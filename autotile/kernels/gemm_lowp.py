@@ -26,6 +26,7 @@ class LowpGemmConfig(GemmConfig):
 
 class LowpGemmSpace(GemmSpace):
     config_type = LowpGemmConfig
+    template = "gemm.lowp"
 
     def __init__(self, workload: GemmWorkload, vector_lanes: int = 16, vector_registers: int = 32,
                  bf16_dot: bool = False):

@@ -75,6 +75,7 @@ def arch_and_sms(fingerprint: dict | None) -> tuple[int, int]:
 
 class TritonGemmSpace(ConfigSpace):
     config_type = TritonGemmConfig
+    template = "gemm.triton"
 
     def __init__(self, workload: GemmWorkload, arch: int = DEFAULT_ARCH, sms: int = DEFAULT_SMS):
         self.workload, self.arch, self.sms = workload, arch, sms

@@ -26,6 +26,7 @@ class LayerNormConfig(Config):
 
 class LayerNormSpace(ConfigSpace):
     config_type = LayerNormConfig
+    template = "layernorm.rows"
 
     def __init__(self, workload: LayerNormWorkload, vector_lanes: int = 16):
         self.workload = workload

@@ -58,6 +58,7 @@ def bf16_dot_eligible(w: QGemmWorkload) -> bool:
 
 class QGemmSpace(GemmSpace):
     config_type = QGemmConfig
+    template = "qgemm.weight_only"
 
     @classmethod
     def for_device(cls, workload: QGemmWorkload, fingerprint: dict | None = None):

@@ -32,6 +32,7 @@ class Int8GemmConfig(Config):
 
 class Int8GemmSpace(ConfigSpace):
     config_type = Int8GemmConfig
+    template = "qgemm.int8_vnni"
 
     def __init__(self, workload: QGemmWorkload, vector_registers: int = 32):
         self.workload = workload

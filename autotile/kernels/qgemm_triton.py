@@ -38,6 +38,7 @@ class TritonQGemmConfig(Config):
 
 class TritonQGemmSpace(ConfigSpace):
     config_type = TritonQGemmConfig
+    template = "qgemm.triton"
 
     def __init__(self, workload: QGemmWorkload, arch: int = 90, sms: int = 132):
         self.workload, self.arch, self.sms = workload, arch, sms

@@ -37,8 +37,15 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict):
+        """The config these values describe; a ValueError when they are another template's (a knob this one
+        lacks, or one of its own missing): a record is never filled in with defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        unknown, missing = sorted(set(d) - names), sorted(names - set(d))
+        if unknown or missing:
+            raise ValueError(f"not a {cls.__name__}: " + "; ".join(
+                part for part in (unknown and f"unknown knobs {unknown}", missing and f"missing knobs {missing}")
+                if part))
+        return cls(**d)
 
 
 class ConfigSpace:
@@ -50,6 +57,7 @@ class ConfigSpace:
     """
 
     config_type: type[Config]
+    template: str  # the template's name, recorded with every measurement of its configs ("gemm.blis")
     domains: dict[str, list]
 
     def valid(self, config) -> bool:

@@ -67,11 +67,12 @@ def backend_versions(backend: str) -> dict:
     return toolchain_versions()
 
 
-def current_best(db, device, workload, backend: str):
-    """The best verified record made with this toolchain; records from other versions are only seeds."""
+def current_best(db, device, workload, backend: str, template: str):
+    """The best verified record of `template` made with this toolchain; records from other versions are only
+    seeds, and another template's configs are never read as this one's."""
     versions = backend_versions(backend)
-    records = [r for r in db.measurements(device=device.key, workload=workload.key, backend=backend, status="ok")
-               if r.get("versions") == versions]
+    records = [r for r in db.measurements(device=device.key, workload=workload.key, backend=backend, status="ok",
+                                          template=template) if r.get("versions") == versions]
     return min(records, key=lambda r: r["latency_us"], default=None)
 
 
@@ -79,7 +80,7 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
     """Configs that won elsewhere: other devices on this workload, this device on other shapes."""
     seeds = [space.default()]
     descriptions = db.workloads()
-    records = [r for r in db.measurements(backend=backend, status="ok")
+    records = [r for r in db.measurements(backend=backend, status="ok", template=space.template)
                if (r["workload"] != workload.key or r["device"] != device.key)
                and descriptions.get(r["workload"], {}).get("op") == workload.op]
     best_per_task: dict = {}
@@ -89,7 +90,7 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
             best_per_task[task] = r
     ranked = sorted(best_per_task.values(), key=lambda r: -(r.get("gflops") or 0))
     for r in ranked[:limit]:
-        try:  # a record of another template of this op, or from another version, is only skipped
+        try:  # a record from another version whose knobs changed is only skipped
             config = space.config_type.from_dict(r["config"])
             if space.valid(config):
                 seeds.append(space.canonical(config))
@@ -111,6 +112,8 @@ def _history(db, device, space, workload, backend: str, features=None) -> list:
         try:
             other = workload if r["workload"] == workload.key else workload_from_dict(descriptions[r["workload"]])
             other_space = space if other is workload else space_for(other, device.fingerprint)
+            if r["template"] != other_space.template:
+                continue
             config = other_space.config_type.from_dict(r["config"])
         except Exception:  # a record this version cannot read is only skipped
             continue
@@ -169,12 +172,12 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
     versions = backend_versions(backend)
     db.ensure_device(device.key, device.fingerprint)
     db.ensure_workload(workload.key, workload.op, workload.to_dict())
-    best = current_best(db, device, workload, backend)
+    space = space_for(workload, device.fingerprint)
+    best = current_best(db, device, workload, backend, space.template)
     if best is not None and not retune:
         return result_from_record(device, workload, best, db.last_run(device.key, workload.key, backend), True)
 
     threads = threads or device.fingerprint.get("threads") or 1
-    space = space_for(workload, device.fingerprint)
     seen = db.measured_config_keys(device.key, workload.key, backend)
     seeds = _seed_configs(db, device, workload, space, backend)
     own_measurer = measurer is None
@@ -206,7 +209,7 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
                 break  # the space is exhausted
             batch = measurer.measure(workload, configs)
             for r in batch:
-                _record(db, device, workload, backend, r, versions, run_id)
+                _record(db, device, workload, backend, space.template, r, versions, run_id)
                 history.append({"trial": done, "latency_us": r.latency_us if r.ok else None, "status": r.status,
                                 "failure": r.failure and r.failure.value, "config": r.config.key, "error": r.error})
                 done += 1
@@ -214,13 +217,13 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
             searcher.notify(batch)
             best_so_far = min((r for r in results if r.ok), key=lambda r: r.latency_us, default=None)
             bar.update(done, best_so_far.gflops if best_so_far else None)
-        _remeasure_top(measurer, db, device, workload, backend, results, versions, run_id, deadline)
+        _remeasure_top(measurer, db, device, workload, backend, space.template, results, versions, run_id, deadline)
     finally:
         bar.close()
         if own_measurer:
             measurer.close()
     seconds = time.perf_counter() - start
-    best = current_best(db, device, workload, backend)
+    best = current_best(db, device, workload, backend, space.template)
     db.finish_run(run_id, done, seconds, best["id"] if best else None)
     failed = sum(1 for r in results if not r.ok)
     if best is None:
@@ -231,9 +234,9 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
     return result
 
 
-def _record(db, device, workload, backend, r: MeasureResult, versions, run_id):
+def _record(db, device, workload, backend, template: str, r: MeasureResult, versions, run_id):
     db.record_measurement(
-        device=device.key, workload=workload.key, backend=backend, config_key=r.config.key,
+        device=device.key, workload=workload.key, backend=backend, template=template, config_key=r.config.key,
         config=r.config.to_dict(), status=r.status, failure=r.failure and r.failure.value, error=r.error,
         latency=r.latency or None, gflops=r.gflops, threads=r.threads, versions=versions, run_id=run_id)
 
@@ -250,7 +253,7 @@ def _batch_size(trials_left: int, deadline: float | None, seconds_per_trial: flo
     return max(1, min(size, fits))
 
 
-def _remeasure_top(measurer, db, device, workload, backend, results, versions, run_id, deadline=None):
+def _remeasure_top(measurer, db, device, workload, backend, template, results, versions, run_id, deadline=None):
     """Time the few best again with more repeats, while the budget lasts; the re-measurement replaces the first
     record."""
     top = sorted((r for r in results if r.ok), key=lambda r: r.latency_us)[:REMEASURE_TOP]
@@ -259,4 +262,4 @@ def _remeasure_top(measurer, db, device, workload, backend, results, versions, r
             break
         again = measurer.run(workload, r.config, r.path, repeat=REMEASURE_REPEAT, min_repeat_s=REMEASURE_MIN_REPEAT_S)
         again.build_seconds = r.build_seconds
-        _record(db, device, workload, backend, again, versions, run_id)
+        _record(db, device, workload, backend, template, again, versions, run_id)
