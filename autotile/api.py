@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atexit
 
-from autotile.errors import AutotileError
+from autotile.errors import AutotileError, KernelBuildError
 
 BACKENDS = ("auto", "tvm", "triton")
 
@@ -48,6 +48,37 @@ def check_backend_supports(workload, backend: str) -> None:
         raise AutotileError(f"dtype {dt} (TensorFloat-32) is an input precision of NVIDIA tensor cores, and the tvm "
                             "backend runs on this CPU, which has none: use dtype float32 here, or the triton backend "
                             "on a CUDA GPU")
+
+
+def device_memory(kind: str) -> int | None:
+    """Bytes of memory where the kernels run: the first CUDA GPU's, or this machine's RAM (or its cgroup's
+    limit, when lower); None when unknown."""
+    import os
+
+    if kind == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        return min(ram, int(limit)) if limit.isdigit() else ram
+    except OSError:
+        return ram
+
+
+def check_fits_memory(workload, kind: str) -> None:
+    """A clear error for a workload whose operands alone exceed the memory of the device that would run it
+    (its tuning, or verification, would die allocating them)."""
+    need, have = workload.operand_bytes(), device_memory(kind)
+    if have is not None and need > have:
+        where = "GPU" if kind == "cuda" else "machine"
+        raise AutotileError(f"{workload.key}: its operands take {need / 2**30:.1f} GiB, more than the "
+                            f"{have / 2**30:.1f} GiB of memory this {where} has")
 
 
 _MEASURERS: dict = {}
@@ -101,6 +132,7 @@ def tune(workload, trials: int = 64, db=None, *, time_budget: float | None = Non
     backend = resolve_backend(backend)
     check_backend_supports(workload, backend)
     device = current_device(backend)
+    check_fits_memory(workload, device.kind)
     with open_db(db) as database:
         return run_tuning(workload, db=database, device=device, trials=trials, time_budget=time_budget, seed=seed,
                           strategy=strategy, backend=backend, retune=retune, progress=progress,
@@ -113,22 +145,23 @@ def kernel(workload, db=None, backend: str = "auto"):
     Libraries are cached on disk, so a tuned workload loads in milliseconds. A config that was never
     measured on this device (the default) is verified here before it is first returned.
     """
-    from autotile.codegen.tvm.build import load_kernel
     from autotile.codegen.tvm.pool import limit_spinning
     from autotile.db.device import current_device
     from autotile.kernels import space_for
+    from autotile.search.isolated import load_kernel
     from autotile.search.tuner import current_best
 
     backend = resolve_backend(backend)
     check_backend_supports(workload, backend)
     device = current_device(backend)
+    check_fits_memory(workload, device.kind)
     space = space_for(workload, device.fingerprint)
     with open_db(db) as database:
         best = current_best(database, device, workload, backend)
     config = space.config_type.from_dict(best["config"]) if best else space.default()
     if backend == "triton":
         return _triton_kernel(workload, config, verified=best is not None)
-    limit_spinning()  # before this process's first kernel call (the verification below may be it)
+    limit_spinning()  # before this process's first kernel call
     return load_kernel(device, workload, config)
 
 
@@ -145,5 +178,6 @@ def _triton_kernel(workload, config, verified: bool):
 
         verdict = verify(workload, on_gpu)
         if not verdict.ok:
-            raise AutotileError(f"the default Triton kernel for {workload.key} failed verification: {verdict.reason}")
+            raise KernelBuildError(f"the default Triton kernel for {workload.key} failed verification: "
+                                   f"{verdict.reason}")
     return compiled

@@ -12,7 +12,7 @@ import sys
 import click
 
 import autotile
-from autotile.errors import AutotileError
+from autotile.errors import AutotileError, KernelDefect
 
 
 def parse_shape(text: str, names) -> tuple[int, ...]:
@@ -30,7 +30,8 @@ def parse_shape(text: str, names) -> tuple[int, ...]:
 
 
 def user_errors(fn):
-    """AutotileError -> a one-line 'Error: ...' and exit code 2, never a traceback."""
+    """AutotileError (a bad value) -> a one-line 'Error: ...' and exit code 2; a kernel that cannot be built
+    -> its one-line reason and exit code 1; never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -38,6 +39,8 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except AutotileError as e:
             raise click.UsageError(str(e)) from None
+        except KernelDefect as e:
+            raise click.ClickException(str(e)) from None
 
     return wrapper
 
@@ -307,7 +310,8 @@ def db_show(key, db_path, as_json, limit):
     table = Table("device", "status", "us", "GFLOP/s", "threads", "config / error", title=full)
     for r in records[:limit]:
         detail = r["error"] or " ".join(f"{k}={v}" for k, v in r["config"].items())
-        table.add_row(r["device"], r["status"], f"{r['latency_us']:.1f}" if r["latency_us"] else "-",
+        status = f"failed: {r['failure']}" if r["failure"] else r["status"]
+        table.add_row(r["device"], status, f"{r['latency_us']:.1f}" if r["latency_us"] else "-",
                       f"{r['gflops']:.1f}" if r["gflops"] else "-", str(r["threads"]), detail)
     failed = sum(r["status"] != "ok" for r in records)
     Console(width=200).print(table)

@@ -138,10 +138,10 @@ def memory_child(method: str, seq: int, library: str):
     out = torch.empty(w.output_shape).zero_()
     run = {"baseline": lambda: None, "sdpa": lambda: sdpa(w, q, k, v), "naive": lambda: naive(w, q, k, v)}
     if method == "autotile":
-        from autotile.codegen.tvm.build import CompiledKernel
         from autotile.kernels import space_for
+        from autotile.search.artifacts import load
 
-        kern = CompiledKernel.load(w, space_for(w).default(), Path(library))  # built by the parent
+        kern = load(w, space_for(w).default(), Path(library))  # built by the parent
         run["autotile"] = lambda: kern(q, k, v, out=out)
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap from the imports would otherwise be reused unseen
     Path("/proc/self/clear_refs").write_text("5")  # Linux: resets this process's RSS high-water mark
@@ -163,11 +163,12 @@ def child_peak(method: str, seq: int, library: str) -> int:
 
 
 def memory_sweep(seqs: list[int]) -> dict:
-    from autotile.codegen.tvm.build import build, export
+    from autotile.codegen.tvm.build import export
     from autotile.kernels import space_for
+    from autotile.search.artifacts import build
 
     device = Device.cpu()
-    mcpu, threads = device.fingerprint["mcpu"], device.fingerprint["threads"]
+    mcpu, threads, mattr = device.fingerprint["mcpu"], device.fingerprint["threads"], device.fingerprint["mattr"]
     print(f"\n== extra peak memory (MiB) over a baseline child that only allocates the inputs; "
           f"batch {SWEEP_SHAPE['batch']}, {SWEEP_SHAPE['heads']} heads, head_dim {SWEEP_SHAPE['head_dim']}, "
           f"non-causal; autotile runs its default config")
@@ -175,7 +176,8 @@ def memory_sweep(seqs: list[int]) -> dict:
     rows = []
     for seq in seqs:
         w = sweep_workload(seq)
-        library = str(export(build(w, space_for(w).default(), mcpu, threads), Path(_scratch) / f"sweep-{seq}.so"))
+        executable = build(w, space_for(w).default(), mcpu, threads, mattr)
+        library = str(export(executable, Path(_scratch) / f"sweep-{seq}.so"))
         base = child_peak("baseline", seq, library)
         extra = {m: child_peak(m, seq, library) - base for m in METHODS}
         input_bytes = 4 * sum(torch.Size(s).numel() for s in w.operand_shapes().values())

@@ -36,10 +36,10 @@ os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
 import torch  # noqa: E402
 
 import autotile  # noqa: E402  (sets TVM_NUM_THREADS to the physical core count)
-from autotile.codegen.tvm.build import CompiledKernel, build  # noqa: E402
 from autotile.db.device import Device  # noqa: E402
 from autotile.ir.conv import Conv2dWorkload  # noqa: E402
 from autotile.kernels.conv2d_tvm import prepacked_operands  # noqa: E402
+from autotile.search.artifacts import build, compiled  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
@@ -169,8 +169,7 @@ def metaschedule(w: Conv2dWorkload, trials: int):
     from tvm.s_tir import meta_schedule as ms
 
     threads = int(os.environ.get("TVM_NUM_THREADS", "1"))
-    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-                                "num-cores": threads})
+    target = peers.host_target(threads)
     func = _te_conv(w)
     with tempfile.TemporaryDirectory() as work_dir, peers._quiet():
         start = time.perf_counter()
@@ -234,7 +233,8 @@ def measure_workload(w: Conv2dWorkload, args) -> dict:
     constant = dataclasses.replace(w, const_weight=True)  # the same config, its weight transformed once ahead
     if prepacked_operands(constant, kern.config):
         fp = Device.cpu().fingerprint
-        packed = CompiledKernel(constant, kern.config, build(constant, kern.config, fp["mcpu"], fp["threads"]))
+        executable = build(constant, kern.config, fp["mcpu"], fp["threads"], fp["mattr"])
+        packed = compiled(constant, kern.config, executable)
         packed_out = packed(*operands)
         torch.testing.assert_close(packed_out.double(), w.reference(*operands), rtol=1e-4, atol=1e-3)
         contenders[PACKED] = lambda: peers.seconds_per_call(lambda: packed(*operands, out=packed_out))

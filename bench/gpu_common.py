@@ -10,6 +10,7 @@ import os
 import statistics
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 
@@ -20,11 +21,25 @@ def run(script: str, doc: str, default_shapes: str, title: str, bench_shape, ext
     torch = require_gpu(script)
     isolate()
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means IEEE fp32 for every contender
-    rows = []
+    rows, failed = [], []
+    print(f"{title} on {device_name()}; {versions()}; {args.trials} trials per workload", flush=True)
     for spec in args.shapes.split(","):
-        got = bench_shape(spec, args, torch)
-        rows += got if isinstance(got, list) else [got]
-    report(title, rows, args.json)
+        try:
+            got = bench_shape(spec, args, torch)
+        except Exception as e:  # one shape's failure is reported, and the other shapes still run
+            traceback.print_exc()
+            failed.append({"shape": spec, "error": f"{type(e).__name__}: {e}"[:2000]})
+            print(f"  {spec}: FAILED: {failed[-1]['error'].splitlines()[0][:300]}", flush=True)
+            continue
+        got = got if isinstance(got, list) else [got]
+        for row in got:  # as soon as measured, and the JSON rewritten: a run stopped at a time limit keeps these
+            print(f"  {format_row(row)}", flush=True)
+        rows += got
+        if args.json:
+            write_json(args.json, rows, args.trials, failed)
+    report(title, rows, args.json, args.trials, failed)
+    if failed:
+        sys.exit(f"{script}: {len(failed)} shape(s) failed: {', '.join(f['shape'] for f in failed)}")
 
 
 def parse_args(doc: str, default_shapes: str, extra=None):
@@ -86,16 +101,36 @@ def device_name() -> str:
     return f"{props.name} (sm_{props.major}{props.minor}, {props.multi_processor_count} SMs)"
 
 
-def report(title: str, rows: list[dict], path: str | None):
+def versions() -> str:
+    import torch
+    import triton
+
+    return f"torch {torch.__version__}, triton {triton.__version__}"
+
+
+def format_row(row: dict) -> str:
+    """One shape: autotile's time and each peer's time / autotile's (>1: autotile faster)."""
+    base = row["autotile_us"]
+    peers = [(k[:-3], v) for k, v in row.items() if k.endswith("_us") and k != "autotile_us" and v]
+    ratios = "  ".join(f"{name} {v / base:.2f}x" for name, v in peers)
+    return f"{row['workload']}: autotile {base:.1f} us | vs {ratios}"
+
+
+def write_json(path: str, rows: list[dict], trials: int | None = None, failed: list[dict] | None = None):
+    Path(path).write_text(json.dumps({"device": device_name(), "versions": versions(), "trials": trials,
+                                      "rows": rows, "failed": failed or []}, indent=2))
+
+
+def report(title: str, rows: list[dict], path: str | None, trials: int | None = None,
+           failed: list[dict] | None = None):
     """rows: {"workload", "autotile_us", "<peer>_us"...}; prints peer / autotile speed ratios (>1: autotile faster)."""
     print(f"\n{title} on {device_name()}")
     for row in rows:
-        base = row["autotile_us"]
-        peers = [(k[:-3], v) for k, v in row.items() if k.endswith("_us") and k != "autotile_us" and v]
-        ratios = "  ".join(f"{name} {v / base:.2f}x" for name, v in peers)
-        print(f"  {row['workload']}: autotile {base:.1f} us | vs {ratios}")
+        print(f"  {format_row(row)}")
+    for f in failed or ():
+        print(f"  {f['shape']}: FAILED: {f['error'].splitlines()[0][:300]}")
     if path:
-        Path(path).write_text(json.dumps({"device": device_name(), "rows": rows}, indent=2))
+        write_json(path, rows, trials, failed)
 
 
 # --- the matmul tutorial's kernel, tuned by triton.autotune over the tutorial's fp16 configs --------------

@@ -3,7 +3,8 @@ library kernels.
 
     .venv/bin/python bench/gpu_quant.py [--shapes MxNxK,...] [--trials 64] [--quick] [--json out.json]
 
-Peers: W8A8 -> per-row int8 quantization of A in torch + torch._int_mm (cuBLASLt int8) + scaling; int4
+Peers: W8A8 -> per-row int8 quantization of A in torch + torch._int_mm (cuBLASLt int8; it takes only
+M > 16, so smaller M is padded to 32 zero rows, column torch_int_mm_pad32) + scaling; int4
 weight-only (group 128) -> unpack and dequantize in torch on the GPU, then cuBLAS fp32 matmul; fp8 e4m3
 (sm_89+, per-tensor scales) -> torch._scaled_mm on the same codes and scales. Ratios are peer time / autotile time.
 Exits with a message without a GPU.
@@ -18,6 +19,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import gpu_common  # noqa: E402
 
 SHAPES = "16x4096x4096,256x4096x4096,4096x4096x4096"
+# torch._int_mm on CUDA takes only M > 16 rows ("self.size(0) needs to be greater than 16"); smaller M is
+# padded to INT_MM_PAD_ROWS rows of zeros, and the padding is timed with it.
+INT_MM_MIN_ROWS, INT_MM_PAD_ROWS = 16, 32
 
 
 def bench_shape(spec: str, args, torch) -> list[dict]:
@@ -34,11 +38,14 @@ def bench_shape(spec: str, args, torch) -> list[dict]:
 
     def int_mm(a=a, w=w, scales=scales):
         qa, sa = quantize_rows_int8(a)
-        return torch._int_mm(qa, w.t()).float() * sa[:, None] * scales[None, :]
+        if m <= INT_MM_MIN_ROWS:  # cuBLASLt's int8 GEMM refuses M <= 16: zero rows in, their results dropped
+            qa = torch.nn.functional.pad(qa, (0, 0, 0, INT_MM_PAD_ROWS - m))
+        return torch._int_mm(qa, w.t())[:m].float() * sa[:, None] * scales[None, :]
 
+    peer = "torch_int_mm_us" if m > INT_MM_MIN_ROWS else f"torch_int_mm_pad{INT_MM_PAD_ROWS}_us"
     rows.append({"workload": w8.key, "config": result.config,
                  "autotile_us": gpu_common.cuda_us(lambda: kernel(a, w, scales, out=out)),
-                 "torch_int_mm_us": gpu_common.cuda_us(int_mm)})
+                 peer: gpu_common.cuda_us(int_mm)})
     # int4 weight-only, group 128
     w4 = QGemmWorkload(m, n, k, "int4", group_size=128)
     kernel4, result4 = gpu_common.tuned_kernel(w4, args.trials)

@@ -131,8 +131,7 @@ def metaschedule(m, n, k, epilogue, trials=64, threads=None):
     from tvm.s_tir import meta_schedule as ms
 
     threads = threads or int(os.environ.get("TVM_NUM_THREADS", "1"))
-    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-                                "num-cores": threads})
+    target = host_target(threads)
     func = _te_gemm(m, n, k, epilogue)
     with tempfile.TemporaryDirectory() as work_dir, _quiet():
         start = time.perf_counter()
@@ -183,3 +182,12 @@ def ratio_stats(ours: list, theirs: list, higher_is_better: bool = True) -> dict
 
 def format_ratio(stats: dict) -> str:
     return f"{stats['median']:5.2f}x [{stats['min']:.2f}-{stats['max']:.2f}]"
+
+
+def host_target(threads: int):
+    """This CPU's LLVM target as autotile builds for it: mcpu and the features its flags report."""
+    from autotile.codegen.tvm.build import llvm_target
+    from autotile.db.device import cpu_fingerprint
+
+    fp = cpu_fingerprint(threads)
+    return llvm_target(fp["mcpu"], threads, fp["mattr"])

@@ -5,14 +5,17 @@ a TVM schedule error, a kernel that computes a wrong result, a segfault, a hang.
 """
 
 import ctypes
+import os
+import sys
 import time
 
 from autotile.codegen.tvm import build as tvm_build
+from autotile.search import artifacts
 
 COMPILE_ERROR, WRONG_RESULT, CRASH, HANG = 1, 2, 3, 4
 
 
-def builder(device_key, workload, config, mcpu, threads):
+def builder(device_key, workload, config, mcpu, threads, mattr=()):
     if config.mr == COMPILE_ERROR:
         import tvm
 
@@ -22,7 +25,7 @@ def builder(device_key, workload, config, mcpu, threads):
         sch.get_sblock("mm")  # decompose_reduction renamed it: TVM raises a schedule error
     if config.mr == WRONG_RESULT:
         return _dropped_last_k(workload, mcpu, threads)
-    return tvm_build.build_cached(device_key, workload, config, mcpu, threads)
+    return artifacts.build_cached(device_key, workload, config, mcpu, threads, mattr)
 
 
 def _dropped_last_k(workload, mcpu, threads):
@@ -43,7 +46,7 @@ def _dropped_last_k(workload, mcpu, threads):
 
 
 def loader(workload, config, path):
-    kernel = tvm_build.CompiledKernel.load(workload, config, path)
+    kernel = artifacts.load(workload, config, path)
     if config.mr == CRASH:
         def crash(*args, **kwargs):
             ctypes.string_at(0)  # segfault in the runner process
@@ -56,3 +59,14 @@ def loader(workload, config, path):
 
         return hang
     return kernel
+
+
+def abort_saying(message: str):
+    """Die as LLVM does: a line on stderr, then SIGABRT."""
+    os.write(2, f"{message}\n".encode())
+    os.abort()
+
+
+def exit_saying(message: str, code: int):
+    print(message, file=sys.stderr, flush=True)
+    os._exit(code)

@@ -90,6 +90,8 @@ def test_device_prints_key_and_fingerprint():
     (["--shape", "4x4x4", "--epilogue", "bias,swish"], "unknown epilogue op 'swish'"),
     (["--shape", "4x4x4", "--dtype", "float99"], "unknown dtype 'float99'"),
     (["--shape", "4x4x4", "--backend", "triton"], "needs a CUDA GPU"),
+    (["--shape", "1000000x1000000x1000000"], "operand A (1000000 x 1000000) would have 1,000,000,000,000 elements; "
+                                             "kernels index operands with 32-bit integers, so one holds at most"),
 ])
 def test_bad_input_is_one_clear_line(args, message, tmp_path):
     proc = autotile("tune", "gemm", *args, db=tmp_path / "x.db", check=False, gpu=False)
@@ -104,6 +106,7 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
     (["qgemm", "--shape", "4x8x64", "--weight-dtype", "int4", "--act-dtype", "int8"],
      "int8 activations need int8 weights"),
     (["qgemm", "--shape", "4x8x64", "--group-size", "-1"], "--group-size must be 0"),
+    (["conv2d", "--input", "64x256x2048x2048", "--weight", "64x256x3x3"], "2**31 - 1 = 2,147,483,647 elements"),
 ])
 def test_bad_shapes_of_other_ops_are_one_clear_line(args, message, tmp_path):
     proc = autotile("tune", *args, db=tmp_path / "x.db", check=False)

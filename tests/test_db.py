@@ -27,7 +27,7 @@ def test_round_trip(tmp_path):
         run = db.start_run(DEV, W, BACKEND, "evolution", 3)
         fast = record(db, "c1", 5.0, run_id=run)
         record(db, "c2", 9.0, run_id=run)
-        record(db, "c3", status="failed", error="build: boom", run_id=run)
+        record(db, "c3", status="failed", failure="compile", error="build: boom", run_id=run)
         db.finish_run(run, trials=3, seconds=1.5, best_measurement=fast)
     with TuningDB(tmp_path / "a.db") as db:  # reopened: everything persisted
         assert db.devices()[0]["fingerprint"] == {"kind": "cpu", "mcpu": "znver4"}
@@ -36,6 +36,7 @@ def test_round_trip(tmp_path):
         assert [r["config_key"] for r in rows] == ["c1", "c2", "c3"]
         assert rows[0]["latency"]["runs"] == 5 and rows[0]["versions"] == {"tvm": "0.27"}
         assert rows[2]["status"] == "failed" and rows[2]["error"] == "build: boom" and rows[2]["latency_us"] is None
+        assert rows[2]["failure"] == "compile" and rows[0]["failure"] is None
         assert db.best(DEV, W)["config_key"] == "c1"
         assert db.measured_config_keys(DEV, W, BACKEND) == {"c1", "c2", "c3"}
         run_row = db.last_run(DEV, W, BACKEND)
@@ -47,13 +48,17 @@ def test_round_trip(tmp_path):
 def test_best_ignores_failures_and_remeasurement_replaces(tmp_path):
     with TuningDB(tmp_path / "b.db") as db:
         assert db.best(DEV, W) is None
-        record(db, "only-failed", status="failed", error="wrong result")
+        record(db, "only-failed", status="failed", failure="wrong_result", error="wrong result")
         assert db.best(DEV, W) is None
         record(db, "c1", 7.0)
         record(db, "c1", 6.5)  # the same config re-measured: one record, the new figure
         assert len(db.measurements()) == 2 and db.best(DEV, W)["latency_us"] == 6.5
         with pytest.raises(ValueError, match="status"):
             record(db, "c9", 1.0, status="great")
+        with pytest.raises(ValueError, match="failure kind"):
+            record(db, "c9", status="failed", error="no kind")
+        with pytest.raises(ValueError, match="'exploded' is not a valid Failure"):
+            record(db, "c9", status="failed", failure="exploded", error="?")
 
 
 def test_remeasurement_keeps_id_and_runs_point_at_it(tmp_path):
@@ -133,3 +138,32 @@ def test_concurrent_writers(tmp_path):
     with TuningDB(path) as db:
         assert len(db.measurements()) == 200
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_schema_1_database_migrates_its_failures_to_kinds(tmp_path):
+    """A database written before failure kinds: each failed record gets its kind from its recorded reason."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        create table meta (name text primary key, value text);
+        insert into meta values ('schema_version', '1');
+        create table measurements (id integer primary key, device text, workload text, backend text,
+            config_key text, config text, status text, error text, latency_us float, latency text, gflops float,
+            threads integer, versions text, run_id integer, timestamp text);
+    """)
+    errors = {"a": "build: Cannot find a block", "b": "wrong result: mismatch at (0, 1)",
+              "c": "build: worker crashed (exit code -6)", "d": "run: timed out after 60 s",
+              "e": "build: does not fit sm_90: shared 300000 B", "f": "run: RuntimeError: bad launch", "g": None}
+    for key, error in errors.items():
+        status = "ok" if error is None else "failed"
+        conn.execute("insert into measurements (device, workload, backend, config_key, config, status, error, "
+                     "latency_us) values (?, ?, 'tvm', ?, '{}', ?, ?, ?)", (DEV, W, key, status, error,
+                                                                            1.0 if error is None else None))
+    conn.commit()
+    conn.close()
+    with TuningDB(path) as db:
+        kinds = {r["config_key"]: r["failure"] for r in db.measurements()}
+        assert kinds == {"a": "compile", "b": "wrong_result", "c": "crash", "d": "timeout", "e": "unsupported",
+                         "f": "runtime", "g": None}
+        assert db.db["meta"].get("schema_version")["value"] == "2"
+        assert db.best(DEV, W)["config_key"] == "g"

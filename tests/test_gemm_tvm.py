@@ -7,11 +7,11 @@ import pytest
 import torch
 from tvm_kernels import MCPU, assembly, check, compiled, skip_unless_cpu_has
 
-from autotile.codegen.tvm.build import CompiledKernel, build_cached, kernel_path
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
 from autotile.ir.reference import verify
 from autotile.kernels.gemm import GemmConfig, GemmSpace
+from autotile.search.artifacts import build_cached, kernel_path, load
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 65), (127, 1, 300), (64, 96, 128), (5, 200, 7)])
@@ -117,9 +117,9 @@ def test_compiled_kernel_on_torch_tensors_and_cache(tmp_path, monkeypatch):
     w = GemmWorkload(8, 16, 4, epilogue="bias")
     config = GemmSpace(w).default()
     path = build_cached("cpu-test", w, config, MCPU, 2)
-    assert path == kernel_path("cpu-test", w, config) and path.exists()
+    assert path == kernel_path("cpu-test", w, config, MCPU) and path.exists()
     skip_unless_cpu_has()
-    kernel = CompiledKernel.load(w, config, path)
+    kernel = load(w, config, path)
     a, b, bias = torch.randn(8, 4), torch.randn(4, 16), torch.randn(16)
     out = torch.empty(8, 16)
     assert kernel(a, b, bias, out=out) is out  # written in place, no copy

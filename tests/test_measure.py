@@ -7,6 +7,7 @@ import pytest
 from autotile.db.device import cpu_fingerprint
 from autotile.ir import GemmWorkload
 from autotile.kernels.gemm import GemmConfig, GemmSpace
+from autotile.search.failures import Failure
 from autotile.search.measure import Measurer
 from autotile.search.worker import Worker, WorkerFailure, WorkerPool
 
@@ -32,8 +33,10 @@ def test_good_and_broken_candidates_in_one_batch(broken_measurer):
     assert by_mr[1].status == "failed" and by_mr[1].error.startswith("build:")
     assert "Cannot find a block" in by_mr[1].error  # TVM's own message, not a traceback
     assert by_mr[2].status == "failed" and by_mr[2].error.startswith("wrong result: mismatch")
-    assert by_mr[3].status == "failed" and "crashed" in by_mr[3].error
+    assert by_mr[3].status == "failed" and "crashed (killed by SIGSEGV)" in by_mr[3].error
     assert by_mr[4].status == "failed" and "timed out" in by_mr[4].error
+    assert [by_mr[mr].failure for mr in (1, 2, 3, 4)] == [Failure.COMPILE, Failure.WRONG_RESULT, Failure.CRASH,
+                                                          Failure.TIMEOUT]
     for mr in (5, 6):  # the runner was replaced after the crash and the hang, and still measures
         assert by_mr[mr].ok, by_mr[mr].error
         assert by_mr[mr].latency["median"] > 0 and by_mr[mr].gflops > 0 and by_mr[mr].threads == 2
@@ -65,13 +68,13 @@ def test_a_constant_weight_is_timed_from_memory_not_cache():
     """A kernel that packs its weight ahead is timed over distinct packed copies spanning twice the L3."""
     import torch
 
-    from autotile.codegen.tvm.build import CompiledKernel, build
     from autotile.ir.reference import random_inputs
+    from autotile.search.artifacts import build, compiled
     from autotile.search.measure import cold_weight_sets, l3_bytes
 
     w = GemmWorkload(8, 1024, 512, trans_b=True, epilogue="bias", const_b=True)  # B: 2 MiB
     config = GemmSpace(w).default()
-    kernel = CompiledKernel(w, config, build(w, config, HOST_MCPU, 2))
+    kernel = compiled(w, config, build(w, config, HOST_MCPU, 2))
     inputs = random_inputs(w, 0)
     sets = cold_weight_sets(kernel, inputs)
     assert len(sets) == min(16, -(-2 * l3_bytes() // (2 << 20)))
@@ -80,4 +83,4 @@ def test_a_constant_weight_is_timed_from_memory_not_cache():
     for s in (sets[0], sets[-1]):
         torch.testing.assert_close(kernel(*s), want, rtol=1e-4, atol=1e-4)
     plain = GemmWorkload(8, 1024, 512, trans_b=True, epilogue="bias")  # B may change per call: timed as given
-    assert len(cold_weight_sets(CompiledKernel(plain, config, build(plain, config, HOST_MCPU, 2)), inputs)) == 1
+    assert len(cold_weight_sets(compiled(plain, config, build(plain, config, HOST_MCPU, 2)), inputs)) == 1

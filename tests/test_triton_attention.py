@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from autotile.codegen.triton.aot import SHARED_LIMIT, check_config
-from autotile.codegen.triton.interpret import verify_interpreted
+from autotile.codegen.triton.aot import SHARED_LIMIT
 from autotile.ir.attention import AttentionWorkload
 from autotile.kernels import triton_program, triton_space_for
 from autotile.kernels.attention_triton import TritonAttentionConfig
+from autotile.search.triton_tasks import check_config, verify_interpreted
 
 C = TritonAttentionConfig
 INTERPRETED = [

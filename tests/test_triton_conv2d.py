@@ -5,11 +5,10 @@ import random
 
 import pytest
 
-from autotile.codegen.triton.aot import check_config
-from autotile.codegen.triton.interpret import verify_interpreted
 from autotile.ir.conv import Conv2dWorkload
 from autotile.kernels import triton_program, triton_space_for
 from autotile.kernels.conv2d_triton import TritonConv2dConfig
+from autotile.search.triton_tasks import check_config, verify_interpreted
 
 C = TritonConv2dConfig
 INTERPRETED = [

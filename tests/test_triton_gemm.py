@@ -6,12 +6,12 @@ import random
 
 import pytest
 
-from autotile.codegen.triton.aot import SHARED_LIMIT, check_config, compile_program, prune
-from autotile.codegen.triton.interpret import verify_interpreted
+from autotile.codegen.triton.aot import SHARED_LIMIT, compile_program
 from autotile.errors import AutotileError
 from autotile.ir.workload import GemmWorkload
 from autotile.kernels import triton_program, triton_space_for
 from autotile.kernels.gemm_triton import TritonGemmConfig, TritonGemmSpace
+from autotile.search.triton_tasks import check_config, prune, verify_interpreted
 
 C = TritonGemmConfig
 # Small shapes that are not multiples of the blocks, every epilogue op, transposes, split-K, GROUP_M

@@ -4,12 +4,12 @@ and weight-only for sm_80 and sm_90, fp8 for sm_89 and sm_90 (sm_80 has no fp8 d
 
 import pytest
 
-from autotile.codegen.triton.aot import check_config, compile_program
-from autotile.codegen.triton.interpret import verify_interpreted
+from autotile.codegen.triton.aot import compile_program
 from autotile.errors import AutotileError
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.kernels import triton_program, triton_space_for
 from autotile.kernels.qgemm_triton import TritonQGemmConfig
+from autotile.search.triton_tasks import check_config, verify_interpreted
 
 C = TritonQGemmConfig
 INTERPRETED = [

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from autotile.codegen.tvm.build import CompiledKernel, build
+from autotile.codegen.tvm.build import CompiledKernel
 from autotile.ir.reference import verify
+from autotile.search import artifacts
 
 MCPU = "znver4"  # explicit, so the generated code is the same on any x86 host (and has AVX512_BF16, F16C)
 # The /proc/cpuinfo flags of the vector ISA that LLVM may use in code built for MCPU (AVX-512 with VNNI, BF16,
@@ -49,7 +50,7 @@ def skip_unless_cpu_has(*flags: str) -> None:
 
 
 def build_for_mcpu(workload, config):
-    return build(workload, config, MCPU, 2)
+    return artifacts.build(workload, config, MCPU, 2)
 
 
 def assembly(workload, config) -> str:
@@ -62,7 +63,7 @@ def compiled(workload, config, executable=None) -> CompiledKernel:
     if executable is None:
         executable = build_for_mcpu(workload, config)
     skip_unless_cpu_has()
-    return CompiledKernel(workload, config, executable)
+    return artifacts.compiled(workload, config, executable)
 
 
 def check(workload, config, executable=None) -> CompiledKernel:

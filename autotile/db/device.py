@@ -17,8 +17,21 @@ from pathlib import Path
 
 from autotile.errors import AutotileError
 
-KERNEL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-                "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "sse4_2")
+# /proc/cpuinfo's name of each ISA feature a kernel may use -> LLVM's name for it. The LLVM target is built from
+# the CPU's mcpu *and* these flags: a hypervisor's model number can name an older generation than the CPU is
+# (an AMX Xeon reports one LLVM calls `rocketlake`, which lacks avx512bf16), and LLVM aborts the process on an
+# intrinsic its target cannot select. LLVM ignores an unknown feature with a mere warning, so
+# tests/test_target_features.py checks every name here against LLVM itself.
+LLVM_FEATURES = {
+    "sse4_1": "sse4.1", "sse4_2": "sse4.2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
+    "bmi1": "bmi", "bmi2": "bmi2", "avx512f": "avx512f", "avx512dq": "avx512dq", "avx512cd": "avx512cd",
+    "avx512bw": "avx512bw", "avx512vl": "avx512vl", "avx512ifma": "avx512ifma", "avx512vbmi": "avx512vbmi",
+    "avx512_vbmi2": "avx512vbmi2", "avx512_vnni": "avx512vnni", "avx512_bitalg": "avx512bitalg",
+    "avx512_vpopcntdq": "avx512vpopcntdq", "avx512_bf16": "avx512bf16", "avx512_fp16": "avx512fp16",
+    "avx_vnni": "avxvnni", "amx_tile": "amx-tile", "amx_int8": "amx-int8", "amx_bf16": "amx-bf16",
+    "amx_fp16": "amx-fp16",
+}
+KERNEL_FLAGS = tuple(LLVM_FEATURES)
 # The flags that change which kernels are possible. avx512bw/vl and amx_int8/bf16 are left out: every
 # CPU with avx512f / amx_tile that we tune on has them too, and adding them would only change keys
 # already stored in databases.
@@ -82,10 +95,18 @@ def _static_cpu_facts() -> dict:
         "model": int(first.get("model", 0) or 0),
         "model_name": first.get("model name", "unknown"),
         "flags": sorted(f for f in KERNEL_FLAGS if f in flags),
+        "mattr": llvm_mattr(flags),
         "physical_cores": physical,
         "logical_cpus": os.cpu_count() or physical,
         "caches": _cache_sizes(),
     }
+
+
+def llvm_mattr(flags) -> list[str]:
+    """LLVM `mattr` for a CPU with these /proc/cpuinfo flags: each kernel feature on ("+avx512bf16") or off
+    ("-amx-tile"), so the target has exactly the CPU's ISA whatever its mcpu name implies."""
+    present = set(flags)
+    return [("+" if flag in present else "-") + name for flag, name in LLVM_FEATURES.items()]
 
 
 def cpu_fingerprint(threads: int | None = None) -> dict:

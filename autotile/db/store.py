@@ -19,7 +19,8 @@ import sqlite_utils
 from autotile.errors import AutotileError
 from autotile.paths import user_cache_dir
 
-SCHEMA_VERSION = 1
+# 1: the first schema. 2: measurements.failure, the kind of a failed one (autotile.search.failures.Failure).
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30
 JSON_COLUMNS = ("fingerprint", "description", "config", "latency", "versions")
 
@@ -71,6 +72,8 @@ class TuningDB:
             self.close()
             raise AutotileError(f"the tuning database {self.path} has schema version {version}, newer than this "
                                 f"autotile understands ({SCHEMA_VERSION}); upgrade autotile or use another --db")
+        if version < SCHEMA_VERSION:
+            _retry(lambda: self._migrate(version))
 
     def _create_schema(self):
         db = self.db
@@ -85,11 +88,24 @@ class TuningDB:
                                "timestamp": str}, pk="id", if_not_exists=True)
             db["measurements"].create({
                 "id": int, "device": str, "workload": str, "backend": str, "config_key": str, "config": str,
-                "status": str, "error": str, "latency_us": float, "latency": str, "gflops": float, "threads": int,
-                "versions": str, "run_id": int, "timestamp": str}, pk="id", if_not_exists=True)
+                "status": str, "failure": str, "error": str, "latency_us": float, "latency": str, "gflops": float,
+                "threads": int, "versions": str, "run_id": int, "timestamp": str}, pk="id", if_not_exists=True)
             # Also serves lookups by (device, workload, backend), its leading columns.
             db["measurements"].create_index(["device", "workload", "backend", "config_key"], unique=True,
                                             if_not_exists=True)
+
+    def _migrate(self, version: int):
+        """Bring a database of an older schema to this one, in one transaction (all or nothing)."""
+        from autotile.search.failures import Failure
+
+        with self.db.conn:
+            if version < 2:
+                table = self.db["measurements"]
+                if "failure" not in table.columns_dict:
+                    table.add_column("failure", str)
+                for row in list(table.rows_where("status = 'failed' and failure is null", select="id, error")):
+                    table.update(row["id"], {"failure": Failure.from_legacy_error(row["error"]).value})
+            self.db["meta"].update("schema_version", {"value": str(SCHEMA_VERSION)})
 
     # -- writing --------------------------------------------------------------------------------
     def ensure_device(self, key: str, fingerprint: dict):
@@ -102,7 +118,8 @@ class TuningDB:
         _retry(lambda: self.db["workloads"].insert(record, ignore=True))
 
     def record_measurement(self, *, device: str, workload: str, backend: str, config_key: str, config: dict,
-                           status: str, error: str | None = None, latency: dict | None = None,
+                           status: str, failure: str | None = None, error: str | None = None,
+                           latency: dict | None = None,
                            gflops: float | None = None, threads: int | None = None, versions: dict | None = None,
                            run_id: int | None = None) -> int:
         """Insert one measurement; a second one of the same config replaces it (a re-measurement), same id."""
@@ -110,9 +127,16 @@ class TuningDB:
             raise ValueError(f"status must be 'ok' or 'failed', got {status!r}")
         if status == "ok" and (latency or {}).get("median") is None:
             raise ValueError("an ok measurement needs latency['median']")
+        if (status == "failed") != (failure is not None):
+            raise ValueError(f"a failed measurement, and only one, has a failure kind (status {status!r}, "
+                             f"failure {failure!r})")
+        if failure is not None:
+            from autotile.search.failures import Failure
+
+            failure = Failure(failure).value  # raises on a kind that does not exist
         record = {
             "device": device, "workload": workload, "backend": backend, "config_key": config_key,
-            "config": json.dumps(config, sort_keys=True), "status": status, "error": error,
+            "config": json.dumps(config, sort_keys=True), "status": status, "failure": failure, "error": error,
             "latency_us": (latency or {}).get("median") if status == "ok" else None,
             "latency": json.dumps(latency, sort_keys=True) if latency else None,
             "gflops": gflops if status == "ok" else None, "threads": threads,

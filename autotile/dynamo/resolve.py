@@ -13,15 +13,7 @@ import time
 from dataclasses import dataclass
 
 from autotile.dynamo.counters import stats
-from autotile.errors import AutotileError
-
-# Fields that set a workload's size; every other field must match for a tuned config to be borrowed.
-SHAPE_FIELDS = {
-    "gemm": ("m", "n", "k", "batch"),
-    "conv2d": ("n", "c", "h", "w", "k"),
-    "attention": ("batch", "heads", "seq_q", "seq_kv", "kv_heads"),
-    "layernorm": ("rows",),
-}
+from autotile.errors import AutotileError, KernelBuildError
 
 
 @dataclass
@@ -32,7 +24,9 @@ class Loaded:
 
 def _distance(op: str, a: dict, b: dict) -> float | None:
     """Log-distance between two workloads' shapes, None when they differ in anything but shape."""
-    shape = SHAPE_FIELDS.get(op, ())
+    from autotile.kernels import family
+
+    shape = family(op).shape_fields  # every other field must match for a tuned config to be borrowed
     if {k: v for k, v in a.items() if k not in shape} != {k: v for k, v in b.items() if k not in shape}:
         return None
     return sum(abs(math.log2(a[f] / b[f])) for f in shape)
@@ -96,13 +90,13 @@ class Resolver:
         else:
             with self._open() as db:
                 config, source = self.choose(workload, db)
-        from autotile.codegen.tvm.build import load_kernel
         from autotile.codegen.tvm.pool import limit_spinning
+        from autotile.search.isolated import load_kernel
 
         limit_spinning()  # before this process's first kernel call: torch's code runs between autotile's kernels
         try:
             kernel = load_kernel(self.device, workload, config)
-        except AutotileError:
+        except (AutotileError, KernelBuildError):
             if source == "default":
                 raise
             config, source = self.choose(workload)  # a borrowed config that fails here: the default

@@ -55,6 +55,7 @@ class AttentionWorkload(Workload):
             supported = ", ".join(SUPPORTED_ATTENTION_DTYPES)
             raise AutotileError(f"dtype {dt!r} is not supported by the attention templates yet; supported: {supported}")
         object.__setattr__(self, "dtype", dt)
+        self.check_sizes()
 
     # -- masking ------------------------------------------------------------------------
     @property

@@ -67,6 +67,7 @@ class Conv2dWorkload(Workload):
             raise AutotileError(
                 f"output size {p}x{q} is empty: input {self.h}x{self.w} with padding {ph}x{pw} is smaller than "
                 f"the dilated {self.r}x{self.s} kernel ({(self.r - 1) * dh + 1}x{(self.s - 1) * dw + 1})")
+        self.check_sizes()
 
     # -- geometry -----------------------------------------------------------------------
     @property

@@ -41,6 +41,7 @@ class LayerNormWorkload(Workload):
             raise AutotileError(f"dtype {dt!r} is not supported by the layernorm template yet; supported: "
                                 f"{', '.join(SUPPORTED_NORM_DTYPES)}")
         object.__setattr__(self, "dtype", dt)
+        self.check_sizes()
 
     @property
     def key(self) -> str:

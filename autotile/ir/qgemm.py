@@ -113,6 +113,7 @@ class QGemmWorkload(Workload):
         if any(op.startswith("cast:") for op in epilogue):
             raise AutotileError("quantized GEMMs write float32; a cast epilogue is not supported yet")
         object.__setattr__(self, "epilogue", epilogue)
+        self.check_sizes()
 
     @property
     def dtype(self) -> str:

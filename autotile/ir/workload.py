@@ -11,6 +11,7 @@ tensor cores compute in TF32.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from autotile.errors import AutotileError
@@ -22,6 +23,8 @@ from autotile.ir.dtypes import (
     storage_name,
 )
 
+# Kernels index an operand's elements with 32-bit integers (TVM's index type for these shapes, Triton's offsets).
+MAX_OPERAND_ELEMENTS = 2**31 - 1
 STORAGE_ONLY = GPU_ONLY_GEMM_DTYPES  # dtypes tensors never have (tf32 is float32 data)
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 EPILOGUE_OPS = ("bias", "residual", *ACTIVATIONS)  # plus "cast:<dtype>"
@@ -124,6 +127,23 @@ class Workload:
     # all others must be contiguous.
     strided_operands: tuple[str, ...] = ()
 
+    def check_sizes(self) -> None:
+        """Clear error for an operand too large for the kernels' 32-bit indices; the last step of validation.
+        (TVM would fail inside its compiler, or worse, build a kernel whose offsets wrap around.)"""
+        for name, shape in self.operand_shapes().items():
+            count = math.prod(shape)
+            if count > MAX_OPERAND_ELEMENTS:
+                raise AutotileError(
+                    f"{self.key}: operand {name} ({' x '.join(map(str, shape))}) would have {count:,} elements; "
+                    f"kernels index operands with 32-bit integers, so one holds at most 2**31 - 1 = "
+                    f"{MAX_OPERAND_ELEMENTS:,} elements")
+
+    def operand_bytes(self) -> int:
+        """Bytes of all operands of one call, the output included."""
+        shapes = self.operand_shapes()
+        dtypes = [self.input_dtype(name) for name in list(shapes)[:-1]] + [self.out_dtype]
+        return sum(math.prod(shape) * dtype(dt).bits // 8 for shape, dt in zip(shapes.values(), dtypes))
+
     def check_operands(self, args) -> None:
         """Clear error when tensors handed to a kernel do not fit this workload."""
         shapes = self.operand_shapes()
@@ -175,6 +195,7 @@ class GemmWorkload(Workload):
             raise AutotileError(f"broadcast must be 'a', 'b' or empty (none), got {self.broadcast!r}")
         if self.broadcast and self.batch == 1:
             object.__setattr__(self, "broadcast", "")  # nothing to share with one batch
+        self.check_sizes()
 
     # -- naming -------------------------------------------------------------------------
     @property

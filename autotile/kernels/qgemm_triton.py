@@ -134,7 +134,7 @@ def _w8a8_lines() -> list[str]:
         f"    q = (tl.math.div_rn(a, scale_a[:, None]) + {RNE}) - {RNE}",
         "    q = tl.minimum(tl.maximum(q, -127.0), 127.0).to(tl.int8)",
         "    w = tl.load(W_ptr + rb[None, :] * K + rk[:, None], mask=rk[:, None] < K, other=0)",
-        "    acc = tl.dot(q, w, acc)",
+        "    acc = tl.dot(q, w, acc, out_dtype=tl.int32)",
         "acc = acc.to(tl.float32) * scale_a[:, None] * tl.load(scales_ptr + rb)[None, :]",
     ]
 

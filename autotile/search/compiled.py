@@ -154,21 +154,21 @@ def compile_info_task(workload_dict: dict, config_dict: dict, arch: int, cache_d
     from dataclasses import asdict
 
     from autotile.codegen.triton.aot import compile_program
-    from autotile.codegen.triton.gpu import _decode
     from autotile.kernels import triton_program
+    from autotile.search.triton_tasks import decode
 
     os.environ["AUTOTILE_CACHE_DIR"] = cache_dir
-    workload, config = _decode(workload_dict, config_dict)
+    workload, config = decode(workload_dict, config_dict)
     return asdict(compile_program(triton_program(workload, config), arch))
 
 
 def pool_compiler(pool, workload, arch: int, timeout: float = 300.0):
     """compile_many for CompileFeatures through a WorkerPool (the measurer's build workers)."""
     from autotile.codegen.triton.aot import CompileInfo
-    from autotile.codegen.tvm.build import cache_root
+    from autotile.paths import kernel_cache_dir
 
     def compile_many(configs):
-        items = [(workload.to_dict(), c.to_dict(), arch, str(cache_root())) for c in configs]
+        items = [(workload.to_dict(), c.to_dict(), arch, str(kernel_cache_dir())) for c in configs]
         out = []
         for r in pool.map("autotile.search.compiled:compile_info_task", items, timeout):
             if isinstance(r, dict):

@@ -13,11 +13,14 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from autotile.codegen.tvm.build import cache_root
+from autotile.errors import WrongResult
+from autotile.kernels import tvm_template_modules
+from autotile.paths import kernel_cache_dir
+from autotile.search.failures import Failure
 from autotile.search.worker import Worker, WorkerFailure, WorkerPool
 
-DEFAULT_BUILDER = "autotile.codegen.tvm.build:build_cached"
-DEFAULT_LOADER = "autotile.codegen.tvm.build:CompiledKernel.load"
+DEFAULT_BUILDER = "autotile.search.artifacts:build_cached"
+DEFAULT_LOADER = "autotile.search.artifacts:load"
 
 
 @dataclass
@@ -25,6 +28,7 @@ class MeasureResult:
     config: object
     status: str  # "ok" or "failed"
     error: str | None = None
+    failure: Failure | None = None  # set when failed
     latency: dict = field(default_factory=dict)  # median, mean, min, max, std (microseconds), runs
     gflops: float | None = None
     threads: int | None = None
@@ -43,7 +47,7 @@ class MeasureResult:
 # --- functions that run inside workers -------------------------------------------------------
 
 def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key: str, mcpu: str, threads: int,
-               cache_dir: str):
+               cache_dir: str, mattr=()):
     import os
 
     from autotile.kernels import space_for, workload_from_dict
@@ -53,7 +57,7 @@ def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key:
     workload = workload_from_dict(workload_dict)
     config = space_for(workload).config_type.from_dict(config_dict)
     start = time.perf_counter()
-    path = resolve(builder)(device_key, workload, config, mcpu, threads)
+    path = resolve(builder)(device_key, workload, config, mcpu, threads, mattr)
     return str(path), time.perf_counter() - start
 
 
@@ -143,7 +147,7 @@ def verify_then_time(workload, kernel, repeat: int, min_repeat_s: float, threads
         kernel(*inputs, out=out)
         verdict = compare(workload, out, reference)
         if not verdict.ok:
-            raise AssertionError(f"wrong result: {verdict.reason}")
+            raise WrongResult(f"wrong result: {verdict.reason}")
         max_error = max(max_error, verdict.max_abs_error)
     inputs, _ = _draws(workload)[0]
     out = poisoned_output(workload)
@@ -158,11 +162,15 @@ def verify_then_time(workload, kernel, repeat: int, min_repeat_s: float, threads
 
 # --- the parent side ----------------------------------------------------------------------------
 
-def _reason(failure: WorkerFailure, stage: str) -> str:
+def failed(config, failure: WorkerFailure, stage: str, **fields) -> MeasureResult:
+    """A failed MeasureResult: its kind, and a one-line reason (`stage: detail`, or the wrong result's own)."""
+    kind = Failure.of(failure, stage)
     text = str(failure)
-    if text.startswith("AssertionError: wrong result"):
-        return text.removeprefix("AssertionError: ")
-    return f"{stage}: {text.splitlines()[-1] if text else 'failed'}"
+    if kind is Failure.WRONG_RESULT:
+        reason = text.partition(": ")[2]  # its message, after the exception's qualified name
+    else:
+        reason = f"{stage}: {text.splitlines()[-1] if text else 'failed'}"
+    return MeasureResult(config, "failed", reason, failure=kind, **fields)
 
 
 class Measurer:
@@ -175,16 +183,15 @@ class Measurer:
         self.builder, self.loader = builder, loader
         self.build_timeout, self.run_timeout = build_timeout, run_timeout
         # The template modules are imported up front so the first build of each family is not slower.
-        self.build_pool = WorkerPool(build_workers, warm_imports=("tvm", "autotile.kernels.gemm_tvm",
-                                                                  "autotile.kernels.conv2d_tvm",
-                                                                  "autotile.kernels.attention_tvm"))
+        self.build_pool = WorkerPool(build_workers, warm_imports=("tvm", *tvm_template_modules()))
         self.runner = Worker({"TVM_NUM_THREADS": threads}, warm_imports=("tvm", "torch"))
 
     def build(self, workload, configs) -> list:
         """Paths (str, seconds) or WorkerFailure, in order."""
         mcpu = self.device.fingerprint.get("mcpu", "generic")
-        cache_dir = str(cache_root())
-        items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads, cache_dir)
+        mattr = self.device.fingerprint.get("mattr", [])
+        cache_dir = str(kernel_cache_dir())
+        items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads, cache_dir, mattr)
                  for c in configs]
         return self.build_pool.map("autotile.search.measure:build_task", items, self.build_timeout)
 
@@ -196,7 +203,7 @@ class Measurer:
         try:
             stats = self._run_call(workload, config, path, repeat, min_repeat_s)
         except WorkerFailure as failure:
-            return MeasureResult(config, "failed", _reason(failure, "run"), path=path)
+            return failed(config, failure, "run", path=path)
         threads = stats.pop("threads")
         stats.pop("max_abs_error")
         gflops = workload.flops / (stats["median"] * 1e-6) / 1e9
@@ -207,7 +214,7 @@ class Measurer:
         results = []
         for config, built in zip(configs, self.build(workload, configs)):
             if isinstance(built, WorkerFailure):
-                results.append(MeasureResult(config, "failed", _reason(built, "build")))
+                results.append(failed(config, built, "build"))
                 continue
             path, seconds = built
             result = self.run(workload, config, path, repeat)
@@ -229,7 +236,7 @@ class Measurer:
 class TritonMeasurer(Measurer):
     """Triton candidates on a CUDA device: build workers compile for the GPU's arch and refuse what does not
     fit; one runner process owns the GPU, verifies each kernel and times it with CUDA events
-    (autotile.codegen.triton.gpu). Same results and interface as Measurer."""
+    (autotile.search.triton_tasks). Same results and interface as Measurer."""
 
     def __init__(self, device, build_workers: int = 2, build_timeout: float = 300.0, run_timeout: float = 120.0):
         from autotile.codegen.triton.aot import arch_of
@@ -241,11 +248,11 @@ class TritonMeasurer(Measurer):
         self.runner = Worker({}, warm_imports=("torch", "triton"))
 
     def build(self, workload, configs) -> list:
-        items = [(workload.to_dict(), c.to_dict(), self.arch, str(cache_root())) for c in configs]
-        return self.build_pool.map("autotile.codegen.triton.gpu:compile_task", items, self.build_timeout)
+        items = [(workload.to_dict(), c.to_dict(), self.arch, str(kernel_cache_dir())) for c in configs]
+        return self.build_pool.map("autotile.search.triton_tasks:compile_task", items, self.build_timeout)
 
     def _run_call(self, workload, config, path: str, repeat: int, min_repeat_s: float) -> dict:
-        return self.runner.call("autotile.codegen.triton.gpu:run_task", workload.to_dict(), config.to_dict(), path,
+        return self.runner.call("autotile.search.triton_tasks:run_task", workload.to_dict(), config.to_dict(), path,
                                 repeat, min_repeat_s, timeout=self.run_timeout)
 
 
@@ -260,5 +267,5 @@ class InterpretedTritonMeasurer(TritonMeasurer):
         self.runner = Worker({"TRITON_INTERPRET": "1"}, warm_imports=("torch", "triton"))
 
     def _run_call(self, workload, config, path: str, repeat: int, min_repeat_s: float) -> dict:
-        return self.runner.call("autotile.codegen.triton.interpret:run_task", workload.to_dict(), config.to_dict(),
-                                path, 1, 0.0, timeout=self.run_timeout)
+        return self.runner.call("autotile.search.triton_tasks:interpreted_run_task", workload.to_dict(),
+                                config.to_dict(), path, 1, 0.0, timeout=self.run_timeout)

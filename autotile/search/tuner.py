@@ -57,13 +57,14 @@ def result_from_record(device, workload, record, run, cached: bool) -> TuneResul
 
 
 def backend_versions(backend: str) -> dict:
-    """The toolchain a record was made with: TVM's for every backend (it is imported), plus Triton's for it."""
-    versions = toolchain_versions()
+    """The toolchain a record was made with: autotile's and the backend's own (TVM is not needed for Triton's)."""
     if backend == "triton":
         import triton
 
-        versions["triton"] = triton.__version__
-    return versions
+        import autotile
+
+        return {"autotile": autotile.__version__, "triton": triton.__version__}
+    return toolchain_versions()
 
 
 def current_best(db, device, workload, backend: str):
@@ -207,7 +208,7 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
             for r in batch:
                 _record(db, device, workload, backend, r, versions, run_id)
                 history.append({"trial": done, "latency_us": r.latency_us if r.ok else None, "status": r.status,
-                                "config": r.config.key, "error": r.error})
+                                "failure": r.failure and r.failure.value, "config": r.config.key, "error": r.error})
                 done += 1
             results.extend(batch)
             searcher.notify(batch)
@@ -233,8 +234,8 @@ def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = 
 def _record(db, device, workload, backend, r: MeasureResult, versions, run_id):
     db.record_measurement(
         device=device.key, workload=workload.key, backend=backend, config_key=r.config.key,
-        config=r.config.to_dict(), status=r.status, error=r.error, latency=r.latency or None,
-        gflops=r.gflops, threads=r.threads, versions=versions, run_id=run_id)
+        config=r.config.to_dict(), status=r.status, failure=r.failure and r.failure.value, error=r.error,
+        latency=r.latency or None, gflops=r.gflops, threads=r.threads, versions=versions, run_id=run_id)
 
 
 def _batch_size(trials_left: int, deadline: float | None, seconds_per_trial: float | None) -> int:

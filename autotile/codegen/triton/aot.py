@@ -172,15 +172,3 @@ def compile_program(program: Program, target=90, use_cache: bool = True) -> Comp
         tmp.write_text(json.dumps(asdict(info)))
         os.replace(tmp, path)
     return info
-
-
-def check_config(workload, config, target=90) -> CompileInfo:
-    """Compile the kernel of (workload, config) for `target`; see `compile_program`."""
-    from autotile.kernels import triton_program
-
-    return compile_program(triton_program(workload, config), target)
-
-
-def prune(workload, configs, target=90) -> list:
-    """The configs whose kernels compile for `target` and fit it (shared memory, registers, no spills)."""
-    return [c for c in configs if check_config(workload, c, target).fits]

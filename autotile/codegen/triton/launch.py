@@ -62,7 +62,7 @@ class TritonKernel:
         elif not _interpreted(self.fn):
             raise AutotileError(f"{self.workload.key}: Triton kernels run on CUDA tensors, got {device.type} tensors; "
                                 "CPU tensors work only when TRITON_INTERPRET=1 was set before the kernels were "
-                                "imported (autotile.codegen.triton.interpret)")
+                                "imported (autotile.search.triton_tasks)")
         args = [t if t.is_contiguous() else t.contiguous() for t in inputs] + [out]
         args += self._scratch_for(device)
         args += [value for _, value in self.program.scalars]

@@ -1,44 +1,16 @@
-"""Build TVM kernels for this CPU, keep them on disk, and call them on torch tensors.
+"""Compile scheduled TVM modules for a CPU, write them as libraries, and call them on torch tensors.
 
-Compiled libraries are cached under $AUTOTILE_CACHE_DIR (default: the user's cache dir) keyed by
-device, workload, config and toolchain versions, so a tuned kernel loads in milliseconds.
+Knows TVM and torch, nothing of templates or tuning: what to lower, where libraries are cached and which
+operands a template packs ahead are its callers' (autotile.search.artifacts).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
-from functools import cache
 from pathlib import Path
 
 from autotile.errors import AutotileError
-from autotile.paths import user_cache_dir
-
-
-def cache_root() -> Path:
-    env = os.environ.get("AUTOTILE_CACHE_DIR")
-    return Path(env) if env else user_cache_dir() / "kernels"
-
-
-# The kernels/ modules each family's TVM code is made from: its own, and the GEMM template it builds on.
-FAMILY_SOURCES = {"gemm": ("gemm",), "qgemm": ("qgemm", "gemm"), "conv2d": ("conv2d", "gemm"),
-                  "attention": ("attention",), "layernorm": ("layernorm",)}
-
-
-@cache
-def template_digest(op: str | None = None) -> str:
-    """Hash of the sources that decide an op's generated code, so a changed template never loads a stale
-    library, while editing one family (or a Triton template) leaves the others' libraries valid."""
-    root = Path(__file__).resolve().parents[2]  # the autotile package
-    prefixes = FAMILY_SOURCES.get(op)
-    kernels = [p for p in root.glob("kernels/*.py") if not p.stem.endswith("_triton")
-               and (prefixes is None or p.stem in ("__init__", "space") or p.stem.startswith(prefixes))]
-    h = hashlib.sha256()
-    for path in sorted([*root.glob("ir/*.py"), *kernels, *root.glob("codegen/tvm/*.py")]):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
 
 
 def toolchain_versions() -> dict:
@@ -50,32 +22,22 @@ def toolchain_versions() -> dict:
     return {"autotile": autotile.__version__, "tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__}
 
 
-def llvm_target(mcpu: str, threads: int):
+def llvm_target(mcpu: str, threads: int, mattr=()):
+    """The LLVM target for a CPU: its mcpu and, from its flags (autotile.db.device.llvm_mattr), the features the
+    mcpu name may not imply; without them LLVM aborts the process on an intrinsic it cannot select."""
     import tvm
 
-    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": int(threads)})
+    spec = {"kind": "llvm", "mcpu": mcpu, "num-cores": int(threads)}
+    if mattr:
+        spec["mattr"] = list(mattr)
+    return tvm.target.Target(spec)
 
 
-def lower(workload, config):
-    """The scheduled IRModule for (workload, config), from the op's template family."""
-    from autotile.kernels import tvm_schedule
-
-    return tvm_schedule(workload, config)
-
-
-def build(workload, config, mcpu: str, threads: int):
+def compile_module(module, mcpu: str, threads: int, mattr=()):
+    """A scheduled IRModule compiled for a CPU: the Executable (not yet written anywhere)."""
     import tvm
 
-    return tvm.compile(lower(workload, config), llvm_target(mcpu, threads))
-
-
-def kernel_path(device_key: str, workload, config) -> Path:
-    # The template digest is in the path, not in the database's versions: an edited template rebuilds its
-    # libraries, while tuned configs stay valid answers (they are re-verified when built).
-    stamp = {**toolchain_versions(), "templates": template_digest(workload.op)}
-    versions = ",".join(f"{k}={v}" for k, v in sorted(stamp.items()))
-    digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
-    return cache_root() / device_key / workload.key / f"{digest}.so"
+    return tvm.compile(module, llvm_target(mcpu, threads, mattr))
 
 
 def export(executable, path: Path) -> Path:
@@ -92,33 +54,9 @@ def export(executable, path: Path) -> Path:
     return path
 
 
-def build_cached(device_key: str, workload, config, mcpu: str, threads: int) -> Path:
-    """Path of the compiled library for (workload, config) on this device, building it if missing."""
-    path = kernel_path(device_key, workload, config)
-    if not path.exists():
-        export(build(workload, config, mcpu, threads), path)
-    return path
-
-
-def load_kernel(device, workload, config) -> CompiledKernel:
-    """The library for (workload, config) on `device`, built if missing; a fresh build is verified first, since
-    a tuned config may have been measured with an older template (or never measured at all: a default)."""
-    from autotile.ir.reference import verify
-
-    fp = device.fingerprint
-    fresh = not kernel_path(device.key, workload, config).exists()
-    path = build_cached(device.key, workload, config, fp["mcpu"], fp["threads"])
-    kernel = CompiledKernel.load(workload, config, path)
-    if fresh:
-        verdict = verify(workload, kernel)
-        if not verdict.ok:
-            path.unlink()
-            raise AutotileError(f"kernel {config.key} for {workload.key} failed verification: {verdict.reason}")
-    return kernel
-
-
 class CompiledKernel:
-    """A compiled kernel called on torch tensors without copies (DLPack).
+    """A compiled kernel called on torch tensors without copies (DLPack), but for operands it cannot read in place
+    (see ALIGNMENT and INDEX_LIMIT), which are copied.
 
     kernel(A, B[, bias][, residual], out=None) -> C, operands in the workload's order.
 
@@ -128,10 +66,17 @@ class CompiledKernel:
     so its memory is never reused by another tensor).
     """
 
-    def __init__(self, workload, config, module, path: Path | None = None):
-        import torch
+    # TVM declares every buffer a kernel takes 64-byte aligned (its default) and checks nothing at the call: LLVM
+    # is told so (`llvm.assume` align 64) and emits aligned vector moves (vmovaps), which fault on any other
+    # address. An operand elsewhere (a view into a larger tensor: `x[1:]`, `split`, `narrow`) is copied.
+    ALIGNMENT = 64
+    # TVM indexes in int32: a strided operand whose last element lies further from its first is copied too.
+    INDEX_LIMIT = 2**31 - 1
 
-        from autotile.kernels import prepacked_operands
+    def __init__(self, workload, config, module, path: Path | None = None, prepacked: dict | None = None):
+        """`prepacked`: operand name -> packed shape, for the operands this template packs ahead (its library
+        then has `pack_<name>`); autotile.search.artifacts.compiled fills it in from the template."""
+        import torch
 
         self.workload = workload
         self.config = config
@@ -144,14 +89,8 @@ class CompiledKernel:
                         for name, shape in self._shapes.items()]
         self._out_dtype = getattr(torch, workload.out_dtype)
         self._prepacked = {name: (list(self._shapes).index(name), module[f"pack_{name}"], shape)
-                           for name, shape in prepacked_operands(workload, config).items()}
+                           for name, shape in (prepacked or {}).items()}
         self._packed: dict[str, tuple] = {}  # name -> (tensor, its stamp when packed, packed copy)
-
-    @classmethod
-    def load(cls, workload, config, path: Path) -> CompiledKernel:
-        import tvm
-
-        return cls(workload, config, tvm.runtime.load_module(str(path)), path)
 
     def __call__(self, *inputs, out=None):
         import torch
@@ -162,6 +101,7 @@ class CompiledKernel:
                                 f"got {len(inputs)}")
         if out is None:
             out = torch.empty(self._checks[-1][1], dtype=self._out_dtype, device=inputs[0].device)
+        addresses = 0  # every operand's address OR-ed together: one test for all of them below
         for (name, shape, strided), t in zip(self._checks, (*inputs, out)):
             if t.__class__ is Packed:
                 continue  # checked when it was packed
@@ -171,28 +111,42 @@ class CompiledKernel:
                 if t.dim() and t.stride(-1) != 1:
                     raise AutotileError(f"{self.workload.key}: {name} needs unit stride in its last dim "
                                         f"(strides {t.stride()})")
+                if t.untyped_storage().nbytes() >> 31 and self._span(t) > self.INDEX_LIMIT:
+                    addresses |= 1  # out of int32 offsets' reach (only a view of a huge tensor can be): copied
             elif not t.is_contiguous():
                 raise AutotileError(f"{self.workload.key}: {name} must be contiguous (strides {t.stride()})")
+            addresses |= t.data_ptr()
         if self._prepacked:
             inputs = list(inputs)
             for name, (index, _, _) in self._prepacked.items():
                 inputs[index] = self._packed_operand(name, inputs[index])
+        if addresses & 63:  # ALIGNMENT - 1
+            return self._call_realigned(inputs, out)
         self.module(*inputs, out)
         return out
+
+    def _call_realigned(self, inputs, out):
+        """The call when some operand is one the kernel cannot take in place (not ALIGNMENT-aligned, or strided
+        beyond INDEX_LIMIT): those inputs are copied, and a misplaced `out` is written through a fresh tensor."""
+        inputs = [t if t.__class__ is Packed or not self._needs_copy(t) else self.aligned_copy(t) for t in inputs]
+        if not self._needs_copy(out):
+            self.module(*inputs, out)
+            return out
+        result = self.aligned_empty(out.shape, out.dtype, out.device)
+        self.module(*inputs, result)
+        return out.copy_(result)
 
     def pack_operand(self, name: str, t):
         """`t` as this kernel reads operand `name`: a `Packed` copy if it is one the kernel packs ahead
         (callers that keep one per weight pass it back in place of the tensor), else `t` itself."""
         if name not in self._prepacked:
             return t
-        import torch
-
         _, pack, shape = self._prepacked[name]
         if tuple(t.shape) != self._shapes[name] or not t.is_contiguous():
             raise AutotileError(f"{self.workload.key}: {name} must be contiguous with shape {self._shapes[name]}, "
                                 f"got shape {tuple(t.shape)} strides {t.stride()}")
-        packed = torch.empty(shape, dtype=t.dtype, device=t.device)
-        pack(t.detach(), packed)
+        packed = self.aligned_empty(shape, t.dtype, t.device)
+        pack(t.detach() if not self._needs_copy(t) else self.aligned_copy(t.detach()), packed)
         return Packed(packed, self.config_key)
 
     def _packed_operand(self, name: str, t):
@@ -208,6 +162,34 @@ class CompiledKernel:
         if stamp is not None:
             self._packed[name] = (t, stamp, packed)
         return packed
+
+    @staticmethod
+    def _span(t) -> int:
+        """How many elements past its first a tensor's last element lies."""
+        return sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+
+    @classmethod
+    def _needs_copy(cls, t) -> bool:
+        return t.data_ptr() % cls.ALIGNMENT != 0 or (not t.is_contiguous() and cls._span(t) > cls.INDEX_LIMIT)
+
+    @classmethod
+    def aligned_empty(cls, shape, dtype, device):
+        """An uninitialized contiguous tensor whose data starts at a multiple of ALIGNMENT bytes: torch's CPU
+        allocator gives that; should another allocator not, the tensor is cut from a slightly larger one."""
+        import torch
+
+        t = torch.empty(shape, dtype=dtype, device=device)
+        if t.data_ptr() % cls.ALIGNMENT == 0:
+            return t
+        size = t.numel() * t.element_size()
+        raw = torch.empty(size + cls.ALIGNMENT, dtype=torch.uint8, device=device)
+        start = -raw.data_ptr() % cls.ALIGNMENT
+        return raw[start:start + size].view(dtype).view(shape)
+
+    @classmethod
+    def aligned_copy(cls, t):
+        """A contiguous copy of `t` starting at a multiple of ALIGNMENT bytes."""
+        return cls.aligned_empty(t.shape, t.dtype, t.device).copy_(t)
 
 
 class Packed:

@@ -1,0 +1,47 @@
+"""Kernel libraries on disk: a (workload, config) lowered through its template, compiled for a CPU target by
+codegen, kept under the kernel cache keyed by device, workload, config, target, toolchain and template
+sources, and loaded as a CompiledKernel that knows which operands its template packs ahead."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from autotile.codegen.tvm.build import CompiledKernel, compile_module, export, toolchain_versions
+from autotile.kernels import prepacked_operands, template_digest, tvm_schedule
+from autotile.paths import kernel_cache_dir
+
+
+def build(workload, config, mcpu: str, threads: int, mattr=()):
+    """The Executable of (workload, config) for a CPU (not written anywhere)."""
+    return compile_module(tvm_schedule(workload, config), mcpu, threads, mattr)
+
+
+def kernel_path(device_key: str, workload, config, mcpu: str = "", mattr=()) -> Path:
+    # The template digest is in the path, not in the database's versions: an edited template rebuilds its
+    # libraries, while tuned configs stay valid answers (they are re-verified when built). The target is in it
+    # too: the same device key built with other features is another library.
+    stamp = {**toolchain_versions(), "templates": template_digest(workload.op), "target": f"{mcpu}{''.join(mattr)}"}
+    versions = ",".join(f"{k}={v}" for k, v in sorted(stamp.items()))
+    digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
+    return kernel_cache_dir() / device_key / workload.key / f"{digest}.so"
+
+
+def build_cached(device_key: str, workload, config, mcpu: str, threads: int, mattr=()) -> Path:
+    """Path of the compiled library for (workload, config) on this device, building it if missing."""
+    path = kernel_path(device_key, workload, config, mcpu, mattr)
+    if not path.exists():
+        export(build(workload, config, mcpu, threads, mattr), path)
+    return path
+
+
+def compiled(workload, config, module, path: Path | None = None) -> CompiledKernel:
+    """A built or loaded module as a kernel callable on torch tensors, packing what its template packs ahead."""
+    return CompiledKernel(workload, config, module, path, prepacked_operands(workload, config))
+
+
+def load(workload, config, path) -> CompiledKernel:
+    """The library at `path` (written by build_cached), loaded into this process."""
+    import tvm
+
+    return compiled(workload, config, tvm.runtime.load_module(str(path)), Path(path))
