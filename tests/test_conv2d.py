@@ -11,8 +11,8 @@ from autotile.db.store import TuningDB
 from autotile.errors import AutotileError
 from autotile.ir.conv import Conv2dWorkload
 from autotile.ir.reference import random_inputs, verify
-from autotile.kernels import space_for, workload_from_dict
-from autotile.kernels.conv2d import Conv2dConfig, Conv2dSpace
+from autotile.kernels import space_for, tvm_schedule, workload_from_dict
+from autotile.kernels.conv2d import MAX_UNROLLED, Conv2dConfig, Conv2dSpace
 
 
 def configured(workload, **knobs):
@@ -140,6 +140,61 @@ def test_canonical_is_idempotent_for_the_nchw_templates(workload):
     if workload.r == 1:
         assert one.ow_bn == 64 and one.oh_bn == 1 and not one.pack_input and one.epilogue_at == "root"
         assert not space.valid(Conv2dConfig(template="pointwise", ow_bn=12, oc_bn=4))
+
+
+def unrolled_code(stmt, factor: int = 1) -> int:
+    """The most copies of any statement that a TIR function's unrolled loops make: the largest product of the
+    extents of nested T.unroll loops."""
+    from tvm import tirx
+
+    if isinstance(stmt, tirx.For):
+        if stmt.kind == tirx.ForKind.UNROLLED:
+            factor *= int(stmt.extent)
+        return max(factor, unrolled_code(stmt.body, factor))
+    children = [getattr(stmt, name, None) for name in ("body", "block", "init", "then_case", "else_case")]
+    children += list(getattr(stmt, "seq", None) or ())
+    return max([factor] + [unrolled_code(c, factor) for c in children if isinstance(c, tirx.Stmt)])
+
+
+@pytest.mark.parametrize("workload", [
+    Conv2dWorkload(1, 64, 56, 56, 64, 3, 3, padding=1, epilogue="bias,relu"),  # ResNet-50's 3x3 layers
+    Conv2dWorkload(1, 128, 28, 28, 128, 3, 3, padding=1),
+    Conv2dWorkload(1, 256, 14, 14, 256, 3, 3, padding=1, layout="nhwc"),
+    Conv2dWorkload(1, 128, 56, 56, 128, 3, 3, stride=2, padding=1),
+    Conv2dWorkload(1, 256, 28, 28, 256, 3, 3, padding=1, groups=256),
+    Conv2dWorkload(1, 256, 56, 56, 64, 1, 1),  # pointwise
+], ids=lambda w: w.key)
+def test_no_offered_config_unrolls_past_the_bound(workload):
+    """Build time follows the straight-line code the unrolled loops make, counted here in each scheduled program
+    (no LLVM): the largest register tiles, tiles of one pixel or channel (unrolling the write-back's missing tile
+    loop once unrolled a Winograd GEMM's whole parallel loop when ow_bn = 1: 451584 copies, minutes to build) and
+    sampled configs all stay within MAX_UNROLLED."""
+    space = Conv2dSpace(workload)
+    lanes = space.lanes
+    configs = {space.sample(random.Random(seed)) for seed in range(8)}
+    for template in space.domains["template"]:
+        for knobs in (dict(ow_bn=1, oh_bn=1, oc_bn=1, unroll=16), dict(ow_bn=1, oh_bn=1, oc_bn=2 * lanes, unroll=16),
+                      dict(ow_bn=28, oc_bn=lanes, unroll=16), dict(ow_bn=10, oh_bn=3, oc_bn=lanes, unroll=16),
+                      dict(ow_bn=64, oh_bn=8, oc_bn=1, unroll=16)):
+            config = space.canonical(Conv2dConfig(template=template, ic_bn=16, **knobs))
+            if space.valid(config):
+                configs.add(config)
+    assert {c.template for c in configs} == set(space.domains["template"])
+    for config in configs:
+        assert space.unrolled(config) <= MAX_UNROLLED, config.key
+        assert unrolled_code(tvm_schedule(workload, config)["main"].body) <= MAX_UNROLLED, config.key
+
+
+def test_tiles_of_one_pixel_or_channel_build_and_verify():
+    """The write-back of a register tile with a dimension of 1 (no loop for it) still unrolls only the tile."""
+    w = Conv2dWorkload(1, 16, 6, 9, 20, 3, 3, padding=1, epilogue="bias,relu")
+    for template in ("winograd", "winograd4"):
+        check(w, configured(w, template=template, ow_bn=1, oc_bn=32, unroll=8))
+    pointwise = Conv2dWorkload(1, 8, 4, 8, 5, 1, 1, epilogue="bias")
+    check(pointwise, configured(pointwise, template="pointwise", oc_bn=1, ow_bn=16, oh_bn=2))
+    depthwise = Conv2dWorkload(1, 6, 9, 13, 6, 3, 3, padding=1, groups=6, epilogue="residual")
+    for knobs in (dict(oh_bn=1, ow_bn=16), dict(oh_bn=3, ow_bn=1), dict(oh_bn=1, ow_bn=1, epilogue_at="tile")):
+        check(depthwise, configured(depthwise, template="dwrows", **knobs))
 
 
 def test_features_have_a_fixed_length():

@@ -51,6 +51,11 @@ from autotile.kernels.space import Config, ConfigSpace
 
 TEMPLATES = ("nchwc", "gemm", "depthwise", "pointwise", "dwrows", "winograd", "winograd4")
 WINOGRAD = {"winograd": 2, "winograd4": 4}  # template -> output tile side m of F(m x m, 3x3)
+# The most straight-line code a config may ask for: the product of the unrolled loops of its inner loop nest
+# (Conv2dSpace.unrolled). The register limits already keep it at 480 (16 unrolled channels x 30 accumulators),
+# and such configs built in 3.5-6 s on ResNet-50's 3x3 layers; this keeps a larger register file or unroll domain
+# from offering minute-long builds (the tuner's build limit is 120 s).
+MAX_UNROLLED = 512
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,22 @@ class Conv2dSpace(ConfigSpace):
     def valid(self, c: Conv2dConfig) -> bool:
         if c.template not in self.domains["template"]:
             return False
+        return self._fits_registers(c) and self.unrolled(self.canonical(c)) <= MAX_UNROLLED
+
+    def unrolled(self, c: Conv2dConfig) -> int:
+        """Copies of the inner loop's body the schedule's unrolled loops make (their extents' product): the
+        register tile (pixels x vectors of channels) times the unrolled reduction steps."""
+        vectors = _ceil_div(c.oc_bn, self.lanes)
+        if c.template in WINOGRAD or c.template == "gemm":
+            return c.unroll * c.ow_bn * vectors
+        if c.template in ("nchwc", "depthwise"):
+            return c.unroll * c.oh_bn * c.ow_bn * vectors
+        pixel_vectors = _ceil_div(c.ow_bn, self.lanes)
+        if c.template == "pointwise":
+            return c.unroll * c.oc_bn * pixel_vectors
+        return self.workload.r * self.workload.s * c.oh_bn * pixel_vectors  # "dwrows": the taps are unrolled
+
+    def _fits_registers(self, c: Conv2dConfig) -> bool:
         if c.template in WINOGRAD:
             if c.oc_bn % self.lanes or c.ic_bn > self.lanes:
                 return False

@@ -165,9 +165,28 @@ def _extent(sch, loop) -> int | None:
     return int(extent) if isinstance(extent, tir.IntImm) else None
 
 
-def _vectorize_tail(sch, block, widths):
-    """Vectorize the innermost loop of a block in the widest chunk that divides it evenly."""
-    loop = sch.get_loops(block)[-1]
+def loops_under(sch, block, loop) -> list:
+    """The loops of `block` nested inside `loop`, e.g. the tile loops a reverse_compute_at made. A tile dimension
+    of extent 1 gets no loop there, so counting from the innermost (`get_loops(block)[-2]`) can reach the block
+    loops above the tile: unrolling the parallel loop of a Winograd GEMM with ow_bn = 1 took minutes to build a
+    one-thread kernel."""
+    loops = sch.get_loops(block)
+    at = sch.get(loop)
+    depth = next(i for i, candidate in enumerate(loops) if sch.get(candidate).same_as(at))
+    return loops[depth + 1:]
+
+
+def unroll_and_vectorize(sch, loops) -> None:
+    """A register tile's write-back: its loops unrolled, the innermost vectorized."""
+    for loop in loops[:-1]:
+        sch.unroll(loop)
+    if loops:
+        sch.vectorize(loops[-1])
+
+
+def _vectorize_tail(sch, block, widths, loop=None):
+    """Vectorize the innermost loop of a block (or `loop`) in the widest chunk that divides it evenly."""
+    loop = sch.get_loops(block)[-1] if loop is None else loop
     extent = _extent(sch, loop)
     for v in widths:
         if extent and extent % v == 0:
@@ -382,6 +401,7 @@ def schedule_pointwise(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
     sch.reorder(n, *blocks, m1, rc_o, rc_u, k1, m2)
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, m1)
+    write_back = loops_under(sch, acc, m1)  # k1 (none when oc_bn = 1), m2
     out = sch.get_sblock("out")
     if c.epilogue_at != "root":
         sch.reverse_compute_at(out, m1 if c.epilogue_at == "tile" else blocks[1])
@@ -392,9 +412,7 @@ def schedule_pointwise(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
     par = [n, *blocks] if c.epilogue_at != "row" else [n, blocks[0]]
     sch.parallel(sch.fuse(*par))
     sch.decompose_reduction(conv, rc_o)
-    aloops = sch.get_loops(acc)
-    sch.unroll(aloops[-2])
-    sch.vectorize(aloops[-1])
+    unroll_and_vectorize(sch, write_back)
     oloops = sch.get_loops(out)
     _vectorize_tail(sch, out, (oloops and _extent(sch, oloops[-1]) or 1, 16, 8, 4))
     if c.epilogue_at == "root":
@@ -443,8 +461,11 @@ def schedule_dwrows(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
     sch.reorder(n, k, p_o, q_o, rr, rs, p_i, q_i)
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, q_o)
+    write_back = loops_under(sch, acc, q_o)  # p_i (none when oh_bn = 1), q_i (none when ow_bn = 1)
     out = sch.get_sblock("out")
-    sch.reverse_compute_at(out, q_o if c.epilogue_at == "tile" else p_o)
+    at = q_o if c.epilogue_at == "tile" else p_o
+    sch.reverse_compute_at(out, at)
+    out_tile = loops_under(sch, out, at)  # none for a tile of one pixel
     xpad = sch.get_sblock("xpad")
     sch.compute_at(xpad, k)
     sch.vectorize(q_i)
@@ -452,9 +473,8 @@ def schedule_dwrows(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
         sch.unroll(loop)
     sch.parallel(sch.fuse(n, k))
     sch.decompose_reduction(conv, rr)
-    aloops = sch.get_loops(acc)
-    sch.unroll(aloops[-2])
-    sch.vectorize(aloops[-1])
-    _vectorize_tail(sch, out, (_extent(sch, sch.get_loops(out)[-1]) or 1, 16, 8, 4))
+    unroll_and_vectorize(sch, write_back)
+    if out_tile:
+        _vectorize_tail(sch, out, (_extent(sch, out_tile[-1]) or 1, 16, 8, 4), out_tile[-1])
     _vectorize_tail(sch, xpad, (_extent(sch, sch.get_loops(xpad)[-1]) or 1, 16, 8, 4))
     return sch.mod

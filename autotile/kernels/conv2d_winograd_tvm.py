@@ -41,7 +41,7 @@ from tvm import tirx as tir
 from autotile.codegen.tvm.fastmath import apply_epilogue
 from autotile.ir.conv import Conv2dWorkload
 from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, _round_up
-from autotile.kernels.conv2d_tvm import placeholders
+from autotile.kernels.conv2d_tvm import loops_under, placeholders, unroll_and_vectorize
 
 # (B^T, G, A^T) per output tile size m. F(2,3): Lavin & Gray's (interpolation points 0, 1, -1). F(4,3): the points
 # 0, -1, 1, 1/2, -2 of Barabasz et al. (arXiv:1803.10986), as TVM's topi uses; on randn inputs their rounding error
@@ -211,14 +211,13 @@ def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm
     sch.reorder(xi, *blocks, rcb, rc_o, rc_u, ti, ko_o, ko_v)
     acc = sch.cache_write(mm, 0, "local")
     sch.reverse_compute_at(acc, blocks[1])
+    write_back = loops_under(sch, acc, blocks[1])  # ti (none when ow_bn = 1), ko
     sch.vectorize(ko_v)
     for loop in (rc_u, ti, ko_o):
         sch.unroll(loop)
     sch.parallel(sch.fuse(xi, *blocks))
     sch.decompose_reduction(mm, rcb)
-    aloops = sch.get_loops(acc)  # (the block loops), ti, ko
-    sch.unroll(aloops[-2])
-    sch.vectorize(aloops[-1])
+    unroll_and_vectorize(sch, write_back)
 
     # Input transform: per (tb, cb, ti): all a*a positions, vectors of ic_bn channels.
     vtrans = sch.get_sblock("vtrans")
