@@ -13,6 +13,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from autotile.codegen.tvm.pool import SPIN_COUNT_VAR, TVM_DEFAULT_SPIN
 from autotile.errors import WrongResult
 from autotile.kernels import tvm_template_modules
 from autotile.paths import kernel_cache_dir
@@ -184,7 +185,9 @@ class Measurer:
         self.build_timeout, self.run_timeout = build_timeout, run_timeout
         # The template modules are imported up front so the first build of each family is not slower.
         self.build_pool = WorkerPool(build_workers, warm_imports=("tvm", *tvm_template_modules()))
-        self.runner = Worker({"TVM_NUM_THREADS": threads}, warm_imports=("tvm", "torch"))
+        # The runner times kernels alone, with TVM's own long spin, whatever the process that started it set.
+        self.runner = Worker({"TVM_NUM_THREADS": threads, SPIN_COUNT_VAR: TVM_DEFAULT_SPIN},
+                             warm_imports=("tvm", "torch"))
 
     def build(self, workload, configs) -> list:
         """Paths (str, seconds) or WorkerFailure, in order."""

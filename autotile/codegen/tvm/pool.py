@@ -10,6 +10,7 @@ import os
 
 SPIN_COUNT_VAR = "TVM_THREAD_POOL_SPIN_COUNT"
 SHORT_SPIN = 1000
+TVM_DEFAULT_SPIN = 300000  # what TVM's pool does when the variable is unset
 
 
 def limit_spinning() -> None:
