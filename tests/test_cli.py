@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from autotile.ir import GemmWorkload
+
 
 def autotile(*args, db=None, check=True, gpu=True):
     env = dict(os.environ)
@@ -115,10 +117,22 @@ def test_bad_shapes_of_other_ops_are_one_clear_line(args, message, tmp_path):
 
 
 def test_model_quality_report(db):
-    tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "8", "--retune", db=db)
+    """The report is the cross-validation of the workload's recorded measurements, with the folds and k asked for."""
+    from autotile.costmodel import cross_validate
+    from autotile.db.store import TuningDB
+    from autotile.kernels import space_for
+
+    tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "10", "--retune", db=db)
     report = json.loads(autotile("db", "model-quality", "gemm_b1_33x40x20", "--folds", "2", "-k", "3", "--json",
                                  db=db).stdout)
-    assert report["measurements"] == 14
-    assert -1.0 <= report["spearman"] <= 1.0 and 0.0 <= report["recall_at_k"] <= 1.0
+    workload = GemmWorkload(33, 40, 20, epilogue="bias,relu")
+    with TuningDB(db) as database:
+        records = database.measurements(workload=workload.key)
+    assert len(records) == 16  # 6 trials, then 10 retuned: 8 per training fold, enough to train the model
+    space = space_for(workload)
+    X = [space.features(space.config_type.from_dict(r["config"])) for r in records]
+    latency = [r["latency_us"] if r["status"] == "ok" else float("inf") for r in records]
+    expected = cross_validate(X, latency, folds=2, k=3)
+    assert report == {"workload": workload.key, "measurements": 16, **expected}
     too_few = autotile("db", "model-quality", "gemm_b1_8x8x8", "--folds", "4", db=db, check=False)
     assert too_few.returncode == 2 and "8 are needed for 4 folds" in too_few.stderr
