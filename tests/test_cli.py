@@ -33,6 +33,7 @@ def tune(*args, db):
     return autotile("tune", *args, "--backend", "tvm", "--json", db=db)
 
 
+@pytest.mark.slow
 def test_tune_json_then_cache_hit(db):
     first = tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", db=db)
     result = json.loads(first.stdout.strip().splitlines()[-1])
@@ -46,6 +47,7 @@ def test_tune_json_then_cache_hit(db):
     assert cached["tuning_seconds"] == pytest.approx(result["tuning_seconds"])
 
 
+@pytest.mark.slow
 def test_db_list_and_show(db):
     tune("gemm", "--shape", "8x8x8", "--trials", "2", db=db)
     listed = json.loads(autotile("db", "list", "--json", db=db).stdout)
@@ -58,12 +60,14 @@ def test_db_list_and_show(db):
     assert "Traceback" not in ambiguous.stderr
 
 
+@pytest.mark.slow
 def test_tune_gemm_with_a_constant_weight(db):
     """--const-b: the workload the torch.compile backend tunes for a linear (B packed once, not timed)."""
     out = json.loads(tune("gemm", "--shape", "20x40x33", "--layout", "nt", "--const-b", "--trials", "4", db=db).stdout)
     assert out["workload"] == "gemm_b1_20x40x33_float32_nt_none_constB" and out["verified"] and out["trials"] == 4
 
 
+@pytest.mark.slow
 def test_tune_bmm_is_the_batched_gemm_workload(db):
     """`tune bmm --shape BxMxNxK` and `tune gemm --batch B` name one workload: the second is a cache hit."""
     first = json.loads(tune("bmm", "--shape", "3x9x20x7", "--trials", "3", db=db).stdout)
@@ -74,6 +78,7 @@ def test_tune_bmm_is_the_batched_gemm_workload(db):
     assert shared["workload"] == "gemm_b3_9x20x7_float32_nn_none_sharedB" and not shared["cached"]
 
 
+@pytest.mark.slow
 def test_tune_qgemm(db):
     out = json.loads(tune("qgemm", "--shape", "5x24x64", "--weight-dtype", "int5", "--group-size", "32",
                           "--asymmetric", "--trials", "2", db=db).stdout)
@@ -116,6 +121,7 @@ def test_bad_shapes_of_other_ops_are_one_clear_line(args, message, tmp_path):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_model_quality_report(db):
     """The report is the cross-validation of the workload's recorded measurements, with the folds and k asked for."""
     from autotile.costmodel import cross_validate

@@ -34,6 +34,7 @@ class DefaultComputesWrong(InterpretedTritonMeasurer):
                                 1, 0.0, timeout=self.run_timeout)
 
 
+@pytest.mark.slow
 def test_triton_tuning_rejects_a_wrong_kernel_and_feeds_compile_metadata_to_the_cost_model(tmp_path):
     """The default, always measured first, computes a wrong result here: it is recorded as failed (wrong_result)
     and never chosen; every kernel recorded ok passed the check against the reference."""
