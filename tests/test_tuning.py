@@ -78,7 +78,7 @@ def test_random_search_stops_at_its_time_budget(tmp_path, virtual_clock):
     result = autotile.tune(w, trials=1000, db=tmp_path / "t.db", strategy="random", time_budget=budget,
                            backend="tvm")
     assert result.verified and not result.cached
-    assert budget / 2 < result.tuning_seconds <= budget + virtual_clock.per_record  # used, never overrun
+    assert budget / 2 < result.tuning_seconds <= budget + virtual_clock.per_record  # spent, overrun by one at most
     assert 2 <= result.trials <= budget + 1
     with TuningDB(tmp_path / "t.db") as db:
         run = db.last_run(result.device, w.key, "tvm")
