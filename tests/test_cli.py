@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from autotile.ir import GemmWorkload
 
 def autotile(*args, db=None, check=True, gpu=True):
     env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout's autotile, wherever pytest runs
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""  # torch then sees no GPU, as on a machine without one
     if db is not None:
