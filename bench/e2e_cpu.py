@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-if __name__ == "__main__":  # not when the tests import the models
+if __name__ == "__main__":  # run as the benchmark; an import (of its models) changes no cache path
     # Empty caches before torch, TVM or autotile start: "cold" means cold.
     _scratch = tempfile.mkdtemp(prefix="autotile-bench-e2e-")
     os.environ["AUTOTILE_DB"] = str(Path(_scratch) / "bench.db")

@@ -1,4 +1,4 @@
-"""Deliberately broken candidates, chosen by the config's mr, for the containment tests.
+"""Deliberately broken candidates, chosen by the config's mr, for the containment tests (and a wrong Triton one).
 
 Imported inside the spawned build and run workers (by dotted name), so each failure is real:
 a TVM schedule error, a kernel that computes a wrong result, a segfault, a hang.
@@ -70,3 +70,21 @@ def abort_saying(message: str):
 def exit_saying(message: str, code: int):
     print(message, file=sys.stderr, flush=True)
     os._exit(code)
+
+
+def wrong_triton_result(workload_dict, config_dict, key, repeat, min_repeat_s):
+    """The interpreted Triton runner's task (autotile.codegen.triton.interpret:run_task) for a real Triton kernel
+    whose output is then made wrong in one element: the verification must reject it."""
+    from autotile.codegen.triton.launch import TritonKernel
+    from autotile.kernels import triton_program, triton_space_for, workload_from_dict
+    from autotile.search.measure import verify_then_time
+
+    workload = workload_from_dict(workload_dict)
+    config = triton_space_for(workload).config_type.from_dict(config_dict)
+    kernel = TritonKernel(workload, config, triton_program(workload, config))
+
+    def one_element_off(*inputs, out):
+        kernel(*inputs, out=out)
+        out.view(-1)[0] += 1000.0
+
+    return verify_then_time(workload, one_element_off, repeat, min_repeat_s, threads=None)

@@ -20,3 +20,33 @@ def isolated_db(tmp_path, monkeypatch):
     path = tmp_path / "autotile.db"
     monkeypatch.setenv("AUTOTILE_DB", str(path))
     return path
+
+
+class VirtualClock:
+    """time.perf_counter for the tuning loop and the torch.compile backend's tuning, advanced only by what the
+    tuner records: `per_record` seconds for each measurement (a trial or a re-measurement), none for anything
+    else. A time budget then runs out after a number of trials the test fixes, however fast this machine is."""
+
+    def __init__(self, per_record: float = 1.0):
+        self.now, self.per_record = 0.0, per_record
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def virtual_clock(monkeypatch):
+    from autotile.dynamo import resolve
+    from autotile.search import tuner
+
+    clock = VirtualClock()
+    record = tuner._record
+
+    def timed_record(*args, **kwargs):
+        record(*args, **kwargs)
+        clock.now += clock.per_record
+
+    monkeypatch.setattr(tuner, "_record", timed_record)
+    for module in (tuner, resolve):  # the modules that read the clock to keep a budget
+        monkeypatch.setattr(module, "time", clock)
+    return clock

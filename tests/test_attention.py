@@ -186,6 +186,7 @@ def test_sampled_configs_build_and_verify(name):
         check(w, space.sample(rng))
 
 
+@pytest.mark.slow
 def test_every_knob_value_builds_and_verifies():
     """Each knob moved alone from the default, on odd lengths with a causal diagonal and GQA."""
     w = AttentionWorkload(1, 2, 33, 32, seq_kv=50, kv_heads=1, causal=True, causal_align="bottom-right")
@@ -236,6 +237,7 @@ def test_exp_is_the_vector_polynomial():
 
 # -- tuning through the generic pipeline -------------------------------------------------------
 
+@pytest.mark.slow
 def test_tuning_records_verified_measurements(tmp_path):
     w = AttentionWorkload(1, 2, 48, 32, seq_kv=40, kv_heads=1, causal=True)
     db_path = tmp_path / "attention.db"

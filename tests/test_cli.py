@@ -4,12 +4,16 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from autotile.ir import GemmWorkload
 
 
 def autotile(*args, db=None, check=True, gpu=True):
     env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout's autotile, wherever pytest runs
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""  # torch then sees no GPU, as on a machine without one
     if db is not None:
@@ -31,6 +35,7 @@ def tune(*args, db):
     return autotile("tune", *args, "--backend", "tvm", "--json", db=db)
 
 
+@pytest.mark.slow
 def test_tune_json_then_cache_hit(db):
     first = tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", db=db)
     result = json.loads(first.stdout.strip().splitlines()[-1])
@@ -44,6 +49,7 @@ def test_tune_json_then_cache_hit(db):
     assert cached["tuning_seconds"] == pytest.approx(result["tuning_seconds"])
 
 
+@pytest.mark.slow
 def test_db_list_and_show(db):
     tune("gemm", "--shape", "8x8x8", "--trials", "2", db=db)
     listed = json.loads(autotile("db", "list", "--json", db=db).stdout)
@@ -56,12 +62,14 @@ def test_db_list_and_show(db):
     assert "Traceback" not in ambiguous.stderr
 
 
+@pytest.mark.slow
 def test_tune_gemm_with_a_constant_weight(db):
     """--const-b: the workload the torch.compile backend tunes for a linear (B packed once, not timed)."""
     out = json.loads(tune("gemm", "--shape", "20x40x33", "--layout", "nt", "--const-b", "--trials", "4", db=db).stdout)
     assert out["workload"] == "gemm_b1_20x40x33_float32_nt_none_constB" and out["verified"] and out["trials"] == 4
 
 
+@pytest.mark.slow
 def test_tune_bmm_is_the_batched_gemm_workload(db):
     """`tune bmm --shape BxMxNxK` and `tune gemm --batch B` name one workload: the second is a cache hit."""
     first = json.loads(tune("bmm", "--shape", "3x9x20x7", "--trials", "3", db=db).stdout)
@@ -72,6 +80,7 @@ def test_tune_bmm_is_the_batched_gemm_workload(db):
     assert shared["workload"] == "gemm_b3_9x20x7_float32_nn_none_sharedB" and not shared["cached"]
 
 
+@pytest.mark.slow
 def test_tune_qgemm(db):
     out = json.loads(tune("qgemm", "--shape", "5x24x64", "--weight-dtype", "int5", "--group-size", "32",
                           "--asymmetric", "--trials", "2", db=db).stdout)
@@ -114,11 +123,24 @@ def test_bad_shapes_of_other_ops_are_one_clear_line(args, message, tmp_path):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_model_quality_report(db):
-    tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "8", "--retune", db=db)
+    """The report is the cross-validation of the workload's recorded measurements, with the folds and k asked for."""
+    from autotile.costmodel import cross_validate
+    from autotile.db.store import TuningDB
+    from autotile.kernels import space_for
+
+    tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "10", "--retune", db=db)
     report = json.loads(autotile("db", "model-quality", "gemm_b1_33x40x20", "--folds", "2", "-k", "3", "--json",
                                  db=db).stdout)
-    assert report["measurements"] == 14
-    assert -1.0 <= report["spearman"] <= 1.0 and 0.0 <= report["recall_at_k"] <= 1.0
+    workload = GemmWorkload(33, 40, 20, epilogue="bias,relu")
+    with TuningDB(db) as database:
+        records = database.measurements(workload=workload.key)
+    assert len(records) == 16  # 6 trials, then 10 retuned: 8 per training fold, enough to train the model
+    space = space_for(workload)
+    X = [space.features(space.config_type.from_dict(r["config"])) for r in records]
+    latency = [r["latency_us"] if r["status"] == "ok" else float("inf") for r in records]
+    expected = cross_validate(X, latency, folds=2, k=3)
+    assert report == {"workload": workload.key, "measurements": 16, **expected}
     too_few = autotile("db", "model-quality", "gemm_b1_8x8x8", "--folds", "4", db=db, check=False)
     assert too_few.returncode == 2 and "8 are needed for 4 folds" in too_few.stderr

@@ -6,21 +6,23 @@ import sqlite3
 
 import pytest
 
+from autotile.db.device import Device
 from autotile.db.store import TuningDB, default_path
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
 from autotile.kernels.gemm import GemmSpace
 from autotile.kernels.gemm_lowp import LowpGemmSpace
+from autotile.search.tuner import backend_versions, current_best
 
-DEV, W, BACKEND = "cpu-test-c2t2", "gemm_b1_8x8x8_float32_nn_none", "tvm"
+DEV, W, BACKEND, TEMPLATE = "cpu-test-c2t2", "gemm_b1_8x8x8_float32_nn_none", "tvm", "gemm.blis"
 
 
-def record(db, config_key, latency=None, status="ok", **extra):
+def record(db, config_key, latency=None, status="ok", versions=None, template=TEMPLATE, **extra):
     stats = {"median": latency, "mean": latency, "min": latency, "max": latency, "std": 0.0, "runs": 5}
-    return db.record_measurement(device=DEV, workload=W, backend=BACKEND, config_key=config_key,
+    return db.record_measurement(device=DEV, workload=W, backend=BACKEND, template=template, config_key=config_key,
                                  config={"key": config_key}, status=status, latency=stats if latency else None,
                                  gflops=1024 / latency / 1e3 if latency else None, threads=2,
-                                 versions={"tvm": "0.27"}, **extra)
+                                 versions=versions or {"tvm": "0.27"}, **extra)
 
 
 def test_round_trip(tmp_path):
@@ -41,7 +43,7 @@ def test_round_trip(tmp_path):
         assert rows[0]["latency"]["runs"] == 5 and rows[0]["versions"] == {"tvm": "0.27"}
         assert rows[2]["status"] == "failed" and rows[2]["error"] == "build: boom" and rows[2]["latency_us"] is None
         assert rows[2]["failure"] == "compile" and rows[0]["failure"] is None
-        assert db.best(DEV, W)["config_key"] == "c1"
+        assert min(db.measurements(status="ok"), key=lambda r: r["latency_us"])["config_key"] == "c1"
         assert db.measured_config_keys(DEV, W, BACKEND) == {"c1", "c2", "c3"}
         run_row = db.last_run(DEV, W, BACKEND)
         assert run_row["trials"] == 3 and run_row["seconds"] == 1.5 and run_row["best_measurement"] == fast
@@ -49,14 +51,27 @@ def test_round_trip(tmp_path):
         assert listed["measurements"] == 3 and listed["failures"] == 1 and listed["best_latency_us"] == 5.0
 
 
-def test_best_ignores_failures_and_remeasurement_replaces(tmp_path):
+def test_the_best_is_verified_made_with_this_toolchain_and_remeasured(tmp_path):
+    """current_best, the record every consumer runs: the fastest ok one of this device, workload, backend and
+    toolchain and template; failures, other toolchains' records (seeds only), other templates' and other
+    backends' never win."""
+    device, workload, ours = Device(DEV, {"kind": "cpu"}), GemmWorkload(8, 8, 8), backend_versions(BACKEND)
+    assert workload.key == W
     with TuningDB(tmp_path / "b.db") as db:
-        assert db.best(DEV, W) is None
-        record(db, "only-failed", status="failed", failure="wrong_result", error="wrong result")
-        assert db.best(DEV, W) is None
-        record(db, "c1", 7.0)
-        record(db, "c1", 6.5)  # the same config re-measured: one record, the new figure
-        assert len(db.measurements()) == 2 and db.best(DEV, W)["latency_us"] == 6.5
+        assert current_best(db, device, workload, BACKEND, TEMPLATE) is None
+        record(db, "only-failed", status="failed", failure="wrong_result", error="wrong result", versions=ours)
+        record(db, "old-toolchain", 1.0, versions={**ours, "tvm": "0.1"})
+        record(db, "other-template", 0.5, versions=ours, template="gemm.lowp")
+        assert current_best(db, device, workload, BACKEND, TEMPLATE) is None
+        record(db, "c1", 7.0, versions=ours)
+        record(db, "c2", 8.0, versions=ours)
+        for device_key, backend in (("cpu-other-c4t4", BACKEND), (DEV, "triton")):  # faster, elsewhere
+            db.record_measurement(device=device_key, workload=W, backend=backend, template=TEMPLATE, config_key="c3",
+                                  config={}, status="ok", latency={"median": 2.0}, versions=ours)
+        assert current_best(db, device, workload, BACKEND, TEMPLATE)["config_key"] == "c1"
+        record(db, "c1", 9.5, versions=ours)  # the same config re-measured: one record, the new figure
+        assert len(db.measurements(device=DEV, backend=BACKEND)) == 5
+        assert current_best(db, device, workload, BACKEND, TEMPLATE)["config_key"] == "c2"
         with pytest.raises(ValueError, match="status"):
             record(db, "c9", 1.0, status="great")
         with pytest.raises(ValueError, match="failure kind"):
@@ -177,3 +192,5 @@ def test_a_schema_1_database_migrates_its_failures_to_kinds(tmp_path):
         templates = {r["config_key"]: r["template"] for r in db.measurements()}
         assert templates == {"a": "gemm.lowp", "f": "unknown", **{k: "gemm.blis" for k in "bcdeg"}}
         assert db.db["meta"].get("schema_version")["value"] == "2"
+        (ok,) = db.measurements(status="ok")
+        assert ok["config_key"] == "g" and ok["failure"] is None

@@ -23,6 +23,7 @@ def broken_measurer():
     m.close()
 
 
+@pytest.mark.slow
 def test_good_and_broken_candidates_in_one_batch(broken_measurer):
     w = GemmWorkload(24, 40, 36)
     space = GemmSpace(w)

@@ -156,6 +156,7 @@ def test_bad_input_is_a_clear_error():
     assert workload(16, 4096, 4096).key == "qgemm_16x4096x4096_bfloat16_int4_g128_sym_none"
 
 
+@pytest.mark.slow
 def test_short_tuning_run_and_cli(tmp_path):
     """Tunes on this host's CPU: vdpbf16ps where it has AVX512_BF16, the fallbacks elsewhere."""
     import json

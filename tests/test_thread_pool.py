@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # A fresh process: TVM reads the variable once, when its pool's first worker starts. The script imports TVM first,
 # so the setting must take effect when made after `import tvm`. It reports what the C runtime's getenv sees and the
 # CPU time the pool's threads spent over five calls, each followed by a wait until every thread is asleep.
@@ -58,6 +60,7 @@ def run_script(spin_count: str | None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_api_kernels_spin_briefly_unless_the_user_says_otherwise():
     short = run_script(None)
     assert short["getenv"] == "1000"  # set by autotile.kernel(), after `import tvm`, before the pool started

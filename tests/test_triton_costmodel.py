@@ -20,16 +20,37 @@ H100 = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "sm_90", 
 DEVICE = Device("cuda-nvidia_h100_80gb_hbm3-sm_90-sms132", H100)
 
 
-def test_triton_tuning_feeds_compile_metadata_to_the_cost_model(tmp_path):
+class DefaultComputesWrong(InterpretedTritonMeasurer):
+    """The interpreted measurer, but the space's heuristic default runs as a kernel with one element wrong."""
+
+    def __init__(self, device, default):
+        super().__init__(device)
+        self.default = default
+
+    def _run_call(self, workload, config, path, repeat, min_repeat_s):
+        if config != self.default:
+            return super()._run_call(workload, config, path, repeat, min_repeat_s)
+        return self.runner.call("broken_kernels:wrong_triton_result", workload.to_dict(), config.to_dict(), path,
+                                1, 0.0, timeout=self.run_timeout)
+
+
+@pytest.mark.slow
+def test_triton_tuning_rejects_a_wrong_kernel_and_feeds_compile_metadata_to_the_cost_model(tmp_path):
+    """The default, always measured first, computes a wrong result here: it is recorded as failed (wrong_result)
+    and never chosen; every kernel recorded ok passed the check against the reference."""
     workload = GemmWorkload(32, 32, 48, dtype="tfloat32", epilogue="bias,relu")  # tf32 tensor cores
     space = space_for(workload, H100)
     model = XGBCostModel(seed=0)
-    with TuningDB(tmp_path / "t.db") as db, InterpretedTritonMeasurer(DEVICE) as measurer:
+    with TuningDB(tmp_path / "t.db") as db, DefaultComputesWrong(DEVICE, space.default()) as measurer:
         result = tune(workload, db=db, device=DEVICE, trials=12, backend="triton", measurer=measurer,
                       cost_model=model)
         records = db.measurements(device=DEVICE.key, workload=workload.key, backend="triton")
     assert result.verified and result.backend == "triton" and result.trials == 12
-    assert all(r["status"] == "ok" or r["error"] for r in records)  # every ok record passed the reference check
+    (wrong,) = [r for r in records if r["config_key"] == space.default().key]
+    assert wrong["status"] == "failed" and wrong["failure"] == "wrong_result" and "wrong result" in wrong["error"]
+    assert result.config != wrong["config"]
+    assert [r for r in records if r["failure"] == "wrong_result"] == [wrong]  # the real kernels all verified
+    assert sum(r["status"] == "ok" for r in records) >= 8
     n_config = len(space.features(space.default()))
     n_compile = 1 + CompileInfo.feature_count()
     assert model.trained and model._X.shape[1] == n_config + n_compile

@@ -193,12 +193,6 @@ class TuningDB:
         return self._rows("measurements", {"device": device, "workload": workload, "backend": backend,
                                            "status": status, "template": template}, order_by="id")
 
-    def best(self, device: str, workload: str, backend: str | None = None) -> dict | None:
-        """The fastest verified record, or None."""
-        rows = self._rows("measurements", {"device": device, "workload": workload, "backend": backend, "status": "ok"},
-                          "latency_us is not null", order_by="latency_us, id", limit=1)
-        return rows[0] if rows else None
-
     def measured_config_keys(self, device: str, workload: str, backend: str) -> set[str]:
         """Every config measured here, ok or failed: none is measured twice."""
         return {r["config_key"] for r in self._rows(
