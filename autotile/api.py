@@ -140,29 +140,33 @@ def tune(workload, trials: int = 64, db=None, *, time_budget: float | None = Non
 
 
 def kernel(workload, db=None, backend: str = "auto"):
-    """The best verified kernel for `workload` on this device, or the heuristic default when none is tuned.
+    """The best verified kernel for `workload` on this device; untuned, the config of the nearest tuned shape
+    that differs only in size, else the heuristic default (autotile.search.choose).
 
-    Libraries are cached on disk, so a tuned workload loads in milliseconds. A config that was never
-    measured on this device (the default) is verified here before it is first returned.
+    Libraries are cached on disk, so a tuned workload loads in milliseconds. A freshly built library is verified
+    before it is first returned; a borrowed config that fails there gives way to the default.
     """
     from autotile.codegen.tvm.pool import limit_spinning
     from autotile.db.device import current_device
     from autotile.kernels import space_for
+    from autotile.search.choose import choose_config
     from autotile.search.isolated import load_kernel
-    from autotile.search.tuner import current_best
 
     backend = resolve_backend(backend)
     check_backend_supports(workload, backend)
     device = current_device(backend)
     check_fits_memory(workload, device.kind)
-    space = space_for(workload, device.fingerprint)
     with open_db(db) as database:
-        best = current_best(database, device, workload, backend, space.template)
-    config = space.config_type.from_dict(best["config"]) if best else space.default()
+        config, source = choose_config(database, device, workload, backend)
     if backend == "triton":
-        return _triton_kernel(workload, config, verified=best is not None)
+        return _triton_kernel(workload, config, verified=source == "exact")
     limit_spinning()  # before this process's first kernel call
-    return load_kernel(device, workload, config)
+    try:
+        return load_kernel(device, workload, config)
+    except KernelBuildError:
+        if source != "nearest":
+            raise
+        return load_kernel(device, workload, space_for(workload, device.fingerprint).default())
 
 
 def _triton_kernel(workload, config, verified: bool):

@@ -73,3 +73,25 @@ def test_another_templates_record_is_never_read_as_this_ones(tmp_path):
         space.config_type.from_dict(lowp.to_dict())
     with pytest.raises(ValueError, match=r"missing knobs \['mr'\]"):
         space.config_type.from_dict({k: v for k, v in space.default().to_dict().items() if k != "mr"})
+
+
+def test_the_python_api_borrows_the_same_way(tmp_path, monkeypatch):
+    """autotile.kernel answers as the backend does: an untuned shape runs the nearest tuned shape's config."""
+    import torch
+
+    import autotile
+    from autotile.ir.reference import verify
+
+    monkeypatch.setenv("AUTOTILE_CACHE_DIR", str(tmp_path / "kernels"))
+    device = current_device("tvm")
+    tuned, asked = GemmWorkload(48, 64, 32, epilogue="bias"), GemmWorkload(40, 64, 32, epilogue="bias")
+    borrowed = a_non_default_config(tuned)
+    with TuningDB(tmp_path / "api.db") as db:
+        record_best(db, device, tuned, borrowed)
+    kernel = autotile.kernel(asked, db=tmp_path / "api.db", backend="tvm")
+    assert kernel.config == space_for(asked, device.fingerprint).canonical(borrowed)
+    assert kernel.config != space_for(asked, device.fingerprint).default()
+    assert verify(asked, kernel).ok
+    a, b, bias = torch.randn(40, 32), torch.randn(32, 64), torch.randn(64)
+    torch.testing.assert_close(kernel(a, b, bias).double(), a.double() @ b.double() + bias.double(),
+                               rtol=1e-5, atol=1e-5)

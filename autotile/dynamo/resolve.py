@@ -1,13 +1,11 @@
 """Which compiled kernel runs a workload found in a model, chosen and loaded once per process.
 
-Order: the database's best for the exact workload; else the config of the nearest tuned shape of the same
-op, epilogue and layout, canonicalized for this shape; else the template's heuristic default. With
-tuning="tune" the missing workloads are tuned first. Libraries come from build.py's disk cache.
+The config is autotile.search.choose's answer (exact, else the nearest tuned shape, else the default); with
+tuning="tune" the missing workloads are tuned first. Libraries come from the disk cache (search/artifacts.py).
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -20,16 +18,6 @@ from autotile.errors import AutotileError, KernelBuildError
 class Loaded:
     kernel: object  # CompiledKernel
     source: str  # "exact", "nearest", "default"
-
-
-def _distance(op: str, a: dict, b: dict) -> float | None:
-    """Log-distance between two workloads' shapes, None when they differ in anything but shape."""
-    from autotile.kernels import family
-
-    shape = family(op).shape_fields  # every other field must match for a tuned config to be borrowed
-    if {k: v for k, v in a.items() if k not in shape} != {k: v for k, v in b.items() if k not in shape}:
-        return None
-    return sum(abs(math.log2(a[f] / b[f])) for f in shape)
 
 
 class Resolver:
@@ -54,35 +42,10 @@ class Resolver:
         return TuningDB(self.db_path)
 
     def choose(self, workload, db=None):
-        """(config, source) for `workload`: exact, nearest or default; `db` an open TuningDB or None."""
-        from autotile.kernels import space_for, workload_from_dict
-        from autotile.search.tuner import current_best
+        """(config, source) for `workload`: exact, nearest or default (autotile.search.choose)."""
+        from autotile.search.choose import choose_config
 
-        space = space_for(workload, self.device.fingerprint)
-        if db is None:
-            return space.default(), "default"
-        best = current_best(db, self.device, workload, "tvm", space.template)
-        if best is not None:
-            return space.config_type.from_dict(best["config"]), "exact"
-        mine = workload.to_dict()
-        ranked = []
-        for key, description in db.workloads().items():
-            if description.get("op") == workload.op and key != workload.key:
-                d = _distance(workload.op, mine, description)
-                if d is not None:
-                    ranked.append((d, key, description))
-        for _, _, description in sorted(ranked, key=lambda r: (r[0], r[1])):
-            other = workload_from_dict(description)
-            record = current_best(db, self.device, other, "tvm", space.template)
-            if record is None:
-                continue
-            try:
-                config = space.canonical(space.config_type.from_dict(record["config"]))
-            except (TypeError, ValueError):
-                continue
-            if space.valid(config):
-                return config, "nearest"
-        return space.default(), "default"
+        return choose_config(db, self.device, workload, "tvm")
 
     def load(self, workload) -> Loaded:
         """The kernel for `workload`, chosen, built (or read from the disk cache) and verified once."""
