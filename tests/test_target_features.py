@@ -11,8 +11,8 @@ from autotile.errors import KernelBuildError
 from autotile.ir.qgemm import QGemmWorkload
 from autotile.ir.reference import verify
 from autotile.kernels import space_for
-from autotile.search.artifacts import kernel_path
-from autotile.search.isolated import load_kernel, target_of
+from autotile.search.artifacts import kernel_path, target_of
+from autotile.search.isolated import load_kernel
 from autotile.search.worker import Worker, WorkerFailure
 
 # /proc/cpuinfo flags of the machines the project runs on, as read off them (kernel-relevant ones only).

@@ -12,6 +12,12 @@ from autotile.kernels import prepacked_operands, template_digest, tvm_schedule
 from autotile.paths import kernel_cache_dir
 
 
+def target_of(device) -> tuple[str, int, list[str]]:
+    """(mcpu, threads, mattr) the device's kernels are built for."""
+    fp = device.fingerprint
+    return fp["mcpu"], fp["threads"], list(fp.get("mattr", []))
+
+
 def build(workload, config, mcpu: str, threads: int, mattr=()):
     """The Executable of (workload, config) for a CPU (not written anywhere)."""
     return compile_module(tvm_schedule(workload, config), mcpu, threads, mattr)

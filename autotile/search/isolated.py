@@ -12,7 +12,7 @@ import atexit
 from autotile.codegen.tvm.build import CompiledKernel
 from autotile.errors import KernelBuildError, WrongResult
 from autotile.paths import kernel_cache_dir
-from autotile.search.artifacts import build_cached, kernel_path, load
+from autotile.search.artifacts import build_cached, kernel_path, load, target_of
 from autotile.search.worker import Worker, WorkerFailure
 
 # Generous: a build outside the tuner has no other candidate to fall back on; this only stops a hang.
@@ -27,12 +27,6 @@ def _builder() -> Worker:
         _worker = Worker(warm_imports=("tvm", "torch"))
         atexit.register(_worker.close)
     return _worker
-
-
-def target_of(device) -> tuple[str, int, list[str]]:
-    """(mcpu, threads, mattr) the device's kernels are built for."""
-    fp = device.fingerprint
-    return fp["mcpu"], fp["threads"], list(fp.get("mattr", []))
 
 
 def load_kernel(device, workload, config) -> CompiledKernel:
@@ -57,14 +51,10 @@ def build_and_verify(device_key: str, workload_dict: dict, config_dict: dict, mc
                      mattr: list[str], cache_dir: str) -> str:
     """In the worker: build into the cache, then check the library against the reference; a wrong one is
     removed from the cache (so it is never loaded) and reported."""
-    import os
-
     from autotile.ir.reference import verify
-    from autotile.kernels import space_for, workload_from_dict
+    from autotile.search.measure import decode_in_worker
 
-    os.environ["AUTOTILE_CACHE_DIR"] = cache_dir  # the caller's, as it is now: the worker outlives env changes
-    workload = workload_from_dict(workload_dict)
-    config = space_for(workload).config_type.from_dict(config_dict)
+    workload, config = decode_in_worker(workload_dict, config_dict, cache_dir)
     path = build_cached(device_key, workload, config, mcpu, threads, mattr)
     verdict = verify(workload, load(workload, config, path))
     if not verdict.ok:

@@ -17,6 +17,7 @@ from autotile.codegen.tvm.pool import SPIN_COUNT_VAR, TVM_DEFAULT_SPIN
 from autotile.errors import WrongResult
 from autotile.kernels import tvm_template_modules
 from autotile.paths import kernel_cache_dir
+from autotile.search.artifacts import target_of
 from autotile.search.failures import Failure
 from autotile.search.worker import Worker, WorkerFailure, WorkerPool
 
@@ -47,16 +48,23 @@ class MeasureResult:
 
 # --- functions that run inside workers -------------------------------------------------------
 
-def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key: str, mcpu: str, threads: int,
-               cache_dir: str, mattr=()):
+def decode_in_worker(workload_dict: dict, config_dict: dict, cache_dir: str):
+    """(workload, config) sent to a worker, which from now on keeps its libraries in the sender's kernel cache (as
+    it is now: workers outlive changes to the sender's environment)."""
     import os
 
     from autotile.kernels import space_for, workload_from_dict
+
+    os.environ["AUTOTILE_CACHE_DIR"] = cache_dir
+    workload = workload_from_dict(workload_dict)
+    return workload, space_for(workload).config_type.from_dict(config_dict)
+
+
+def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key: str, mcpu: str, threads: int,
+               cache_dir: str, mattr=()):
     from autotile.search.worker import resolve
 
-    os.environ["AUTOTILE_CACHE_DIR"] = cache_dir  # the parent's, as it is now: workers outlive env changes
-    workload = workload_from_dict(workload_dict)
-    config = space_for(workload).config_type.from_dict(config_dict)
+    workload, config = decode_in_worker(workload_dict, config_dict, cache_dir)
     start = time.perf_counter()
     path = resolve(builder)(device_key, workload, config, mcpu, threads, mattr)
     return str(path), time.perf_counter() - start
@@ -191,8 +199,7 @@ class Measurer:
 
     def build(self, workload, configs) -> list:
         """Paths (str, seconds) or WorkerFailure, in order."""
-        mcpu = self.device.fingerprint.get("mcpu", "generic")
-        mattr = self.device.fingerprint.get("mattr", [])
+        mcpu, _, mattr = target_of(self.device)
         cache_dir = str(kernel_cache_dir())
         items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads, cache_dir, mattr)
                  for c in configs]
