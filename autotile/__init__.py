@@ -6,24 +6,15 @@
     kern = autotile.kernel(GemmWorkload(512, 768, 768, epilogue="bias,gelu"))
     c = kern(a, b, bias)          # torch tensors, no copies
     model = autotile.compile(model, tuning="tune")   # torch.compile(model, backend="autotile", ...)
-"""
 
-import os
+Importing it changes nothing in the process: the environment TVM needs is set by the first Session
+(autotile.session), which the functions above make.
+"""
 
 __version__ = "0.1.0"
 
-
-def _physical_cores() -> int:
-    import psutil
-
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
-# TVM's thread pool assumes hyper-threading and runs on half the cores unless told; it reads this
-# once, when its runtime starts, so it is set before anything imports TVM.
-os.environ.setdefault("TVM_NUM_THREADS", str(_physical_cores()))
-
 from autotile.api import kernel, tune  # noqa: E402
+from autotile.session import Session  # noqa: E402
 
 
 def compile(model, **options):
@@ -33,4 +24,4 @@ def compile(model, **options):
     return compile_model(model, **options)
 
 
-__all__ = ["compile", "kernel", "tune", "__version__"]
+__all__ = ["Session", "compile", "kernel", "tune", "__version__"]

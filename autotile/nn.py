@@ -4,7 +4,7 @@
     model.fc = QuantizedLinear.from_linear(model.fc, weight_dtype="int4", group_size=128)   # weight-only
     model.fc = QuantizedLinear.from_linear(model.fc, weight_dtype="int8", act_dtype="int8")  # W8A8
 
-The weight is quantized once, here, with `autotile.ir.quant` (layouts documented there) and kept only in its
+The weight is quantized once, here, with `autotile.ops.qgemm.quant` (layouts documented there) and kept only in its
 quantized form: packed codes, float32 scales and, with `asymmetric=True`, int32 zero points. A call runs
 `torch.ops.autotile.qlinear`, the tuned qgemm kernel for its bucket of rows (autotile.dynamo.buckets), with the
 kernel from the database (exact workload, else the nearest tuned shape, else the template default). Under
@@ -28,7 +28,7 @@ class QuantizedLinear(nn.Module):
         super().__init__()
         from autotile.dynamo import ops  # noqa: F401  (registers torch.ops.autotile.qlinear)
         from autotile.dynamo.options import Options
-        from autotile.ir.qgemm import QGemmWorkload
+        from autotile.ops.qgemm.workload import QGemmWorkload
 
         options = Options(tuning=tuning, db=db)
         # m is a placeholder: each call's bucket of rows replaces it.
@@ -59,7 +59,7 @@ class QuantizedLinear(nn.Module):
     @torch.no_grad()
     def load_weight(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         """Quantize a float weight (out_features x in_features) into this module's codes and scales."""
-        from autotile.ir.quant import quantize_int, quantize_rows_int8
+        from autotile.ops.qgemm.quant import quantize_int, quantize_rows_int8
 
         w = self.workload
         if tuple(weight.shape) != (w.n, w.k):
@@ -81,7 +81,7 @@ class QuantizedLinear(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 weight the kernel computes with (for checks; never used by forward)."""
-        from autotile.ir.quant import IntQuantized
+        from autotile.ops.qgemm.quant import IntQuantized
 
         w = self.workload
         if w.w8a8:

@@ -34,7 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import autotile  # noqa: E402  (sets TVM_NUM_THREADS to the physical core count)
 from autotile.db.device import Device  # noqa: E402
-from autotile.ir.attention import AttentionWorkload  # noqa: E402
+from autotile.ops.attention.workload import AttentionWorkload  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
@@ -138,7 +138,7 @@ def memory_child(method: str, seq: int, library: str):
     out = torch.empty(w.output_shape).zero_()
     run = {"baseline": lambda: None, "sdpa": lambda: sdpa(w, q, k, v), "naive": lambda: naive(w, q, k, v)}
     if method == "autotile":
-        from autotile.kernels import space_for
+        from autotile.ops import space_for
         from autotile.search.artifacts import load
 
         kern = load(w, space_for(w).default(), Path(library))  # built by the parent
@@ -164,7 +164,7 @@ def child_peak(method: str, seq: int, library: str) -> int:
 
 def memory_sweep(seqs: list[int]) -> dict:
     from autotile.codegen.tvm.build import export
-    from autotile.kernels import space_for
+    from autotile.ops import space_for
     from autotile.search.artifacts import build
 
     device = Device.cpu()

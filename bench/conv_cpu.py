@@ -37,8 +37,8 @@ import torch  # noqa: E402
 
 import autotile  # noqa: E402  (sets TVM_NUM_THREADS to the physical core count)
 from autotile.db.device import Device  # noqa: E402
-from autotile.ir.conv import Conv2dWorkload  # noqa: E402
-from autotile.kernels.conv2d_tvm import prepacked_operands  # noqa: E402
+from autotile.ops.conv2d.workload import Conv2dWorkload  # noqa: E402
+from autotile.ops.conv2d.direct_tvm import prepacked_operands  # noqa: E402
 from autotile.search.artifacts import build, compiled  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -199,7 +199,7 @@ DIRECT = "autotile, direct templates"
 
 def direct_contender(w: Conv2dWorkload, args, operands):
     """Tune the space without its Winograd templates (same trials, own database); None where none apply."""
-    import autotile.kernels.conv2d as conv2d_space
+    import autotile.ops.conv2d.direct as conv2d_space
 
     if not conv2d_space.winograd_applies(w):
         return None

@@ -31,7 +31,7 @@ def parse_shape(spec: str) -> dict:
 def bench_shape(spec: str, args, torch) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from autotile.ir.attention import AttentionWorkload
+    from autotile.ops.attention.workload import AttentionWorkload
 
     workload = AttentionWorkload(**parse_shape(spec))
     kernel, result = gpu_common.tuned_kernel(workload, args.trials)

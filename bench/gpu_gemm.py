@@ -21,7 +21,7 @@ SHAPES = "4096x4096x4096,8192x8192x1024,128x3072x768,512x768x768x16"
 
 
 def bench_shape(spec: str, args, torch) -> dict:
-    from autotile.ir.workload import GemmWorkload
+    from autotile.ops.gemm.workload import GemmWorkload
 
     dims = [int(x) for x in spec.lower().split("x")]
     m, n, k, batch = (*dims, 1) if len(dims) == 3 else dims

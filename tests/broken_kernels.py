@@ -19,7 +19,7 @@ def builder(device_key, workload, config, mcpu, threads, mattr=()):
     if config.mr == COMPILE_ERROR:
         import tvm
 
-        from autotile.kernels.gemm_tvm import schedule
+        from autotile.ops.gemm.blis_tvm import schedule
 
         sch = tvm.s_tir.Schedule(schedule(workload, config))
         sch.get_sblock("mm")  # decompose_reduction renamed it: TVM raises a schedule error
@@ -76,7 +76,7 @@ def wrong_triton_result(workload_dict, config_dict, key, repeat, min_repeat_s):
     """The interpreted Triton runner's task (autotile.codegen.triton.interpret:run_task) for a real Triton kernel
     whose output is then made wrong in one element: the verification must reject it."""
     from autotile.codegen.triton.launch import TritonKernel
-    from autotile.kernels import triton_program, triton_space_for, workload_from_dict
+    from autotile.ops import triton_program, triton_space_for, workload_from_dict
     from autotile.search.measure import verify_then_time
 
     workload = workload_from_dict(workload_dict)

@@ -8,11 +8,11 @@ import torch
 import autotile
 from autotile.db.device import cpu_fingerprint
 from autotile.ir import GemmWorkload
-from autotile.ir.attention import AttentionWorkload
-from autotile.ir.conv import Conv2dWorkload
-from autotile.ir.norm import LayerNormWorkload
-from autotile.ir.qgemm import QGemmWorkload
 from autotile.ir.reference import compare, poisoned_output, random_inputs, reference
+from autotile.ops.attention.workload import AttentionWorkload
+from autotile.ops.conv2d.workload import Conv2dWorkload
+from autotile.ops.layernorm.workload import LayerNormWorkload
+from autotile.ops.qgemm.workload import QGemmWorkload
 
 FLAGS = set(cpu_fingerprint()["flags"])
 needs_bf16 = pytest.mark.skipif("avx512_bf16" not in FLAGS, reason="the bf16 kernels use vdpbf16ps, which this CPU "

@@ -12,10 +12,10 @@ from tvm_kernels import assembly, check
 import autotile
 from autotile.db.store import TuningDB
 from autotile.errors import AutotileError
-from autotile.ir.attention import AttentionWorkload
 from autotile.ir.reference import compare, random_inputs
-from autotile.kernels import space_for, workload_from_dict
-from autotile.kernels.attention import AttentionConfig, AttentionSpace
+from autotile.ops import space_for, workload_from_dict
+from autotile.ops.attention.flash import AttentionConfig, AttentionSpace
+from autotile.ops.attention.workload import AttentionWorkload
 
 # -- the workload ------------------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ def test_model_quality_report(db):
     """The report is the cross-validation of the workload's recorded measurements, with the folds and k asked for."""
     from autotile.costmodel import cross_validate
     from autotile.db.store import TuningDB
-    from autotile.kernels import space_for
+    from autotile.ops import space_for
 
     tune("gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "10", "--retune", db=db)
     report = json.loads(autotile("db", "model-quality", "gemm_b1_33x40x20", "--folds", "2", "-k", "3", "--json",

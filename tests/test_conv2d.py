@@ -9,10 +9,10 @@ from tvm_kernels import assembly, check, compiled
 import autotile
 from autotile.db.store import TuningDB
 from autotile.errors import AutotileError
-from autotile.ir.conv import Conv2dWorkload
 from autotile.ir.reference import random_inputs, verify
-from autotile.kernels import space_for, tvm_schedule, workload_from_dict
-from autotile.kernels.conv2d import MAX_UNROLLED, Conv2dConfig, Conv2dSpace
+from autotile.ops import space_for, tvm_schedule, workload_from_dict
+from autotile.ops.conv2d.direct import MAX_UNROLLED, Conv2dConfig, Conv2dSpace
+from autotile.ops.conv2d.workload import Conv2dWorkload
 
 
 def configured(workload, **knobs):

@@ -10,10 +10,10 @@ import pytest
 import torch
 from tvm_kernels import assembly, check, compiled
 
-from autotile.ir.conv import Conv2dWorkload
 from autotile.ir.reference import random_inputs
-from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, Conv2dSpace
-from autotile.kernels.conv2d_winograd_tvm import MATRICES
+from autotile.ops.conv2d.direct import WINOGRAD, Conv2dConfig, Conv2dSpace
+from autotile.ops.conv2d.winograd_tvm import MATRICES
+from autotile.ops.conv2d.workload import Conv2dWorkload
 
 
 def configured(workload, **knobs):
@@ -97,7 +97,7 @@ def test_realistic_layer_within_the_fp32_tolerance():
 
 
 def test_weight_transformed_ahead_of_time():
-    from autotile.kernels.conv2d_tvm import prepacked_operands
+    from autotile.ops.conv2d.direct_tvm import prepacked_operands
 
     w = Conv2dWorkload(1, 12, 9, 10, 20, 3, 3, padding=1, epilogue="bias,relu", const_weight=True)
     config = configured(w, template="winograd4", ow_bn=4, oc_bn=32)

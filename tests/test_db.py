@@ -7,11 +7,11 @@ import sqlite3
 import pytest
 
 from autotile.db.device import Device
-from autotile.db.store import TuningDB, default_path
+from autotile.db.store import SCHEMA_VERSION, TuningDB, default_path
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
-from autotile.kernels.gemm import GemmSpace
-from autotile.kernels.gemm_lowp import LowpGemmSpace
+from autotile.ops.gemm.blis import GemmSpace
+from autotile.ops.gemm.lowp import LowpGemmSpace
 from autotile.search.tuner import backend_versions, current_best
 
 DEV, W, BACKEND, TEMPLATE = "cpu-test-c2t2", "gemm_b1_8x8x8_float32_nn_none", "tvm", "gemm.blis"
@@ -191,6 +191,6 @@ def test_a_schema_1_database_migrates_its_failures_to_kinds(tmp_path):
                          "f": "runtime", "g": None}
         templates = {r["config_key"]: r["template"] for r in db.measurements()}
         assert templates == {"a": "gemm.lowp", "f": "unknown", **{k: "gemm.blis" for k in "bcdeg"}}
-        assert db.db["meta"].get("schema_version")["value"] == "2"
+        assert db.db["meta"].get("schema_version")["value"] == str(SCHEMA_VERSION)
         (ok,) = db.measurements(status="ok")
         assert ok["config_key"] == "g" and ok["failure"] is None

@@ -10,7 +10,7 @@ from tvm_kernels import MCPU, assembly, check, compiled, skip_unless_cpu_has
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
 from autotile.ir.reference import verify
-from autotile.kernels.gemm import GemmConfig, GemmSpace
+from autotile.ops.gemm.blis import GemmConfig, GemmSpace
 from autotile.search.artifacts import build_cached, kernel_path, load
 
 

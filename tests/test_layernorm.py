@@ -11,10 +11,10 @@ from tvm_kernels import check
 from autotile.cli import main
 from autotile.db.store import TuningDB
 from autotile.errors import AutotileError
-from autotile.ir.norm import LayerNormWorkload
 from autotile.ir.reference import random_inputs
-from autotile.kernels import space_for, workload_from_dict
-from autotile.kernels.layernorm import LayerNormConfig, LayerNormSpace
+from autotile.ops import space_for, workload_from_dict
+from autotile.ops.layernorm.rows import LayerNormConfig, LayerNormSpace
+from autotile.ops.layernorm.workload import LayerNormWorkload
 
 
 def test_key_and_round_trip():

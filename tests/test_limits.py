@@ -8,12 +8,12 @@ import autotile
 import autotile.api
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
-from autotile.ir.attention import AttentionWorkload
-from autotile.ir.conv import Conv2dWorkload
-from autotile.ir.norm import LayerNormWorkload
-from autotile.ir.qgemm import QGemmWorkload
 from autotile.ir.workload import MAX_OPERAND_ELEMENTS
-from autotile.kernels import space_for, tvm_schedule
+from autotile.ops import space_for, tvm_schedule
+from autotile.ops.attention.workload import AttentionWorkload
+from autotile.ops.conv2d.workload import Conv2dWorkload
+from autotile.ops.layernorm.workload import LayerNormWorkload
+from autotile.ops.qgemm.workload import QGemmWorkload
 
 LIMIT = "at most 2**31 - 1 = 2,147,483,647 elements"
 

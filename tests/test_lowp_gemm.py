@@ -14,7 +14,7 @@ import autotile
 from autotile.cli import main
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
-from autotile.kernels import space_for
+from autotile.ops import space_for
 
 BF16_CPU = {"flags": ["avx512f", "avx512_bf16", "f16c"]}
 PLAIN_AVX512 = {"flags": ["avx512f", "f16c"]}

@@ -6,7 +6,7 @@ import pytest
 
 from autotile.db.device import cpu_fingerprint
 from autotile.ir import GemmWorkload
-from autotile.kernels.gemm import GemmConfig, GemmSpace
+from autotile.ops.gemm.blis import GemmConfig, GemmSpace
 from autotile.search.failures import Failure
 from autotile.search.measure import Measurer
 from autotile.search.worker import Worker, WorkerFailure, WorkerPool

@@ -9,10 +9,10 @@ from tvm_kernels import MCPU, assembly, check, skip_unless_cpu_has
 
 import autotile
 from autotile.errors import AutotileError
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.ir.quant import quantize_int
 from autotile.ir.reference import verify
-from autotile.kernels import space_for, workload_from_dict
+from autotile.ops import space_for, workload_from_dict
+from autotile.ops.qgemm.quant import quantize_int
+from autotile.ops.qgemm.workload import QGemmWorkload
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
@@ -97,7 +97,7 @@ def test_w8a8_uses_vnni_dot_products():
 
 def test_w8a8_reference_quantizes_rows_like_the_kernel_documents():
     """Dynamic per-row int8: the reference result equals quantize_rows_int8 then an exact int GEMM."""
-    from autotile.ir.quant import quantize_rows_int8
+    from autotile.ops.qgemm.quant import quantize_rows_int8
 
     w = w8a8(4, 8, 32)
     a, weight, scales = w.random_inputs(0)
@@ -137,7 +137,7 @@ def test_w8a8_outliers_match_the_exact_reference(shape, epilogue):
 def test_outlier_decomposition_is_llm_int8():
     """Outlier columns are computed in float with the dequantized weight, the rest in int8 with a row
     scale that ignores them: far closer to the float product than plain W8A8 on the same inputs."""
-    from autotile.ir.quant import outlier_columns, quantize_rows_int8
+    from autotile.ops.qgemm.quant import outlier_columns, quantize_rows_int8
 
     w = QGemmWorkload(6, 24, 64, weight_dtype="int8", act_dtype="int8", outlier_threshold=6.0)
     a, weight, scales = w.random_inputs(0)
@@ -205,7 +205,7 @@ def test_fp8_decode_is_exact_for_every_code(fmt):
     import tvm
     from tvm import te
 
-    from autotile.kernels.qgemm_tvm import decode_fp8
+    from autotile.ops.qgemm.weight_only_tvm import decode_fp8
 
     codes = te.placeholder((256,), "uint8", name="codes")
     values = te.compute((256,), lambda i: decode_fp8(codes[i], fmt), name="values")
@@ -223,7 +223,7 @@ def test_fp8_kernel_on_user_quantized_tensors():
     """quantize_fp8 -> uint8 codes -> kernel; the result is the float product within fp8 rounding."""
     import numpy as np
 
-    from autotile.ir.quant import quantize_fp8
+    from autotile.ops.qgemm.quant import quantize_fp8
 
     w = QGemmWorkload(4, 32, 48, weight_dtype="fp8e4m3", act_dtype="fp8e4m3", fp8_scales="row")
     g = torch.Generator().manual_seed(0)  # unseeded draws failed now and then (a near-zero output, rtol 0.1)

@@ -10,10 +10,10 @@ from tvm_kernels import build_for_mcpu, check, compiled
 
 import autotile
 from autotile.errors import AutotileError
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.ir.quant import quantize_int
 from autotile.ir.reference import verify
-from autotile.kernels import space_for
+from autotile.ops import space_for
+from autotile.ops.qgemm.quant import quantize_int
+from autotile.ops.qgemm.workload import QGemmWorkload
 
 BF16_CPU = {"kind": "cpu", "flags": ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]}
 PLAIN_AVX512 = {"kind": "cpu", "flags": ["avx2", "fma", "avx512f"]}
@@ -83,7 +83,7 @@ def inner_loop(asm: str) -> str:
 
 def test_packed_layout_is_documented_one():
     """pack_W/pack_scales/pack_zeros give the (tiles, K/2 or groups, 16 x dot_vectors) layout."""
-    from autotile.kernels.qgemm_tvm import prepacked_operands
+    from autotile.ops.qgemm.weight_only_tvm import prepacked_operands
 
     w = workload(2, 40, 128, group=32, asymmetric=True)
     space = space_for(w, BF16_CPU)
@@ -146,8 +146,8 @@ def test_without_avx512_bf16_or_for_other_shapes_it_falls_back():
 
 
 def test_bad_input_is_a_clear_error():
-    from autotile.kernels.qgemm import QGemmConfig
-    from autotile.kernels.qgemm_tvm import schedule
+    from autotile.ops.qgemm.weight_only import QGemmConfig
+    from autotile.ops.qgemm.weight_only_tvm import schedule
 
     with pytest.raises(AutotileError, match="the vdpbf16ps kernel"):
         schedule(workload(4, 32, 96, group=64), QGemmConfig(bf16_dot=True))

@@ -8,9 +8,9 @@ import torch
 from tvm_kernels import check
 
 from autotile.codegen.tvm.build import Packed
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels import prepacked_operands, space_for
-from autotile.kernels.qgemm_int8 import Int8GemmConfig
+from autotile.ops import prepacked_operands, space_for
+from autotile.ops.qgemm.int8 import Int8GemmConfig
+from autotile.ops.qgemm.workload import QGemmWorkload
 
 
 def w8a8(m, n, k, epilogue="", outliers=0.0):

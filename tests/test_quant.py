@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autotile.errors import AutotileError
-from autotile.ir.quant import (
+from autotile.ops.qgemm.quant import (
     MX_BLOCK,
     decode_fp8,
     mx_error_bound,

@@ -8,8 +8,8 @@ from autotile.db.device import current_device
 from autotile.db.store import TuningDB
 from autotile.dynamo.resolve import Resolver
 from autotile.ir import GemmWorkload
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels import space_for
+from autotile.ops import space_for
+from autotile.ops.qgemm.workload import QGemmWorkload
 from autotile.search.tuner import backend_versions
 
 

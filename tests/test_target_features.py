@@ -8,9 +8,9 @@ import tvm
 from autotile.codegen.tvm.build import CompiledKernel, llvm_target
 from autotile.db.device import LLVM_FEATURES, Device, cpu_fingerprint, device_key, llvm_mattr
 from autotile.errors import KernelBuildError
-from autotile.ir.qgemm import QGemmWorkload
 from autotile.ir.reference import verify
-from autotile.kernels import space_for
+from autotile.ops import space_for
+from autotile.ops.qgemm.workload import QGemmWorkload
 from autotile.search.artifacts import kernel_path, target_of
 from autotile.search.isolated import load_kernel
 from autotile.search.worker import Worker, WorkerFailure

@@ -7,9 +7,9 @@ import random
 import pytest
 
 from autotile.codegen.triton.aot import SHARED_LIMIT
-from autotile.ir.attention import AttentionWorkload
-from autotile.kernels import triton_program, triton_space_for
-from autotile.kernels.attention_triton import TritonAttentionConfig
+from autotile.ops import triton_program, triton_space_for
+from autotile.ops.attention.triton import TritonAttentionConfig
+from autotile.ops.attention.workload import AttentionWorkload
 from autotile.search.triton_tasks import check_config, verify_interpreted
 
 C = TritonAttentionConfig

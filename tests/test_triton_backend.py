@@ -5,17 +5,22 @@ machine has a GPU, "no GPU" is what torch is made to see (torch.cuda.is_availabl
 import pytest
 import torch
 
-from autotile.api import resolve_backend
+from autotile.backends import resolve
 from autotile.codegen.triton.gpu import require_cuda
 from autotile.codegen.triton.launch import TritonKernel
 from autotile.db.device import Device
 from autotile.errors import AutotileError
-from autotile.ir.attention import AttentionWorkload
-from autotile.ir.conv import Conv2dWorkload
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.ir.workload import GemmWorkload
-from autotile.kernels import space_for, triton_program
+from autotile.ops import space_for, triton_program
+from autotile.ops.attention.workload import AttentionWorkload
+from autotile.ops.conv2d.workload import Conv2dWorkload
+from autotile.ops.gemm.workload import GemmWorkload
+from autotile.ops.qgemm.workload import QGemmWorkload
 from autotile.search.measure import TritonMeasurer
+
+
+def resolve_backend(name: str) -> str:
+    return resolve(name).name
+
 
 H100 = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "sm_90", "sms": 132, "memory_gib": 79.1}
 

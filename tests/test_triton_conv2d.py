@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from autotile.ir.conv import Conv2dWorkload
-from autotile.kernels import triton_program, triton_space_for
-from autotile.kernels.conv2d_triton import TritonConv2dConfig
+from autotile.ops import triton_program, triton_space_for
+from autotile.ops.conv2d.triton import TritonConv2dConfig
+from autotile.ops.conv2d.workload import Conv2dWorkload
 from autotile.search.triton_tasks import check_config, verify_interpreted
 
 C = TritonConv2dConfig

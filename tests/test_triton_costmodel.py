@@ -9,8 +9,8 @@ from autotile.codegen.triton.aot import CompileInfo, cached_info, compile_progra
 from autotile.costmodel import XGBCostModel
 from autotile.db.device import Device
 from autotile.db.store import TuningDB
-from autotile.ir.workload import GemmWorkload
-from autotile.kernels import space_for, triton_program
+from autotile.ops import space_for, triton_program
+from autotile.ops.gemm.workload import GemmWorkload
 from autotile.search.compiled import CompileAwareSearch, CompileFeatures, pool_compiler
 from autotile.search.measure import InterpretedTritonMeasurer
 from autotile.search.tuner import tune

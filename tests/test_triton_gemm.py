@@ -8,9 +8,9 @@ import pytest
 
 from autotile.codegen.triton.aot import SHARED_LIMIT, compile_program
 from autotile.errors import AutotileError
-from autotile.ir.workload import GemmWorkload
-from autotile.kernels import triton_program, triton_space_for
-from autotile.kernels.gemm_triton import TritonGemmConfig, TritonGemmSpace
+from autotile.ops import triton_program, triton_space_for
+from autotile.ops.gemm.triton import TritonGemmConfig, TritonGemmSpace
+from autotile.ops.gemm.workload import GemmWorkload
 from autotile.search.triton_tasks import check_config, prune, verify_interpreted
 
 C = TritonGemmConfig

@@ -6,9 +6,9 @@ import pytest
 
 from autotile.codegen.triton.aot import compile_program
 from autotile.errors import AutotileError
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels import triton_program, triton_space_for
-from autotile.kernels.qgemm_triton import TritonQGemmConfig
+from autotile.ops import triton_program, triton_space_for
+from autotile.ops.qgemm.triton import TritonQGemmConfig
+from autotile.ops.qgemm.workload import QGemmWorkload
 from autotile.search.triton_tasks import check_config, verify_interpreted
 
 C = TritonQGemmConfig

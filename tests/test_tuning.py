@@ -122,8 +122,8 @@ def test_tuned_kernel_loads_from_the_disk_cache_without_building(tuned, monkeypa
 def test_seeds_from_a_database_holding_other_ops(tuned):
     """A GEMM's winning configs never seed a conv search (it once crashed reading their features)."""
     from autotile.db.device import current_device
-    from autotile.ir.conv import Conv2dWorkload
-    from autotile.kernels import space_for
+    from autotile.ops import space_for
+    from autotile.ops.conv2d.workload import Conv2dWorkload
     from autotile.search.tuner import _seed_configs
 
     w, db_path, _ = tuned

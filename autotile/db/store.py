@@ -21,7 +21,7 @@ from autotile.paths import user_cache_dir
 
 # 1: the first schema. 2: measurements.failure, the kind of a failed one (autotile.search.failures.Failure), and
 # measurements.template, the name of the template the config belongs to (a space's `template`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30
 JSON_COLUMNS = ("fingerprint", "description", "config", "latency", "versions")
 
@@ -98,7 +98,7 @@ class TuningDB:
 
     def _migrate(self, version: int):
         """Bring a database of an older schema to this one, in one transaction (all or nothing)."""
-        from autotile.kernels import template_of
+        from autotile.ops import template_of
         from autotile.search.failures import Failure
 
         with self.db.conn:
@@ -114,7 +114,23 @@ class TuningDB:
                     op = ops.get(row["workload"])
                     name = template_of(op, json.loads(row["config"])) if op else None
                     table.update(row["id"], {"template": name or "unknown"})  # unknown: never read back
+            if version < 3:  # templates renamed or split: each record goes to the template that now owns it
+                self._rehome_templates()
             self.db["meta"].update("schema_version", {"value": str(SCHEMA_VERSION)})
+
+    def _rehome_templates(self):
+        from autotile.ops import families, rehome
+
+        former = sorted({old for fam in families().values() for t in fam.templates for old in t.formerly})
+        if not former:
+            return
+        table = self.db["measurements"]
+        workloads = {r["key"]: r for r in self.db["workloads"].rows}
+        marks = ", ".join("?" * len(former))
+        for row in list(table.rows_where(f"template in ({marks})", former, select="id, workload, template, config")):
+            w = workloads.get(row["workload"])
+            name = w and rehome(row["template"], w["op"], json.loads(w["description"]), json.loads(row["config"]))
+            table.update(row["id"], {"template": name or "unknown"})
 
     # -- writing --------------------------------------------------------------------------------
     def ensure_device(self, key: str, fingerprint: dict):

@@ -140,7 +140,7 @@ class AutotilePass(CustomGraphPass):
             return None
 
     def _gemm_spec(self, m) -> dict:
-        from autotile.ir.workload import GemmWorkload
+        from autotile.ops.gemm.workload import GemmWorkload
 
         a, b = m.anchor.args[-2:]
         av, bv = val(a), val(b)
@@ -161,7 +161,7 @@ class AutotilePass(CustomGraphPass):
     def _weight_only_spec(self, m) -> dict:
         """torchao's int8 (Int8WeightOnlyConfig: per channel, no zero point) or intN (IntxWeightOnlyConfig: per
         group or channel, zero points) weight-only linear as a quantized GEMM."""
-        from autotile.ir.qgemm import QGemmWorkload
+        from autotile.ops.qgemm.workload import QGemmWorkload
 
         x, codes = m.args
         xv, (n, k) = val(x), val(codes).shape
@@ -178,7 +178,7 @@ class AutotilePass(CustomGraphPass):
                 "pack": ["codes", "zeros"]}
 
     def _layer_norm_spec(self, m) -> dict:
-        from autotile.ir.norm import LayerNormWorkload
+        from autotile.ops.layernorm.workload import LayerNormWorkload
 
         xv = val(m.args[0])
         rows, dynamic = _static_or_bucket(xv.numel() // xv.shape[-1])
@@ -186,7 +186,7 @@ class AutotilePass(CustomGraphPass):
         return {"workload": w.to_dict(), "dynamic": {"rows": -1} if dynamic else {}}
 
     def _conv_spec(self, m) -> dict:
-        from autotile.ir.conv import Conv2dWorkload
+        from autotile.ops.conv2d.workload import Conv2dWorkload
 
         x, weight, _, stride, padding, dilation, _, _, groups = m.anchor.args
         (n, c, h, wd), (k, _, r, s) = val(x).shape, val(weight).shape
@@ -196,7 +196,7 @@ class AutotilePass(CustomGraphPass):
         return {"workload": w.to_dict(), "dynamic": {}, "pack": ["weight"]}
 
     def _attention_spec(self, m) -> dict:
-        from autotile.ir.attention import AttentionWorkload
+        from autotile.ops.attention.workload import AttentionWorkload
 
         q, k, v = m.anchor.args[:3]
         causal = bool(m.anchor.args[4]) if len(m.anchor.args) > 4 else bool(m.anchor.kwargs.get("is_causal"))
@@ -236,7 +236,7 @@ class AutotilePass(CustomGraphPass):
 
     def _prepare(self, specs):
         """Tune what is missing (tuning="tune"), then load every kernel now, not at the first call."""
-        from autotile.kernels import workload_from_dict
+        from autotile.ops import workload_from_dict
 
         examples = {}
         for spec in specs:

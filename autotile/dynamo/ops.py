@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from autotile.dynamo.buckets import bucket
 from autotile.dynamo.counters import stats
 from autotile.dynamo.resolve import resolver
-from autotile.ir.quant import pack_bits
+from autotile.ops.qgemm.quant import pack_bits
 
 
 class PackCache:
@@ -71,7 +71,7 @@ def pad_dim(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
 
 class Plan:
     def __init__(self, spec: dict):
-        from autotile.kernels import workload_from_dict
+        from autotile.ops import workload_from_dict
 
         self.spec = spec
         self.dynamic = spec.get("dynamic") or {}  # workload field -> dim of the first tensor that sets it

@@ -6,6 +6,7 @@ tuning="tune" the missing workloads are tuned first. Libraries come from the dis
 
 from __future__ import annotations
 
+import atexit
 import sys
 import time
 from dataclasses import dataclass
@@ -21,31 +22,21 @@ class Loaded:
 
 
 class Resolver:
-    """Kernels for one (database, tuning mode) pair, shared by the graph pass and the ops at run time."""
+    """Kernels for one (database, tuning mode, backend), shared by the graph pass and the ops at run time; its
+    Session owns the device, the database and the tuning workers."""
 
-    def __init__(self, db_path: str, tuning: str):
-        from autotile.db.device import current_device
+    def __init__(self, db_path: str, tuning: str, backend: str = "tvm"):
+        from autotile.session import Session
 
         self.db_path = db_path
         self.tuning = tuning
-        self.device = current_device("tvm")
+        self.session = Session(db_path, backend)
+        self.device = self.session.device
         self._loaded: dict[str, Loaded] = {}
 
-    def _template(self, workload) -> str:
-        from autotile.kernels import space_for
-
-        return space_for(workload, self.device.fingerprint).template
-
-    def _open(self):
-        from autotile.db.store import TuningDB
-
-        return TuningDB(self.db_path)
-
-    def choose(self, workload, db=None):
+    def choose(self, workload, use_db: bool = True):
         """(config, source) for `workload`: exact, nearest or default (autotile.search.choose)."""
-        from autotile.search.choose import choose_config
-
-        return choose_config(db, self.device, workload, "tvm")
+        return self.session.choose(workload, use_db)
 
     def load(self, workload) -> Loaded:
         """The kernel for `workload`, chosen, built (or read from the disk cache) and verified once."""
@@ -53,33 +44,27 @@ class Resolver:
         if hit is not None:
             stats.workloads[workload.key] = hit.source
             return hit
-        if self.tuning == "off":
-            config, source = self.choose(workload)
-        else:
-            with self._open() as db:
-                config, source = self.choose(workload, db)
-        from autotile.codegen.tvm.pool import limit_spinning
-        from autotile.search.isolated import load_kernel
-
-        limit_spinning()  # before this process's first kernel call: torch's code runs between autotile's kernels
+        config, source = self.choose(workload, use_db=self.tuning != "off")
+        backend = self.session.backend
         try:
-            kernel = load_kernel(self.device, workload, config)
+            kernel = backend.load(self.device, workload, config, verified=source == "exact")
         except (AutotileError, KernelBuildError):
             if source == "default":
                 raise
-            config, source = self.choose(workload)  # a borrowed config that fails here: the default
-            kernel = load_kernel(self.device, workload, config)
+            config, source = self.choose(workload, use_db=False)  # a borrowed config that fails here: the default
+            kernel = backend.load(self.device, workload, config, verified=False)
         self._loaded[workload.key] = loaded = Loaded(kernel, source)
         stats.workloads[workload.key] = source
         return loaded
 
     def tune_missing(self, workloads, trials: int, budget_s: float | None, progress: bool) -> list[str]:
         """Tune each workload the database lacks, within `trials` each and `budget_s` seconds in all."""
-        import autotile
-        from autotile.search.tuner import current_best
+        from autotile.search.tuner import TuneOptions, best_of
 
-        with self._open() as db:
-            missing = [w for w in workloads if current_best(db, self.device, w, "tvm", self._template(w)) is None]
+        backend, db = self.session.backend, self.session.db
+        missing = [w for w in workloads
+                   if best_of(db, self.device, w, backend.name,
+                              [s.template for s in backend.spaces(w, self.device.fingerprint)]) is None]
         tuned, start = [], time.perf_counter()
         for i, w in enumerate(missing):
             left = None if budget_s is None else budget_s - (time.perf_counter() - start)
@@ -89,20 +74,30 @@ class Resolver:
                 break
             if progress:
                 print(f"autotile: tuning {i + 1}/{len(missing)} {w.key}", file=sys.stderr)
-            result = autotile.tune(w, trials=trials, db=self.db_path, time_budget=left, progress=progress,
-                                   backend="tvm")
+            result = self.session.tune(w, TuneOptions(trials=trials, time_budget=left, progress=progress))
             self._loaded.pop(w.key, None)
             if result.trials:  # a budget's last crumbs may leave no time for even one
                 tuned.append(w.key)
                 stats.tuned.append(w.key)
         return tuned
 
+    def close(self) -> None:
+        self.session.close()
 
-_RESOLVERS: dict[tuple[str, str], Resolver] = {}
+
+_RESOLVERS: dict[tuple[str, str, str], Resolver] = {}
 
 
-def resolver(db_path: str, tuning: str) -> Resolver:
-    key = (db_path, tuning)
+def resolver(db_path: str, tuning: str, backend: str = "tvm") -> Resolver:
+    key = (db_path, tuning, backend)
     if key not in _RESOLVERS:
-        _RESOLVERS[key] = Resolver(db_path, tuning)
+        if not _RESOLVERS:
+            atexit.register(close_resolvers)
+        _RESOLVERS[key] = Resolver(db_path, tuning, backend)
     return _RESOLVERS[key]
+
+
+def close_resolvers() -> None:
+    for r in _RESOLVERS.values():
+        r.close()
+    _RESOLVERS.clear()

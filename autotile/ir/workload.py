@@ -1,26 +1,16 @@
-"""GEMM workloads: what to compute, validated at the boundary, with a stable key.
-
-C[b] = epilogue(op(A[b]) @ op(B[b])), op = optional transpose. The epilogue is a chain applied
-left to right to the fp32 accumulator: bias (a vector of N), relu, gelu (erf form, torch's
-default), gelu_tanh, silu, residual (an M x N tensor added), cast:<dtype> (output dtype).
-A and B are float32, bfloat16 or float16 (accumulated in float32); C has their dtype unless a cast
-says otherwise; bias and residual are float32. dtype tfloat32 (GPU only) is float32 data whose products
-tensor cores compute in TF32.
-"""
+"""The workload base: what every op family's workload shares (validation at the boundary, a stable key,
+operand shapes and sizes), and the epilogue chain GEMM-like ops fuse."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 
 from autotile.errors import AutotileError
 from autotile.ir.dtypes import (
     GPU_ONLY_GEMM_DTYPES,
-    LOW_PRECISION_GEMM_DTYPES,
-    SUPPORTED_GEMM_DTYPES,
     dtype,
-    storage_name,
 )
 
 # Kernels index an operand's elements with 32-bit integers (TVM's index type for these shapes, Triton's offsets).
@@ -153,95 +143,3 @@ class Workload:
             got = tuple(arg.shape)
             if got != want:
                 raise AutotileError(f"{self.key}: operand {name} has shape {got}, expected {want}")
-
-
-BROADCASTS = ("", "a", "b")
-
-
-@dataclass(frozen=True)
-class GemmWorkload(Workload):
-    m: int
-    n: int
-    k: int
-    batch: int = 1
-    dtype: str = "float32"
-    trans_a: bool = False
-    trans_b: bool = False
-    epilogue: tuple[str, ...] = field(default=())
-    broadcast: str = ""  # "a" or "b": that operand has no batch dim and is shared by every batch
-    # B is constant across calls (a layer's weight): the kernel may transform it once, ahead of the calls
-    # (packed panels, kept while the same unchanged tensor is passed), and its timings leave that out.
-    const_b: bool = False
-
-    op = "gemm"
-
-    def __post_init__(self):
-        for name in ("m", "n", "k", "batch"):
-            label = name.upper() if name != "batch" else name
-            object.__setattr__(self, name, _positive_int(label, getattr(self, name)))
-        dt = dtype(self.dtype).name
-        if dt not in SUPPORTED_GEMM_DTYPES + LOW_PRECISION_GEMM_DTYPES + GPU_ONLY_GEMM_DTYPES:
-            supported = ", ".join(SUPPORTED_GEMM_DTYPES + LOW_PRECISION_GEMM_DTYPES + GPU_ONLY_GEMM_DTYPES)
-            raise AutotileError(f"dtype {dt!r} is not supported by the GEMM templates yet; supported: {supported}")
-        object.__setattr__(self, "dtype", dt)
-        object.__setattr__(self, "trans_a", bool(self.trans_a))
-        object.__setattr__(self, "trans_b", bool(self.trans_b))
-        object.__setattr__(self, "const_b", bool(self.const_b))
-        object.__setattr__(self, "epilogue", parse_epilogue(self.epilogue))
-        if self.out_dtype in STORAGE_ONLY:
-            raise AutotileError(f"cast:{self.out_dtype} is a compute precision, not an output type; "
-                                f"cast to {storage_name(self.out_dtype)}")
-        if self.broadcast not in BROADCASTS:
-            raise AutotileError(f"broadcast must be 'a', 'b' or empty (none), got {self.broadcast!r}")
-        if self.broadcast and self.batch == 1:
-            object.__setattr__(self, "broadcast", "")  # nothing to share with one batch
-        self.check_sizes()
-
-    # -- naming -------------------------------------------------------------------------
-    @property
-    def out_dtype(self) -> str:
-        last = self.epilogue[-1] if self.epilogue else ""
-        return last[5:] if last.startswith("cast:") else storage_name(self.dtype)
-
-    @property
-    def layout(self) -> str:
-        return ("t" if self.trans_a else "n") + ("t" if self.trans_b else "n")
-
-    @property
-    def key(self) -> str:
-        """Readable, canonical and stable: built from values only, never from hash() or repr."""
-        epi = "+".join(op.replace(":", "-") for op in self.epilogue) or "none"
-        shared = f"_shared{self.broadcast.upper()}" if self.broadcast else ""
-        const = "_constB" if self.const_b else ""
-        return f"gemm_b{self.batch}_{self.m}x{self.n}x{self.k}_{self.dtype}_{self.layout}_{epi}{shared}{const}"
-
-    @property
-    def reduction(self) -> int:
-        return self.k
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.m * self.n * self.k * self.batch
-
-    # -- operands -----------------------------------------------------------------------
-    def operand_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Kernel argument shapes in call order: A, B, [bias], [residual], C."""
-        b = (self.batch,) if self.batch > 1 else ()
-        shapes = {
-            "A": (() if self.broadcast == "a" else b) + ((self.k, self.m) if self.trans_a else (self.m, self.k)),
-            "B": (() if self.broadcast == "b" else b) + ((self.n, self.k) if self.trans_b else (self.k, self.n)),
-        }
-        if "bias" in self.epilogue:
-            shapes["bias"] = (self.n,)
-        if "residual" in self.epilogue:
-            shapes["residual"] = b + (self.m, self.n)
-        shapes["C"] = b + (self.m, self.n)
-        return shapes
-
-    def input_dtype(self, name: str) -> str:
-        return storage_name(self.dtype) if name in ("A", "B") else "float32"
-
-    def reference(self, *inputs):
-        from autotile.ir.reference import gemm_reference
-
-        return gemm_reference(self, *inputs)

@@ -8,7 +8,7 @@ import hashlib
 from pathlib import Path
 
 from autotile.codegen.tvm.build import CompiledKernel, compile_module, export, toolchain_versions
-from autotile.kernels import prepacked_operands, template_digest, tvm_schedule
+from autotile.ops import prepacked_operands, template_digest, tvm_schedule
 from autotile.paths import kernel_cache_dir
 
 

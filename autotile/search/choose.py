@@ -1,13 +1,14 @@
 """Which config runs a workload on a device: the one answer the Python API, the CLI and the torch.compile
-backend share. The exact workload's best verified record of its template; else the best of the nearest tuned
-shape that differs only in size, canonicalized for this one; else the template's heuristic default."""
+backend share. The fastest verified record of the exact workload among the templates that compute it; else the
+best of the nearest tuned shape that differs only in size, canonicalized for this one; else the default
+template's heuristic default."""
 
 from __future__ import annotations
 
 import math
 
-from autotile.kernels import family, space_for, workload_from_dict
-from autotile.search.tuner import current_best
+from autotile.ops import default_template, family, workload_from_dict
+from autotile.search.tuner import best_of
 
 
 def shape_distance(op: str, a: dict, b: dict) -> float | None:
@@ -18,29 +19,35 @@ def shape_distance(op: str, a: dict, b: dict) -> float | None:
     return sum(abs(math.log2(a[f] / b[f])) for f in shape)
 
 
-def choose_config(db, device, workload, backend: str, space=None) -> tuple[object, str]:
-    """(config, source) with source "exact", "nearest" or "default"; `db` an open TuningDB or None."""
-    space = space or space_for(workload, device.fingerprint)
-    if db is None:
-        return space.default(), "default"
-    best = current_best(db, device, workload, backend, space.template)
-    if best is not None:
-        return space.config_type.from_dict(best["config"]), "exact"
-    mine = workload.to_dict()
-    ranked = []
-    for key, description in db.workloads().items():
-        if description.get("op") == workload.op and key != workload.key:
-            d = shape_distance(workload.op, mine, description)
-            if d is not None:
-                ranked.append((d, key, description))
-    for _, _, description in sorted(ranked, key=lambda r: (r[0], r[1])):
-        record = current_best(db, device, workload_from_dict(description), backend, space.template)
-        if record is None:
-            continue
-        try:
-            config = space.canonical(space.config_type.from_dict(record["config"]))
-        except (TypeError, ValueError):  # knobs of an older version of the template
-            continue
-        if space.valid(config):
-            return config, "nearest"
-    return space.default(), "default"
+def _usable(spaces: dict, record):
+    """The record's config, canonical for this workload, or None when its template's space here refuses it (a
+    record of an older version of the template, or of another shape that does not carry over)."""
+    space = spaces.get(record["template"])
+    try:
+        config = space.canonical(space.config_type.from_dict(record["config"]))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return config if space.valid(config) else None
+
+
+def choose_config(db, device, workload, backend) -> tuple[object, str]:
+    """(config, source) with source "exact", "nearest" or "default"; `db` an open TuningDB or None, `backend` an
+    autotile.backends.Backend."""
+    spaces = {s.template: s for s in backend.spaces(workload, device.fingerprint)}
+    if db is not None:
+        best = best_of(db, device, workload, backend.name, spaces)
+        if best is not None and (config := _usable(spaces, best)) is not None:
+            return config, "exact"
+        mine = workload.to_dict()
+        ranked = []
+        for key, description in db.workloads().items():
+            if description.get("op") == workload.op and key != workload.key:
+                d = shape_distance(workload.op, mine, description)
+                if d is not None:
+                    ranked.append((d, key, description))
+        for _, _, description in sorted(ranked, key=lambda r: (r[0], r[1])):
+            record = best_of(db, device, workload_from_dict(description), backend.name, spaces)
+            if record is not None and (config := _usable(spaces, record)) is not None:
+                return config, "nearest"
+    template = default_template(workload, device.fingerprint, backend.name)
+    return spaces[template.name].default(), "default"

@@ -46,7 +46,7 @@ class CompileFeatures:
         return self.n_config + self.n_compile
 
     def _program(self, config):
-        from autotile.kernels import triton_program
+        from autotile.ops import triton_program
 
         return triton_program(self.workload, config)
 
@@ -88,7 +88,7 @@ class CompileFeatures:
         if workload.key == self.workload.key:
             return self(config)
         from autotile.codegen.triton.aot import cached_info
-        from autotile.kernels import triton_program
+        from autotile.ops import triton_program
 
         return space.features(config) + self.compile_vector(cached_info(triton_program(workload, config),
                                                                         self.arch))
@@ -154,7 +154,7 @@ def compile_info_task(workload_dict: dict, config_dict: dict, arch: int, cache_d
     from dataclasses import asdict
 
     from autotile.codegen.triton.aot import compile_program
-    from autotile.kernels import triton_program
+    from autotile.ops import triton_program
     from autotile.search.triton_tasks import decode
 
     os.environ["AUTOTILE_CACHE_DIR"] = cache_dir

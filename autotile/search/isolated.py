@@ -11,6 +11,7 @@ import atexit
 
 from autotile.codegen.tvm.build import CompiledKernel
 from autotile.errors import KernelBuildError, WrongResult
+from autotile.ops import encode_config
 from autotile.paths import kernel_cache_dir
 from autotile.search.artifacts import build_cached, kernel_path, load, target_of
 from autotile.search.worker import Worker, WorkerFailure
@@ -37,7 +38,8 @@ def load_kernel(device, workload, config) -> CompiledKernel:
     if not path.exists():
         try:
             _builder().call("autotile.search.isolated:build_and_verify", device.key, workload.to_dict(),
-                            config.to_dict(), mcpu, threads, mattr, str(kernel_cache_dir()), timeout=BUILD_TIMEOUT_S)
+                            encode_config(workload, config), mcpu, threads, mattr, str(kernel_cache_dir()),
+                            timeout=BUILD_TIMEOUT_S)
         except WorkerFailure as failure:
             text = str(failure).strip()
             reason = text.partition(": ")[2] if failure.error_type == WrongResult.__name__ else text
@@ -47,14 +49,14 @@ def load_kernel(device, workload, config) -> CompiledKernel:
     return load(workload, config, path)
 
 
-def build_and_verify(device_key: str, workload_dict: dict, config_dict: dict, mcpu: str, threads: int,
+def build_and_verify(device_key: str, workload_dict: dict, config_payload, mcpu: str, threads: int,
                      mattr: list[str], cache_dir: str) -> str:
     """In the worker: build into the cache, then check the library against the reference; a wrong one is
     removed from the cache (so it is never loaded) and reported."""
     from autotile.ir.reference import verify
     from autotile.search.measure import decode_in_worker
 
-    workload, config = decode_in_worker(workload_dict, config_dict, cache_dir)
+    workload, config = decode_in_worker(workload_dict, config_payload, cache_dir)
     path = build_cached(device_key, workload, config, mcpu, threads, mattr)
     verdict = verify(workload, load(workload, config, path))
     if not verdict.ok:

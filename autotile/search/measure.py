@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from autotile.codegen.tvm.pool import SPIN_COUNT_VAR, TVM_DEFAULT_SPIN
 from autotile.errors import WrongResult
-from autotile.kernels import tvm_template_modules
+from autotile.ops import encode_config, tvm_template_modules
 from autotile.paths import kernel_cache_dir
 from autotile.search.artifacts import target_of
 from autotile.search.failures import Failure
@@ -48,23 +48,22 @@ class MeasureResult:
 
 # --- functions that run inside workers -------------------------------------------------------
 
-def decode_in_worker(workload_dict: dict, config_dict: dict, cache_dir: str):
+def decode_in_worker(workload_dict: dict, config_payload, cache_dir: str):
     """(workload, config) sent to a worker, which from now on keeps its libraries in the sender's kernel cache (as
     it is now: workers outlive changes to the sender's environment)."""
     import os
 
-    from autotile.kernels import space_for, workload_from_dict
+    from autotile.ops import decode_config, workload_from_dict
 
     os.environ["AUTOTILE_CACHE_DIR"] = cache_dir
-    workload = workload_from_dict(workload_dict)
-    return workload, space_for(workload).config_type.from_dict(config_dict)
+    return workload_from_dict(workload_dict), decode_config(config_payload)
 
 
-def build_task(builder: str, workload_dict: dict, config_dict: dict, device_key: str, mcpu: str, threads: int,
+def build_task(builder: str, workload_dict: dict, config_payload, device_key: str, mcpu: str, threads: int,
                cache_dir: str, mattr=()):
     from autotile.search.worker import resolve
 
-    workload, config = decode_in_worker(workload_dict, config_dict, cache_dir)
+    workload, config = decode_in_worker(workload_dict, config_payload, cache_dir)
     start = time.perf_counter()
     path = resolve(builder)(device_key, workload, config, mcpu, threads, mattr)
     return str(path), time.perf_counter() - start
@@ -131,15 +130,15 @@ def cold_weight_sets(kernel, inputs) -> list[list]:
     return sets
 
 
-def run_task(loader: str, workload_dict: dict, config_dict: dict, path: str, repeat: int, min_repeat_s: float):
+def run_task(loader: str, workload_dict: dict, config_payload, path: str, repeat: int, min_repeat_s: float):
     """Verify, then time. Raises on a wrong result, so the parent records why."""
     import os
 
-    from autotile.kernels import space_for, workload_from_dict
+    from autotile.ops import decode_config, workload_from_dict
     from autotile.search.worker import resolve
 
     workload = workload_from_dict(workload_dict)
-    config = space_for(workload).config_type.from_dict(config_dict)
+    config = decode_config(config_payload)
     kernel = resolve(loader)(workload, config, path)
     return verify_then_time(workload, kernel, repeat, min_repeat_s,
                             threads=int(os.environ.get("TVM_NUM_THREADS", "0")) or None)
@@ -201,13 +200,13 @@ class Measurer:
         """Paths (str, seconds) or WorkerFailure, in order."""
         mcpu, _, mattr = target_of(self.device)
         cache_dir = str(kernel_cache_dir())
-        items = [(self.builder, workload.to_dict(), c.to_dict(), self.device.key, mcpu, self.threads, cache_dir, mattr)
-                 for c in configs]
+        items = [(self.builder, workload.to_dict(), encode_config(workload, c), self.device.key, mcpu, self.threads,
+                  cache_dir, mattr) for c in configs]
         return self.build_pool.map("autotile.search.measure:build_task", items, self.build_timeout)
 
     def _run_call(self, workload, config, path: str, repeat: int, min_repeat_s: float) -> dict:
         return self.runner.call("autotile.search.measure:run_task", self.loader, workload.to_dict(),
-                                config.to_dict(), path, repeat, min_repeat_s, timeout=self.run_timeout)
+                                encode_config(workload, config), path, repeat, min_repeat_s, timeout=self.run_timeout)
 
     def run(self, workload, config, path: str, repeat: int = 5, min_repeat_s: float = 0.02) -> MeasureResult:
         try:

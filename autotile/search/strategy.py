@@ -14,6 +14,12 @@ import numpy as np
 
 class SearchStrategy:
     name = "base"
+    learns = False  # whether it ranks candidates with a cost model (trained on `history` too)
+
+    @classmethod
+    def create(cls, space, *, seed: int, seeds, seen, cost_model=None, history=()):
+        """The strategy for one tuning run; a learning one gets `cost_model` (a fresh XGBoost one when None)."""
+        return cls(space, seed=seed, seeds=seeds, seen=seen)
 
     def __init__(self, space, seed: int = 0, seeds=(), seen: set[str] | None = None):
         self.space = space
@@ -72,6 +78,12 @@ class EvolutionSearch(SearchStrategy):
     """
 
     name = "evolution"
+    learns = True
+
+    @classmethod
+    def create(cls, space, *, seed: int, seeds, seen, cost_model=None, history=()):
+        return cls(space, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model or new_cost_model(seed),
+                   history=history)
 
     def __init__(self, space, seed: int = 0, seeds=(), seen=None, cost_model=None, features=None,
                  population: int = 16, children: int = 512, explore: float = 0.2, history=()):
@@ -147,6 +159,12 @@ class EvolutionSearch(SearchStrategy):
         y = [lat for _, lat in self.history] + [lat for _, lat in self.measured]
         if X:
             self.cost_model.update(np.array(X, dtype=float), np.array(y, dtype=float))
+
+
+def new_cost_model(seed: int):
+    from autotile.costmodel import XGBCostModel
+
+    return XGBCostModel(nthread=1, seed=seed)
 
 
 STRATEGIES = {"evolution": EvolutionSearch, "random": RandomSearch}

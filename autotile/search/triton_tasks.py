@@ -23,7 +23,7 @@ from autotile.errors import Unsupported, WrongResult
 
 
 def decode(workload_dict: dict, config_dict: dict):
-    from autotile.kernels import triton_space_for, workload_from_dict
+    from autotile.ops import triton_space_for, workload_from_dict
 
     workload = workload_from_dict(workload_dict)
     return workload, triton_space_for(workload).config_type.from_dict(config_dict)
@@ -31,7 +31,7 @@ def decode(workload_dict: dict, config_dict: dict):
 
 def compile_task(workload_dict: dict, config_dict: dict, arch: int, cache_dir: str):
     """Build-worker side: compile for the GPU's arch and refuse what does not fit; returns (key, seconds)."""
-    from autotile.kernels import triton_program
+    from autotile.ops import triton_program
 
     os.environ["AUTOTILE_CACHE_DIR"] = cache_dir
     workload, config = decode(workload_dict, config_dict)
@@ -51,7 +51,7 @@ def run_task(workload_dict: dict, config_dict: dict, key: str, repeat: int, min_
     """Runner side: verify on the GPU against the float64 reference, then time. Raises on a wrong result."""
     from autotile.codegen.triton.launch import TritonKernel
     from autotile.ir.reference import compare, poisoned_output
-    from autotile.kernels import triton_program
+    from autotile.ops import triton_program
     from autotile.search.measure import _draws
 
     torch = require_cuda()
@@ -78,7 +78,7 @@ def run_task(workload_dict: dict, config_dict: dict, key: str, repeat: int, min_
 
 def check_config(workload, config, target=90) -> CompileInfo:
     """Compile the kernel of (workload, config) for `target`; see `compile_program`."""
-    from autotile.kernels import triton_program
+    from autotile.ops import triton_program
 
     return compile_program(triton_program(workload, config), target)
 
@@ -102,7 +102,7 @@ def verify_interpreted(cases: list[tuple], timeout: float = 600.0) -> list[dict]
 def _verify_one(case: dict) -> dict:
     from autotile.codegen.triton.launch import TritonKernel
     from autotile.ir.reference import verify
-    from autotile.kernels import triton_program, triton_space_for, workload_from_dict
+    from autotile.ops import triton_program, triton_space_for, workload_from_dict
 
     try:
         workload = workload_from_dict(case["workload"])
@@ -117,7 +117,7 @@ def interpreted_run_task(workload_dict: dict, config_dict: dict, key: str, repea
     """InterpretedTritonMeasurer's runner side (a worker started with TRITON_INTERPRET=1): verify on CPU
     tensors against the reference, then time the interpreter. The verdict is real; the time is not a GPU's."""
     from autotile.codegen.triton.launch import TritonKernel
-    from autotile.kernels import triton_program, triton_space_for, workload_from_dict
+    from autotile.ops import triton_program, triton_space_for, workload_from_dict
     from autotile.search.measure import verify_then_time
 
     if os.environ.get("TRITON_INTERPRET") != "1":

@@ -11,10 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from autotile.codegen.tvm.build import toolchain_versions
-from autotile.kernels import space_for
-from autotile.search.measure import Measurer, MeasureResult
-from autotile.search.strategy import STRATEGIES
+from autotile.search.measure import MeasureResult
 
 BATCH = 8  # candidates per round: built together, then timed one by one
 FIRST_BATCH_UNDER_BUDGET = 2
@@ -57,14 +54,10 @@ def result_from_record(device, workload, record, run, cached: bool) -> TuneResul
 
 
 def backend_versions(backend: str) -> dict:
-    """The toolchain a record was made with: autotile's and the backend's own (TVM is not needed for Triton's)."""
-    if backend == "triton":
-        import triton
+    """The toolchain a record of `backend` ("tvm", "triton") is made with."""
+    from autotile.backends import named
 
-        import autotile
-
-        return {"autotile": autotile.__version__, "triton": triton.__version__}
-    return toolchain_versions()
+    return named(backend).versions()
 
 
 def current_best(db, device, workload, backend: str, template: str):
@@ -74,6 +67,12 @@ def current_best(db, device, workload, backend: str, template: str):
     records = [r for r in db.measurements(device=device.key, workload=workload.key, backend=backend, status="ok",
                                           template=template) if r.get("versions") == versions]
     return min(records, key=lambda r: r["latency_us"], default=None)
+
+
+def best_of(db, device, workload, backend: str, templates) -> dict | None:
+    """The fastest current_best over several templates (those that compete on the workload)."""
+    records = [current_best(db, device, workload, backend, t) for t in templates]
+    return min((r for r in records if r is not None), key=lambda r: r["latency_us"], default=None)
 
 
 def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> list:
@@ -99,21 +98,19 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
     return seeds
 
 
-def _history(db, device, space, workload, backend: str, features=None) -> list:
-    """Past measurements on this device as (features, latency scaled to this workload's flops);
-    `features(workload, space, config)` defaults to the space's config features."""
-    from autotile.kernels import workload_from_dict
+def history(db, device, space, workload, backend: str, features=None) -> list:
+    """Past measurements of this space's template on this device as (features, latency scaled to this workload's
+    flops); `features(workload, space, config)` defaults to the space's config features."""
+    from autotile.ops import template, workload_from_dict
 
     features = features or (lambda _workload, other_space, config: other_space.features(config))
     out = []
-    width = len(features(workload, space, space.default()))  # one op may hold several templates (W8A8, ...)
+    width = len(features(workload, space, space.default()))
     descriptions = db.workloads()
-    for r in db.measurements(device=device.key, backend=backend):
+    for r in db.measurements(device=device.key, backend=backend, template=space.template):
         try:
             other = workload if r["workload"] == workload.key else workload_from_dict(descriptions[r["workload"]])
-            other_space = space if other is workload else space_for(other, device.fingerprint)
-            if r["template"] != other_space.template:
-                continue
+            other_space = space if other is workload else template(space.template).space_for(other, device.fingerprint)
             config = other_space.config_type.from_dict(r["config"])
         except Exception:  # a record this version cannot read is only skipped
             continue
@@ -125,17 +122,6 @@ def _history(db, device, space, workload, backend: str, features=None) -> list:
         latency = math.inf if r["status"] != "ok" else workload.flops / (r["gflops"] * 1e3)
         out.append((row, latency))
     return out
-
-
-def _compile_aware_search(workload, space, measurer, db, device, seed, seeds, seen, cost_model):
-    from autotile.search.compiled import CompileAwareSearch, CompileFeatures, pool_compiler
-
-    pool = getattr(measurer, "build_pool", None)
-    compile_many = pool_compiler(pool, workload, space.arch) if pool is not None else None
-    compiled = CompileFeatures(workload, space, space.arch, compile_many)
-    history = _history(db, device, space, workload, "triton", features=compiled.of)
-    return CompileAwareSearch(space, compiled=compiled, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model,
-                              history=history)
 
 
 class Progress:
@@ -164,74 +150,121 @@ class Progress:
             self.bar.stop()
 
 
-def tune(workload, *, db, device, trials: int = 64, time_budget: float | None = None, seed: int = 0,
-         strategy: str = "evolution", backend: str = "tvm", retune: bool = False, progress: bool = False,
-         threads: int | None = None, measurer: Measurer | None = None, cost_model=None) -> TuneResult:
+@dataclass(frozen=True)
+class TuneOptions:
+    """How long and how to search: `trials` candidates built and measured (failures count) within `time_budget`
+    seconds, by `strategy` (search/strategy.STRATEGIES); `retune` runs new trials on a tuned workload."""
+
+    trials: int = 64
+    time_budget: float | None = None
+    seed: int = 0
+    strategy: str = "evolution"
+    retune: bool = False
+    progress: bool = False
+
+
+def tune(workload, *, db, device, backend, options: TuneOptions = TuneOptions(), measurer=None,
+         cost_model=None) -> TuneResult:
+    """Tune `workload` on `device` with `backend` (an autotile.backends.Backend). Every template of the backend
+    that computes the workload competes: the trials and the time are shared out between them, and the fastest
+    verified record of any of them is the result."""
+    from autotile.search.strategy import STRATEGIES
+
     start = time.perf_counter()  # the budget covers everything: worker start-up and re-measurement too
-    deadline = None if time_budget is None else start + time_budget
-    versions = backend_versions(backend)
+    deadline = None if options.time_budget is None else start + options.time_budget
+    versions = backend.versions()
     db.ensure_device(device.key, device.fingerprint)
     db.ensure_workload(workload.key, workload.op, workload.to_dict())
-    space = space_for(workload, device.fingerprint)
-    best = current_best(db, device, workload, backend, space.template)
-    if best is not None and not retune:
-        return result_from_record(device, workload, best, db.last_run(device.key, workload.key, backend), True)
+    spaces = backend.spaces(workload, device.fingerprint)
+    templates = [space.template for space in spaces]
+    best = best_of(db, device, workload, backend.name, templates)
+    if best is not None and not options.retune:
+        return result_from_record(device, workload, best, db.last_run(device.key, workload.key, backend.name), True)
 
-    threads = threads or device.fingerprint.get("threads") or 1
-    seen = db.measured_config_keys(device.key, workload.key, backend)
-    seeds = _seed_configs(db, device, workload, space, backend)
+    threads = device.fingerprint.get("threads") or 1
     own_measurer = measurer is None
-    measurer = measurer or Measurer(device, threads)
-    if strategy == "evolution":
-        if cost_model is None:
-            from autotile.costmodel import XGBCostModel
-
-            cost_model = XGBCostModel(nthread=1, seed=seed)
-        if backend == "triton":  # the cost model also sees compile metadata (search/compiled.py)
-            searcher = _compile_aware_search(workload, space, measurer, db, device, seed, seeds, seen, cost_model)
-        else:
-            searcher = STRATEGIES[strategy](space, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model,
-                                            history=_history(db, device, space, workload, backend))
-    else:
-        searcher = STRATEGIES[strategy](space, seed=seed, seeds=seeds, seen=seen)
-    run_id = db.start_run(device.key, workload.key, backend, strategy, seed)
-    done, history, results = 0, [], []
-    bar = Progress(trials, f"tuning {workload.key}", progress)
+    measurer = measurer or backend.measurer(device)
+    run_id = db.start_run(device.key, workload.key, backend.name, options.strategy, options.seed)
+    bar = Progress(options.trials, f"tuning {workload.key}", options.progress)
+    run = _Run(workload, db, device, backend.name, versions, run_id, measurer, bar)
     try:
-        loop_start = time.perf_counter()
         # The search stops early enough to re-measure the best (up to a tenth of the budget).
         search_deadline = None if deadline is None else deadline - min(REMEASURE_TOP * REMEASURE_SECONDS,
-                                                                        0.1 * time_budget)
-        while done < trials and (deadline is None or time.perf_counter() < search_deadline):
-            per_trial = (time.perf_counter() - loop_start) / done if done else None
-            configs = searcher.propose(_batch_size(trials - done, search_deadline, per_trial))
-            if not configs:
-                break  # the space is exhausted
-            batch = measurer.measure(workload, configs)
-            for r in batch:
-                _record(db, device, workload, backend, space.template, r, versions, run_id)
-                history.append({"trial": done, "latency_us": r.latency_us if r.ok else None, "status": r.status,
-                                "failure": r.failure and r.failure.value, "config": r.config.key, "error": r.error})
-                done += 1
-            results.extend(batch)
-            searcher.notify(batch)
-            best_so_far = min((r for r in results if r.ok), key=lambda r: r.latency_us, default=None)
-            bar.update(done, best_so_far.gflops if best_so_far else None)
-        _remeasure_top(measurer, db, device, workload, backend, space.template, results, versions, run_id, deadline)
+                                                                        0.1 * options.time_budget)
+        for i, (space, trials) in enumerate(zip(spaces, _shares(options.trials, len(spaces)))):
+            searcher = backend.searcher(
+                STRATEGIES[options.strategy], space, workload=workload, db=db, device=device, measurer=measurer,
+                seed=options.seed, seeds=_seed_configs(db, device, workload, space, backend.name),
+                seen=db.measured_config_keys(device.key, workload.key, backend.name),
+                cost_model=cost_model if i == 0 else None)
+            share_deadline = None if search_deadline is None else \
+                time.perf_counter() + (search_deadline - time.perf_counter()) / (len(spaces) - i)
+            run.search(searcher, space.template, trials, share_deadline)
+        run.remeasure_top(deadline)
     finally:
         bar.close()
         if own_measurer:
             measurer.close()
     seconds = time.perf_counter() - start
-    best = current_best(db, device, workload, backend, space.template)
-    db.finish_run(run_id, done, seconds, best["id"] if best else None)
-    failed = sum(1 for r in results if not r.ok)
+    best = best_of(db, device, workload, backend.name, templates)
+    db.finish_run(run_id, run.done, seconds, best["id"] if best else None)
+    failed = sum(1 for r, _ in run.results if not r.ok)
     if best is None:
-        return TuneResult(device.key, workload.key, backend, {}, None, None, done, seconds, False, False,
-                          threads, failed, history)
-    result = result_from_record(device, workload, best, {"trials": done, "seconds": seconds}, False)
-    result.failed, result.history = failed, history
+        return TuneResult(device.key, workload.key, backend.name, {}, None, None, run.done, seconds, False, False,
+                          threads, failed, run.history)
+    result = result_from_record(device, workload, best, {"trials": run.done, "seconds": seconds}, False)
+    result.failed, result.history = failed, run.history
     return result
+
+
+def _shares(trials: int, parts: int) -> list[int]:
+    """`trials` split as evenly as whole trials allow, the first parts taking the remainder."""
+    return [trials // parts + (i < trials % parts) for i in range(parts)]
+
+
+class _Run:
+    """One tuning run's measuring and recording: every result is recorded as it comes, with its template."""
+
+    def __init__(self, workload, db, device, backend: str, versions: dict, run_id, measurer, bar):
+        self.workload, self.db, self.device, self.backend = workload, db, device, backend
+        self.versions, self.run_id, self.measurer, self.bar = versions, run_id, measurer, bar
+        self.done, self.history, self.results = 0, [], []  # results: (MeasureResult, template)
+
+    def search(self, searcher, template: str, trials: int, deadline: float | None) -> None:
+        """Propose, measure, record and learn until `trials` more are done, the deadline or the space's end."""
+        loop_start, target = time.perf_counter(), self.done + trials
+        while self.done < target and (deadline is None or time.perf_counter() < deadline):
+            done_here = trials - (target - self.done)
+            per_trial = (time.perf_counter() - loop_start) / done_here if done_here else None
+            configs = searcher.propose(_batch_size(target - self.done, deadline, per_trial))
+            if not configs:
+                break  # the space is exhausted
+            batch = self.measurer.measure(self.workload, configs)
+            for r in batch:
+                self.record(r, template)
+                self.history.append({"trial": self.done, "latency_us": r.latency_us if r.ok else None,
+                                     "status": r.status, "failure": r.failure and r.failure.value,
+                                     "template": template, "config": r.config.key, "error": r.error})
+                self.done += 1
+            self.results.extend((r, template) for r in batch)
+            searcher.notify(batch)
+            best_so_far = min((r for r, _ in self.results if r.ok), key=lambda r: r.latency_us, default=None)
+            self.bar.update(self.done, best_so_far.gflops if best_so_far else None)
+
+    def record(self, r: MeasureResult, template: str) -> None:
+        _record(self.db, self.device, self.workload, self.backend, template, r, self.versions, self.run_id)
+
+    def remeasure_top(self, deadline: float | None) -> None:
+        """Time the few best again with more repeats, while the budget lasts; the re-measurement replaces the
+        first record."""
+        top = sorted(((r, t) for r, t in self.results if r.ok), key=lambda rt: rt[0].latency_us)[:REMEASURE_TOP]
+        for r, template in top:
+            if deadline is not None and time.perf_counter() + REMEASURE_SECONDS > deadline:
+                break
+            again = self.measurer.run(self.workload, r.config, r.path, repeat=REMEASURE_REPEAT,
+                                      min_repeat_s=REMEASURE_MIN_REPEAT_S)
+            again.build_seconds = r.build_seconds
+            self.record(again, template)
 
 
 def _record(db, device, workload, backend, template: str, r: MeasureResult, versions, run_id):
@@ -251,15 +284,3 @@ def _batch_size(trials_left: int, deadline: float | None, seconds_per_trial: flo
         return min(size, FIRST_BATCH_UNDER_BUDGET)
     fits = int((deadline - time.perf_counter()) / max(seconds_per_trial, 1e-6))
     return max(1, min(size, fits))
-
-
-def _remeasure_top(measurer, db, device, workload, backend, template, results, versions, run_id, deadline=None):
-    """Time the few best again with more repeats, while the budget lasts; the re-measurement replaces the first
-    record."""
-    top = sorted((r for r in results if r.ok), key=lambda r: r.latency_us)[:REMEASURE_TOP]
-    for r in top:
-        if deadline is not None and time.perf_counter() + REMEASURE_SECONDS > deadline:
-            break
-        again = measurer.run(workload, r.config, r.path, repeat=REMEASURE_REPEAT, min_repeat_s=REMEASURE_MIN_REPEAT_S)
-        again.build_seconds = r.build_seconds
-        _record(db, device, workload, backend, template, again, versions, run_id)

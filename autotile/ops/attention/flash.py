@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from autotile.ir.attention import AttentionWorkload
-from autotile.kernels.space import Config, ConfigSpace
+from autotile.ops.attention.workload import AttentionWorkload
+from autotile.ops.space import Config, ConfigSpace
 
 NEG = -1e30  # "minus infinity" for masked scores and the initial running max: finite, so max - max is 0, not NaN
 

@@ -22,9 +22,9 @@ from tvm import tirx as tir
 import autotile.codegen.tvm.intrinsics as intrinsics
 from autotile.codegen.tvm.fastmath import apply_epilogue
 from autotile.errors import AutotileError
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels.gemm import _ceil_div
-from autotile.kernels.qgemm_int8 import LANES, Int8GemmConfig
+from autotile.ops.gemm.blis import _ceil_div
+from autotile.ops.qgemm.int8 import LANES, Int8GemmConfig
+from autotile.ops.qgemm.workload import QGemmWorkload
 
 
 def layout(w: QGemmWorkload, c: Int8GemmConfig) -> dict:

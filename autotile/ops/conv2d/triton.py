@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from autotile.codegen.triton.epilogue import epilogue_lines, store_line
 from autotile.codegen.triton.program import Program, kernel_source
 from autotile.codegen.triton.tiling import grouped_tile_lines
-from autotile.ir.conv import Conv2dWorkload
 from autotile.ir.dtypes import dtype as lookup_dtype
-from autotile.kernels.gemm_triton import arch_and_sms, cdiv, dot_precision, pow2_at_least, shared_limit
-from autotile.kernels.space import Config, ConfigSpace
+from autotile.ops.conv2d.workload import Conv2dWorkload
+from autotile.ops.gemm.triton import arch_and_sms, cdiv, dot_precision, pow2_at_least, shared_limit
+from autotile.ops.space import Config, ConfigSpace
 
 
 @dataclass(frozen=True)

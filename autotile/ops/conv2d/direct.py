@@ -45,9 +45,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from autotile.ir.conv import Conv2dWorkload
-from autotile.kernels.gemm import _ceil_div, balanced
-from autotile.kernels.space import Config, ConfigSpace
+from autotile.ops.conv2d.workload import Conv2dWorkload
+from autotile.ops.gemm.blis import _ceil_div, balanced
+from autotile.ops.space import Config, ConfigSpace
 
 TEMPLATES = ("nchwc", "gemm", "depthwise", "pointwise", "dwrows", "winograd", "winograd4")
 WINOGRAD = {"winograd": 2, "winograd4": 4}  # template -> output tile side m of F(m x m, 3x3)
@@ -78,7 +78,7 @@ def _round_up(x: int, step: int) -> int:
 
 class Conv2dSpace(ConfigSpace):
     config_type = Conv2dConfig
-    template = "conv2d.cpu"
+    template = "conv2d.direct"
 
     def __init__(self, workload: Conv2dWorkload, vector_lanes: int = 16, vector_registers: int = 32):
         self.workload = workload

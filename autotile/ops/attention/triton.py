@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass
 
 from autotile.codegen.triton.program import TL_TYPES, Program, kernel_source
-from autotile.ir.attention import AttentionWorkload
 from autotile.ir.dtypes import dtype as lookup_dtype
-from autotile.kernels.gemm_triton import arch_and_sms, cdiv, dot_precision, pow2_at_least, shared_limit
-from autotile.kernels.space import Config, ConfigSpace
+from autotile.ops.attention.workload import AttentionWorkload
+from autotile.ops.gemm.triton import arch_and_sms, cdiv, dot_precision, pow2_at_least, shared_limit
+from autotile.ops.space import Config, ConfigSpace
 
 LOG2E = 1.4426950408889634
 

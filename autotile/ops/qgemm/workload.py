@@ -2,17 +2,17 @@
 
 W8A8 (weight_dtype and act_dtype int8): W (N x K) int8 with one float32 scale per output channel;
 the kernel quantizes A per row dynamically (scale_a = absmax / 127, round half to even, as
-`autotile.ir.quant.quantize_rows_int8` does), multiplies in int8 with int32 accumulation and
+`autotile.ops.qgemm.quant.quantize_rows_int8` does), multiplies in int8 with int32 accumulation and
 applies scale_a[i] * scale_w[j] in the epilogue. Operands: A (M, K) float32, W (N, K) int8,
 scales (N,) float32, [bias], [residual], C (M, N) float32.
 With `outlier_threshold` t > 0 (LLM.int8 mixed-precision decomposition): the K columns of A where any
-|A| > t (`autotile.ir.quant.outlier_columns`) are multiplied in float32 with the dequantized weight
+|A| > t (`autotile.ops.qgemm.quant.outlier_columns`) are multiplied in float32 with the dequantized weight
 (W * scale_w) and excluded from the int8 part (zero there, and out of the row absmax); the two sums
 are added before the epilogue.
 
 Weight-only (act_dtype float32, weight_dtype int2..int8): W (N x K, as torch.nn.Linear holds it) is
 given as packed codes with per-group (or per-channel, group_size None) float32 scales and, with
-`asymmetric`, int32 zero points, in the layout of `autotile.ir.quant.quantize_int`. The kernel
+`asymmetric`, int32 zero points, in the layout of `autotile.ops.qgemm.quant.quantize_int`. The kernel
 dequantizes inside (a cache-sized panel at a time), never into a full float copy of W.
 
 Operands: A (M, K) float32, W (N, ceil(K*bits/8)) uint8, scales (N, groups) float32,
@@ -25,7 +25,7 @@ float32. The reference rounds A the same way, then computes exactly, so results 
 tolerance. On CPUs with AVX512_BF16, int4 runs on vdpbf16ps (kernels/qgemm_tvm.py, `bf16_dot`).
 
 fp8 (act_dtype and weight_dtype float8_e4m3 or float8_e5m2, emulated: these CPUs have no fp8
-arithmetic): A and W arrive as fp8 bit codes (uint8, as `autotile.ir.quant.quantize_fp8` makes them)
+arithmetic): A and W arrive as fp8 bit codes (uint8, as `autotile.ops.qgemm.quant.quantize_fp8` makes them)
 with float32 scales per tensor (shape (1,)) or per row (`fp8_scales="row"`: (M,) and (N,)); the kernel
 decodes every code exactly to float32 and multiplies A * scale_a by (W * scale_w)^T in float32.
 Operands: A (M, K) uint8, scale_a, W (N, K) uint8, scales, [bias], [residual], C (M, N) float32.
@@ -196,7 +196,7 @@ class QGemmWorkload(Workload):
 
     def random_inputs(self, seed: int) -> list[torch.Tensor]:
         """A real quantized weight (quantize_int of randn), so codes, scales and zeros are consistent."""
-        from autotile.ir.quant import quantize_fp8, quantize_int, quantize_rows_int8
+        from autotile.ops.qgemm.quant import quantize_fp8, quantize_int, quantize_rows_int8
 
         g = torch.Generator().manual_seed(seed)
         a = torch.randn(self.m, self.k, generator=g)
@@ -227,8 +227,8 @@ class QGemmWorkload(Workload):
     def reference(self, *inputs) -> torch.Tensor:
         """Exact dequantization (codes - zero) * scale in float64, then the float64 GEMM. W8A8: A is
         quantized exactly as the kernel does it (float32 arithmetic), then the integer product is exact."""
-        from autotile.ir.quant import IntQuantized, decode_fp8, outlier_columns, quantize_rows_int8
         from autotile.ir.reference import apply_epilogue
+        from autotile.ops.qgemm.quant import IntQuantized, decode_fp8, outlier_columns, quantize_rows_int8
 
         named = dict(zip(self.operand_shapes(), inputs))
         if self.fp8:

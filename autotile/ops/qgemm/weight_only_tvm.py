@@ -17,10 +17,10 @@ from tvm import tirx as tir
 
 from autotile.codegen.tvm.intrinsics import INT4_ZERO
 from autotile.errors import AutotileError
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels.gemm_tvm import _epilogue_stage
-from autotile.kernels.gemm_tvm import schedule as gemm_schedule
-from autotile.kernels.qgemm import decode_rows_of_a
+from autotile.ops.gemm.blis_tvm import _epilogue_stage
+from autotile.ops.gemm.blis_tvm import schedule as gemm_schedule
+from autotile.ops.qgemm.weight_only import decode_rows_of_a
+from autotile.ops.qgemm.workload import QGemmWorkload
 
 
 def activation(w: QGemmWorkload, a):
@@ -209,10 +209,6 @@ def schedule(w: QGemmWorkload, c) -> tvm.IRModule:
         return decode_schedule(w, c)
     if w.fp8:
         return gemm_schedule(w, c, operands=fp8_operands, pack_at="block")
-    if w.w8a8:
-        from autotile.kernels.qgemm_int8_tvm import schedule as int8_schedule
-
-        return int8_schedule(w, c)
     return gemm_schedule(w, c, operands=quantized_operands, pack_at="block")
 
 
@@ -232,12 +228,7 @@ def prepacked_operands(w: QGemmWorkload, c) -> dict[str, tuple[int, ...]]:
     """Operands the bf16dot kernel reads in its own layout, made once per weight by `pack_<name>`:
     W (N, K/2 bytes) -> (T, K/2, V): for each tile of V output columns, the byte of every column for each
     pair of K (so one pair of V columns is V contiguous bytes); scales (N, G) -> (T, G, V) float32 and zeros
-    (N, G) -> (T, G, V) int32. Columns past N (the last tile's padding) repeat column N-1, never written out.
-    W8A8 kernels take W packed too (qgemm_int8_tvm.prepacked_operands)."""
-    if w.w8a8:
-        from autotile.kernels.qgemm_int8_tvm import prepacked_operands as int8_prepacked
-
-        return int8_prepacked(w, c)
+    (N, G) -> (T, G, V) int32. Columns past N (the last tile's padding) repeat column N-1, never written out."""
     if not getattr(c, "bf16_dot", False):
         return {}
     s = bf16dot_layout(w, c)
@@ -295,7 +286,7 @@ def bf16dot_schedule(w: QGemmWorkload, c) -> tvm.IRModule:
     Asymmetric codes use the symmetric decode and subtract (zero - 8) x the group's sum of A (asum).
     """
     from autotile.codegen.tvm import intrinsics
-    from autotile.kernels.qgemm import bf16_dot_eligible
+    from autotile.ops.qgemm.weight_only import bf16_dot_eligible
 
     if not bf16_dot_eligible(w):
         raise AutotileError(f"{w.key}: the vdpbf16ps kernel (bf16_dot) takes int4 weights, bfloat16 activations "

@@ -17,8 +17,8 @@ from autotile.codegen.triton.epilogue import epilogue_lines, store_line
 from autotile.codegen.triton.program import Program, Scratch, kernel_source
 from autotile.codegen.triton.tiling import grouped_tile_lines
 from autotile.ir.dtypes import dtype as lookup_dtype
-from autotile.ir.workload import GemmWorkload
-from autotile.kernels.space import Config, ConfigSpace
+from autotile.ops.gemm.workload import GemmWorkload
+from autotile.ops.space import Config, ConfigSpace
 
 DEFAULT_ARCH, DEFAULT_SMS = 90, 132  # an H100 SXM: the target when no GPU is present
 SPLIT_K_WORKSPACE = 256 * 2**20  # bytes of fp32 partial tiles split-K may allocate

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autotile.ir.workload import GemmWorkload
-from autotile.kernels.gemm import GemmConfig, GemmSpace
+from autotile.ops.gemm.blis import GemmConfig, GemmSpace
+from autotile.ops.gemm.workload import GemmWorkload
 
 MODES = ("convert_pack", "convert_inner", "dpbf16")
 
@@ -22,6 +22,11 @@ MODES = ("convert_pack", "convert_inner", "dpbf16")
 @dataclass(frozen=True)
 class LowpGemmConfig(GemmConfig):
     mode: str = "convert_pack"
+
+
+def applies(workload: GemmWorkload, fingerprint: dict | None = None) -> bool:
+    """bfloat16 and float16 inputs."""
+    return workload.dtype != "float32"
 
 
 class LowpGemmSpace(GemmSpace):

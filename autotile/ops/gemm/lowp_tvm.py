@@ -14,11 +14,11 @@ from tvm import te
 from tvm import tirx as tir
 
 import autotile.codegen.tvm.intrinsics as intrinsics
-from autotile.ir.workload import GemmWorkload
-from autotile.kernels.gemm import _ceil_div
-from autotile.kernels.gemm_lowp import LowpGemmConfig
-from autotile.kernels.gemm_tvm import _epilogue_stage, dense_operands, schedule_epilogue_stages
-from autotile.kernels.gemm_tvm import schedule as gemm_schedule
+from autotile.ops.gemm.blis import _ceil_div
+from autotile.ops.gemm.blis_tvm import _epilogue_stage, dense_operands, schedule_epilogue_stages
+from autotile.ops.gemm.blis_tvm import schedule as gemm_schedule
+from autotile.ops.gemm.lowp import LowpGemmConfig
+from autotile.ops.gemm.workload import GemmWorkload
 
 LANES = 16
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tvm
 from tvm.script import tirx as T
 
-from autotile.ir.norm import LayerNormWorkload
-from autotile.kernels.layernorm import LayerNormConfig
+from autotile.ops.layernorm.rows import LayerNormConfig
+from autotile.ops.layernorm.workload import LayerNormWorkload
 
 
 def schedule(w: LayerNormWorkload, c: LayerNormConfig) -> tvm.IRModule:

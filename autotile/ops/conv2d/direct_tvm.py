@@ -13,8 +13,8 @@ from tvm import te
 from tvm import tirx as tir
 
 from autotile.codegen.tvm.fastmath import apply_epilogue
-from autotile.ir.conv import Conv2dWorkload
-from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, _round_up
+from autotile.ops.conv2d.direct import WINOGRAD, Conv2dConfig, _round_up
+from autotile.ops.conv2d.workload import Conv2dWorkload
 
 
 class _Geometry:
@@ -202,7 +202,7 @@ def prepacked_operands(w: Conv2dWorkload, c: Conv2dConfig) -> dict[str, tuple[in
     if not w.const_weight or c.template not in PREPACKABLE:
         return {}
     if c.template in WINOGRAD:  # the TE definition only: no schedule is built for a shape
-        from autotile.kernels import conv2d_winograd_tvm
+        from autotile.ops import conv2d_winograd_tvm
 
         packed = conv2d_winograd_tvm.define(w, c, prepacked=True)[1]["wtrans"]
     else:
@@ -216,7 +216,7 @@ def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm
         return tvm.IRModule({"main": conv["main"], "pack_weight": pack["main"].with_attr("global_symbol",
                                                                                           "pack_weight")})
     if c.template in WINOGRAD:
-        from autotile.kernels import conv2d_winograd_tvm
+        from autotile.ops import conv2d_winograd_tvm
 
         return conv2d_winograd_tvm.schedule(w, c, prepacked)
     if c.template == "pointwise":
@@ -319,7 +319,7 @@ def prepacked_modules(w: Conv2dWorkload, c: Conv2dConfig):
     for the templates that read the weight in place ("dwrows") or pack it per tile ("pointwise"). Winograd's
     `pack` is the weight transform U = G g G^T."""
     if c.template in WINOGRAD:
-        from autotile.kernels import conv2d_winograd_tvm
+        from autotile.ops import conv2d_winograd_tvm
 
         return conv2d_winograd_tvm.prepacked_modules(w, c)
     if c.template not in PREPACKABLE:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from autotile.ir.norm import LayerNormWorkload
-from autotile.kernels.space import Config, ConfigSpace
+from autotile.ops.layernorm.workload import LayerNormWorkload
+from autotile.ops.space import Config, ConfigSpace
 
 
 @dataclass(frozen=True)

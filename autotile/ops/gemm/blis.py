@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from autotile.ir.workload import GemmWorkload
-from autotile.kernels.space import Config, ConfigSpace
+from autotile.ops.gemm.workload import GemmWorkload
+from autotile.ops.space import Config, ConfigSpace
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ def balanced(total: int, step: int) -> int:
     return _ceil_div(total, _ceil_div(total, step))
 
 
+def applies(workload: GemmWorkload, fingerprint: dict | None = None) -> bool:
+    """fp32 inputs (16-bit ones are gemm.lowp's)."""
+    return workload.dtype == "float32"
+
+
 class GemmSpace(ConfigSpace):
     config_type = GemmConfig
     template = "gemm.blis"
@@ -82,10 +87,6 @@ class GemmSpace(ConfigSpace):
 
     @classmethod
     def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> GemmSpace:
-        if cls is GemmSpace and workload.dtype != "float32":  # 16-bit inputs: one more knob
-            from autotile.kernels.gemm_lowp import LowpGemmSpace
-
-            return LowpGemmSpace.for_device(workload, fingerprint)
         flags = set((fingerprint or {}).get("flags", ["avx512f"]))
         if "avx512f" in flags:
             return cls(workload, 16, 32)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels.gemm import GemmConfig, GemmSpace, balanced
+from autotile.ops.gemm.blis import GemmConfig, GemmSpace, balanced
+from autotile.ops.qgemm.workload import QGemmWorkload
 
 DECODE_MAX_ACCUMULATORS = 8  # rows of A x output rows of a decode tile (two zmm sums each, no spills)
 DECODE_MAX_M = 32  # the decode kernel is offered up to this many rows of A (token generation, small batches)
@@ -56,16 +56,17 @@ def bf16_dot_eligible(w: QGemmWorkload) -> bool:
     return w.act_dtype == "bfloat16" and w.bits == 4 and w.k % 2 == 0 and group % 2 == 0 and w.k % group == 0
 
 
+def applies(workload: QGemmWorkload, fingerprint: dict | None = None) -> bool:
+    """Every scheme but W8A8 (qgemm.int8_vnni's)."""
+    return not workload.w8a8
+
+
 class QGemmSpace(GemmSpace):
     config_type = QGemmConfig
     template = "qgemm.weight_only"
 
     @classmethod
     def for_device(cls, workload: QGemmWorkload, fingerprint: dict | None = None):
-        if workload.w8a8:  # a different template: VNNI int8 tiles
-            from autotile.kernels.qgemm_int8 import Int8GemmSpace
-
-            return Int8GemmSpace.for_device(workload, fingerprint)
         flags = set((fingerprint or {}).get("flags", ["avx512f"]))
         if "avx512f" in flags:
             return cls(workload, 16, 32, bf16_dot="avx512_bf16" in flags)

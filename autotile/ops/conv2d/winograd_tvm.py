@@ -39,9 +39,9 @@ from tvm import te
 from tvm import tirx as tir
 
 from autotile.codegen.tvm.fastmath import apply_epilogue
-from autotile.ir.conv import Conv2dWorkload
-from autotile.kernels.conv2d import WINOGRAD, Conv2dConfig, _round_up
-from autotile.kernels.conv2d_tvm import loops_under, placeholders, unroll_and_vectorize
+from autotile.ops.conv2d.direct import WINOGRAD, Conv2dConfig, _round_up
+from autotile.ops.conv2d.direct_tvm import loops_under, placeholders, unroll_and_vectorize
+from autotile.ops.conv2d.workload import Conv2dWorkload
 
 # (B^T, G, A^T) per output tile size m. F(2,3): Lavin & Gray's (interpolation points 0, 1, -1). F(4,3): the points
 # 0, -1, 1, 1/2, -2 of Barabasz et al. (arXiv:1803.10986), as TVM's topi uses; on randn inputs their rounding error

@@ -19,9 +19,9 @@ from autotile.codegen.triton.epilogue import epilogue_lines, store_line
 from autotile.codegen.triton.program import TL_TYPES, Program, kernel_source
 from autotile.codegen.triton.tiling import grouped_tile_lines
 from autotile.errors import AutotileError
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels.gemm_triton import arch_and_sms, cdiv, pow2_at_least, shared_limit
-from autotile.kernels.space import Config, ConfigSpace
+from autotile.ops.gemm.triton import arch_and_sms, cdiv, pow2_at_least, shared_limit
+from autotile.ops.qgemm.workload import QGemmWorkload
+from autotile.ops.space import Config, ConfigSpace
 
 RNE = 12582912.0  # 1.5 * 2**23: (y + RNE) - RNE rounds |y| < 2**22 half to even in fp32
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from autotile.ir.qgemm import QGemmWorkload
-from autotile.kernels.gemm import _ceil_div, balanced
-from autotile.kernels.space import Config, ConfigSpace
+from autotile.ops.gemm.blis import _ceil_div, balanced
+from autotile.ops.qgemm.workload import QGemmWorkload
+from autotile.ops.space import Config, ConfigSpace
 
 LANES = 16  # int32 lanes of one vpdpbusd
 
@@ -28,6 +28,11 @@ class Int8GemmConfig(Config):
     unroll_k: int = 1  # groups of 4 bytes of K per unrolled step
     k_block: int = 0  # groups of 4 bytes of K per block (outside the tiles of a row x column block); 0: all K
     tile_order: str = "ij"  # order of the register tiles inside a block: rows then columns, or columns first
+
+
+def applies(workload: QGemmWorkload, fingerprint: dict | None = None) -> bool:
+    """W8A8: int8 activations times int8 weights."""
+    return workload.w8a8
 
 
 class Int8GemmSpace(ConfigSpace):

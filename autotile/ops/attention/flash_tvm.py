@@ -12,8 +12,8 @@ import tvm
 from tvm.script import tirx as T
 
 from autotile.codegen.tvm import fastmath
-from autotile.ir.attention import AttentionWorkload
-from autotile.kernels.attention import NEG, AttentionConfig, _ceil_div
+from autotile.ops.attention.flash import NEG, AttentionConfig, _ceil_div
+from autotile.ops.attention.workload import AttentionWorkload
 
 
 def schedule(w: AttentionWorkload, c: AttentionConfig) -> tvm.IRModule:

@@ -7,8 +7,8 @@ from tvm import te
 from tvm import tirx as tir
 
 from autotile.codegen.tvm.fastmath import apply_epilogue
-from autotile.ir.workload import GemmWorkload
-from autotile.kernels.gemm import GemmConfig, _ceil_div
+from autotile.ops.gemm.blis import GemmConfig, _ceil_div
+from autotile.ops.gemm.workload import GemmWorkload
 
 
 def _round_up(x: int, step: int) -> int:
@@ -144,10 +144,6 @@ def _vectorize_inner(sch, block, lanes: int):
 def schedule(w: GemmWorkload, c: GemmConfig, operands=None, pack_at: str = "root") -> tvm.IRModule:
     """operands: the loaders (default: A and B as given). pack_at "block": each outer block packs the
     panels it reads (bounded memory, e.g. a dequantized weight tile) instead of the whole operand once."""
-    if operands is None and w.dtype != "float32":  # bfloat16 / float16 inputs choose their loaders
-        from autotile.kernels.gemm_lowp_tvm import schedule as lowp_schedule
-
-        return lowp_schedule(w, c)
     prepacked = operands is None and prepacks_b(w, c)
     args, stages = define(w, c, operands or dense_operands, prepacked_b=prepacked)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))

@@ -1,0 +1,23 @@
+"""GEMM (batched, fused epilogues): C[b] = epilogue(op(A[b]) @ op(B[b])).
+
+Owns the workload (workload.py), the CPU templates gemm.blis (fp32, BLIS-style packed panels: blis.py, blis_tvm.py)
+and gemm.lowp (bfloat16/float16 inputs: lowp.py, lowp_tvm.py), the GPU template gemm.triton (triton.py), and the
+`autotile tune gemm` / `tune bmm` commands (cli.py).
+"""
+
+from autotile.ops.family import Family, Template
+
+P = "autotile.ops.gemm."
+FAMILY = Family(
+    op="gemm",
+    workload=P + "workload:GemmWorkload",
+    templates=(
+        Template("gemm.blis", space=P + "blis:GemmSpace", lowering=P + "blis_tvm:schedule",
+                 applies=P + "blis:applies", prepacked=P + "blis_tvm:prepacked_operands"),
+        Template("gemm.lowp", space=P + "lowp:LowpGemmSpace", lowering=P + "lowp_tvm:schedule",
+                 applies=P + "lowp:applies", prepacked=P + "blis_tvm:prepacked_operands"),
+        Template("gemm.triton", space=P + "triton:TritonGemmSpace", lowering=P + "triton:program", backend="triton"),
+    ),
+    shape_fields=("m", "n", "k", "batch"),
+    cli=P + "cli:commands",
+)

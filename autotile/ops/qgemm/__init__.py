@@ -1,0 +1,24 @@
+"""Quantized GEMM: weight-only int2-int8 (grouped scales), W8A8 int8, fp8, block-scaled formats.
+
+Owns the workload (workload.py) and the quantization numerics (quant.py), the CPU templates qgemm.weight_only
+(weight_only.py, weight_only_tvm.py; fp8 too) and qgemm.int8_vnni (W8A8 on VNNI: int8.py, int8_tvm.py), the GPU
+template qgemm.triton (triton.py) and the `autotile tune qgemm` command (cli.py).
+"""
+
+from autotile.ops.family import Family, Template
+
+P = "autotile.ops.qgemm."
+FAMILY = Family(
+    op="qgemm",
+    workload=P + "workload:QGemmWorkload",
+    templates=(
+        Template("qgemm.weight_only", space=P + "weight_only:QGemmSpace", lowering=P + "weight_only_tvm:schedule",
+                 applies=P + "weight_only:applies", prepacked=P + "weight_only_tvm:prepacked_operands"),
+        Template("qgemm.int8_vnni", space=P + "int8:Int8GemmSpace", lowering=P + "int8_tvm:schedule",
+                 applies=P + "int8:applies", prepacked=P + "int8_tvm:prepacked_operands"),
+        Template("qgemm.triton", space=P + "triton:TritonQGemmSpace", lowering=P + "triton:program", backend="triton"),
+    ),
+    shape_fields=("m", "n", "k"),
+    builds_on=("gemm",),
+    cli=P + "cli:commands",
+)
