@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
+from autotile.errors import AutotileError
 from autotile.search.measure import MeasureResult
 
 BATCH = 8  # candidates per round: built together, then timed one by one
@@ -112,7 +113,7 @@ def history(db, device, space, workload, backend: str, features=None) -> list:
             other = workload if r["workload"] == workload.key else workload_from_dict(descriptions[r["workload"]])
             other_space = space if other is workload else template(space.template).space_for(other, device.fingerprint)
             config = other_space.config_type.from_dict(r["config"])
-        except Exception:  # a record this version cannot read is only skipped
+        except (KeyError, TypeError, ValueError, AutotileError):  # a record this version cannot read: skipped
             continue
         if other.op != workload.op:
             continue
@@ -153,7 +154,8 @@ class Progress:
 @dataclass(frozen=True)
 class TuneOptions:
     """How long and how to search: `trials` candidates built and measured (failures count) within `time_budget`
-    seconds, by `strategy` (search/strategy.STRATEGIES); `retune` runs new trials on a tuned workload."""
+    seconds, by `strategy` (search/strategy.STRATEGIES); `retune` runs new trials on a tuned workload; `templates`,
+    when given, restricts the search to those of the competing templates."""
 
     trials: int = 64
     time_budget: float | None = None
@@ -161,6 +163,7 @@ class TuneOptions:
     strategy: str = "evolution"
     retune: bool = False
     progress: bool = False
+    templates: tuple[str, ...] | None = None
 
 
 def tune(workload, *, db, device, backend, options: TuneOptions = TuneOptions(), measurer=None,
@@ -175,7 +178,10 @@ def tune(workload, *, db, device, backend, options: TuneOptions = TuneOptions(),
     versions = backend.versions()
     db.ensure_device(device.key, device.fingerprint)
     db.ensure_workload(workload.key, workload.op, workload.to_dict())
-    spaces = backend.spaces(workload, device.fingerprint)
+    spaces = [s for s in backend.spaces(workload, device.fingerprint)
+              if options.templates is None or s.template in options.templates]
+    if not spaces:
+        raise AutotileError(f"{workload.key}: none of the templates {list(options.templates)} computes it here")
     templates = [space.template for space in spaces]
     best = best_of(db, device, workload, backend.name, templates)
     if best is not None and not options.retune:
