@@ -37,8 +37,8 @@ import torch  # noqa: E402
 
 import autotile  # noqa: E402  (sets TVM_NUM_THREADS to the physical core count)
 from autotile.db.device import Device  # noqa: E402
-from autotile.ops.conv2d.workload import Conv2dWorkload  # noqa: E402
 from autotile.ops.conv2d.direct_tvm import prepacked_operands  # noqa: E402
+from autotile.ops.conv2d.workload import Conv2dWorkload  # noqa: E402
 from autotile.search.artifacts import build, compiled  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -198,19 +198,16 @@ DIRECT = "autotile, direct templates"
 
 
 def direct_contender(w: Conv2dWorkload, args, operands):
-    """Tune the space without its Winograd templates (same trials, own database); None where none apply."""
-    import autotile.ops.conv2d.direct as conv2d_space
+    """Tune conv2d.direct alone, without conv2d.winograd (same trials, own database); None where Winograd does not
+    apply (the autotile row is then this already)."""
+    from autotile.ops import templates_for
+    from autotile.search.tuner import TuneOptions
 
-    if not conv2d_space.winograd_applies(w):
+    if "conv2d.winograd" not in [t.name for t in templates_for(w)]:
         return None
-    saved = conv2d_space.winograd_applies
-    conv2d_space.winograd_applies = lambda _w: False
-    try:
-        db = Path(_scratch) / "direct.db"
-        result = autotile.tune(w, trials=args.trials, db=db, seed=args.seed)
-        kern = autotile.kernel(w, db=db)
-    finally:
-        conv2d_space.winograd_applies = saved
+    with autotile.Session(db=Path(_scratch) / "direct.db", backend="tvm") as session:
+        result = session.tune(w, TuneOptions(trials=args.trials, seed=args.seed, templates=("conv2d.direct",)))
+        kern = session.kernel(w)
     print(f"   {DIRECT}: tuned {result.gflops:.1f} GFLOP/s, config {kern.config}", flush=True)
     out = kern(*operands)
     torch.testing.assert_close(out.double(), w.reference(*operands), rtol=1e-4, atol=1e-3)

@@ -12,6 +12,7 @@ from autotile.errors import AutotileError
 from autotile.ir.reference import random_inputs, verify
 from autotile.ops import space_for, tvm_schedule, workload_from_dict
 from autotile.ops.conv2d.direct import MAX_UNROLLED, Conv2dConfig, Conv2dSpace
+from autotile.ops.conv2d.winograd import WinogradConfig, WinogradSpace
 from autotile.ops.conv2d.workload import Conv2dWorkload
 
 
@@ -87,7 +88,7 @@ def test_reference_matches_torch_in_both_layouts():
 
 def test_templates_offered_per_workload():
     dense = Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 32, 3, 3))
-    assert dense.domains["template"] == ["nchwc", "gemm", "winograd", "winograd4"]  # 3x3, stride 1
+    assert dense.domains["template"] == ["nchwc", "gemm"]  # Winograd is the conv2d.winograd template's
     depthwise = Conv2dSpace(Conv2dWorkload(1, 16, 8, 8, 16, 3, 3, groups=16))
     assert depthwise.domains["template"] == ["depthwise", "dwrows"]
     assert not depthwise.valid(Conv2dConfig(template="nchwc"))
@@ -188,8 +189,9 @@ def test_no_offered_config_unrolls_past_the_bound(workload):
 def test_tiles_of_one_pixel_or_channel_build_and_verify():
     """The write-back of a register tile with a dimension of 1 (no loop for it) still unrolls only the tile."""
     w = Conv2dWorkload(1, 16, 6, 9, 20, 3, 3, padding=1, epilogue="bias,relu")
+    winograd = WinogradSpace(w)
     for template in ("winograd", "winograd4"):
-        check(w, configured(w, template=template, ow_bn=1, oc_bn=32, unroll=8))
+        check(w, winograd.canonical(WinogradConfig(template=template, ow_bn=1, oc_bn=32, unroll=8)))
     pointwise = Conv2dWorkload(1, 8, 4, 8, 5, 1, 1, epilogue="bias")
     check(pointwise, configured(pointwise, template="pointwise", oc_bn=1, ow_bn=16, oh_bn=2))
     depthwise = Conv2dWorkload(1, 6, 9, 13, 6, 3, 3, padding=1, groups=6, epilogue="residual")

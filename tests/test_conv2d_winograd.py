@@ -1,6 +1,6 @@
-"""Winograd conv2d templates: the transform matrices, where the space offers them, and real TVM builds checked
-against the float64 reference (odd sizes, channel counts that are not whole vectors, every epilogue, both
-layouts, batch 2, the weight transformed ahead)."""
+"""The conv2d.winograd template: the transform matrices, where it applies (and competes with conv2d.direct), and
+real TVM builds checked against the float64 reference (odd sizes, channel counts that are not whole vectors, every
+epilogue, both layouts, batch 2, the weight transformed ahead)."""
 
 import random
 import re
@@ -11,14 +11,16 @@ import torch
 from tvm_kernels import assembly, check, compiled
 
 from autotile.ir.reference import random_inputs
+from autotile.ops import default_template, templates_for
 from autotile.ops.conv2d.direct import WINOGRAD, Conv2dConfig, Conv2dSpace
+from autotile.ops.conv2d.winograd import WinogradConfig, WinogradSpace
 from autotile.ops.conv2d.winograd_tvm import MATRICES
 from autotile.ops.conv2d.workload import Conv2dWorkload
 
 
 def configured(workload, **knobs):
-    space = Conv2dSpace(workload)
-    config = space.canonical(Conv2dConfig(**{**Conv2dConfig().to_dict(), **knobs}))
+    space = WinogradSpace(workload)
+    config = space.canonical(WinogradConfig(**{**WinogradConfig().to_dict(), **knobs}))
     assert space.valid(config), config.key
     return config
 
@@ -37,37 +39,46 @@ def test_matrices_compute_the_correlation_exactly(m):
         assert y == [sum(d[i + j] * g[j] for j in range(3)) for i in range(m)]
 
 
-def test_offered_only_where_it_computes_the_convolution():
+def names(workload) -> list[str]:
+    return [t.name for t in templates_for(workload)]
+
+
+def test_applies_only_where_it_computes_the_convolution():
     base = dict(n=1, c=16, h=9, w=9, k=16, r=3, s=3, padding=1)
-    assert Conv2dSpace(Conv2dWorkload(**base)).domains["template"] == ["nchwc", "gemm", "winograd", "winograd4"]
-    assert "winograd" in Conv2dSpace(Conv2dWorkload(**{**base, "layout": "nhwc", "padding": 0})).domains["template"]
+    assert names(Conv2dWorkload(**base)) == ["conv2d.direct", "conv2d.winograd"]
+    assert names(Conv2dWorkload(**{**base, "layout": "nhwc", "padding": 0})) == ["conv2d.direct", "conv2d.winograd"]
+    assert WinogradSpace(Conv2dWorkload(**base)).domains["template"] == list(WINOGRAD)
     for other in (dict(stride=2), dict(stride=(1, 2)), dict(dilation=2), dict(r=1, s=1, padding=0), dict(r=5, s=5),
                   dict(s=1), dict(groups=2), dict(groups=16)):
-        space = Conv2dSpace(Conv2dWorkload(**{**base, **other}))
-        assert not set(WINOGRAD) & set(space.domains["template"]), other
-        for template in WINOGRAD:
-            assert not space.valid(Conv2dConfig(template=template, oc_bn=16, ow_bn=4)), other
+        assert names(Conv2dWorkload(**{**base, **other})) == ["conv2d.direct"], other
+    # conv2d.direct never offers or accepts a Winograd kernel: they are the other template's configs
+    direct = Conv2dSpace(Conv2dWorkload(**base))
+    assert direct.domains["template"] == ["nchwc", "gemm"]
+    for template in WINOGRAD:
+        assert not direct.valid(Conv2dConfig(template=template, oc_bn=16, ow_bn=4))
 
 
 def test_canonical_and_valid():
     w = Conv2dWorkload(1, 24, 10, 10, 40, 3, 3, padding=1)
-    space = Conv2dSpace(w)
+    space = WinogradSpace(w)
     rng = random.Random(0)
     seen = set()
     for _ in range(300):
         config = space.sample(rng)
-        assert space.canonical(config) == config and space.valid(config)
+        assert space.canonical(config) == config and space.valid(config) and type(config) is WinogradConfig
         seen.add(config.template)
-    assert set(WINOGRAD) <= seen
-    one = space.canonical(Conv2dConfig(template="winograd4", ic_bn=4, oh_bn=3, rorder="rsc", pack_input=False,
+    assert set(WINOGRAD) == seen
+    one = space.canonical(WinogradConfig(template="winograd4", ic_bn=4, oh_bn=3, rorder="rsc", pack_input=False,
                                        epilogue_at="tile", ow_bn=28, oc_bn=64))
     assert (one.ic_bn, one.oh_bn, one.rorder, one.pack_input, one.epilogue_at) == (16, 1, "crs", True, "tile")
     assert one.ow_bn == 9 and one.oc_bn == 48  # 3 x 3 tiles; 40 channels in whole vectors
-    assert not space.valid(Conv2dConfig(template="winograd", oc_bn=64, ow_bn=8))  # 32 accumulators + 4 + 1
-    assert space.default().template == "winograd4"
-    assert Conv2dSpace(Conv2dWorkload(1, 8, 10, 10, 8, 3, 3, padding=1)).default().template == "nchwc"
-    assert space.canonical(Conv2dConfig(template="winograd", ic_bn=16)).ic_bn == 16
-    assert Conv2dSpace(Conv2dWorkload(1, 3, 10, 10, 8, 3, 3)).canonical(Conv2dConfig(template="winograd")).ic_bn == 4
+    assert not space.valid(WinogradConfig(template="winograd", oc_bn=64, ow_bn=8))  # 32 accumulators + 4 + 1
+    assert space.default().template == "winograd4" and default_template(w).name == "conv2d.winograd"
+    few = Conv2dWorkload(1, 8, 10, 10, 8, 3, 3, padding=1)  # few channels: the direct kernel is the default
+    assert default_template(few).name == "conv2d.direct" and Conv2dSpace(few).default().template == "nchwc"
+    assert space.canonical(WinogradConfig(template="winograd", ic_bn=16)).ic_bn == 16
+    narrow = WinogradSpace(Conv2dWorkload(1, 3, 10, 10, 8, 3, 3))
+    assert narrow.canonical(WinogradConfig(template="winograd")).ic_bn == 4
 
 
 @pytest.mark.parametrize("template", list(WINOGRAD))
@@ -89,15 +100,15 @@ def test_builds_match_the_reference(template, case):
 def test_realistic_layer_within_the_fp32_tolerance():
     # K = 64 * 9: the full reduction of a ResNet stage; the default (F(4x4)) is verified like every candidate.
     w = Conv2dWorkload(1, 64, 20, 20, 64, 3, 3, padding=1, epilogue="bias,relu")
-    config = Conv2dSpace(w).default()
-    assert config.template == "winograd4"
+    config = WinogradSpace(w).default()
+    assert config.template == "winograd4" and default_template(w).name == "conv2d.winograd"
     kernel = check(w, config)
     inputs = random_inputs(w, 7)
     torch.testing.assert_close(kernel(*inputs).double(), w.reference(*inputs), rtol=1e-5, atol=64 * 9 * 2e-6)
 
 
 def test_weight_transformed_ahead_of_time():
-    from autotile.ops.conv2d.direct_tvm import prepacked_operands
+    from autotile.ops.conv2d.winograd_tvm import prepacked_operands
 
     w = Conv2dWorkload(1, 12, 9, 10, 20, 3, 3, padding=1, epilogue="bias,relu", const_weight=True)
     config = configured(w, template="winograd4", ow_bn=4, oc_bn=32)

@@ -1,7 +1,8 @@
 """2-D convolution (NCHW or NHWC, groups, fused epilogues).
 
-Owns the workload (workload.py), the CPU template conv2d.direct (register-blocked direct, implicit-GEMM,
-pointwise and depthwise kernels: direct.py, direct_tvm.py), the GPU template conv2d.triton (triton.py) and the
+Owns the workload (workload.py), the CPU templates conv2d.direct (register-blocked direct, implicit-GEMM,
+pointwise and depthwise kernels: direct.py, direct_tvm.py) and conv2d.winograd (F(2x2,3x3) and F(4x4,3x3) for
+3x3 stride-1 convolutions: winograd.py, winograd_tvm.py), the GPU template conv2d.triton (triton.py) and the
 `autotile tune conv2d` command (cli.py).
 """
 
@@ -14,6 +15,9 @@ FAMILY = Family(
     templates=(
         Template("conv2d.direct", space=P + "direct:Conv2dSpace", lowering=P + "direct_tvm:schedule",
                  prepacked=P + "direct_tvm:prepacked_operands", formerly=("conv2d.cpu",)),
+        Template("conv2d.winograd", space=P + "winograd:WinogradSpace", lowering=P + "winograd_tvm:lower",
+                 applies=P + "winograd:applies", preferred=P + "winograd:preferred",
+                 prepacked=P + "winograd_tvm:prepacked_operands", formerly=("conv2d.cpu",)),
         Template("conv2d.triton", space=P + "triton:TritonConv2dSpace", lowering=P + "triton:program",
                  backend="triton"),
     ),

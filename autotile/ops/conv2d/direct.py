@@ -23,20 +23,14 @@ Two NCHW templates put output pixels in the vector lanes instead, so the input i
 - "dwrows" (depthwise, NCHW): each channel a 2-D stencil over a zero-padded copy of that channel only
   (it stays in cache); tiles of oh_bn rows x ow_bn columns, the columns in vector lanes.
 
-Two Winograd templates for 3x3, stride 1, undilated, ungrouped fp32 convolutions (any padding, either layout):
-"winograd" = F(2x2,3x3) (2.25x fewer multiplies) and "winograd4" = F(4x4,3x3) (4x fewer); the code and the stages
-are in conv2d_winograd_tvm.py. Their knobs: ow_bn tiles x oc_bn output channels is the register tile of the
-batched GEMM over the (m+2)^2 transform positions (per input channel, ow_bn broadcast values times oc_bn/lanes
-weight vectors); `outer` orders its tile and channel blocks; `unroll` unrolls its input channels; ic_bn is the
-channel vector of the input transform (the device's lanes, fewer for narrow inputs); `epilogue_at` places the
-write-back (epilogue, user layout): "tile" per channel vector of a row of tiles (its block stays in L1), "row" per
-row of tiles, "root" as a separate pass. oh_bn, rorder and pack_input do not apply.
+The Winograd kernels ("winograd", "winograd4") are another template, conv2d.winograd (winograd.py): they share
+this config type's knobs and this space's geometry, and compete with these in tuning where they apply.
 
 Layout transforms and padding run inside the kernel, so they are part of every measured time. The packs
 are transposes, vectorized over the blocked channels (a small ic_bn makes the input's cheap; ic_bn = 1 makes
 it a padded copy of NCHW rows). For a constant weight (`Conv2dWorkload(const_weight=True)`, what the
 torch.compile backend tunes) the "nchwc", "gemm", "depthwise" and Winograd kernels take the weight packed
-(or transformed) by a separate `pack_weight` function, run once per weight (conv2d_tvm.prepacked_operands,
+(or transformed) by a separate `pack_weight` function, run once per weight (direct_tvm.prepacked_operands,
 codegen/tvm/build.py), and their timings leave it out.
 """
 
@@ -93,8 +87,6 @@ class Conv2dSpace(ConfigSpace):
             templates = ["depthwise", "dwrows"] if dwrows else ["depthwise"]
         else:
             templates = ["nchwc", "gemm", "pointwise"] if pointwise else ["nchwc", "gemm"]
-        if winograd_applies(w):
-            templates += list(WINOGRAD)
         wide = pointwise or dwrows  # pixel vectors: wider pixel tiles, and (pointwise) a few channels per tile
         self.domains = {
             "template": templates,
@@ -182,8 +174,6 @@ class Conv2dSpace(ConfigSpace):
         template = c.template
         if template in ("pointwise", "dwrows"):
             return self._canonical_nchw(c)
-        if template in WINOGRAD:
-            return self._canonical_winograd(c)
         oc_bn = min(c.oc_bn, _round_up(w.k if template == "depthwise" else kg, self.lanes))
         if template == "gemm":
             ic_bn, oh_bn, ow_bn, rorder = cg, 1, min(c.ow_bn, p * q), "rsc"
@@ -218,18 +208,6 @@ class Conv2dSpace(ConfigSpace):
         p, q = w.out_hw
         return w.n * _ceil_div(p, m) * _ceil_div(q, m)
 
-    def _canonical_winograd(self, c: Conv2dConfig) -> Conv2dConfig:
-        w = self.workload
-        base = Conv2dConfig()
-        ic_bn = min(self.lanes, max(4, 1 << (w.c - 1).bit_length()))  # the channel vector of the transforms
-        oc_bn = min(c.oc_bn, _round_up(w.k, self.lanes))
-        tiles = self.winograd_tiles(c.template)
-        ow_bn = min(c.ow_bn, tiles)
-        unroll = max(u for u in (1, 2, 4, 8, 16) if u <= c.unroll and ic_bn % u == 0)
-        outer = c.outer if _ceil_div(w.k, oc_bn) > 1 and _ceil_div(tiles, ow_bn) > 1 else base.outer
-        epilogue_at = c.epilogue_at
-        return Conv2dConfig(c.template, ic_bn, oc_bn, ow_bn, 1, base.rorder, unroll, outer, epilogue_at, True)
-
     def _canonical_nchw(self, c: Conv2dConfig) -> Conv2dConfig:
         w = self.workload
         p, q = w.out_hw
@@ -257,8 +235,7 @@ class Conv2dSpace(ConfigSpace):
 
     def default(self) -> Conv2dConfig:
         """A heuristic for AVX-512: two vectors of output channels, the widest pixel row tile that fits
-        the registers and divides the output width; the implicit GEMM for 1x1 convolutions; Winograd F(4x4, 3x3)
-        where it applies and the channels are not too few. NCHW inputs
+        the registers and divides the output width; the implicit GEMM for 1x1 convolutions. NCHW inputs
         get the in-place templates where they apply: "pointwise" for 1x1 convolutions whose pixel count is
         whole vectors, "dwrows" for depthwise ones."""
         w = self.workload
@@ -281,9 +258,6 @@ class Conv2dSpace(ConfigSpace):
             return self.canonical(Conv2dConfig("pointwise", oc_bn=oc_bn, ow_bn=widths[0], oh_bn=rows[0] if rows else 1,
                                                unroll=4, outer="kp", epilogue_at="row" if rows else "tile"))
         oc_bn = 2 * lanes if kg > lanes else lanes
-        if "winograd4" in self.domains["template"] and min(w.c, w.k) >= 16:
-            # 4x fewer multiplies than the direct convolution: 2.2-2.4x faster on 64x56x56 (Zen 4, one core).
-            return self.canonical(Conv2dConfig("winograd4", oc_bn=oc_bn, ow_bn=6, unroll=4, epilogue_at="tile"))
         limit = (self.registers - 1) // (oc_bn // lanes) - 1
         if w.r == w.s == 1 and w.stride == (1, 1) and w.padding == (0, 0):
             tile = _row_tile(p * q, min(limit, 14))
@@ -320,12 +294,6 @@ class Conv2dSpace(ConfigSpace):
             ow_pad * k_pad * c_pad,  # wasted work from padding the tiles
             log(c.ic_bn * w.r * w.s * c.oc_bn * 4),  # weight block bytes per ic block
         ]
-
-
-def winograd_applies(w: Conv2dWorkload) -> bool:
-    """Winograd F(m x m, 3x3) computes this convolution: 3x3, stride 1, undilated, one group, fp32."""
-    return (w.r == w.s == 3 and w.stride == (1, 1) and w.dilation == (1, 1) and w.groups == 1
-            and w.dtype == "float32")
 
 
 def _row_tile(extent: int, limit: int) -> int:

@@ -13,7 +13,7 @@ from tvm import te
 from tvm import tirx as tir
 
 from autotile.codegen.tvm.fastmath import apply_epilogue
-from autotile.ops.conv2d.direct import WINOGRAD, Conv2dConfig, _round_up
+from autotile.ops.conv2d.direct import Conv2dConfig, _round_up
 from autotile.ops.conv2d.workload import Conv2dWorkload
 
 
@@ -201,24 +201,13 @@ def prepacked_operands(w: Conv2dWorkload, c: Conv2dConfig) -> dict[str, tuple[in
     ahead: the kernel's library then holds `pack_weight` too (codegen/tvm/build.py runs it once per weight)."""
     if not w.const_weight or c.template not in PREPACKABLE:
         return {}
-    if c.template in WINOGRAD:  # the TE definition only: no schedule is built for a shape
-        from autotile.ops import conv2d_winograd_tvm
-
-        packed = conv2d_winograd_tvm.define(w, c, prepacked=True)[1]["wtrans"]
-    else:
-        packed = define(w, c, prepacked=True)[1]["wpack"]
+    packed = define(w, c, prepacked=True)[1]["wpack"]  # the TE definition only: no schedule is built for a shape
     return {"weight": tuple(int(d) for d in packed.shape)}
 
 
 def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm.IRModule:
     if w.const_weight and not prepacked and c.template in PREPACKABLE:
-        pack, conv, _ = prepacked_modules(w, c)
-        return tvm.IRModule({"main": conv["main"], "pack_weight": pack["main"].with_attr("global_symbol",
-                                                                                          "pack_weight")})
-    if c.template in WINOGRAD:
-        from autotile.ops import conv2d_winograd_tvm
-
-        return conv2d_winograd_tvm.schedule(w, c, prepacked)
+        return with_pack_weight(*prepacked_modules(w, c)[:2])
     if c.template == "pointwise":
         return schedule_pointwise(w, c)
     if c.template == "dwrows":
@@ -310,18 +299,19 @@ def _schedule_pack(sch, name: str, outer: int, rows: bool = False):
     sch.vectorize(sch.fuse(*loops[-2:]) if rows else loops[-1])
 
 
-PREPACKABLE = ("nchwc", "gemm", "depthwise", *WINOGRAD)  # templates with a separable weight transform
+PREPACKABLE = ("nchwc", "gemm", "depthwise")  # templates with a separable weight transform
+
+
+def with_pack_weight(pack, conv) -> tvm.IRModule:
+    """One module holding the kernel (main, taking the packed weight) and `pack_weight`, run once per weight."""
+    return tvm.IRModule({"main": conv["main"], "pack_weight": pack["main"].with_attr("global_symbol", "pack_weight")})
 
 
 def prepacked_modules(w: Conv2dWorkload, c: Conv2dConfig):
     """(pack, conv, packed shape): the kernel split in two IRModules, `pack` (weight -> packed weight) to
     run once per weight and `conv` (input, packed weight, epilogue operands..., out) on every call. None
     for the templates that read the weight in place ("dwrows") or pack it per tile ("pointwise"). Winograd's
-    `pack` is the weight transform U = G g G^T."""
-    if c.template in WINOGRAD:
-        from autotile.ops import conv2d_winograd_tvm
-
-        return conv2d_winograd_tvm.prepacked_modules(w, c)
+    `pack` is the weight transform U = G g G^T (winograd_tvm.prepacked_modules)."""
     if c.template not in PREPACKABLE:
         return None
     _, stages = define(w, c, prepacked=True)

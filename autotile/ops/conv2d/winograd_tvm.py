@@ -40,7 +40,7 @@ from tvm import tirx as tir
 
 from autotile.codegen.tvm.fastmath import apply_epilogue
 from autotile.ops.conv2d.direct import WINOGRAD, Conv2dConfig, _round_up
-from autotile.ops.conv2d.direct_tvm import loops_under, placeholders, unroll_and_vectorize
+from autotile.ops.conv2d.direct_tvm import loops_under, placeholders, unroll_and_vectorize, with_pack_weight
 from autotile.ops.conv2d.workload import Conv2dWorkload
 
 # (B^T, G, A^T) per output tile size m. F(2,3): Lavin & Gray's (interpolation points 0, 1, -1). F(4,3): the points
@@ -288,9 +288,22 @@ def schedule(w: Conv2dWorkload, c: Conv2dConfig, prepacked: bool = False) -> tvm
     return sch.mod
 
 
+def lower(w: Conv2dWorkload, c: Conv2dConfig) -> tvm.IRModule:
+    """The conv2d.winograd template's kernel; for a constant weight, with `pack_weight` (the weight transform)."""
+    if w.const_weight:
+        return with_pack_weight(*prepacked_modules(w, c)[:2])
+    return schedule(w, c)
+
+
+def prepacked_operands(w: Conv2dWorkload, c: Conv2dConfig) -> dict[str, tuple[int, ...]]:
+    """A constant weight's transformed shape (the TE definition only: no schedule is built for a shape)."""
+    if not w.const_weight:
+        return {}
+    return {"weight": tuple(int(d) for d in define(w, c, prepacked=True)[1]["wtrans"].shape)}
+
+
 def prepacked_modules(w: Conv2dWorkload, c: Conv2dConfig):
-    """(weight transform, kernel taking the transformed weight, its shape), for constant weights
-    (conv2d_tvm.prepacked_operands)."""
+    """(weight transform, kernel taking the transformed weight, its shape), for constant weights."""
     _, stages = define(w, c, prepacked=True)
     wtrans = stages["wtrans"]
     W = stages["wt1"].op.input_tensors[0]
