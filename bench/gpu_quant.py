@@ -25,8 +25,8 @@ INT_MM_MIN_ROWS, INT_MM_PAD_ROWS = 16, 32
 
 
 def bench_shape(spec: str, args, torch) -> list[dict]:
-    from autotile.ops.qgemm.workload import QGemmWorkload
     from autotile.ops.qgemm.quant import quantize_rows_int8
+    from autotile.ops.qgemm.workload import QGemmWorkload
 
     rows = []
     m, n, k = (int(x) for x in spec.split("x"))

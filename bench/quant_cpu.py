@@ -40,8 +40,8 @@ import torch  # noqa: E402
 import autotile  # noqa: E402
 from autotile.db.device import Device  # noqa: E402
 from autotile.ir import GemmWorkload  # noqa: E402
-from autotile.ops.qgemm.workload import QGemmWorkload  # noqa: E402
 from autotile.ops.qgemm.quant import quantize_int, quantize_rows_int8  # noqa: E402
+from autotile.ops.qgemm.workload import QGemmWorkload  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
