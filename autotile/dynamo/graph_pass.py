@@ -94,6 +94,8 @@ class AutotilePass(CustomGraphPass):
         stats.pass_seconds += time.perf_counter() - start
 
     def _adopt(self, node, ctx: Context):
+        """The workload to prepare for an autotile op a user's module put in the graph (counted as replaced), or
+        None when `node` is no such op."""
         for pattern in PATTERNS:
             workload = pattern.adopt(node, ctx)
             if workload is not None:
