@@ -13,8 +13,6 @@ kernel from the database (exact workload, else the nearest tuned shape, else the
 
 from __future__ import annotations
 
-import json
-
 import torch
 from torch import nn
 
@@ -28,6 +26,7 @@ class QuantizedLinear(nn.Module):
         super().__init__()
         from autotile.dynamo import ops  # noqa: F401  (registers torch.ops.autotile.qlinear)
         from autotile.dynamo.options import Options
+        from autotile.dynamo.plans import QLinearPlan
         from autotile.ops.qgemm.workload import QGemmWorkload
 
         options = Options(tuning=tuning, db=db)
@@ -43,9 +42,9 @@ class QuantizedLinear(nn.Module):
                 self.register_buffer(buffer, torch.zeros(shapes[name], dtype=dtype))
             else:
                 self.register_buffer(buffer, None)
-        self.plan = json.dumps({"db": str(options.db_path()), "tuning": options.tuning, "kind": "qlinear",
-                                "workload": self.workload.to_dict(), "dynamic": {},
-                                "pack": ["codes", "scales", "zeros"]}, sort_keys=True)
+        # The op's plan, as the text its schema takes; the codes are already the kernel's (no signed values).
+        self.plan = QLinearPlan(str(options.db_path()), options.tuning, self.workload, signed_bits=None,
+                                pack=("codes", "scales", "zeros")).encode()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **options) -> QuantizedLinear:

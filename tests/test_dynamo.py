@@ -3,7 +3,10 @@
 Shapes are tiny and shared between tests, so the session's kernel cache builds each kernel once.
 """
 
+import ast
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +17,13 @@ import autotile
 import autotile.dynamo
 from autotile.dynamo import compile_model, stats
 from autotile.dynamo.buckets import boundaries, bucket
+from autotile.dynamo.plans import AttentionPlan, Conv2dPlan, GemmPlan, LayerNormPlan, QLinearPlan
 from autotile.errors import AutotileError
+from autotile.ops.attention.workload import AttentionWorkload
+from autotile.ops.conv2d.workload import Conv2dWorkload
+from autotile.ops.gemm.workload import GemmWorkload
+from autotile.ops.layernorm.workload import LayerNormWorkload
+from autotile.ops.qgemm.workload import QGemmWorkload
 
 
 @pytest.fixture(autouse=True)
@@ -525,3 +534,78 @@ def test_replaced_outputs_keep_eager_dtypes_and_strides():
     for i, (w, g) in enumerate(zip(want, got)):
         close(g, w)
         assert (g.dtype, g.shape, g.stride()) == (w.dtype, w.shape, w.stride()), f"output {i}"
+
+
+# --- plans: typed values, passed to the ops as stable text ------------------------------------------------------
+
+PLANS = [
+    GemmPlan("/tmp/a.db", "cached", GemmWorkload(16, 64, 32, trans_b=True, epilogue="bias,gelu", const_b=True),
+             m_dim=1),
+    GemmPlan("/tmp/a.db", "off", GemmWorkload(8, 24, 16, batch=3, trans_a=True), m_dim=None),
+    Conv2dPlan("/tmp/a.db", "tune", Conv2dWorkload(1, 8, 8, 8, 8, 3, 3, padding=(1, 1), epilogue="bias,relu",
+                                                   const_weight=True)),
+    AttentionPlan("/tmp/a.db", "cached", AttentionWorkload(2, 4, 16, 16, causal=True), dynamic_batch=False,
+                  dynamic_seq=True, out_layout="bshd"),
+    LayerNormPlan("/tmp/a.db", "cached", LayerNormWorkload(16, 64, eps=1e-3), dynamic_rows=True),
+    QLinearPlan("/tmp/a.db", "cached", QGemmWorkload(16, 48, 64, weight_dtype="int4", group_size=32, asymmetric=True),
+                signed_bits=4, pack=("codes", "zeros")),
+]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p.kind}-{p.workload.key}")
+def test_plan_round_trips_through_its_encoding(plan):
+    text = plan.encode()
+    back = type(plan).decode(text)
+    assert type(back) is type(plan) and back == plan
+    assert back.encode() == text  # stable text: Inductor's FX graph cache keys on it
+    assert json.loads(text)["kind"] == plan.kind
+
+
+def test_plan_decoding_is_strict():
+    plan = PLANS[0]
+    raw = json.loads(plan.encode())
+    with pytest.raises(AutotileError, match=r"gemm plan: unknown field\(s\) b_form; expected db, m_dim"):
+        GemmPlan.decode(json.dumps({**raw, "b_form": "t"}))
+    with pytest.raises(AutotileError, match=r"gemm plan: missing field\(s\) m_dim"):
+        GemmPlan.decode(json.dumps({k: v for k, v in raw.items() if k != "m_dim"}))
+    with pytest.raises(AutotileError, match="expected a conv2d plan, got kind 'gemm'"):
+        Conv2dPlan.decode(plan.encode())
+    with pytest.raises(AutotileError, match="gemm workloads have no field"):
+        GemmPlan.decode(json.dumps({**raw, "workload": {**raw["workload"], "tile": 8}}))
+    with pytest.raises(AutotileError, match="must be the JSON text"):
+        GemmPlan.decode("{not json")
+
+
+def test_plan_fields_are_checked_when_built():
+    with pytest.raises(AutotileError, match="attention plan: out_layout must be one of contiguous, bshd"):
+        AttentionPlan("/tmp/a.db", "cached", AttentionWorkload(1, 2, 8, 8), dynamic_batch=False, dynamic_seq=False,
+                      out_layout="nhwc")
+    with pytest.raises(AutotileError, match="gemm plan: expected a gemm workload, got 'layernorm'"):
+        GemmPlan("/tmp/a.db", "cached", LayerNormWorkload(4, 8), m_dim=None)
+    with pytest.raises(AutotileError, match="qlinear plan: pack must name operands"):
+        QLinearPlan("/tmp/a.db", "cached", PLANS[-1].workload, signed_bits=4, pack=("weight",))
+
+
+def test_an_op_refuses_another_familys_plan():
+    import autotile.dynamo.ops  # noqa: F401  (registers torch.ops.autotile.*)
+
+    x, w = torch.randn(1, 8, 8, 8), torch.randn(8, 8, 3, 3)
+    with pytest.raises(AutotileError, match="expected a conv2d plan, got kind 'gemm'"):
+        torch.ops.autotile.conv2d(x, w, None, None, None, PLANS[0].encode())
+
+
+def test_each_pattern_module_is_self_contained():
+    """Each family's pattern imports dynamo's generic helpers, ir/ and kernels/, never another pattern, so it can
+    move into its family's package; the pass tries qgemm before gemm (torchao's linears are mm / addmm too)."""
+    from autotile.dynamo import patterns
+
+    folder = Path(patterns.__file__).parent
+    modules = sorted(p.stem for p in folder.glob("*.py") if p.name != "__init__.py")
+    assert modules == ["attention", "conv2d", "gemm", "layernorm", "qgemm"]
+    for name in modules:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+            {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not [m for m in imported if m and m.startswith("autotile.dynamo.patterns")], name
+    names = [p.name for p in patterns.PATTERNS]
+    assert names == ["qlinear", "gemm", "conv2d", "attention", "layernorm"]

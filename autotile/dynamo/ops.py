@@ -1,14 +1,13 @@
 """The custom ops that replace matched ATen ops, and what they do when called: torch.ops.autotile.*.
 
-Each op takes its tensors and a plan, a JSON string the graph pass writes: the workload (symbolic dims
-as null), operand layouts, which operands are weights to pack once, and the database the kernel comes
-from. A plan is self-contained, so a graph loaded from Inductor's cache in a new process still runs.
-Fake (meta) implementations give Inductor shapes, dtypes and strides without running anything.
+Each op takes its tensors and its family's plan (autotile.dynamo.plans) as the text `plan.encode()` writes, and
+reads it back with the family's `decode`: the workload, what of operand layouts and dynamic dims the kernel must
+know, which operands are weights to pack once, and the database the kernel comes from. Fake (meta)
+implementations give Inductor shapes, dtypes and strides without running anything.
 """
 
 from __future__ import annotations
 
-import json
 import weakref
 from functools import cache
 
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from autotile.dynamo.buckets import bucket
 from autotile.dynamo.counters import stats
+from autotile.dynamo.plans import AttentionPlan, Conv2dPlan, GemmPlan, LayerNormPlan, QLinearPlan
 from autotile.dynamo.resolve import resolver
 from autotile.ops.qgemm.quant import pack_bits
 
@@ -69,35 +69,26 @@ def pad_dim(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return F.pad(t, [0, 0] * (t.dim() - 1 - dim) + [0, extra])
 
 
-class Plan:
-    def __init__(self, spec: dict):
-        from autotile.ops import workload_from_dict
+class Kernels:
+    """A plan's kernels (one per bucket of its dynamic dims) and its packed weights, in this process."""
 
-        self.spec = spec
-        self.dynamic = spec.get("dynamic") or {}  # workload field -> dim of the first tensor that sets it
-        self.resolver = resolver(spec["db"], spec["tuning"])
+    def __init__(self, plan):
+        self.plan = plan
+        self.resolver = resolver(plan.db, plan.tuning)
         self.packs: dict[tuple, PackCache] = {}  # (operand, kernel variant) -> the packed copies
-        self._workload_from_dict = workload_from_dict
         self._kernels: dict[tuple, object] = {}
-
-    def sizes(self, first: torch.Tensor) -> dict[str, int]:
-        """The bucket of each dynamic field, read from the first tensor's shape."""
-        return {name: bucket(first.shape[dim]) for name, dim in self.dynamic.items()}
-
-    def workload(self, sizes: dict | None = None):
-        return self._workload_from_dict({**self.spec["workload"], **(sizes or {})})
 
     def kernel(self, sizes: dict | None = None):
         key = tuple(sorted((sizes or {}).items()))
         kern = self._kernels.get(key)
         if kern is None:
-            kern = self._kernels[key] = self.resolver.load(self.workload(sizes)).kernel
+            kern = self._kernels[key] = self.resolver.load(self.plan.resized(sizes or {})).kernel
         return kern
 
     def operand(self, name: str, t: torch.Tensor, convert, variant=None, values=None):
         """`t` converted for the kernel; a weight's conversion is kept per tensor version and per kernel
         `variant` (the bucket: each bucket's kernel may pack it differently)."""
-        if name not in self.spec.get("pack", ()):
+        if not self.plan.packs(name):
             return convert(t)
         cache = self.packs.get((name, variant))
         if cache is None:
@@ -105,9 +96,9 @@ class Plan:
         return cache.get(t, convert, values)
 
 
-@cache
-def plan(text: str) -> Plan:
-    return Plan(json.loads(text))
+@cache  # one per plan text: its kernels and packed weights live as long as the process
+def kernels(plan_type, text: str) -> Kernels:
+    return Kernels(plan_type.decode(text))
 
 
 # The graph ops run only inside compiled graphs, which AOTAutograd calls with grad off: they are defined with a
@@ -133,21 +124,21 @@ class GraphOp:
         return fake
 
 
-# --- gemm: C = epilogue(A @ B); b is B itself, or B^T when the plan says b_form "t" (a linear's weight) ------
+# --- gemm: C = epilogue(A @ B); b is B itself, or W with B = W^T when the plan says b_is_weight (a linear's) ---
 
 @GraphOp
 def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
-         plan_json: str) -> torch.Tensor:
-    p = plan(plan_json)
-    spec = p.spec
-    logical_b = (lambda t: t.transpose(-1, -2)) if spec["b_form"] == "t" else (lambda t: t)
+         plan: str) -> torch.Tensor:
+    p = kernels(GemmPlan, plan)
+    gp = p.plan
+    logical_b = (lambda t: t.transpose(-1, -2)) if gp.b_is_weight else (lambda t: t)
     m = a.shape[-2]
-    sizes = p.sizes(a)
+    sizes = {} if gp.m_dim is None else {"m": bucket(a.shape[gp.m_dim])}
     size = sizes.get("m")
     kern = p.kernel(sizes)
-    a_k = p.operand("a", a, lambda t: to_layout(t, spec["a"]))
+    a_k = p.operand("a", a, lambda t: to_layout(t, gp.a_layout))
     # A weight is packed once per version into the panels the kernel reads (when its config packs B).
-    b_k = p.operand("b", b, lambda t: kern.pack_operand("B", to_layout(logical_b(t), spec["b"])),
+    b_k = p.operand("b", b, lambda t: kern.pack_operand("B", to_layout(logical_b(t), gp.b_layout)),
                     variant=tuple(sorted(sizes.items())))
     args = [a_k, b_k]
     if bias is not None:
@@ -155,7 +146,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: 
     if residual is not None:
         args.append(residual if residual.is_contiguous() else residual.contiguous())
     if size is not None and size != m:
-        args[0] = pad_dim(a_k, -1 if spec["a"] == "t" else -2, size)
+        args[0] = pad_dim(a_k, -1 if gp.a_layout == "t" else -2, size)
         if residual is not None:
             args[-1] = pad_dim(args[-1], -2, size)
         out = kern(*args)[..., :m, :]
@@ -164,10 +155,10 @@ def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: 
 
 
 @gemm.register_fake
-def _gemm_fake(a, b, bias, residual, plan_json):
-    spec = plan(plan_json).spec
-    n = b.shape[-2] if spec["b_form"] == "t" else b.shape[-1]
-    out_dtype = getattr(torch, spec["out_dtype"])
+def _gemm_fake(a, b, bias, residual, plan):
+    gp = GemmPlan.decode(plan)
+    n = b.shape[-2] if gp.b_is_weight else b.shape[-1]
+    out_dtype = getattr(torch, gp.workload.out_dtype)
     return a.new_empty((*a.shape[:-1], n), dtype=out_dtype)
 
 
@@ -175,10 +166,10 @@ def _gemm_fake(a, b, bias, residual, plan_json):
 
 @GraphOp
 def conv2d(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None,
-           residual: torch.Tensor | None, plan_json: str) -> torch.Tensor:
+           residual: torch.Tensor | None, plan: str) -> torch.Tensor:
     """scale: a folded BatchNorm's per-output-channel factor. The op convolves with weight * scale, packed (or
     Winograd-transformed) for the kernel once per (weight version, scale values)."""
-    p = plan(plan_json)
+    p = kernels(Conv2dPlan, plan)
     kern = p.kernel()
 
     def convert(t):
@@ -191,8 +182,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bi
 
 
 @conv2d.register_fake
-def _conv2d_fake(x, weight, scale, bias, residual, plan_json):
-    w = plan(plan_json).workload()
+def _conv2d_fake(x, weight, scale, bias, residual, plan):
+    w = Conv2dPlan.decode(plan).workload
     return x.new_empty(w.out_shape, dtype=getattr(torch, w.out_dtype))
 
 
@@ -207,14 +198,18 @@ def _attention_out(q: torch.Tensor, layout: str) -> torch.Tensor:
 
 
 @GraphOp
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan_json: str) -> torch.Tensor:
-    p = plan(plan_json)
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str) -> torch.Tensor:
+    p = kernels(AttentionPlan, plan)
     batch, s = q.shape[0], q.shape[2]
-    sizes = p.sizes(q)
+    sizes = {}
+    if p.plan.dynamic_batch:
+        sizes["batch"] = bucket(batch)
+    if p.plan.dynamic_seq:
+        sizes["seq_q"] = sizes["seq_kv"] = bucket(s)
     kern = p.kernel(sizes)
     # The kernel takes strided views (a fused qkv projection's q, k, v) and writes eager's output layout.
     args = [t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v)]
-    out = _attention_out(q, p.spec["out"])
+    out = _attention_out(q, p.plan.out_layout)
     if sizes.get("batch", batch) == batch and sizes.get("seq_q", s) == s:
         return kern(*args, out=out)
     # Zero padding: extra batches are independent; extra rows and keys are exact for top-left causal only,
@@ -227,8 +222,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan_json: str)
 
 
 @attention.register_fake
-def _attention_fake(q, k, v, plan_json):
-    return _attention_out(q, plan(plan_json).spec["out"])
+def _attention_fake(q, k, v, plan):
+    return _attention_out(q, AttentionPlan.decode(plan).out_layout)
 
 
 # --- layer_norm over the last dim: keeps the code between two GEMMs on TVM's thread pool --------------------------
@@ -241,13 +236,13 @@ def _filled(value: float, n: int) -> torch.Tensor:
 
 @GraphOp
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-               plan_json: str) -> torch.Tensor:
-    p = plan(plan_json)
+               plan: str) -> torch.Tensor:
+    p = kernels(LayerNormPlan, plan)
     cols = x.shape[-1]
     rows = x.reshape(-1, cols)
     rows = rows if rows.is_contiguous() else rows.contiguous()
     m = rows.shape[0]
-    sizes = {"rows": bucket(m)} if p.dynamic else {}
+    sizes = {"rows": bucket(m)} if p.plan.dynamic_rows else {}
     kern = p.kernel(sizes)
     weight = _filled(1.0, cols) if weight is None else weight
     bias = _filled(0.0, cols) if bias is None else bias
@@ -256,7 +251,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
 
 
 @layer_norm.register_fake
-def _layer_norm_fake(x, weight, bias, plan_json):
+def _layer_norm_fake(x, weight, bias, plan):
     return x.new_empty(x.shape)
 
 
@@ -264,8 +259,8 @@ def _layer_norm_fake(x, weight, bias, plan_json):
 
 @torch.library.custom_op("autotile::qlinear", mutates_args=())
 def qlinear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
-            bias: torch.Tensor | None, plan_json: str) -> torch.Tensor:
-    p = plan(plan_json)
+            bias: torch.Tensor | None, plan: str) -> torch.Tensor:
+    p = kernels(QLinearPlan, plan)
     rows = x.reshape(-1, x.shape[-1])
     rows = rows if rows.is_contiguous() else rows.contiguous()
     m = rows.shape[0]
@@ -276,7 +271,7 @@ def qlinear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: t
         """A weight operand in the kernel's layout, made once per tensor version and bucket."""
         return p.operand(key, t, lambda u: kern.pack_operand(name, before(u)), variant=tuple(sizes.items()))
 
-    bits = p.spec.get("signed_codes")
+    bits = p.plan.signed_bits
     if bits:  # torchao's signed int8 values of `bits` bits: the kernel reads packed unsigned codes around 2**(bits-1)
         codes = weight("codes", "W", codes, lambda w: pack_bits(w.to(torch.int16) + (1 << (bits - 1)), bits))
         zeros = None if zeros is None else weight("zeros", "zeros", zeros,
@@ -292,6 +287,6 @@ def qlinear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: t
 
 
 @qlinear.register_fake
-def _qlinear_fake(x, codes, scales, zeros, bias, plan_json):
-    n = plan(plan_json).spec["workload"]["n"]
+def _qlinear_fake(x, codes, scales, zeros, bias, plan):
+    n = QLinearPlan.decode(plan).workload.n
     return x.new_empty((*x.shape[:-1], n))

@@ -1,0 +1,89 @@
+"""The GEMM pattern: mm, addmm and bmm on float32 CPU tensors with their fused epilogue, as autotile::gemm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from autotile.dynamo.match import (
+    Epilogue,
+    f32_cpu,
+    is_static,
+    layout,
+    mm_operands,
+    swaps_last_two,
+    take_addend,
+    val,
+    walk_epilogue,
+)
+from autotile.dynamo.pattern import Context, Pattern, static_or_bucket
+from autotile.dynamo.plans import GemmPlan
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class GemmMatch:
+    anchor: torch.fx.Node  # the mm, addmm or bmm
+    a: torch.fx.Node
+    b: torch.fx.Node  # the op's B operand: B itself, or the weight W when `b_is_weight`
+    b_is_weight: bool  # B is W^T with W a graph input (a linear's weight): the op gets W, packed once per version
+    epilogue: Epilogue
+
+    @property
+    def last(self) -> torch.fx.Node:
+        return self.epilogue.last
+
+
+def match_gemm(node) -> GemmMatch | None:
+    """mm, addmm (beta = alpha = 1) and bmm on float32 CPU tensors; N, K and the batch static, M may be symbolic."""
+    if node.target == aten.bmm.default:
+        inp, (a, b) = None, node.args[:2]
+    elif (operands := mm_operands(node)) is not None:
+        inp, a, b = operands
+    else:
+        return None
+    if not all(f32_cpu(x) for x in (a, b, node)):
+        return None
+    av, bv, ov = val(a), val(b), val(node)
+    if not is_static(*bv.shape, av.shape[-1], *av.shape[:-2]):
+        return None
+    e = Epilogue(node)
+    if inp is not None and not take_addend(e, inp, bv.shape[-1]):
+        return None
+    walk_epilogue(e, ov.shape, allow_views=av.dim() == 2, bias_along_n=True)
+    # A linear's weight W, used as W^T: the op gets W itself (the same object every call), a constant B that the
+    # kernel reads as B^T and packs into its panels once per version.
+    weight = swaps_last_two(b) and b.args[0].op == "placeholder"
+    return GemmMatch(node, a, b.args[0] if weight else b, weight, e)
+
+
+class GemmPattern(Pattern):
+    name = "gemm"
+    heavy = frozenset({aten.mm.default, aten.addmm.default, aten.bmm.default})
+
+    def match(self, node):
+        return match_gemm(node)
+
+    def plan(self, m: GemmMatch, ctx: Context) -> GemmPlan:
+        from autotile.ops.gemm.workload import GemmWorkload
+
+        av, bv = val(m.a), val(m.anchor.args[-1])  # B as the mm reads it (W^T for a weight)
+        rows, dynamic = static_or_bucket(av.shape[-2])
+        w = GemmWorkload(rows, bv.shape[-1], bv.shape[-2], batch=av.shape[0] if av.dim() == 3 else 1,
+                         trans_a=layout(av) == "t", trans_b=m.b_is_weight or layout(bv) == "t",
+                         epilogue=m.epilogue.steps, const_b=m.b_is_weight)
+        return GemmPlan(ctx.db, ctx.tuning, w, m_dim=av.dim() - 2 if dynamic else None)
+
+    def rewrite(self, m: GemmMatch, plan: GemmPlan, ctx: Context) -> torch.fx.Node:
+        e = m.epilogue
+        bias, residual = ctx.as_vector(ctx.current(e.bias)), ctx.current(e.residual)
+        if residual is not None and e.view is not None:
+            residual = ctx.emit(aten.reshape.default, residual, [-1, val(m.anchor).shape[-1]])
+        new = ctx.emit(torch.ops.autotile.gemm.default, ctx.current(m.a), ctx.current(m.b), bias, residual,
+                       plan.encode())
+        return ctx.viewed(new, e.view)
+
+
+PATTERN = GemmPattern()

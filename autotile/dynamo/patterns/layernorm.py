@@ -1,0 +1,99 @@
+"""The layer_norm pattern: Inductor's decomposition of an inference layer_norm over the last dim, as
+autotile::layer_norm (it keeps the code between two GEMMs on TVM's thread pool)."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+
+from autotile.dynamo.match import f32_cpu, is_call, is_commutative_call, is_static, known, only_user, val
+from autotile.dynamo.pattern import Context, Pattern, static_or_bucket
+from autotile.dynamo.plans import LayerNormPlan
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class LayerNormMatch:
+    anchor: torch.fx.Node  # the var_mean
+    last: torch.fx.Node  # the normalized value, or its affine scale / shift when it has them
+    x: torch.fx.Node
+    weight: torch.fx.Node | None  # the affine scale vector, when there is one
+    bias: torch.fx.Node | None  # the affine shift vector, when there is one
+    eps: float
+
+
+def _row_contiguous(v: torch.Tensor) -> bool:
+    """Contiguous, proven for every value of its symbolic sizes (never adds a guard)."""
+    expected = 1
+    for size, stride in reversed(list(zip(v.shape, v.stride()))):
+        if not known(stride == expected):
+            return False
+        expected = expected * size
+    return True
+
+
+def _getitem(node, index: int):
+    return next((u for u in node.users if u.target == operator.getitem and u.args[1] == index), None)
+
+
+def match_layer_norm(node) -> LayerNormMatch | None:
+    """Inductor's decomposition of layer_norm over the last dim of a contiguous float32 tensor, inference only:
+    var, mean = var_mean(x, [-1], correction=0, keepdim=True); (x - mean) * rsqrt(var + eps) [* weight] [+ bias].
+    In training the mean and rsqrt have more users (the backward's) and nothing matches."""
+    if node.target != aten.var_mean.correction or len(node.args) != 2 or not f32_cpu(node.args[0]):
+        return None
+    x, dims = node.args
+    xv = val(x)
+    if xv.dim() < 2 or [d % xv.dim() for d in dims] != [xv.dim() - 1] or not is_static(xv.shape[-1]) \
+            or node.kwargs != {"correction": 0, "keepdim": True} or not _row_contiguous(xv):
+        return None
+    var, mean = _getitem(node, 0), _getitem(node, 1)
+    if var is None or mean is None or len(node.users) != 2:
+        return None
+    centered, shifted = only_user(mean), only_user(var)
+    if not is_call(centered, aten.sub.Tensor, x, mean) or shifted is None or shifted.target != aten.add.Tensor \
+            or shifted.kwargs or len(shifted.args) != 2 or shifted.args[0] is not var \
+            or not isinstance(shifted.args[1], float):
+        return None
+    rstd = only_user(shifted)
+    normed = only_user(rstd) if is_call(rstd, aten.rsqrt.default, shifted) else None
+    if normed is None or only_user(centered) is not normed or \
+            not is_commutative_call(normed, aten.mul.Tensor, centered, rstd):
+        return None
+    last, affine = normed, {}
+    cols = xv.shape[-1]
+    for target in (aten.mul.Tensor, aten.add.Tensor):  # the affine scale, then the shift, each optional
+        user = only_user(last)
+        if user is None or user.target != target or user.kwargs or len(user.args) != 2:
+            continue
+        other = user.args[1] if user.args[0] is last else user.args[0]
+        v = val(other)
+        if other is last or not f32_cpu(other) or v.dim() != 1 or not known(v.shape[0] == cols):
+            continue
+        affine[target], last = other, user
+    return LayerNormMatch(node, last, x, affine.get(aten.mul.Tensor), affine.get(aten.add.Tensor), shifted.args[1])
+
+
+class LayerNormPattern(Pattern):
+    name = "layernorm"
+
+    def match(self, node):
+        return match_layer_norm(node)
+
+    def plan(self, m: LayerNormMatch, ctx: Context) -> LayerNormPlan:
+        from autotile.ops.layernorm.workload import LayerNormWorkload
+
+        xv = val(m.x)
+        rows, dynamic = static_or_bucket(xv.numel() // xv.shape[-1])
+        w = LayerNormWorkload(rows, xv.shape[-1], eps=m.eps)
+        return LayerNormPlan(ctx.db, ctx.tuning, w, dynamic_rows=dynamic)
+
+    def rewrite(self, m: LayerNormMatch, plan: LayerNormPlan, ctx: Context) -> torch.fx.Node:
+        x, weight, bias = (ctx.current(t) for t in (m.x, m.weight, m.bias))
+        return ctx.emit(torch.ops.autotile.layer_norm.default, x, weight, bias, plan.encode())
+
+
+PATTERN = LayerNormPattern()
