@@ -6,6 +6,7 @@ Shapes are tiny and shared between tests, so the session's kernel cache builds e
 import ast
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -595,17 +596,19 @@ def test_an_op_refuses_another_familys_plan():
 
 
 def test_each_pattern_module_is_self_contained():
-    """Each family's pattern imports dynamo's generic helpers, ir/ and kernels/, never another pattern, so it can
-    move into its family's package; the pass tries qgemm before gemm (torchao's linears are mm / addmm too)."""
-    from autotile.dynamo import patterns
+    """Each family's pattern lives in its package (ops/<op>/pattern.py) and imports dynamo's generic helpers, never
+    another family's pattern; the pass tries qgemm before gemm (torchao's linears are mm / addmm too)."""
+    import autotile.ops
+    from autotile.dynamo.graph_pass import PATTERNS
 
-    folder = Path(patterns.__file__).parent
-    modules = sorted(p.stem for p in folder.glob("*.py") if p.name != "__init__.py")
+    folder = Path(autotile.ops.__file__).parent
+    modules = sorted(p.parent.name for p in folder.glob("*/pattern.py"))
     assert modules == ["attention", "conv2d", "gemm", "layernorm", "qgemm"]
     for name in modules:
-        tree = ast.parse((folder / f"{name}.py").read_text())
+        tree = ast.parse((folder / name / "pattern.py").read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
             {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        assert not [m for m in imported if m and m.startswith("autotile.dynamo.patterns")], name
-    names = [p.name for p in patterns.PATTERNS]
-    assert names == ["qlinear", "gemm", "conv2d", "attention", "layernorm"]
+        others = [m for m in imported if m and re.match(r"autotile\.ops\.(\w+)\.pattern", m)]
+        assert not others, name
+    names = [p.name for p in PATTERNS]
+    assert names == ["qlinear", "gemm", "attention", "conv2d", "layernorm"]

@@ -2,7 +2,7 @@
 
 Inductor runs it on every forward, backward and inference graph (`post_grad_custom_post_pass`), then
 compiles the rest around the new ops; the eager fallback runs it and executes the graph as is. What is replaced,
-and how, is each family's pattern (autotile/dynamo/patterns/); the pass runs them all alike. Its uuid covers this
+and how, is each family's pattern (autotile/ops/<op>/pattern.py); the pass runs them all alike. Its uuid covers this
 package's source, the options and the database's state, so Inductor's FX graph cache never serves a graph
 compiled against other kernels.
 """
@@ -24,11 +24,12 @@ from autotile.dynamo.counters import stats
 from autotile.dynamo.match import val
 from autotile.dynamo.options import Options
 from autotile.dynamo.pattern import Context, Skip
-from autotile.dynamo.patterns import PATTERNS
 from autotile.dynamo.resolve import resolver
 from autotile.errors import AutotileError
+from autotile.ops import families, graph_patterns
 
 # The ATen ops stats.left reports when they stay in a graph: those some pattern replaces.
+PATTERNS = tuple(graph_patterns())
 HEAVY = frozenset().union(*(p.heavy for p in PATTERNS))
 
 
@@ -60,7 +61,9 @@ class AutotilePass(CustomGraphPass):
     # -- cache key ------------------------------------------------------------------------------
     def uuid(self):
         state = db_state(self.db) if self.options.tuning != "off" else None
-        sources = sorted(str(p) for p in Path(__file__).parent.rglob("*.py"))  # the patterns/ too
+        families_dir = Path(__file__).parents[1] / "ops"  # the families' patterns decide the rewrite too
+        sources = sorted([*map(str, Path(__file__).parent.glob("*.py")),
+                          *(str(families_dir / op / "pattern.py") for op in families())])
         return (get_hash_for_files(tuple(sources)).hex(), self.options.to_json(), self.db, state,
                 os.environ.get("AUTOTILE_CACHE_DIR"), sorted(self.weight_bits.items()))
 

@@ -1,6 +1,6 @@
 """Generic helpers for reading a post-grad FX graph: node metadata, exact-call tests, and the epilogue chain.
 
-Each family's pattern (autotile/dynamo/patterns/) finds its heavy op with these and says which nodes one autotile
+Each family's pattern (autotile/ops/<op>/pattern.py) finds its heavy op with these and says which nodes one autotile
 op replaces: the heavy op and a chain of single-user followers that the kernel's epilogue computes (bias,
 activation, residual add, cast; views in between for GEMMs). They read only node metadata (fake tensors) and
 never change the graph; anything they cannot prove is left alone, to the fallback.

@@ -1,6 +1,6 @@
 """What a graph pattern is to the graph pass, and what its steps get to work with.
 
-A pattern (one per op family, in autotile/dynamo/patterns/) finds its heavy op and the nodes that fuse into it
+A pattern (one per op family, in autotile/ops/<op>/pattern.py) finds its heavy op and the nodes that fuse into it
 (`match`), turns the match into a workload and a plan (`plan`), and writes the autotile op call that replaces it
 (`rewrite`). The pass runs these steps for every pattern alike, in three phases: match and plan every node, then
 load every planned kernel at once, then rewrite; so a match holds graph nodes that a later rewrite may replace

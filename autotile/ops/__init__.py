@@ -158,6 +158,14 @@ def rehome(old_name: str, op: str, workload: dict, config: dict) -> str | None:
     return None
 
 
+def graph_patterns() -> list:
+    """Every family's torch.compile graph pattern, in the order the graph pass tries them."""
+    from autotile.dotted import resolve
+
+    ordered = sorted((f for f in families().values() if f.pattern), key=lambda f: (f.pattern_order, f.op))
+    return [resolve(f.pattern) for f in ordered]
+
+
 def tvm_template_modules() -> list[str]:
     """Every TVM template's lowering module: what a build worker imports ahead, so no first build waits on it."""
     return [t.lowering_module for fam in families().values() for t in fam.templates if t.backend == "tvm"]

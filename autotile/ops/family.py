@@ -61,7 +61,9 @@ class Family:
     `shape_fields`: the workload fields that set its size; two workloads equal in every other field can share a
     tuned config (an untuned shape borrows the nearest tuned one's). `builds_on`: other families whose TVM code
     its templates import; their sources key its compiled libraries too. `cli`: "module:function" returning its
-    `autotile tune <op>` click command.
+    `autotile tune <op>` click command. `pattern`: "module:attr", its torch.compile graph pattern
+    (autotile.dynamo.pattern.Pattern); the graph pass tries patterns in `pattern_order` (lowest first), and the
+    first that matches a node owns it.
     """
 
     op: str
@@ -70,6 +72,8 @@ class Family:
     shape_fields: tuple[str, ...]
     builds_on: tuple[str, ...] = ()
     cli: str = ""
+    pattern: str = ""
+    pattern_order: int = 50
 
     @property
     def workload_type(self):

@@ -1,7 +1,7 @@
 """Scaled dot-product attention (causal or not, grouped-query heads).
 
 Owns the workload (workload.py), the CPU template attention.flash (flash.py, flash_tvm.py), the GPU template
-attention.triton (triton.py) and the `autotile tune attention` command (cli.py).
+attention.triton (triton.py), its torch.compile graph pattern (pattern.py) and `autotile tune attention` (cli.py).
 """
 
 from autotile.ops.family import Family, Template
@@ -17,4 +17,5 @@ FAMILY = Family(
     ),
     shape_fields=("batch", "heads", "seq_q", "seq_kv", "kv_heads"),
     cli=P + "cli:commands",
+    pattern=P + "pattern:PATTERN",
 )

@@ -2,8 +2,8 @@
 
 Owns the workload (workload.py), the CPU templates conv2d.direct (register-blocked direct, implicit-GEMM,
 pointwise and depthwise kernels: direct.py, direct_tvm.py) and conv2d.winograd (F(2x2,3x3) and F(4x4,3x3) for
-3x3 stride-1 convolutions: winograd.py, winograd_tvm.py), the GPU template conv2d.triton (triton.py) and the
-`autotile tune conv2d` command (cli.py).
+3x3 stride-1 convolutions: winograd.py, winograd_tvm.py), the GPU template conv2d.triton (triton.py), its
+torch.compile graph pattern (pattern.py) and `autotile tune conv2d` (cli.py).
 """
 
 from autotile.ops.family import Family, Template
@@ -24,4 +24,5 @@ FAMILY = Family(
     shape_fields=("n", "c", "h", "w", "k"),
     builds_on=("gemm",),
     cli=P + "cli:commands",
+    pattern=P + "pattern:PATTERN",
 )

@@ -1,8 +1,8 @@
 """GEMM (batched, fused epilogues): C[b] = epilogue(op(A[b]) @ op(B[b])).
 
 Owns the workload (workload.py), the CPU templates gemm.blis (fp32, BLIS-style packed panels: blis.py, blis_tvm.py)
-and gemm.lowp (bfloat16/float16 inputs: lowp.py, lowp_tvm.py), the GPU template gemm.triton (triton.py), and the
-`autotile tune gemm` / `tune bmm` commands (cli.py).
+and gemm.lowp (bfloat16/float16 inputs: lowp.py, lowp_tvm.py), the GPU template gemm.triton (triton.py), its
+torch.compile graph pattern (pattern.py) and `autotile tune gemm` / `tune bmm` (cli.py).
 """
 
 from autotile.ops.family import Family, Template
@@ -20,4 +20,6 @@ FAMILY = Family(
     ),
     shape_fields=("m", "n", "k", "batch"),
     cli=P + "cli:commands",
+    pattern=P + "pattern:PATTERN",
+    pattern_order=20,  # right after qgemm, whose matches would otherwise be taken as plain GEMMs
 )

@@ -1,7 +1,7 @@
 """LayerNorm over the last dimension (with optional affine weight and bias).
 
-Owns the workload (workload.py), the CPU template layernorm.rows (rows.py, rows_tvm.py) and the
-`autotile tune layernorm` command (cli.py).
+Owns the workload (workload.py), the CPU template layernorm.rows (rows.py, rows_tvm.py), its torch.compile graph
+pattern (pattern.py) and `autotile tune layernorm` (cli.py).
 """
 
 from autotile.ops.family import Family, Template
@@ -13,4 +13,5 @@ FAMILY = Family(
     templates=(Template("layernorm.rows", space=P + "rows:LayerNormSpace", lowering=P + "rows_tvm:schedule"),),
     shape_fields=("rows",),
     cli=P + "cli:commands",
+    pattern=P + "pattern:PATTERN",
 )

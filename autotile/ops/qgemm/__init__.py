@@ -2,7 +2,8 @@
 
 Owns the workload (workload.py) and the quantization numerics (quant.py), the CPU templates qgemm.weight_only
 (weight_only.py, weight_only_tvm.py; fp8 too) and qgemm.int8_vnni (W8A8 on VNNI: int8.py, int8_tvm.py), the GPU
-template qgemm.triton (triton.py) and the `autotile tune qgemm` command (cli.py).
+template qgemm.triton (triton.py), its torch.compile graph pattern for torchao's quantized linears (pattern.py) and
+`autotile tune qgemm` (cli.py).
 """
 
 from autotile.ops.family import Family, Template
@@ -21,4 +22,6 @@ FAMILY = Family(
     shape_fields=("m", "n", "k"),
     builds_on=("gemm",),
     cli=P + "cli:commands",
+    pattern=P + "pattern:PATTERN",
+    pattern_order=10,  # torchao's quantized linears are mm / addmm too: matched before gemm
 )
