@@ -29,7 +29,7 @@ def device_memory(kind: str) -> int | None:
     if kind == "cuda":
         import torch
 
-        return torch.cuda.get_device_properties(0).total_memory
+        return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 from autotile.errors import KernelBuildError
+
+# With TRITON_INTERPRET=1 (set before Triton is imported) and no GPU, Triton kernels run on CPU tensors in
+# Triton's interpreter: compiled (and pruned) as for this GPU, timed meaninglessly. For tests of the plumbing.
+INTERPRETER = {"kind": "cuda", "name": "Triton interpreter", "capability": "sm_90", "sms": 132, "memory_gib": 80.0}
+
+
+def interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 class TritonCuda:
@@ -14,11 +24,13 @@ class TritonCuda:
     def available(self) -> bool:
         from autotile.db.device import cuda_fingerprint
 
-        return cuda_fingerprint() is not None
+        return cuda_fingerprint() is not None or interpreted()
 
     def device(self, threads: int | None = None):
-        from autotile.db.device import current_device
+        from autotile.db.device import Device, cuda_fingerprint, current_device, device_key
 
+        if cuda_fingerprint() is None and interpreted():
+            return Device(device_key(INTERPRETER), dict(INTERPRETER))
         return current_device("triton", threads)
 
     def versions(self) -> dict:
@@ -61,8 +73,12 @@ class TritonCuda:
 
         compiled = TritonKernel(workload, config, triton_program(workload, config))
         if not verified:
+            import torch
+
+            where = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: the interpreter's tensors
+
             def on_gpu(*inputs, out):  # verify() hands CPU tensors
-                out.copy_(compiled(*(x.cuda() for x in inputs), out=out.cuda()).cpu())
+                out.copy_(compiled(*(x.to(where) for x in inputs), out=out.to(where)).cpu())
 
             verdict = verify(workload, on_gpu)
             if not verdict.ok:

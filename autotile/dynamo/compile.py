@@ -32,12 +32,23 @@ def torchao_weight_bits(example_inputs) -> dict[int, int]:
             if isinstance(t, intx) and getattr(t, "target_dtype", None) in signed}
 
 
+def kernel_backend(example_inputs, options: Options) -> str:
+    """The backend whose kernels replace the matched ops: the option's, or the one that takes the inputs' device."""
+    if options.backend != "auto":
+        return options.backend
+    import torch
+
+    from autotile.backends import for_tensors
+
+    return for_tensors([t for t in example_inputs if isinstance(t, torch.Tensor)]).name
+
+
 def compile_inductor(gm, example_inputs, options: Options):
     from torch._inductor.compile_fx import compile_fx
 
     warn_about_spinning_openmp()
     # Inductor's own decompositions (the pass matches decomposed activations), so its FX graph cache applies.
-    graph_pass = AutotilePass(options, torchao_weight_bits(example_inputs))
+    graph_pass = AutotilePass(options, torchao_weight_bits(example_inputs), kernel_backend(example_inputs, options))
     return compile_fx(gm, example_inputs, config_patches={"post_grad_custom_post_pass": graph_pass})
 
 
@@ -46,7 +57,7 @@ def compile_eager(gm, example_inputs, options: Options):
     from torch._dynamo.backends.common import aot_autograd
 
     warn_about_spinning_openmp()
-    graph_pass = AutotilePass(options, torchao_weight_bits(example_inputs))
+    graph_pass = AutotilePass(options, torchao_weight_bits(example_inputs), kernel_backend(example_inputs, options))
 
     def run_pass(graph_module, _inputs):
         graph_pass(graph_module.graph)

@@ -26,7 +26,7 @@ from autotile.dynamo.options import Options
 from autotile.dynamo.pattern import Context, Skip
 from autotile.dynamo.resolve import resolver
 from autotile.errors import AutotileError
-from autotile.ops import families, graph_patterns
+from autotile.ops import families, graph_patterns, templates_for
 
 # The ATen ops stats.left reports when they stay in a graph: those some pattern replaces.
 PATTERNS = tuple(graph_patterns())
@@ -49,13 +49,14 @@ def db_state(path: str):
 
 
 class AutotilePass(CustomGraphPass):
-    def __init__(self, options: Options, weight_bits: dict[int, int] | None = None):
+    def __init__(self, options: Options, weight_bits: dict[int, int] | None = None, backend: str = "tvm"):
         """weight_bits: the bit width of each torchao intN weight among the graph's inputs, by input index
         (`torchao_weight_bits`); the post-grad graph holds only their int8 values."""
         self.options = options
         self.weight_bits = dict(weight_bits or {})
         self.db = str(options.db_path())
-        self.resolver = resolver(self.db, options.tuning)
+        self.backend = backend  # "tvm" or "triton": whose kernels the plans name
+        self.resolver = resolver(self.db, options.tuning, backend)
         self.budget_left = options.time_budget_s
 
     # -- cache key ------------------------------------------------------------------------------
@@ -65,13 +66,13 @@ class AutotilePass(CustomGraphPass):
         sources = sorted([*map(str, Path(__file__).parent.glob("*.py")),
                           *(str(families_dir / op / "pattern.py") for op in families())])
         return (get_hash_for_files(tuple(sources)).hex(), self.options.to_json(), self.db, state,
-                os.environ.get("AUTOTILE_CACHE_DIR"), sorted(self.weight_bits.items()))
+                os.environ.get("AUTOTILE_CACHE_DIR"), sorted(self.weight_bits.items()), self.backend)
 
     # -- the pass -------------------------------------------------------------------------------
     def __call__(self, graph: torch.fx.Graph) -> None:
         start = time.perf_counter()
         fake_mode = detect_fake_mode([val(n) for n in graph.nodes if n.op == "placeholder"])
-        ctx = Context(graph, fake_mode, self.db, self.options.tuning, self.weight_bits)
+        ctx = Context(graph, fake_mode, self.db, self.options.tuning, self.weight_bits, backend=self.backend)
         found, adopted = [], []  # (pattern, match, plan) to rewrite; workloads of ops already in the graph
         for node in list(graph.nodes):
             if node.op != "call_function" or not node.users:
@@ -130,6 +131,8 @@ class AutotilePass(CustomGraphPass):
 def _plan(pattern, m, ctx: Context):
     """The match's plan, or None when its shapes are outside what the templates take (left to the fallback)."""
     try:
-        return pattern.plan(m, ctx)
+        plan = pattern.plan(m, ctx)
+        templates_for(plan.workload, backend=ctx.backend)  # an AutotileError where the backend has no template
+        return plan
     except (AutotileError, Skip):
         return None

@@ -34,9 +34,9 @@ def known(expr) -> bool:
     return bool(expr) if isinstance(expr, bool) else statically_known_true(expr)
 
 
-def f32_cpu(node) -> bool:
+def f32_tensor(node) -> bool:
     v = val(node)
-    return isinstance(v, torch.Tensor) and v.dtype == torch.float32 and v.device.type == "cpu"
+    return isinstance(v, torch.Tensor) and v.dtype == torch.float32 and v.device.type in ("cpu", "cuda")
 
 
 def layout(v: torch.Tensor) -> str:
@@ -183,7 +183,7 @@ def walk_epilogue(e: Epilogue, out_shape, allow_views: bool, bias_along_n: bool)
     cur, pending_view = e.last, None
     n = out_shape[-1]
     while True:
-        decomposed = decomposed_activation(cur) if f32_cpu(cur) else None
+        decomposed = decomposed_activation(cur) if f32_tensor(cur) else None
         if decomposed is not None:
             e.steps.append(decomposed[0])
             cur = e.last = decomposed[1]
@@ -199,7 +199,7 @@ def walk_epilogue(e: Epilogue, out_shape, allow_views: bool, bias_along_n: bool)
         step = None
         if _add_alpha_one(user):
             other = user.args[1] if user.args[0] is cur else user.args[0]
-            if other is cur or not f32_cpu(other) or not f32_cpu(user):
+            if other is cur or not f32_tensor(other) or not f32_tensor(user):
                 break
             ov, cv = val(other), val(cur)
             if bias_along_n and "bias" not in e.steps and bias_vector(ov, n):
@@ -207,7 +207,7 @@ def walk_epilogue(e: Epilogue, out_shape, allow_views: bool, bias_along_n: bool)
             elif e.residual is None and same_shape(ov, cv) and \
                     (pending_view is None or (len(out_shape) == 2 and is_static(n))):
                 step, e.residual = "residual", other
-        elif (act := activation(user)) is not None and f32_cpu(user):
+        elif (act := activation(user)) is not None and f32_tensor(user):
             step = act
         elif (dt := cast_to(user)) is not None:
             e.steps.append(f"cast:{dt}")
@@ -234,7 +234,7 @@ def mm_operands(node):
 def take_addend(e: Epilogue, addend, n) -> bool:
     """addmm's addend as the epilogue's bias (a vector of n) or residual (the output's shape); False when it is
     neither (a broadcast addend the epilogue has no form for). `e` is still the bare addmm."""
-    if not f32_cpu(addend):
+    if not f32_tensor(addend):
         return False
     v = val(addend)
     if bias_vector(v, n):

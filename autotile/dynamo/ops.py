@@ -74,7 +74,7 @@ class Kernels:
 
     def __init__(self, plan):
         self.plan = plan
-        self.resolver = resolver(plan.db, plan.tuning)
+        self.resolver = resolver(plan.db, plan.tuning, plan.backend)
         self.packs: dict[tuple, PackCache] = {}  # (operand, kernel variant) -> the packed copies
         self._kernels: dict[tuple, object] = {}
 

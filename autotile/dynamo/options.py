@@ -13,6 +13,7 @@ from autotile.errors import AutotileError
 
 TUNING = ("cached", "tune", "off")
 FALLBACKS = ("inductor", "eager")
+BACKENDS = ("auto", "tvm", "triton")  # auto: the one whose kernels take the example inputs' device (cpu, cuda)
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,9 @@ class Options:
     """tuning: "cached" (database lookups only, never tune; the default), "tune" (tune workloads the database
     lacks, within `trials_per_workload` each and `time_budget_s` in all), "off" (no database: every matched op
     runs its template's heuristic default kernel). db: the tuning database (default $AUTOTILE_DB or the user
-    cache). fallback: what runs the rest of the graph, "inductor" or "eager" (aot_eager-style, no codegen)."""
+    cache). fallback: what runs the rest of the graph, "inductor" or "eager" (aot_eager-style, no codegen).
+    backend: whose kernels replace the matched ops, "auto" (TVM for CPU inputs, Triton for CUDA inputs), "tvm" or
+    "triton" (on CPU tensors only under TRITON_INTERPRET=1, for tests)."""
 
     tuning: str = "cached"
     trials_per_workload: int = 16
@@ -28,10 +31,13 @@ class Options:
     db: str | None = None
     fallback: str = "inductor"
     progress: bool = True
+    backend: str = "auto"
 
     def __post_init__(self):
         if self.tuning not in TUNING:
             raise AutotileError(f"option tuning must be one of {', '.join(TUNING)}, got {self.tuning!r}")
+        if self.backend not in BACKENDS:
+            raise AutotileError(f"option backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.fallback not in FALLBACKS:
             raise AutotileError(f"option fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
         trials = self.trials_per_workload

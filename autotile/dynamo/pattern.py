@@ -41,6 +41,7 @@ class Context:
     tuning: str
     weight_bits: dict[int, int]  # the bit width of each torchao intN weight, by graph input index
     renamed: dict = field(default_factory=dict)  # a replaced node -> its replacement
+    backend: str = "tvm"  # whose kernels every plan of this compile names
 
     def current(self, node):
         """`node`, or what replaced it: one match's result may be another's operand (a residual add feeding the

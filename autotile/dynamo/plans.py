@@ -12,7 +12,7 @@ it back strictly: another family's plan, or an unknown or missing field, is an e
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import ClassVar
 
@@ -40,11 +40,14 @@ class Plan:
     db: str  # the tuning database the kernels come from
     tuning: str  # the backend's tuning mode ("cached", "tune", "off")
     workload: object  # an autotile.ir workload of `workload_op`
+    backend: str = field(default="tvm", kw_only=True)  # whose kernels run it: "tvm" (CPU) or "triton"
 
     def __post_init__(self):
         _require(isinstance(self.db, str), f"{self.kind} plan: db must be a path string, got {self.db!r}")
         _require(self.tuning in TUNING, f"{self.kind} plan: tuning must be one of {', '.join(TUNING)}, "
                                         f"got {self.tuning!r}")
+        _require(self.backend in ("tvm", "triton"), f"{self.kind} plan: backend must be tvm or triton, "
+                                                    f"got {self.backend!r}")
         op = getattr(self.workload, "op", None)
         _require(op == self.workload_op, f"{self.kind} plan: expected a {self.workload_op} workload, got {op!r}")
 

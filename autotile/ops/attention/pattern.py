@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autotile.dynamo.match import f32_cpu, val
+from autotile.dynamo.match import f32_tensor, val
 from autotile.dynamo.pattern import Context, Pattern, Skip, static_or_bucket
 from autotile.dynamo.plans import AttentionPlan
 
@@ -32,7 +32,7 @@ def match_attention(node) -> AttentionMatch | None:
         return None
     q, k, v = node.args[:3]
     dropout = node.args[3] if len(node.args) > 3 else node.kwargs.get("dropout_p", 0.0)
-    if dropout != 0.0 or node.kwargs.get("attn_mask") is not None or not all(f32_cpu(t) for t in (q, k, v)):
+    if dropout != 0.0 or node.kwargs.get("attn_mask") is not None or not all(f32_tensor(t) for t in (q, k, v)):
         return None
     if any(val(t).dim() != 4 for t in (q, k, v)):
         return None
@@ -68,8 +68,8 @@ class AttentionPattern(Pattern):
                               scale=m.anchor.kwargs.get("scale"))
         out = val(m.last)
         bshd = out.dim() == 4 and out.transpose(1, 2).is_contiguous() and not out.is_contiguous()
-        return AttentionPlan(ctx.db, ctx.tuning, w, dynamic_batch=dynamic_batch, dynamic_seq=dynamic_seq,
-                             out_layout="bshd" if bshd else "contiguous")
+        return AttentionPlan(ctx.db, ctx.tuning, w, backend=ctx.backend, dynamic_batch=dynamic_batch,
+                             dynamic_seq=dynamic_seq, out_layout="bshd" if bshd else "contiguous")
 
     def rewrite(self, m: AttentionMatch, plan: AttentionPlan, ctx: Context) -> torch.fx.Node:
         q, k, v = (ctx.current(t) for t in (m.q, m.k, m.v))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autotile.dynamo.match import Epilogue, f32_cpu, is_static, known, only_user, val, walk_epilogue
+from autotile.dynamo.match import Epilogue, f32_tensor, is_static, known, only_user, val, walk_epilogue
 from autotile.dynamo.pattern import Context, Pattern
 from autotile.dynamo.plans import Conv2dPlan
 
@@ -30,7 +30,7 @@ class Conv2dMatch:
 def per_channel(node, channels) -> bool:
     """A float32 tensor holding one value per output channel, broadcast over an NCHW output: (K, 1, 1)."""
     v = val(node)
-    return f32_cpu(node) and v.dim() in (3, 4) and known(v.numel() == channels) and \
+    return f32_tensor(node) and v.dim() in (3, 4) and known(v.numel() == channels) and \
         known(v.shape[-3] == channels)
 
 
@@ -39,7 +39,7 @@ def walk_affine(e: Epilogue, channels: int) -> list:
     steps = {aten.sub.Tensor: "sub", aten.mul.Tensor: "mul", aten.add.Tensor: "add"}
     affine, cur = [], e.last
     while (user := only_user(cur)) is not None and user.op == "call_function" and user.target in steps \
-            and not user.kwargs and len(user.args) == 2 and f32_cpu(user):
+            and not user.kwargs and len(user.args) == 2 and f32_tensor(user):
         step = steps[user.target]
         other = user.args[1] if user.args[0] is cur else user.args[0]
         if other is cur or (step == "sub" and user.args[0] is not cur) or not per_channel(other, channels):
@@ -56,7 +56,7 @@ def match_conv(node) -> Conv2dMatch | None:
     if node.target != aten.convolution.default or len(node.args) != 9:
         return None
     x, w, bias, stride, padding, dilation, transposed, output_padding, groups = node.args
-    if transposed or not all(f32_cpu(t) for t in (x, w, node)) or (bias is not None and not f32_cpu(bias)):
+    if transposed or not all(f32_tensor(t) for t in (x, w, node)) or (bias is not None and not f32_tensor(bias)):
         return None
     xv, wv = val(x), val(w)
     if xv.dim() != 4 or wv.dim() != 4 or not is_static(*xv.shape, *wv.shape) or not xv.is_contiguous():
@@ -107,7 +107,7 @@ class Conv2dPattern(Pattern):
         (n, c, h, wd), (k, _, r, s) = val(x).shape, val(weight).shape
         w = Conv2dWorkload(n, c, h, wd, k, r, s, stride=tuple(stride), padding=tuple(padding),
                            dilation=tuple(dilation), groups=groups, epilogue=m.epilogue.steps, const_weight=True)
-        return Conv2dPlan(ctx.db, ctx.tuning, w)
+        return Conv2dPlan(ctx.db, ctx.tuning, w, backend=ctx.backend)
 
     def rewrite(self, m: Conv2dMatch, plan: Conv2dPlan, ctx: Context) -> torch.fx.Node:
         x, weight = (ctx.current(a) for a in m.anchor.args[:2])

@@ -8,7 +8,7 @@ import torch
 
 from autotile.dynamo.match import (
     Epilogue,
-    f32_cpu,
+    f32_tensor,
     is_static,
     layout,
     mm_operands,
@@ -44,7 +44,7 @@ def match_gemm(node) -> GemmMatch | None:
         inp, a, b = operands
     else:
         return None
-    if not all(f32_cpu(x) for x in (a, b, node)):
+    if not all(f32_tensor(x) for x in (a, b, node)):
         return None
     av, bv, ov = val(a), val(b), val(node)
     if not is_static(*bv.shape, av.shape[-1], *av.shape[:-2]):
@@ -74,7 +74,7 @@ class GemmPattern(Pattern):
         w = GemmWorkload(rows, bv.shape[-1], bv.shape[-2], batch=av.shape[0] if av.dim() == 3 else 1,
                          trans_a=layout(av) == "t", trans_b=m.b_is_weight or layout(bv) == "t",
                          epilogue=m.epilogue.steps, const_b=m.b_is_weight)
-        return GemmPlan(ctx.db, ctx.tuning, w, m_dim=av.dim() - 2 if dynamic else None)
+        return GemmPlan(ctx.db, ctx.tuning, w, backend=ctx.backend, m_dim=av.dim() - 2 if dynamic else None)
 
     def rewrite(self, m: GemmMatch, plan: GemmPlan, ctx: Context) -> torch.fx.Node:
         e = m.epilogue

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autotile.dynamo.match import f32_cpu, is_call, is_commutative_call, is_static, known, only_user, val
+from autotile.dynamo.match import f32_tensor, is_call, is_commutative_call, is_static, known, only_user, val
 from autotile.dynamo.pattern import Context, Pattern, static_or_bucket
 from autotile.dynamo.plans import LayerNormPlan
 
@@ -43,7 +43,7 @@ def match_layer_norm(node) -> LayerNormMatch | None:
     """Inductor's decomposition of layer_norm over the last dim of a contiguous float32 tensor, inference only:
     var, mean = var_mean(x, [-1], correction=0, keepdim=True); (x - mean) * rsqrt(var + eps) [* weight] [+ bias].
     In training the mean and rsqrt have more users (the backward's) and nothing matches."""
-    if node.target != aten.var_mean.correction or len(node.args) != 2 or not f32_cpu(node.args[0]):
+    if node.target != aten.var_mean.correction or len(node.args) != 2 or not f32_tensor(node.args[0]):
         return None
     x, dims = node.args
     xv = val(x)
@@ -71,7 +71,7 @@ def match_layer_norm(node) -> LayerNormMatch | None:
             continue
         other = user.args[1] if user.args[0] is last else user.args[0]
         v = val(other)
-        if other is last or not f32_cpu(other) or v.dim() != 1 or not known(v.shape[0] == cols):
+        if other is last or not f32_tensor(other) or v.dim() != 1 or not known(v.shape[0] == cols):
             continue
         affine[target], last = other, user
     return LayerNormMatch(node, last, x, affine.get(aten.mul.Tensor), affine.get(aten.add.Tensor), shifted.args[1])
@@ -89,7 +89,7 @@ class LayerNormPattern(Pattern):
         xv = val(m.x)
         rows, dynamic = static_or_bucket(xv.numel() // xv.shape[-1])
         w = LayerNormWorkload(rows, xv.shape[-1], eps=m.eps)
-        return LayerNormPlan(ctx.db, ctx.tuning, w, dynamic_rows=dynamic)
+        return LayerNormPlan(ctx.db, ctx.tuning, w, backend=ctx.backend, dynamic_rows=dynamic)
 
     def rewrite(self, m: LayerNormMatch, plan: LayerNormPlan, ctx: Context) -> torch.fx.Node:
         x, weight, bias = (ctx.current(t) for t in (m.x, m.weight, m.bias))

@@ -12,7 +12,7 @@ from autotile.dynamo.buckets import bucket
 from autotile.dynamo.match import (
     VIEWS,
     Epilogue,
-    f32_cpu,
+    f32_tensor,
     is_call,
     is_static,
     known,
@@ -75,7 +75,7 @@ def _qgemm(anchor, e: Epilogue, x, codes, scales, zeros=None) -> QGemmMatch | No
 def match_int8_weight_only(node) -> QGemmMatch | None:
     """torchao's int8 weight-only linear as it reaches the post-grad graph on CPU (Int8WeightOnlyConfig):
     mm(x, float(W_int8^T)) * scale[N] [+ bias, activation]."""
-    if node.target != aten.mm.default or not f32_cpu(node.args[0]):
+    if node.target != aten.mm.default or not f32_tensor(node.args[0]):
         return None
     weight = _int8_weight(node.args[1])
     if weight is None or not is_static(*val(node.args[1]).shape):
@@ -85,7 +85,7 @@ def match_int8_weight_only(node) -> QGemmMatch | None:
     if scale is None or scale.target != aten.mul.Tensor or len(scale.args) != 2 or scale.kwargs:
         return None
     other = scale.args[1] if scale.args[0] is node else scale.args[0]
-    if other is node or not f32_cpu(other) or not known(val(other).numel() == n):
+    if other is node or not f32_tensor(other) or not known(val(other).numel() == n):
         return None
     return _qgemm(node, Epilogue(scale), node.args[0], weight, other)
 
@@ -118,7 +118,7 @@ def intx_weight(node):
         per channel (G = 1):        (float(qdata) - float(zero_point)) * scale, zero_point and scale (N, 1).
     qdata int8 (N, K) holds signed values of the tensor's bit width; None when `node` is anything else."""
     v = val(node)
-    if not f32_cpu(node) or v.dim() != 2 or not is_static(*v.shape):
+    if not f32_tensor(node) or v.dim() != 2 or not is_static(*v.shape):
         return None
     n, k = v.shape
     mul, _ = _unview(node)
@@ -159,7 +159,7 @@ def match_intx_weight_only(node) -> QGemmMatch | None:
     if operands is None:
         return None
     addend, x, w_t = operands
-    if not f32_cpu(x) or not swaps_last_two(w_t) or (weight := intx_weight(w_t.args[0])) is None:
+    if not f32_tensor(x) or not swaps_last_two(w_t) or (weight := intx_weight(w_t.args[0])) is None:
         return None
     if subclass_input(weight[0]) is None:
         return None  # plain int8 buffers, not a torchao tensor: no bit width to read, left to the gemm pattern
@@ -191,7 +191,7 @@ class QGemmPattern(Pattern):
                           asymmetric=m.zeros is not None, epilogue=m.epilogue.steps)
         # The scales reach the op through a reshape, a new tensor each call, which a per-tensor cache would convert
         # every time: only codes and zeros are kept converted.
-        return QLinearPlan(ctx.db, ctx.tuning, w, signed_bits=bits, pack=("codes", "zeros"))
+        return QLinearPlan(ctx.db, ctx.tuning, w, backend=ctx.backend, signed_bits=bits, pack=("codes", "zeros"))
 
     def rewrite(self, m: QGemmMatch, plan: QLinearPlan, ctx: Context) -> torch.fx.Node:
         x, codes = ctx.current(m.x), ctx.current(m.codes)
