@@ -76,17 +76,36 @@ def tune(workload, trials: int = 64, db=None, *, time_budget: float | None = Non
         return session.tune(workload, options)
 
 
-def kernel(workload, db=None, backend: str = "auto"):
+def kernel(workload, db=None, backend: str = "auto", device=None):
     """The best verified kernel for `workload` on this device; untuned, the config of the nearest tuned shape
     that differs only in size, else the heuristic default (autotile.search.choose).
 
-    Libraries are cached on disk, so a tuned workload loads in milliseconds. A freshly built library is verified
-    before it is first returned; a borrowed config that fails there gives way to the default.
+    `device` ("cpu", "cuda", a torch.device or a tensor the kernel will be called with): the backend follows it,
+    TVM for CPU tensors and Triton for CUDA tensors; without it, `backend` decides ("auto": Triton when a CUDA GPU
+    is present). Libraries are cached on disk, so a tuned workload loads in milliseconds. A freshly built library
+    is verified before it is first returned; a borrowed config that fails there gives way to the default.
     """
     from autotile.session import default_session
 
+    if device is not None:
+        backend = backend_for_device(device)
     with default_session(backend, db if db is not None else _default_db()) as session:
         return session.kernel(workload)
+
+
+def backend_for_device(device) -> str:
+    """The backend whose kernels take tensors on `device` (a name, a torch.device or a tensor)."""
+    import torch
+
+    from autotile.backends import for_device_type
+
+    if isinstance(device, torch.Tensor):
+        return for_device_type(device.device.type).name
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as e:
+        raise AutotileError(f"device {device!r} is no torch device: {e}") from None
+    return for_device_type(kind).name
 
 
 def _default_db():

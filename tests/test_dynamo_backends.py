@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import autotile
 from autotile.backends import for_tensors
 from autotile.dynamo.compile import kernel_backend
 from autotile.dynamo.options import Options
@@ -72,3 +73,17 @@ def test_backend_choice_from_inputs_and_options():
         for_tensors([torch.zeros(1, device="meta")])
     with pytest.raises(AutotileError, match="option backend must be one of auto, tvm, triton"):
         Options(backend="cuda")
+
+
+def test_the_python_api_follows_a_device_too(tmp_path):
+    from autotile.api import backend_for_device
+    from autotile.ops.gemm.workload import GemmWorkload
+
+    assert [backend_for_device(d) for d in ("cpu", torch.zeros(1), "cuda:0", torch.device("cuda"))] == \
+        ["tvm", "tvm", "triton", "triton"]
+    with pytest.raises(AutotileError, match="'tpu' is no torch device"):
+        backend_for_device("tpu")
+    w = GemmWorkload(7, 13, 5)
+    a, b = torch.randn(8, 5)[1:], torch.randn(5, 13)  # a view at an offset
+    kern = autotile.kernel(w, db=tmp_path / "k.db", device=a)
+    torch.testing.assert_close(kern(a, b).double(), a.double() @ b.double(), rtol=1e-5, atol=1e-5)

@@ -74,7 +74,11 @@ def for_tensors(tensors) -> Backend:
     kinds = {t.device.type for t in tensors if hasattr(t, "device")}
     if len(kinds) > 1:
         raise AutotileError(f"inputs on several devices ({', '.join(sorted(kinds))}): put them on one")
-    kind = kinds.pop() if kinds else "cpu"
+    return for_device_type(kinds.pop() if kinds else "cpu")
+
+
+def for_device_type(kind: str) -> Backend:
+    """The backend whose kernels take tensors of this torch device type ("cpu", "cuda")."""
     for name in ("tvm", "triton"):
         backend = named(name)
         if backend.tensor_device == kind:
