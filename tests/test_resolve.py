@@ -37,12 +37,12 @@ def check_borrowing(tmp_path, tuned, asked, unrelated):
     with TuningDB(tmp_path / "r.db") as db:
         record_best(db, device, tuned, borrowed)
         resolver = Resolver(str(tmp_path / "r.db"), "cached")
-        exact, source = resolver.choose(tuned, db)
+        exact, source = resolver.choose(tuned)
         assert (exact, source) == (borrowed, "exact")
-        config, source = resolver.choose(asked, db)
+        config, source = resolver.choose(asked)
         space = space_for(asked, device.fingerprint)
         assert source == "nearest" and config == space.canonical(borrowed)
-        config, source = resolver.choose(unrelated, db)  # differs in more than shape: nothing to borrow
+        config, source = resolver.choose(unrelated)  # differs in more than shape: nothing to borrow
         assert (config, source) == (space_for(unrelated, device.fingerprint).default(), "default")
 
 
@@ -67,7 +67,7 @@ def test_another_templates_record_is_never_read_as_this_ones(tmp_path):
     with TuningDB(tmp_path / "t.db") as db:
         record_best(db, device, fp32, lowp, template="gemm.lowp")
         resolver = Resolver(str(tmp_path / "t.db"), "cached")
-        assert resolver.choose(fp32, db) == (space_for(fp32, device.fingerprint).default(), "default")
+        assert resolver.choose(fp32) == (space_for(fp32, device.fingerprint).default(), "default")
     space = space_for(fp32, device.fingerprint)
     with pytest.raises(ValueError, match=r"not a GemmConfig: unknown knobs \['mode'"):
         space.config_type.from_dict(lowp.to_dict())

@@ -5,6 +5,7 @@ GPU here, and their latencies are the interpreter's: these tests check the plumb
 import numpy as np
 import pytest
 
+from autotile.backends import named
 from autotile.codegen.triton.aot import CompileInfo, cached_info, compile_program
 from autotile.costmodel import XGBCostModel
 from autotile.db.device import Device
@@ -13,7 +14,7 @@ from autotile.ops import space_for, triton_program
 from autotile.ops.gemm.workload import GemmWorkload
 from autotile.search.compiled import CompileAwareSearch, CompileFeatures, pool_compiler
 from autotile.search.measure import InterpretedTritonMeasurer
-from autotile.search.tuner import tune
+from autotile.search.tuner import TuneOptions, tune
 from autotile.search.worker import WorkerPool
 
 H100 = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "sm_90", "sms": 132, "memory_gib": 79.1}
@@ -42,8 +43,8 @@ def test_triton_tuning_rejects_a_wrong_kernel_and_feeds_compile_metadata_to_the_
     space = space_for(workload, H100)
     model = XGBCostModel(seed=0)
     with TuningDB(tmp_path / "t.db") as db, DefaultComputesWrong(DEVICE, space.default()) as measurer:
-        result = tune(workload, db=db, device=DEVICE, trials=12, backend="triton", measurer=measurer,
-                      cost_model=model)
+        result = tune(workload, db=db, device=DEVICE, backend=named("triton"), options=TuneOptions(trials=12),
+                      measurer=measurer, cost_model=model)
         records = db.measurements(device=DEVICE.key, workload=workload.key, backend="triton")
     assert result.verified and result.backend == "triton" and result.trials == 12
     (wrong,) = [r for r in records if r["config_key"] == space.default().key]
