@@ -71,7 +71,7 @@ ALIASES = {
 
 # What the float templates (GEMM, convolution) can run today; the table above admits more for later issues.
 SUPPORTED_GEMM_DTYPES = ("float32",)
-# 16-bit float inputs of the GEMM template, accumulated in float32 (kernels/gemm_lowp.py).
+# 16-bit float inputs of the GEMM template, accumulated in float32 (ops/gemm/lowp.py).
 LOW_PRECISION_GEMM_DTYPES = ("bfloat16", "float16")
 # GEMM input precisions only GPU tensor cores have: the Triton backend runs them, the TVM (CPU) backend refuses.
 GPU_ONLY_GEMM_DTYPES = ("tfloat32",)

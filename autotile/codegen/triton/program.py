@@ -1,6 +1,6 @@
 """A lowered Triton kernel: generated source plus everything needed to compile or launch it.
 
-A Program is a plain value built by a template (`kernels/*_triton.py`) from (workload, config). It knows
+A Program is a plain value built by a template (`ops/<op>/triton.py`) from (workload, config). It knows
 nothing of devices: the same Program is compiled ahead of time for sm_80/sm_90 and launched on a GPU or
 under TRITON_INTERPRET=1.
 """

@@ -1,5 +1,5 @@
 """Lowering of the conv2d templates to TVM: a TE definition (packs, padded conv, write-back), then a
-TensorIR schedule from the config. See kernels/conv2d.py for what each template computes.
+TensorIR schedule from the config. See direct.py for what each kernel computes.
 
 The conv stage always runs over zero-padded extents (whole tiles of pixels and channels), pixel-major
 with the channels innermost, so the register tile is a few pixels x a few channel vectors; the

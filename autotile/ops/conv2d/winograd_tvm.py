@@ -1,5 +1,5 @@
 """Winograd F(2x2,3x3) ("winograd") and F(4x4,3x3) ("winograd4") convolution for 3x3, stride 1, undilated,
-ungrouped float32 convolutions, lowered to TVM. See kernels/conv2d.py for the knobs.
+ungrouped float32 convolutions, lowered to TVM. See winograd.py for the knobs.
 
 With m = 2 or 4 output pixels per tile side and a = m + 2 input pixels, the output is cut in tiles of m x m
 pixels; every tile t and channel c gives an a x a input patch d, and

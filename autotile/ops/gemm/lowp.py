@@ -5,7 +5,7 @@ Products are summed in float32 whatever the mode (`mode`):
 - "convert_inner": the packs keep 16-bit values (half the bytes) and the inner loop widens them
   (vcvtph2ps for float16, a shift for bfloat16).
 - "dpbf16": bfloat16 on CPUs with AVX512_BF16; vdpbf16ps tiles over A and B packed in pairs along K
-  (kernels/gemm_lowp_tvm.py). Offered only where the device's flags include avx512_bf16, so other
+  (lowp_tvm.py). Offered only where the device's flags include avx512_bf16, so other
   CPUs get the conversion modes, never an illegal instruction.
 """
 

@@ -1,7 +1,7 @@
 """The W8A8 int8 GEMM space: VNNI register tiles of mr rows x nrv 16-lane int32 vectors.
 
 The kernel quantizes A per row, reads W from 16x4 byte panels (what `vpdpbusd` reads, made once per weight
-with its column sums, qgemm_int8_tvm.prepacked_operands), and sums uint8 x int8 products in int32; the +128
+with its column sums, int8_tvm.prepacked_operands), and sums uint8 x int8 products in int32; the +128
 shift that makes A unsigned is undone with W's column sums. Knobs: the register tile (mr x nrv), tiles per
 block (mc_tiles x nc_tiles), block order and parallel loops, K unrolling, K blocking and the tile order.
 """

@@ -1,7 +1,7 @@
-"""Quantized GEMM spaces. W8A8 has its own (qgemm_int8.py); weight-only (and fp8) use the GEMM template's
+"""Quantized GEMM spaces. W8A8 has its own template (int8.py); weight-only (and fp8) use the GEMM template's
 knobs, with B always packed per block, plus, for int4 with few rows of A, a decode kernel (`decode`), and,
 for int4 with bfloat16 activations on CPUs with AVX512_BF16, vdpbf16ps tiles (`bf16_dot`: the weight is
-repacked once, ahead of the calls, into tiles of 16 x dot_vectors columns; see kernels/qgemm_tvm.py).
+repacked once, ahead of the calls, into tiles of 16 x dot_vectors columns; see weight_only_tvm.py).
 Where bf16_dot is not offered (no AVX512_BF16, other widths, K not a whole number of groups), bfloat16
 activations run the other kernels on A rounded to bfloat16.
 
@@ -24,7 +24,7 @@ DECODE_MAX_M = 32  # the decode kernel is offered up to this many rows of A (tok
 @dataclass(frozen=True)
 class QGemmConfig(GemmConfig):
     # decode: few rows of A (token generation): a GEMV-like kernel that reads packed int4 bytes, splits
-    # nibbles in registers and never packs B (kernels/qgemm_tvm.py). decode_rows: output rows per tile.
+    # nibbles in registers and never packs B (weight_only_tvm.py). decode_rows: output rows per tile.
     decode: bool = False
     decode_rows: int = 4
     # bf16_dot: int4 x bfloat16 A on vdpbf16ps; a tile is dot_rows rows of A x dot_vectors x 16 columns,

@@ -22,7 +22,7 @@ Weight-only with act_dtype bfloat16: the same operands (A still float32), but th
 rounded to bfloat16 (nearest even, as torch's `.bfloat16()`), the precision of a bf16 linear layer; codes
 minus zero points are small integers, exact in bfloat16, so the products are exact and are summed in
 float32. The reference rounds A the same way, then computes exactly, so results are checked with float32's
-tolerance. On CPUs with AVX512_BF16, int4 runs on vdpbf16ps (kernels/qgemm_tvm.py, `bf16_dot`).
+tolerance. On CPUs with AVX512_BF16, int4 runs on vdpbf16ps (ops/qgemm/weight_only_tvm.py, `bf16_dot`).
 
 fp8 (act_dtype and weight_dtype float8_e4m3 or float8_e5m2, emulated: these CPUs have no fp8
 arithmetic): A and W arrive as fp8 bit codes (uint8, as `autotile.ops.qgemm.quant.quantize_fp8` makes them)
