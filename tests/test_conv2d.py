@@ -10,7 +10,8 @@ import autotile
 from autotile.db.store import TuningDB
 from autotile.errors import AutotileError
 from autotile.ir.reference import random_inputs, verify
-from autotile.ops import space_for, tvm_schedule, workload_from_dict
+from autotile.ops import template as template_named
+from autotile.ops import tvm_schedule, workload_from_dict
 from autotile.ops.conv2d.direct import MAX_UNROLLED, Conv2dConfig, Conv2dSpace
 from autotile.ops.conv2d.winograd import WinogradConfig, WinogradSpace
 from autotile.ops.conv2d.workload import Conv2dWorkload
@@ -374,8 +375,10 @@ def test_short_tuning_run_records_verified_measurements(tmp_path):
     assert len(records) == 6 and len({r["config_key"] for r in records}) == 6
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
     assert result.latency_us == min(r["latency_us"] for r in records)
-    space = space_for(w)
-    assert space.canonical(Conv2dConfig.from_dict(result.config)).to_dict() == result.config
+    # conv2d.direct and conv2d.winograd competed (3 trials each); the winner is read back by its own template
+    assert sorted(r["template"] for r in records) == ["conv2d.direct"] * 3 + ["conv2d.winograd"] * 3
+    space = template_named(result.template).space_for(w)
+    assert space.canonical(space.config_type.from_dict(result.config)).to_dict() == result.config
     kern = autotile.kernel(w, db=db_path, backend="tvm")
     inputs = random_inputs(w, 5)
     torch.testing.assert_close(kern(*inputs).double(), w.reference(*inputs), rtol=1e-5, atol=1e-4)

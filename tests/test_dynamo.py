@@ -565,7 +565,7 @@ def test_plan_round_trips_through_its_encoding(plan):
 def test_plan_decoding_is_strict():
     plan = PLANS[0]
     raw = json.loads(plan.encode())
-    with pytest.raises(AutotileError, match=r"gemm plan: unknown field\(s\) b_form; expected db, m_dim"):
+    with pytest.raises(AutotileError, match=r"gemm plan: unknown field\(s\) b_form; expected backend, db, m_dim"):
         GemmPlan.decode(json.dumps({**raw, "b_form": "t"}))
     with pytest.raises(AutotileError, match=r"gemm plan: missing field\(s\) m_dim"):
         GemmPlan.decode(json.dumps({k: v for k, v in raw.items() if k != "m_dim"}))

@@ -36,6 +36,7 @@ class TuneResult:
     cached: bool
     threads: int | None = None
     failed: int = 0
+    template: str | None = None  # the winner's template (several may have competed)
     history: list = field(default_factory=list)
 
     def to_json_dict(self, with_history: bool = False) -> dict:
@@ -50,7 +51,7 @@ def result_from_record(device, workload, record, run, cached: bool) -> TuneResul
         device=device.key, workload=workload.key, backend=record["backend"], config=record["config"],
         latency_us=record["latency_us"], gflops=record["gflops"], trials=run["trials"] if run else 0,
         tuning_seconds=run["seconds"] if run else 0.0, verified=record["status"] == "ok", cached=cached,
-        threads=record.get("threads"),
+        threads=record.get("threads"), template=record.get("template"),
     )
 
 
