@@ -99,7 +99,7 @@ class Session:
 
     def check(self, workload) -> None:
         """Clear errors for a workload this backend cannot run, or whose operands this device cannot hold."""
-        from autotile.api import check_backend_supports, check_fits_memory
+        from autotile.backends.fit import check_backend_supports, check_fits_memory
 
         check_backend_supports(workload, self.backend.name)
         check_fits_memory(workload, self.device.kind)

@@ -5,7 +5,7 @@ config would allocate past them, and operands larger than the memory of the devi
 import pytest
 
 import autotile
-import autotile.api
+import autotile.backends.fit
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
 from autotile.ir.workload import MAX_OPERAND_ELEMENTS
@@ -50,7 +50,7 @@ def test_the_kernel_api_refuses_the_issue_shape(tmp_path):
 
 
 def test_operands_larger_than_the_device_memory_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(autotile.api, "device_memory", lambda kind: 2**30)
+    monkeypatch.setattr(autotile.backends.fit, "device_memory", lambda kind: 2**30)
     w = GemmWorkload(16384, 16384, 8192)  # 512 MiB + 512 MiB in, 1 GiB out
     db = tmp_path / "x.db"
     for call in (lambda: autotile.kernel(w, db=db), lambda: autotile.tune(w, trials=1, db=db)):
@@ -59,7 +59,7 @@ def test_operands_larger_than_the_device_memory_are_refused(tmp_path, monkeypatc
 
 
 def test_this_machine_memory_is_known():
-    assert autotile.api.device_memory("cpu") > 2**30
+    assert autotile.backends.fit.device_memory("cpu") > 2**30
 
 
 def test_a_config_whose_padded_buffers_pass_32_bit_indices_is_a_clear_error():

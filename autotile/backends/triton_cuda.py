@@ -55,8 +55,8 @@ class TritonCuda:
         if not strategy.learns:
             return strategy.create(space, seed=seed, seeds=seeds, seen=seen)
         from autotile.search.compiled import CompileAwareSearch, CompileFeatures, pool_compiler
+        from autotile.search.history import history
         from autotile.search.strategy import new_cost_model
-        from autotile.search.tuner import history
 
         pool = getattr(measurer, "build_pool", None)
         compile_many = pool_compiler(pool, workload, space.arch) if pool is not None else None

@@ -32,7 +32,7 @@ class TvmCpu:
         return Measurer(device, device.fingerprint.get("threads") or 1)
 
     def searcher(self, strategy, space, *, workload, db, device, measurer, seed: int, seeds, seen, cost_model):
-        from autotile.search.tuner import history
+        from autotile.search.history import history
 
         past = history(db, device, space, workload, self.name) if strategy.learns else ()
         return strategy.create(space, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model, history=past)

@@ -7,12 +7,12 @@ lost on a crash, and a later `--retune` never re-measures a recorded config.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
 from autotile.errors import AutotileError
 from autotile.search.measure import MeasureResult
+from autotile.search.progress import Progress
 
 BATCH = 8  # candidates per round: built together, then timed one by one
 FIRST_BATCH_UNDER_BUDGET = 2
@@ -98,58 +98,6 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
     return seeds
-
-
-def history(db, device, space, workload, backend: str, features=None) -> list:
-    """Past measurements of this space's template on this device as (features, latency scaled to this workload's
-    flops); `features(workload, space, config)` defaults to the space's config features."""
-    from autotile.ops import template, workload_from_dict
-
-    features = features or (lambda _workload, other_space, config: other_space.features(config))
-    out = []
-    width = len(features(workload, space, space.default()))
-    descriptions = db.workloads()
-    for r in db.measurements(device=device.key, backend=backend, template=space.template):
-        try:
-            other = workload if r["workload"] == workload.key else workload_from_dict(descriptions[r["workload"]])
-            other_space = space if other is workload else template(space.template).space_for(other, device.fingerprint)
-            config = other_space.config_type.from_dict(r["config"])
-        except (KeyError, TypeError, ValueError, AutotileError):  # a record this version cannot read: skipped
-            continue
-        if other.op != workload.op:
-            continue
-        row = features(other, other_space, config)
-        if len(row) != width:
-            continue
-        latency = math.inf if r["status"] != "ok" else workload.flops / (r["gflops"] * 1e3)
-        out.append((row, latency))
-    return out
-
-
-class Progress:
-    """A rich progress bar on stderr: trials done, best GFLOP/s so far."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("best {task.fields[best]}"), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=False)
-        self.task = self.bar.add_task(label, total=total, best="-")
-        self.bar.start()
-
-    def update(self, done: int, best_gflops: float | None):
-        if self.enabled:
-            best = f"{best_gflops:.1f} GFLOP/s" if best_gflops else "-"
-            self.bar.update(self.task, completed=done, best=best)
-
-    def close(self):
-        if self.enabled:
-            self.bar.stop()
 
 
 @dataclass(frozen=True)
