@@ -32,7 +32,10 @@ os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import autotile  # noqa: E402  (sets TVM_NUM_THREADS to the physical core count)
+import autotile  # noqa: E402
+from autotile.session import prepare_environment  # noqa: E402
+
+prepare_environment()  # TVM_NUM_THREADS: the physical cores unless set, before anything imports TVM
 from autotile.db.device import Device  # noqa: E402
 from autotile.ops.attention.workload import AttentionWorkload  # noqa: E402
 

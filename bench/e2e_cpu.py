@@ -36,7 +36,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-import autotile  # noqa: E402  (sets TVM_NUM_THREADS)
+import autotile  # noqa: E402
+from autotile.session import prepare_environment  # noqa: E402
+
+prepare_environment()  # TVM_NUM_THREADS: the physical cores unless set, before anything imports TVM
 from autotile.dynamo import compile_model, stats  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))

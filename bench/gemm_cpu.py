@@ -25,7 +25,10 @@ _scratch = tempfile.mkdtemp(prefix="autotile-bench-")
 os.environ["AUTOTILE_DB"] = str(Path(_scratch) / "bench.db")
 os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
 
-import autotile  # noqa: E402  (sets TVM_NUM_THREADS to the physical core count)
+import autotile  # noqa: E402
+from autotile.session import prepare_environment  # noqa: E402
+
+prepare_environment()  # TVM_NUM_THREADS: the physical cores unless set, before anything imports TVM
 from autotile.db.device import Device  # noqa: E402
 from autotile.ir import GemmWorkload  # noqa: E402
 

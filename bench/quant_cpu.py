@@ -38,6 +38,9 @@ os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
 import torch  # noqa: E402
 
 import autotile  # noqa: E402
+from autotile.session import prepare_environment  # noqa: E402
+
+prepare_environment()  # TVM_NUM_THREADS: the physical cores unless set, before anything imports TVM
 from autotile.db.device import Device  # noqa: E402
 from autotile.ir import GemmWorkload  # noqa: E402
 from autotile.ops.qgemm.quant import quantize_int, quantize_rows_int8  # noqa: E402
