@@ -1,13 +1,16 @@
 """End-to-end CPU benchmark of the torch.compile backend: eager, inductor and autotile on whole blocks.
 
-    .venv/bin/python bench/e2e_cpu.py [--cases gpt128,gpt512,resnet] [--trials 32] [--budget 600] [--rounds 5]
+    .venv/bin/python bench/e2e_cpu.py [--cases gpt128,gpt512,resnet | --cases gpt-sizes]
+                                      [--dtype float32|bfloat16] [--trials 32] [--budget 600] [--rounds 5]
                                       [--json bench/results/e2e_cpu_<mcpu>.json]
 
-Per case, in one process (fp32, inference, batch 1): compile time cold (empty inductor cache, empty autotile
-database and kernel cache, autotile tuning with `--trials` per workload within `--budget` seconds) and warm
-(median of 3 compiles after torch._dynamo.reset(), caches kept, autotile tuning="cached"), the number of ops
-autotile replaced, then latency of eager, inductor and warm autotile timed in alternating rounds. Ratios:
-inductor / autotile latency (>1: autotile faster) and autotile / inductor warm compile time.
+Cases: gpt-d<d_model>-s<seq> for d_model 256, 512, 768, 1024 (heads of 64) at seq 128 and 512 ("gpt-sizes": all
+eight; gpt128 and gpt512 are d_model 768), and a ResNet stage. Per case, in one process (inference, batch 1):
+compile time cold (empty inductor cache, empty autotile database and kernel cache, autotile tuning with
+`--trials` per workload within `--budget` seconds) and warm (median of 3 compiles after torch._dynamo.reset(),
+caches kept, autotile tuning="cached"), the number of ops autotile replaced and the templates that won, then
+latency of eager, inductor and warm autotile timed in alternating rounds. Ratios: inductor / autotile latency
+(>1: autotile faster) and autotile / inductor warm compile time. The CPU's name, mcpu and flags head the output.
 """
 
 from __future__ import annotations
@@ -82,11 +85,41 @@ def resnet_stage(channels: int = 64, blocks: int = 2) -> nn.Module:
     return nn.Sequential(*(BasicBlock(channels) for _ in range(blocks)))
 
 
+def gpt(d_model: int, seq: int):
+    return lambda: (GPTBlock(d_model, d_model // 64), torch.randn(1, seq, d_model))
+
+
 CASES = {
-    "gpt128": lambda: (GPTBlock(768, 12), torch.randn(1, 128, 768)),
-    "gpt512": lambda: (GPTBlock(768, 12), torch.randn(1, 512, 768)),
+    "gpt128": gpt(768, 128),
+    "gpt512": gpt(768, 512),
+    **{f"gpt-d{d}-s{s}": gpt(d, s) for s in (128, 512) for d in (256, 512, 768, 1024)},
     "resnet": lambda: (resnet_stage(64, 2), torch.randn(1, 64, 56, 56)),
 }
+GROUPS = {"gpt-sizes": [f"gpt-d{d}-s{s}" for s in (128, 512) for d in (256, 512, 768, 1024)]}
+
+
+def cpu_line() -> str:
+    """The CPU as /proc/cpuinfo names it, its LLVM mcpu and the flags that decide which templates apply."""
+    from autotile.db.device import current_device
+
+    fp = current_device("tvm").fingerprint
+    flags = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+             if f in fp.get("flags", [])]
+    return (f"CPU: {fp.get('model_name', '?')} (mcpu {fp['mcpu']}, family {fp.get('family')} model "
+            f"{fp.get('model')}, {fp.get('physical_cores')} cores), flags {' '.join(flags) or '-'}")
+
+
+def winning_templates(workloads) -> dict:
+    """The template of each tuned workload's fastest verified record in the benchmark's database."""
+    from autotile.db.store import TuningDB
+
+    with TuningDB(os.environ["AUTOTILE_DB"]) as db:
+        won = {}
+        for key in workloads:
+            records = db.measurements(workload=key, status="ok")
+            if records:
+                won[key] = min(records, key=lambda r: r["latency_us"])["template"]
+        return won
 
 
 def warm_compile_seconds(make, x, repeats: int = 3) -> tuple[object, float]:
@@ -120,6 +153,8 @@ def run_case(name: str, args) -> dict:
     torch.manual_seed(0)
     model, x = CASES[name]()
     model.eval()
+    if args.dtype != "float32":
+        model, x = model.to(getattr(torch, args.dtype)), x.to(getattr(torch, args.dtype))
     with torch.no_grad():
         ref = model(x)
         inductor, inductor_cold = compile_seconds(lambda: torch.compile(model), x)
@@ -148,7 +183,8 @@ def run_case(name: str, args) -> dict:
                       "autotile_cold": autotile_cold, "autotile_after_tuning": autotile_after_tuning,
                       "autotile_warm": autotile_warm},
         "warm_compile_vs_inductor": autotile_warm / max(inductor_warm, 1e-9),
-        "replaced": replaced, "kernels": sources, "tuned": tuned, "max_abs_error": error,
+        "replaced": replaced, "kernels": sources, "tuned": tuned, "templates": winning_templates(tuned),
+        "max_abs_error": error, "dtype": args.dtype,
     }
     lat, comp = result["latency_ms"], result["compile_s"]
     print(f"{name:8s} latency ms: eager {lat['eager']:.3f}  inductor {lat['inductor']:.3f}  "
@@ -158,26 +194,30 @@ def run_case(name: str, args) -> dict:
           f"autotile cold {comp['autotile_cold']:.1f} warm {comp['autotile_warm']:.2f} "
           f"({result['warm_compile_vs_inductor']:.2f}x inductor's warm)   replaced {replaced}   "
           f"max abs error {error:.2e}")
+    print(f"{'':8s} templates won: {', '.join(sorted(set(result['templates'].values()))) or '-'}")
     return result
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="gpt128,gpt512,resnet", help=f"comma-separated, from {', '.join(CASES)}")
+    p.add_argument("--cases", default="gpt128,gpt512,resnet",
+                   help=f"comma-separated, from {', '.join([*CASES, *GROUPS])}")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the model's and input's")
     p.add_argument("--trials", type=int, default=32, help="tuning trials per workload in the cold compile")
     p.add_argument("--budget", type=float, default=600.0, help="tuning seconds in all, per case")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-time", type=float, default=0.25, help="seconds of calls per timing sample")
     p.add_argument("--json", default=None, help="also write every number here")
     args = p.parse_args()
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    names = [n for c in args.cases.split(",") if c.strip() for n in GROUPS.get(c.strip(), [c.strip()])]
     unknown = [c for c in names if c not in CASES]
     if unknown:
         p.error(f"unknown case(s) {', '.join(unknown)}; expected: {', '.join(CASES)}")
     from autotile.db.device import current_device
 
     device = current_device("tvm")
-    print(f"device {device.key}, TVM threads {os.environ.get('TVM_NUM_THREADS')}, GOMP_SPINCOUNT "
+    print(cpu_line())
+    print(f"dtype {args.dtype}, device {device.key}, TVM threads {os.environ.get('TVM_NUM_THREADS')}, GOMP_SPINCOUNT "
           f"{os.environ.get('GOMP_SPINCOUNT')}, torch threads "
           f"{torch.get_num_threads()}, autotile {autotile.__version__}, torch {torch.__version__}")
     results = [run_case(name, args) for name in names]

@@ -216,6 +216,17 @@ def test_layer_norms_in_every_form_run_autotile_kernels():
     assert sorted(stats.workloads) == ["layernorm_10x40_eps1e-05_float32", "layernorm_5x40_eps0.001_float32"]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_16_bit_models_layer_norm_stays_with_the_fallback(dtype):
+    """Its float32 math sits between two casts Inductor fuses into one kernel; ours would add a pass for each."""
+    torch.manual_seed(0)
+    model, x = Norms().eval().to(dtype), torch.randn(2, 5, 40, dtype=dtype)
+    with torch.no_grad():
+        out = compile_model(model)(x)
+    torch.testing.assert_close(out.double(), model.double()(x.double()), rtol=2e-2, atol=2e-1)
+    assert stats.graphs == 1 and not stats.replaced  # the pass ran, and left the three layer norms alone
+
+
 def test_training_layer_norm_stays_with_the_fallback_and_grads_match():
     torch.manual_seed(0)
     model = Norms()
