@@ -1,5 +1,6 @@
-"""The one owner of what autotile holds in a process: the backend and its device, the tuning database, the kernel
-cache directory, the worker processes that measure candidates, and the environment its kernels need.
+"""The one owner of what autotile holds in a process: the backend and its device, the tuning database, the worker
+processes that measure candidates, and the environment its kernels need. (Compiled libraries live in the kernel
+cache, $AUTOTILE_CACHE_DIR or the user cache dir: autotile.paths.kernel_cache_dir.)
 
     with autotile.Session(db="team.db") as session:
         session.tune(GemmWorkload(512, 768, 768), TuneOptions(trials=64))
@@ -16,7 +17,6 @@ import atexit
 import os
 
 from autotile.errors import AutotileError, KernelBuildError
-from autotile.paths import kernel_cache_dir
 
 
 def physical_cores() -> int:
@@ -38,7 +38,6 @@ class Session:
         prepare_environment()
         self.backend = backends.resolve(backend) if isinstance(backend, str) else backend
         self.device = _workers_of.device if _workers_of else self.backend.device(threads)
-        self.kernel_cache = kernel_cache_dir()
         self._db_arg, self._db = db, None
         self._parent = _workers_of  # a session sharing another's workers never closes them
         self._measurer = None
