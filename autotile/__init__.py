@@ -6,6 +6,7 @@
     kern = autotile.kernel(GemmWorkload(512, 768, 768, epilogue="bias,gelu"))
     c = kern(a, b, bias)          # torch tensors, no copies
     model = autotile.compile(model, tuning="tune")   # torch.compile(model, backend="autotile", ...)
+    autotile.tune_model(model, (x,), trials=256)    # every workload of the model under one budget
 
 Importing it changes nothing in the process: the environment TVM needs is set by the first Session
 (autotile.session), which the functions above make.
@@ -24,4 +25,11 @@ def compile(model, **options):
     return compile_model(model, **options)
 
 
-__all__ = ["Session", "compile", "kernel", "tune", "__version__"]
+def tune_model(model, example_inputs, **options):
+    """Tune every workload the backend would replace in `model` under one budget (autotile.modeltune)."""
+    from autotile.modeltune import tune_model as run
+
+    return run(model, example_inputs, **options)
+
+
+__all__ = ["Session", "compile", "kernel", "tune", "tune_model", "__version__"]

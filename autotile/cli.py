@@ -40,6 +40,16 @@ def _add_family_commands():
 _add_family_commands()
 
 
+def _add_model_commands():
+    from autotile.cli_model import report_command, tune_model_command
+
+    main.add_command(tune_model_command)
+    main.add_command(report_command)
+
+
+_add_model_commands()
+
+
 @main.group("db")
 def db_group():
     """Inspect the tuning database."""
@@ -70,15 +80,23 @@ def db_list(db_path, as_json):
 
 
 @db_group.command("show")
-@click.argument("key")
+@click.argument("key", required=False)
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--limit", type=int, default=20, show_default=True, help="Measurements to list, fastest first.")
+@click.option("--model", "model_run", type=int, default=None, help="A model run's tasks instead (see --models).")
+@click.option("--models", "all_models", is_flag=True, help="The model runs instead (autotile tune-model).")
 @user_errors
-def db_show(key, db_path, as_json, limit):
-    """Measurements of one workload (KEY: its key as `db list` prints it, or a unique prefix)."""
+def db_show(key, db_path, as_json, limit, model_run, all_models):
+    """Measurements of one workload (KEY: its key as `db list` prints it, or a unique prefix), or model runs."""
     from autotile.api import open_db
 
+    if model_run is not None or all_models:
+        from autotile.cli_model import show_model_runs
+
+        return show_model_runs(db_path, model_run, as_json)
+    if key is None:
+        raise AutotileError("give a workload KEY, --model RUN or --models")
     with open_db(db_path) as db:
         full = db.resolve_workload(key)
         records = db.measurements(workload=full)

@@ -36,17 +36,17 @@ class VirtualClock:
 
 @pytest.fixture
 def virtual_clock(monkeypatch):
-    from autotile.dynamo import resolve
-    from autotile.search import tuner
+    from autotile.modeltune import run as model_run
+    from autotile.search import task, tuner
 
     clock = VirtualClock()
-    record = tuner._record
+    record = task._record
 
     def timed_record(*args, **kwargs):
         record(*args, **kwargs)
         clock.now += clock.per_record
 
-    monkeypatch.setattr(tuner, "_record", timed_record)
-    for module in (tuner, resolve):  # the modules that read the clock to keep a budget
+    monkeypatch.setattr(task, "_record", timed_record)
+    for module in (tuner, task, model_run):  # the modules that read the clock to keep a budget
         monkeypatch.setattr(module, "time", clock)
     return clock

@@ -317,9 +317,9 @@ def test_tune_records_workloads_and_a_second_compile_only_reads_them(tmp_path, m
 
 
 def test_tune_shows_progress_and_stops_at_its_time_budget(tmp_path, capfd, virtual_clock):
-    """A cold tuning compile prints which workload it tunes and stops when `time_budget_s` is spent. Each
-    measurement takes one second of the virtual clock, so the first workload's first batch spends the whole 1 s:
-    far fewer than the trials asked for are recorded, and the workload left untuned runs its default kernel."""
+    """A cold tuning compile prints what it tunes and stops when `time_budget_s` is spent. Each measurement takes
+    one second of the virtual clock, so timing the first workload's default spends the whole 1 s: far fewer than
+    the trials asked for are recorded, and the workload left untuned runs its default kernel."""
     from autotile.db.store import TuningDB
 
     torch.manual_seed(0)
@@ -330,7 +330,7 @@ def test_tune_shows_progress_and_stops_at_its_time_budget(tmp_path, capfd, virtu
         compiled = compile_model(mlp, tuning="tune", trials_per_workload=500, time_budget_s=1.0, db=db)
         close(compiled(x), mlp(x))
     err = capfd.readouterr().err
-    assert f"autotile: tuning 1/2 {first}" in err and "tuning 2/2" not in err
+    assert "autotile: tuning 2 workload(s) of this graph under one budget" in err
     assert "time budget spent; 1 workload(s) left untuned" in err
     assert stats.tuned == [first] and stats.replaced == {"gemm": 2}
     assert stats.workloads == {first: "exact", second: "default"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from datetime import datetime, timezone
@@ -20,8 +21,11 @@ from autotile.errors import AutotileError
 from autotile.paths import user_cache_dir
 
 # 1: the first schema. 2: measurements.failure, the kind of a failed one (autotile.search.failures.Failure), and
-# measurements.template, the name of the template the config belongs to (a space's `template`).
-SCHEMA_VERSION = 3
+# measurements.template, the name of the template the config belongs to (a space's `template`). 3: templates
+# renamed or split, records re-homed. 5: runs.owner (host:pid, so a live run is never continued by another process)
+# and runs.model_run (the model tuning run a workload's run belongs to); the model_runs and model_tasks tables.
+SCHEMA_VERSION = 5
+RUN_COLUMNS = {"owner": str, "model_run": int}
 BUSY_TIMEOUT_S = 30
 JSON_COLUMNS = ("fingerprint", "description", "config", "latency", "versions")
 
@@ -40,6 +44,24 @@ def _decode(row: dict) -> dict:
         if isinstance(row.get(column), str):
             row[column] = json.loads(row[column])
     return row
+
+
+def process_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process that owns a run (`process_owner`) is another one still running on this host."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _retry(fn):
@@ -86,12 +108,19 @@ class TuningDB:
             db["workloads"].create({"key": str, "op": str, "description": str}, pk="key", if_not_exists=True)
             db["runs"].create({"id": int, "device": str, "workload": str, "backend": str, "strategy": str,
                                "seed": int, "trials": int, "seconds": float, "best_measurement": int,
-                               "timestamp": str}, pk="id", if_not_exists=True)
+                               "timestamp": str, **RUN_COLUMNS}, pk="id", if_not_exists=True)
             db["measurements"].create({
                 "id": int, "device": str, "workload": str, "backend": str, "template": str, "config_key": str,
                 "config": str, "status": str, "failure": str, "error": str, "latency_us": float, "latency": str,
                 "gflops": float, "threads": int, "versions": str, "run_id": int, "timestamp": str},
                 pk="id", if_not_exists=True)
+            # A model tuning run (autotile/db/model_runs.py): its tasks' state is written after every round.
+            db["model_runs"].create({"id": int, "fingerprint": str, "name": str, "device": str, "backend": str,
+                                     "scheduler": str, "budget": str, "seed": int, "status": str, "trials": int,
+                                     "curve": str, "started": str, "updated": str}, pk="id", if_not_exists=True)
+            db["model_tasks"].create({"model_run": int, "workload": str, "calls": int, "run_id": int, "trials": int,
+                                      "default_latency_us": float, "curve": str, "retired": str},
+                                     pk=("model_run", "workload"), if_not_exists=True)
             # Also serves lookups by (device, workload, backend), its leading columns.
             db["measurements"].create_index(["device", "workload", "backend", "config_key"], unique=True,
                                             if_not_exists=True)
@@ -116,6 +145,11 @@ class TuningDB:
                     table.update(row["id"], {"template": name or "unknown"})  # unknown: never read back
             if version < 3:  # templates renamed or split: each record goes to the template that now owns it
                 self._rehome_templates()
+            if version < 5:
+                runs = self.db["runs"]
+                for column, kind in RUN_COLUMNS.items():
+                    if column not in runs.columns_dict:
+                        runs.add_column(column, kind)
             self.db["meta"].update("schema_version", {"value": str(SCHEMA_VERSION)})
 
     def _rehome_templates(self):
@@ -172,17 +206,21 @@ class TuningDB:
 
         def write():
             with self.db.conn:
-                # Keep the earlier record's id: runs point at their best measurement by id.
-                earlier = next(table.rows_where(same, [device, workload, backend, config_key], select="id"), None)
-                row = {**record, "id": earlier["id"]} if earlier else record
+                # Keep the earlier record's id (runs point at their best measurement by id) and its run (a
+                # run's trials are the records it made; a re-measurement is no new trial).
+                earlier = next(table.rows_where(same, [device, workload, backend, config_key], select="id, run_id"),
+                               None)
+                row = {**record, "id": earlier["id"], "run_id": earlier["run_id"]} if earlier else record
                 return table.insert(row, replace=True).last_pk
 
         return _retry(write)
 
-    def start_run(self, device: str, workload: str, backend: str, strategy: str, seed: int) -> int:
+    def start_run(self, device: str, workload: str, backend: str, strategy: str, seed: int,
+                  model_run: int | None = None) -> int:
         # trials and seconds stay null until finish_run: that is how an unfinished (crashed) run shows.
         record = {"device": device, "workload": workload, "backend": backend, "strategy": strategy, "seed": seed,
-                  "trials": None, "seconds": None, "best_measurement": None, "timestamp": _now()}
+                  "trials": None, "seconds": None, "best_measurement": None, "timestamp": _now(),
+                  "owner": process_owner(), "model_run": model_run}
 
         def write():
             with self.db.conn:
@@ -199,6 +237,19 @@ class TuningDB:
         _retry(write)
 
     # -- reading --------------------------------------------------------------------------------
+    def unfinished_run(self, device: str, workload: str, backend: str) -> dict | None:
+        """The latest run of a single workload that stopped before finishing (killed, crashed, interrupted) and
+        that no live process on this host still owns: the one the next tuning of the workload continues."""
+        rows = self._rows("runs", {"device": device, "workload": workload, "backend": backend},
+                          "seconds is null and model_run is null", order_by="id desc", limit=1)
+        return rows[0] if rows and not owner_alive(rows[0].get("owner")) else None
+
+    def run_trials(self, run_id: int) -> dict[str, int]:
+        """Trials a run has recorded so far, by template (counted from its measurements: exact after a kill)."""
+        rows = self.db.execute("select template, count(*) from measurements where run_id = ? group by template",
+                               [run_id]).fetchall()
+        return dict(rows)
+
     def _rows(self, table: str, where: dict, extra: str | None = None, **options) -> list[dict]:
         """Rows whose columns equal `where`'s non-None values (and satisfy `extra`), JSON columns decoded."""
         filters = {k: v for k, v in where.items() if v is not None}

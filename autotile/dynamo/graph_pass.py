@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from torch._guards import detect_fake_mode
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch.utils._python_dispatch import _disable_current_modes
 
-from autotile.dynamo import ops  # noqa: F401  (registers torch.ops.autotile.*)
+from autotile.dynamo import extraction, ops  # noqa: F401  (ops registers torch.ops.autotile.*)
 from autotile.dynamo.counters import stats
 from autotile.dynamo.match import val
 from autotile.dynamo.options import Options
@@ -88,8 +89,11 @@ class AutotilePass(CustomGraphPass):
                     if plan is not None:
                         found.append((pattern, m, plan))
                     break
+        workloads = [plan.workload for _, _, plan in found] + adopted
+        if extraction.collect(workloads):  # autotile tune-model asks what would be replaced, nothing more
+            return
         with _disable_current_modes():  # kernels are built, verified and tuned on real tensors
-            self._prepare([plan.workload for _, _, plan in found] + adopted)
+            self._prepare(workloads)
         for pattern, m, plan in found:
             self._replace(ctx, pattern, m, plan)
         graph.eliminate_dead_code()
@@ -112,8 +116,9 @@ class AutotilePass(CustomGraphPass):
         examples = {w.key: w for w in workloads}  # dynamic dims: the bucket of the traced size
         if self.options.tuning == "tune" and examples:
             start = time.perf_counter()
-            self.resolver.tune_missing(list(examples.values()), self.options.trials_per_workload,
-                                       self.budget_left, self.options.progress)
+            calls = Counter(w.key for w in workloads)
+            self.resolver.tune_missing([(w, calls[key]) for key, w in examples.items()],
+                                       self.options.trials_per_workload, self.budget_left, self.options.progress)
             if self.budget_left is not None:
                 self.budget_left = max(self.budget_left - (time.perf_counter() - start), 1e-3)
         for w in examples.values():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import sys
-import time
 from dataclasses import dataclass
 
 from autotile.dynamo.counters import stats
@@ -58,27 +57,30 @@ class Resolver:
         return loaded
 
     def tune_missing(self, workloads, trials: int, budget_s: float | None, progress: bool) -> list[str]:
-        """Tune each workload the database lacks, within `trials` each and `budget_s` seconds in all."""
-        from autotile.search.tuner import TuneOptions, best_of
+        """Tune the workloads the database lacks ((workload, calls per forward) pairs) under one budget of
+        `trials` per workload and `budget_s` seconds, spent by the model task scheduler where it saves the most."""
+        from autotile.dynamo.extraction import Task
+        from autotile.modeltune import ModelTuneOptions, tune_tasks
+        from autotile.search.tuner import best_of
 
         backend, db = self.session.backend, self.session.db
-        missing = [w for w in workloads
+        missing = [Task(w, calls) for w, calls in workloads
                    if best_of(db, self.device, w, backend.name,
                               [s.template for s in backend.spaces(w, self.device.fingerprint)]) is None]
-        tuned, start = [], time.perf_counter()
-        for i, w in enumerate(missing):
-            left = None if budget_s is None else budget_s - (time.perf_counter() - start)
-            if left is not None and left <= 0:
-                if progress:
-                    print(f"autotile: time budget spent; {len(missing) - i} workload(s) left untuned", file=sys.stderr)
-                break
-            if progress:
-                print(f"autotile: tuning {i + 1}/{len(missing)} {w.key}", file=sys.stderr)
-            result = self.session.tune(w, TuneOptions(trials=trials, time_budget=left, progress=progress))
-            self._loaded.pop(w.key, None)
-            if result.trials:  # a budget's last crumbs may leave no time for even one
-                tuned.append(w.key)
-                stats.tuned.append(w.key)
+        if not missing:
+            return []
+        if progress:
+            print(f"autotile: tuning {len(missing)} workload(s) of this graph under one budget", file=sys.stderr)
+        options = ModelTuneOptions(trials=trials * len(missing), time_budget=budget_s, progress=progress,
+                                   resume=True)
+        result = tune_tasks(missing, session=self.session, options=options, name="torch.compile")
+        tuned = [row["workload"] for row in result.tasks if row["trials"]]
+        for key in tuned:
+            self._loaded.pop(key, None)
+            stats.tuned.append(key)
+        if progress and len(tuned) < len(missing):
+            print(f"autotile: time budget spent; {len(missing) - len(tuned)} workload(s) left untuned",
+                  file=sys.stderr)
         return tuned
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ class SearchStrategy:
         self.seeds = [space.canonical(c) for c in seeds if space.valid(c)]
         self.seen: set[str] = set(seen or ())
         self.measured: list = []  # (config, latency_us); inf for failures
+        self.known: list = []  # (config, latency_us) measured by earlier runs: parents too, never proposed again
 
     def _fresh(self, config) -> bool:
         if config.key in self.seen:
@@ -97,7 +98,7 @@ class EvolutionSearch(SearchStrategy):
         self._fit()
 
     def _parents(self) -> list:
-        ok = sorted((m for m in self.measured if math.isfinite(m[1])), key=lambda m: m[1])
+        ok = sorted((m for m in [*self.known, *self.measured] if math.isfinite(m[1])), key=lambda m: m[1])
         return [c for c, _ in ok[: self.population]]
 
     def _tournament(self, parents: list):

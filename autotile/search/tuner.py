@@ -1,8 +1,9 @@
 """The tuning loop: propose -> build -> verify + time -> record -> learn, within trials and time.
 
 A trial is one candidate built and measured (failures count; configs found equivalent and
-skipped do not). Every measurement is recorded in the database as it happens, so nothing is
-lost on a crash, and a later `--retune` never re-measures a recorded config.
+skipped do not). Every measurement is recorded in the database as it happens (search/task.py), so
+nothing is lost on a crash: the same command continues a killed run to its trials, and a later
+`--retune` never re-measures a recorded config.
 """
 
 from __future__ import annotations
@@ -11,15 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from autotile.errors import AutotileError
-from autotile.search.measure import MeasureResult
 from autotile.search.progress import Progress
-
-BATCH = 8  # candidates per round: built together, then timed one by one
-FIRST_BATCH_UNDER_BUDGET = 2
-REMEASURE_TOP = 3
-REMEASURE_REPEAT = 15
-REMEASURE_MIN_REPEAT_S = 0.05
-REMEASURE_SECONDS = REMEASURE_REPEAT * REMEASURE_MIN_REPEAT_S  # at least, per re-measured config
+from autotile.search.task import REMEASURE_SECONDS, REMEASURE_TOP, TaskTuner
 
 
 @dataclass
@@ -119,12 +113,10 @@ def tune(workload, *, db, device, backend, options: TuneOptions = TuneOptions(),
          cost_model=None) -> TuneResult:
     """Tune `workload` on `device` with `backend` (an autotile.backends.Backend). Every template of the backend
     that computes the workload competes: the trials and the time are shared out between them, and the fastest
-    verified record of any of them is the result."""
-    from autotile.search.strategy import STRATEGIES
-
+    verified record of any of them is the result. A run that stopped before its end (killed, crashed) is continued
+    to `options.trials`, never served as done; a finished one is served from the database unless `retune`."""
     start = time.perf_counter()  # the budget covers everything: worker start-up and re-measurement too
     deadline = None if options.time_budget is None else start + options.time_budget
-    versions = backend.versions()
     db.ensure_device(device.key, device.fingerprint)
     db.ensure_workload(workload.key, workload.op, workload.to_dict())
     spaces = [s for s in backend.spaces(workload, device.fingerprint)
@@ -132,110 +124,47 @@ def tune(workload, *, db, device, backend, options: TuneOptions = TuneOptions(),
     if not spaces:
         raise AutotileError(f"{workload.key}: none of the templates {list(options.templates)} computes it here")
     templates = [space.template for space in spaces]
+    unfinished = None if options.retune else db.unfinished_run(device.key, workload.key, backend.name)
+    done = db.run_trials(unfinished["id"]) if unfinished else {}
+    if unfinished and sum(done.values()) >= options.trials:  # killed after its last trial: it is done
+        db.finish_run(unfinished["id"], sum(done.values()), 0.0, None)
+        unfinished = None
     best = best_of(db, device, workload, backend.name, templates)
-    if best is not None and not options.retune:
+    if unfinished is None and best is not None and not options.retune:
         return result_from_record(device, workload, best, db.last_run(device.key, workload.key, backend.name), True)
 
-    threads = device.fingerprint.get("threads") or 1
     own_measurer = measurer is None
     measurer = measurer or backend.measurer(device)
-    run_id = db.start_run(device.key, workload.key, backend.name, options.strategy, options.seed)
+    run_id = unfinished["id"] if unfinished else db.start_run(device.key, workload.key, backend.name,
+                                                              options.strategy, options.seed)
     bar = Progress(options.trials, f"tuning {workload.key}", options.progress)
-    run = _Run(workload, db, device, backend.name, versions, run_id, measurer, bar)
+    task = TaskTuner(workload, spaces, db=db, device=device, backend=backend, run_id=run_id, measurer=measurer,
+                     options=options, cost_model=cost_model, bar=bar, done=done)
     try:
         # The search stops early enough to re-measure the best (up to a tenth of the budget).
         search_deadline = None if deadline is None else deadline - min(REMEASURE_TOP * REMEASURE_SECONDS,
                                                                         0.1 * options.time_budget)
-        for i, (space, trials) in enumerate(zip(spaces, _shares(options.trials, len(spaces)))):
-            searcher = backend.searcher(
-                STRATEGIES[options.strategy], space, workload=workload, db=db, device=device, measurer=measurer,
-                seed=options.seed, seeds=_seed_configs(db, device, workload, space, backend.name),
-                seen=db.measured_config_keys(device.key, workload.key, backend.name),
-                cost_model=cost_model if i == 0 else None)
+        for i, (template, share) in enumerate(zip(templates, _shares(options.trials, len(spaces)))):
             share_deadline = None if search_deadline is None else \
                 time.perf_counter() + (search_deadline - time.perf_counter()) / (len(spaces) - i)
-            run.search(searcher, space.template, trials, share_deadline)
-        run.remeasure_top(deadline)
+            task.search(template, share - task.trials[template], share_deadline)
+        task.remeasure_top(deadline)
     finally:
         bar.close()
         if own_measurer:
             measurer.close()
     seconds = time.perf_counter() - start
     best = best_of(db, device, workload, backend.name, templates)
-    db.finish_run(run_id, run.done, seconds, best["id"] if best else None)
-    failed = sum(1 for r, _ in run.results if not r.ok)
+    db.finish_run(run_id, task.done, seconds, best["id"] if best else None)
+    threads = device.fingerprint.get("threads") or 1
     if best is None:
-        return TuneResult(device.key, workload.key, backend.name, {}, None, None, run.done, seconds, False, False,
-                          threads, failed, run.history)
-    result = result_from_record(device, workload, best, {"trials": run.done, "seconds": seconds}, False)
-    result.failed, result.history = failed, run.history
+        return TuneResult(device.key, workload.key, backend.name, {}, None, None, task.done, seconds, False, False,
+                          threads, task.failed, task.history)
+    result = result_from_record(device, workload, best, {"trials": task.done, "seconds": seconds}, False)
+    result.failed, result.history = task.failed, task.history
     return result
 
 
 def _shares(trials: int, parts: int) -> list[int]:
     """`trials` split as evenly as whole trials allow, the first parts taking the remainder."""
     return [trials // parts + (i < trials % parts) for i in range(parts)]
-
-
-class _Run:
-    """One tuning run's measuring and recording: every result is recorded as it comes, with its template."""
-
-    def __init__(self, workload, db, device, backend: str, versions: dict, run_id, measurer, bar):
-        self.workload, self.db, self.device, self.backend = workload, db, device, backend
-        self.versions, self.run_id, self.measurer, self.bar = versions, run_id, measurer, bar
-        self.done, self.history, self.results = 0, [], []  # results: (MeasureResult, template)
-
-    def search(self, searcher, template: str, trials: int, deadline: float | None) -> None:
-        """Propose, measure, record and learn until `trials` more are done, the deadline or the space's end."""
-        loop_start, target = time.perf_counter(), self.done + trials
-        while self.done < target and (deadline is None or time.perf_counter() < deadline):
-            done_here = trials - (target - self.done)
-            per_trial = (time.perf_counter() - loop_start) / done_here if done_here else None
-            configs = searcher.propose(_batch_size(target - self.done, deadline, per_trial))
-            if not configs:
-                break  # the space is exhausted
-            batch = self.measurer.measure(self.workload, configs)
-            for r in batch:
-                self.record(r, template)
-                self.history.append({"trial": self.done, "latency_us": r.latency_us if r.ok else None,
-                                     "status": r.status, "failure": r.failure and r.failure.value,
-                                     "template": template, "config": r.config.key, "error": r.error})
-                self.done += 1
-            self.results.extend((r, template) for r in batch)
-            searcher.notify(batch)
-            best_so_far = min((r for r, _ in self.results if r.ok), key=lambda r: r.latency_us, default=None)
-            self.bar.update(self.done, best_so_far.gflops if best_so_far else None)
-
-    def record(self, r: MeasureResult, template: str) -> None:
-        _record(self.db, self.device, self.workload, self.backend, template, r, self.versions, self.run_id)
-
-    def remeasure_top(self, deadline: float | None) -> None:
-        """Time the few best again with more repeats, while the budget lasts; the re-measurement replaces the
-        first record."""
-        top = sorted(((r, t) for r, t in self.results if r.ok), key=lambda rt: rt[0].latency_us)[:REMEASURE_TOP]
-        for r, template in top:
-            if deadline is not None and time.perf_counter() + REMEASURE_SECONDS > deadline:
-                break
-            again = self.measurer.run(self.workload, r.config, r.path, repeat=REMEASURE_REPEAT,
-                                      min_repeat_s=REMEASURE_MIN_REPEAT_S)
-            again.build_seconds = r.build_seconds
-            self.record(again, template)
-
-
-def _record(db, device, workload, backend, template: str, r: MeasureResult, versions, run_id):
-    db.record_measurement(
-        device=device.key, workload=workload.key, backend=backend, template=template, config_key=r.config.key,
-        config=r.config.to_dict(), status=r.status, failure=r.failure and r.failure.value, error=r.error,
-        latency=r.latency or None, gflops=r.gflops, threads=r.threads, versions=versions, run_id=run_id)
-
-
-def _batch_size(trials_left: int, deadline: float | None, seconds_per_trial: float | None) -> int:
-    """BATCH, or fewer when the time left holds fewer trials (at the pace so far): a batch is never cut short,
-    so a big one started just before the deadline would overrun the budget by a whole batch."""
-    size = min(BATCH, trials_left)
-    if deadline is None:
-        return size
-    if seconds_per_trial is None:  # no pace yet: a first batch as small as the build pool
-        return min(size, FIRST_BATCH_UNDER_BUDGET)
-    fits = int((deadline - time.perf_counter()) / max(seconds_per_trial, 1e-6))
-    return max(1, min(size, fits))

@@ -1,0 +1,111 @@
+"""Which task gets the next round of trials: one global budget spent where it buys the most end-to-end time.
+
+A task is one workload of a model, weighted by how often it runs per forward; the objective is the model's time
+in its tuned ops, sum(calls x best latency). The gradient scheduler follows Ansor's (and MetaSchedule's
+GradientBased, alpha 0.2, window 3): each task's expected drop in that sum per trial is a mix of its recent drop
+(the window) and an optimistic forward guess (its latency could keep falling like latency / trials), times its
+calls. Round robin and an equal split stay, so the three can be compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ALPHA = 0.2  # weight of the backward (observed) gradient against the forward guess
+WINDOW = 3  # rounds the backward gradient looks back
+PATIENCE = 4  # rounds without a gain of MIN_GAIN before a task is retired
+MIN_GAIN = 0.01
+
+
+@dataclass
+class TaskState:
+    """One task's progress in a model run: trials spent, its best latency after each round, why it stopped."""
+
+    key: str
+    calls: int
+    trials: int = 0
+    curve: list = field(default_factory=list)  # [trials, best latency us or None] after each round
+    retired: str | None = None  # "exhausted", "converged", "max-trials", or None while it is tuned
+    default_latency_us: float | None = None
+    run_id: int | None = None  # the task's own tuning run (its measurements carry it)
+
+    @property
+    def best(self) -> float | None:
+        return next((lat for _, lat in reversed(self.curve) if lat is not None), None)
+
+    @property
+    def cost(self) -> float | None:
+        """Its share of the forward, in microseconds: calls x best (else default) latency."""
+        latency = self.best if self.best is not None else self.default_latency_us
+        return None if latency is None else self.calls * latency
+
+    def stalled(self) -> bool:
+        """No gain of MIN_GAIN over the last PATIENCE rounds."""
+        if len(self.curve) <= PATIENCE or self.best is None:
+            return False
+        then = self.curve[-1 - PATIENCE][1]
+        return then is not None and self.best > then * (1 - MIN_GAIN)
+
+
+class Scheduler:
+    name = "base"
+    retires_converged = False  # whether a task that stopped improving is retired (the others tune to the end)
+
+    def __init__(self, budget_trials: int | None = None):
+        self.budget_trials = budget_trials
+
+    def next(self, tasks: list[TaskState]) -> TaskState | None:
+        """The task to tune next, or None when every task is retired."""
+        active = [t for t in tasks if t.retired is None]
+        return self.pick(active) if active else None
+
+    def pick(self, active: list[TaskState]) -> TaskState:
+        raise NotImplementedError
+
+
+class RoundRobin(Scheduler):
+    """Each active task in turn, the one with the fewest trials first."""
+
+    name = "round-robin"
+
+    def pick(self, active):
+        return min(active, key=lambda t: t.trials)
+
+
+class EqualSplit(Scheduler):
+    """The budget split evenly, tuned one task after another (what tuning each workload alone does)."""
+
+    name = "equal"
+
+    def pick(self, active):
+        share = (self.budget_trials or 0) // max(len(active), 1)
+        behind = [t for t in active if t.trials < share]
+        return behind[0] if behind else min(active, key=lambda t: t.trials)
+
+
+class Gradient(Scheduler):
+    """Tasks without a verified latency first (the warm-up); then the largest expected drop of the objective."""
+
+    name = "gradient"
+    retires_converged = True
+
+    def pick(self, active):
+        unknown = [t for t in active if t.best is None]
+        if unknown:
+            return min(unknown, key=lambda t: t.trials)
+        return max(active, key=gain_per_trial)
+
+
+def gain_per_trial(task: TaskState) -> float:
+    """The expected drop of calls x latency from one more trial of `task` (microseconds)."""
+    best = task.best
+    forward = best / max(task.trials, 1)
+    points = [(n, lat) for n, lat in task.curve if lat is not None]
+    backward = 0.0
+    if len(points) > WINDOW:
+        (n0, lat0), (n1, lat1) = points[-1 - WINDOW], points[-1]
+        backward = max(lat0 - lat1, 0.0) / max(n1 - n0, 1)
+    return task.calls * (ALPHA * backward + (1 - ALPHA) * forward)
+
+
+SCHEDULERS = {s.name: s for s in (Gradient, RoundRobin, EqualSplit)}

@@ -1,0 +1,147 @@
+"""One workload's search, a batch at a time: its competing templates' searchers, the measuring and the recording.
+
+`tune` runs one to the end of its trials; the model scheduler (autotile/modeltune) keeps one per workload and
+advances whichever buys the most end-to-end time. Every result is recorded as it comes, so a kill loses at most
+the candidates being built or timed at that moment, and a continued search never measures a recorded config again.
+"""
+
+from __future__ import annotations
+
+import time
+
+from autotile.search.measure import MeasureResult
+
+BATCH = 8  # candidates per round: built together, then timed one by one
+FIRST_BATCH_UNDER_BUDGET = 2
+REMEASURE_TOP = 3
+REMEASURE_REPEAT = 15
+REMEASURE_MIN_REPEAT_S = 0.05
+REMEASURE_SECONDS = REMEASURE_REPEAT * REMEASURE_MIN_REPEAT_S  # at least, per re-measured config
+
+
+class TaskTuner:
+    """The search of one workload on one device and backend, recorded under run `run_id`. `spaces` are the
+    competing templates' spaces; `done` the trials the run already recorded per template (a continued run)."""
+
+    def __init__(self, workload, spaces, *, db, device, backend, run_id: int, measurer, options, cost_model=None,
+                 bar=None, done: dict[str, int] | None = None):
+        self.workload, self.db, self.device, self.backend = workload, db, device, backend
+        self.spaces = {s.template: s for s in spaces}
+        self.versions = backend.versions()
+        self.run_id, self.measurer, self.options, self.bar = run_id, measurer, options, bar
+        self._cost_model = cost_model  # for the first template's searcher (the caller's model, when given)
+        self._searchers: dict = {}
+        self.trials = {t: (done or {}).get(t, 0) for t in self.spaces}  # per template, earlier ones included
+        self.exhausted: set[str] = set()
+        self.history, self.results = [], []  # results: (MeasureResult, template) of this process
+
+    @property
+    def done(self) -> int:
+        return sum(self.trials.values())
+
+    @property
+    def finished(self) -> bool:
+        """Every template's space has nothing left to propose."""
+        return len(self.exhausted) == len(self.spaces)
+
+    def searcher(self, template: str):
+        if template not in self._searchers:
+            from autotile.search.strategy import STRATEGIES
+            from autotile.search.tuner import _seed_configs
+
+            space, backend = self.spaces[template], self.backend
+            searcher = backend.searcher(
+                STRATEGIES[self.options.strategy], space, workload=self.workload, db=self.db, device=self.device,
+                measurer=self.measurer, seed=self.options.seed,
+                seeds=_seed_configs(self.db, self.device, self.workload, space, backend.name),
+                seen=self.db.measured_config_keys(self.device.key, self.workload.key, backend.name),
+                cost_model=self._cost_model if not self._searchers else None)
+            searcher.known = self._known(space)
+            self._searchers[template] = searcher
+        return self._searchers[template]
+
+    def _known(self, space) -> list:
+        """This workload's verified configs of the template measured here before (with this toolchain): the
+        parents a continued or repeated search breeds from, so it goes on from where the last one stood."""
+        known = []
+        for r in self.db.measurements(device=self.device.key, workload=self.workload.key, backend=self.backend.name,
+                                      status="ok", template=space.template):
+            if r.get("versions") != self.versions:
+                continue
+            try:
+                known.append((space.config_type.from_dict(r["config"]), r["latency_us"]))
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue
+        return known
+
+    def step(self, trials: int, deadline: float | None = None) -> int:
+        """Up to `trials` more for the template with the fewest so far; the number measured."""
+        open_templates = [t for t in self.spaces if t not in self.exhausted]
+        if not open_templates:
+            return 0
+        template = min(open_templates, key=lambda t: self.trials[t])
+        before = self.done
+        self.search(template, trials, deadline)
+        return self.done - before
+
+    def search(self, template: str, trials: int, deadline: float | None) -> None:
+        """Propose, measure, record and learn until `trials` more are done, the deadline or the space's end."""
+        searcher = self.searcher(template)
+        loop_start, target = time.perf_counter(), self.done + trials
+        while self.done < target and (deadline is None or time.perf_counter() < deadline):
+            done_here = trials - (target - self.done)
+            per_trial = (time.perf_counter() - loop_start) / done_here if done_here else None
+            configs = searcher.propose(_batch_size(target - self.done, deadline, per_trial))
+            if not configs:
+                self.exhausted.add(template)
+                break
+            batch = self.measurer.measure(self.workload, configs)
+            for r in batch:
+                self.record(r, template)
+                self.history.append({"trial": self.done, "latency_us": r.latency_us if r.ok else None,
+                                     "status": r.status, "failure": r.failure and r.failure.value,
+                                     "template": template, "config": r.config.key, "error": r.error})
+                self.trials[template] += 1
+            self.results.extend((r, template) for r in batch)
+            searcher.notify(batch)
+            if self.bar is not None:
+                best_so_far = min((r for r, _ in self.results if r.ok), key=lambda r: r.latency_us, default=None)
+                self.bar.update(self.done, best_so_far.gflops if best_so_far else None)
+
+    def record(self, r: MeasureResult, template: str) -> None:
+        _record(self.db, self.device, self.workload, self.backend.name, template, r, self.versions, self.run_id)
+
+    def remeasure_top(self, deadline: float | None, top: int = REMEASURE_TOP) -> None:
+        """Time the few best again with more repeats, while the budget lasts; the re-measurement replaces the
+        first record."""
+        best = sorted(((r, t) for r, t in self.results if r.ok), key=lambda rt: rt[0].latency_us)[:top]
+        for r, template in best:
+            if deadline is not None and time.perf_counter() + REMEASURE_SECONDS > deadline:
+                break
+            again = self.measurer.run(self.workload, r.config, r.path, repeat=REMEASURE_REPEAT,
+                                      min_repeat_s=REMEASURE_MIN_REPEAT_S)
+            again.build_seconds = r.build_seconds
+            self.record(again, template)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r, _ in self.results if not r.ok)
+
+
+def _record(db, device, workload, backend, template: str, r: MeasureResult, versions, run_id):
+    db.record_measurement(
+        device=device.key, workload=workload.key, backend=backend, template=template, config_key=r.config.key,
+        config=r.config.to_dict(), status=r.status, failure=r.failure and r.failure.value, error=r.error,
+        latency=r.latency or None, gflops=r.gflops, threads=r.threads, versions=versions, run_id=run_id)
+
+
+def _batch_size(trials_left: int, deadline: float | None, seconds_per_trial: float | None) -> int:
+    """BATCH, or fewer when the time left holds fewer trials (at the pace so far): a batch is never cut short,
+    so a big one started just before the deadline would overrun the budget by a whole batch."""
+    size = min(BATCH, trials_left)
+    if deadline is None:
+        return size
+    if seconds_per_trial is None:  # no pace yet: a first batch as small as the build pool
+        return min(size, FIRST_BATCH_UNDER_BUDGET)
+    fits = int((deadline - time.perf_counter()) / max(seconds_per_trial, 1e-6))
+    return max(1, min(size, fits))
