@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from models import MLP, BasicBlock, GPTBlock
 from torch import nn
 
 import autotile
@@ -33,49 +34,6 @@ def fresh_dynamo():
     stats.reset()
     yield
     torch._dynamo.reset()
-
-
-class MLP(nn.Module):
-    """Every GEMM epilogue the pass fuses: bias + relu / gelu / gelu tanh / silu, and a residual add."""
-
-    def __init__(self, d=32, hidden=64):
-        super().__init__()
-        self.up = nn.ModuleList(nn.Linear(d, hidden) for _ in range(4))
-        self.down = nn.Linear(4 * hidden, d)
-
-    def forward(self, x):
-        h = [F.relu(self.up[0](x)), F.gelu(self.up[1](x)), F.gelu(self.up[2](x), approximate="tanh"),
-             F.silu(self.up[3](x))]
-        return self.down(torch.cat(h, -1)) + x
-
-
-class GPTBlock(nn.Module):
-    """A pre-norm transformer block at test size: causal attention over 4 heads of 16, a GELU MLP, residuals."""
-
-    def __init__(self, d=64, heads=4):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
-
-    def forward(self, x):
-        b, s, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        x = x + self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, s, d))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-
-
-class BasicBlock(nn.Module):
-    """A ResNet basic block at test size: conv, batch norm, ReLU, conv, batch norm, identity shortcut, ReLU."""
-
-    def __init__(self, channels=8):
-        super().__init__()
-        self.conv1, self.conv2 = (nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in range(2))
-        self.bn1, self.bn2 = nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)
-
-    def forward(self, x):
-        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + x)
 
 
 def close(a, b):

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from autotile.db import model_runs
 from autotile.errors import AutotileError
-from autotile.modeltune.scheduler import SCHEDULERS, TaskState
+from autotile.modeltune.scheduler import SCHEDULERS, TaskState, advance
 from autotile.search.task import BATCH
 
 TRIALS_PER_TASK = 32  # the default budget: this many per task, spent where they help most
@@ -228,14 +228,8 @@ class ModelRun:
         n = min([BATCH] + ([trials - self.total] if trials else []) + ([cap - state.trials] if cap else []))
         tuner = self.tuner(state)
         made = tuner.step(n, deadline)
-        state.trials = tuner.done
-        state.curve.append([state.trials, self._best(self.workloads[state.key])])
-        if made == 0 and tuner.finished:
-            state.retired = "exhausted"
-        elif cap is not None and state.trials >= cap:
-            state.retired = "max-trials"
-        elif scheduler.retires_converged and state.stalled():
-            state.retired = "converged"
+        advance(state, scheduler, trials=tuner.done, best=self._best(self.workloads[state.key]),
+                exhausted=made == 0 and tuner.finished, cap=cap)
         self.curve.append([self.total, estimated_us(self.states), round(self.elapsed(), 3)])
         self.save()
         return True

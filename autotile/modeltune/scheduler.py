@@ -96,6 +96,19 @@ class Gradient(Scheduler):
         return max(active, key=gain_per_trial)
 
 
+def advance(task: TaskState, scheduler: Scheduler, *, trials: int, best: float | None, exhausted: bool,
+            cap: int | None) -> None:
+    """Note a round's outcome on `task`: its trials, its best latency now, and whether it is retired."""
+    task.trials = trials
+    task.curve.append([trials, best])
+    if exhausted:
+        task.retired = "exhausted"
+    elif cap is not None and trials >= cap:
+        task.retired = "max-trials"
+    elif scheduler.retires_converged and task.stalled():
+        task.retired = "converged"
+
+
 def gain_per_trial(task: TaskState) -> float:
     """The expected drop of calls x latency from one more trial of `task` (microseconds)."""
     best = task.best

@@ -1,4 +1,6 @@
-"""What a device's past measurements teach a new search: the cost model's training rows."""
+"""What past measurements teach a new search: the cost model's training rows. This device's come first; while it
+has few, other devices' records of the template are extra data (the warm start), each device's throughputs
+scaled so its best matches this device's best (the ranking carries over between CPUs, the level does not)."""
 
 from __future__ import annotations
 
@@ -6,17 +8,39 @@ import math
 
 from autotile.errors import AutotileError
 
+OWN_ENOUGH = 64  # rows of this device past which other devices' records are left out
+
 
 def history(db, device, space, workload, backend: str, features=None) -> list:
-    """Past measurements of this space's template on this device as (features, latency scaled to this workload's
-    flops); `features(workload, space, config)` defaults to the space's config features."""
+    """Past measurements of this space's template as (features, latency scaled to this workload's flops): this
+    device's, then other devices' while this one has fewer than OWN_ENOUGH; `features(workload, space, config)`
+    defaults to the space's config features."""
+    features = features or (lambda _workload, other_space, config: other_space.features(config))
+    records = db.measurements(backend=backend, template=space.template)
+    own = _rows(db, device, space, workload, [r for r in records if r["device"] == device.key], features)
+    if len(own) >= OWN_ENOUGH:
+        return own
+    own_best = max((_throughput(lat) for _, lat in own), default=None)
+    out = list(own)
+    for key in sorted({r["device"] for r in records} - {device.key}):
+        rows = _rows(db, device, space, workload, [r for r in records if r["device"] == key], features)
+        best = max((_throughput(lat) for _, lat in rows), default=0.0)
+        scale = own_best / best if own_best and best else 1.0  # latency x 1/scale: their best = our best
+        out += [(row, lat / scale) for row, lat in rows]
+    return out
+
+
+def _throughput(latency: float) -> float:
+    return 0.0 if not math.isfinite(latency) or latency <= 0 else 1.0 / latency
+
+
+def _rows(db, device, space, workload, records, features) -> list:
     from autotile.ops import template, workload_from_dict
 
-    features = features or (lambda _workload, other_space, config: other_space.features(config))
     out = []
     width = len(features(workload, space, space.default()))
     descriptions = db.workloads()
-    for r in db.measurements(device=device.key, backend=backend, template=space.template):
+    for r in records:
         try:
             other = workload if r["workload"] == workload.key else workload_from_dict(descriptions[r["workload"]])
             other_space = space if other is workload else template(space.template).space_for(other, device.fingerprint)
