@@ -1,0 +1,200 @@
+"""Whole-model tuning benchmark (`autotile tune-model`'s scheduler): measured end-to-end latency against total
+trials for the gradient scheduler, round robin and an equal split, each from an empty database.
+
+    .venv/bin/python bench/tune_model.py [--cases gpt,resnet] [--per-task 64] [--rounds 5]
+                                         [--warm-from OTHER_DEVICE.db] [--keep DIR] [--json FILE]
+
+Per case (inference, batch 1; "gpt": a GPT block, d_model 768, 12 heads, seq 128; "resnet": a ResNet stage, two
+basic blocks of 64 channels at 56x56), with n tasks and B = per-task x n trials:
+- "full": every task tuned to `--per-task` trials, one after another (the equal split of B);
+- "gradient" and "round-robin": one run each to 60% of B.
+The database is then cut back to how it stood after 25%, 50% and 60% of B (gradient, round robin: the run's first
+trials; the equal split at budget b: each task's first b/n trials of the full run, which is what an equal split of
+b tunes, up to the cost model having seen fewer other tasks) and 100% (full), and the block is compiled with the
+backend on each cut (tuning="cached") and timed in alternating rounds (median of `--rounds`). Untuned: no record,
+every op on its template's default. Targets: the gradient scheduler reaches 95% of the full run's speedup over
+untuned within 60% of B, and at 25% and 50% of B runs faster than round robin and the equal split.
+
+--warm-from: a database recorded on another machine (another device key); a gradient run starts from a copy of it
+and its curve is set beside the cold one's (the warm start: seeds and cost-model rows from the other device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __name__ == "__main__":  # empty caches before torch, TVM or autotile start
+    _scratch = tempfile.mkdtemp(prefix="autotile-bench-tune-model-")
+    os.environ["AUTOTILE_CACHE_DIR"] = str(Path(_scratch) / "kernels")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(_scratch) / "inductor")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as in e2e_cpu.py: every contender runs with it
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import e2e_cpu  # noqa: E402
+import peers  # noqa: E402
+
+from autotile.db import model_runs  # noqa: E402
+from autotile.db.store import TuningDB  # noqa: E402
+from autotile.dynamo import compile_model  # noqa: E402
+from autotile.dynamo.extraction import extract_tasks  # noqa: E402
+from autotile.modeltune import ModelTuneOptions, tune_tasks  # noqa: E402
+from autotile.session import Session  # noqa: E402
+
+CASES = {"gpt": e2e_cpu.gpt(768, 128), "resnet": lambda: (e2e_cpu.resnet_stage(64, 2), torch.randn(1, 64, 56, 56))}
+CHECKPOINTS = (0.25, 0.5, 0.6)
+
+
+def copy_db(source: Path, target: Path) -> Path:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    return target
+
+
+def tune_run(tasks, db_path: Path, scheduler: str, trials: int) -> dict:
+    start = time.perf_counter()
+    with Session(str(db_path), "tvm") as session:
+        result = tune_tasks(tasks, session=session, name=scheduler,
+                            options=ModelTuneOptions(trials=trials, scheduler=scheduler, progress=True))
+    seconds = time.perf_counter() - start
+    print(f"  {scheduler:12s} {result.trials} trials in {seconds:.0f} s; estimated {result.estimated_us:.0f} us; "
+          f"trials per task {[t['trials'] for t in result.tasks]}", flush=True)
+    return {"trials": result.trials, "seconds": seconds, "tasks": result.tasks, "run": result.run}
+
+
+def task_measurements(db_path: Path) -> dict[str, list[int]]:
+    """Each task's measurement ids in the order they were made (the latest model run's tasks)."""
+    with TuningDB(db_path) as db:
+        run = model_runs.all_runs(db)[-1]
+        out = {}
+        for t in model_runs.tasks(db, run["id"]):
+            rows = db.db.execute("select id from measurements where run_id = ? order by id", [t["run_id"]])
+            out[t["workload"]] = [r[0] for r in rows]
+        return out
+
+
+def cut(db_path: Path, target: Path, keep: set[int]) -> Path:
+    """A copy of the database holding only the measurements `keep`."""
+    copy_db(db_path, target)
+    conn = sqlite3.connect(target)
+    with conn:
+        conn.execute("create temp table keep(id integer primary key)")
+        conn.executemany("insert into keep values (?)", [(i,) for i in keep])
+        conn.execute("delete from measurements where id not in (select id from keep)")
+    conn.close()
+    return target
+
+
+def first_trials(db_path: Path, k: int) -> set[int]:
+    """The run's first k trials, across its tasks."""
+    return set(sorted(i for ids in task_measurements(db_path).values() for i in ids)[:k])
+
+
+def first_per_task(db_path: Path, k: int) -> set[int]:
+    """Each task's first k trials."""
+    return {i for ids in task_measurements(db_path).values() for i in ids[:k]}
+
+
+def run_case(name: str, args, work: Path) -> dict:
+    torch.manual_seed(0)
+    model, x = CASES[name]()
+    model.eval()
+    tasks = extract_tasks(model, (x,), "tvm")
+    n, budget = len(tasks), args.per_task * len(tasks)
+    print(f"\n== {name}: {n} tasks {[(t.workload.key, t.calls) for t in tasks]}; B = {budget} trials", flush=True)
+    runs, dbs = {}, {}
+    plan = [("full", "equal", budget), ("gradient", "gradient", int(0.6 * budget)),
+            ("round-robin", "round-robin", int(0.6 * budget))]
+    if args.warm_from:
+        plan.append(("gradient-warm", "gradient", int(0.6 * budget)))
+    for label, scheduler, trials in plan:
+        dbs[label] = work / f"{name}-{label}.db"
+        if label == "gradient-warm":
+            copy_db(Path(args.warm_from), dbs[label])
+        runs[label] = tune_run(tasks, dbs[label], scheduler, trials)
+
+    # The databases as they stood at each checkpoint: (scheduler, fraction of B) -> a cut copy.
+    cuts = {("untuned", 0.0): cut(dbs["full"], work / f"{name}-untuned.db", set())}
+    for fraction in (*CHECKPOINTS, 1.0):
+        k = round(fraction * budget)
+        cuts[("equal", fraction)] = cut(dbs["full"], work / f"{name}-equal-{fraction}.db",
+                                        first_per_task(dbs["full"], k // n))
+        for label in ("gradient", "round-robin", "gradient-warm"):
+            if label in dbs and fraction <= 0.6:
+                keep = first_trials(dbs[label], k)
+                if label == "gradient-warm":  # the other device's records stay: they are the warm start
+                    with TuningDB(dbs[label]) as db:
+                        keep |= {r["id"] for r in db.measurements() if r["run_id"] not in
+                                 {t["run_id"] for t in model_runs.tasks(db, runs[label]["run"])}}
+                cuts[(label, fraction)] = cut(dbs[label], work / f"{name}-{label}-{fraction}.db", keep)
+
+    torch._dynamo.config.cache_size_limit = 64  # one compile per cut of the same block
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = 64
+    compiled = {}
+    with torch.no_grad():
+        ref = model(x)
+        for key, path in cuts.items():
+            fn = compile_model(model, db=str(path), tuning="cached", progress=False)
+            error = float((fn(x) - ref).abs().max())
+            assert error < 1e-2, f"{key}: max abs error {error}"
+            compiled[key] = fn
+        times = peers.alternating_rounds(
+            {key: (lambda fn=fn: peers.seconds_per_call(lambda: fn(x), args.min_time)) for key, fn in compiled.items()},
+            args.rounds)
+    ms = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    untuned, full = ms[("untuned", 0.0)], ms[("equal", 1.0)]
+    print(f"{name}: end-to-end ms (median of {args.rounds}), untuned {untuned:.3f}, every task at "
+          f"{args.per_task} trials {full:.3f} ({untuned / full:.2f}x untuned)")
+    labels = ["gradient", "round-robin", "equal"] + (["gradient-warm"] if args.warm_from else [])
+    print(f"  {'trials':>14s} " + " ".join(f"{label:>14s}" for label in labels))
+    for fraction in CHECKPOINTS:
+        row = " ".join(f"{ms[(label, fraction)]:14.3f}" for label in labels)
+        print(f"  {round(fraction * budget):>5d} ({fraction:4.0%}) {row}")
+    speedup_full = untuned / full
+    speedup_g60 = untuned / ms[("gradient", 0.6)]
+    reduction = (untuned - ms[("gradient", 0.6)]) / max(untuned - full, 1e-9)
+    print(f"  gradient at 60% of B: {speedup_g60:.3f}x untuned = {speedup_g60 / speedup_full:.1%} of the full "
+          f"run's {speedup_full:.3f}x ({reduction:.1%} of its latency reduction); target >= 95%")
+    for fraction in (0.25, 0.5):
+        g, r, e = (ms[(label, fraction)] for label in ("gradient", "round-robin", "equal"))
+        print(f"  at {fraction:.0%} of B: gradient {g:.3f} ms vs round robin {r:.3f} ({r / g:.2f}x) and equal split "
+              f"{e:.3f} ({e / g:.2f}x); target: gradient below both")
+    return {"case": name, "tasks": [[t.workload.key, t.calls] for t in tasks], "budget": budget,
+            "runs": runs, "ms": {f"{k[0]}@{k[1]}": v for k, v in ms.items()},
+            "rounds_ms": {f"{k[0]}@{k[1]}": [t * 1e3 for t in v] for k, v in times.items()}}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default="gpt,resnet", help=f"comma-separated, from {', '.join(CASES)}")
+    p.add_argument("--per-task", type=int, default=64, help="trials per task of the full run")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=0.25, help="seconds of calls per timing sample")
+    p.add_argument("--warm-from", default=None, help="a database recorded on another device")
+    p.add_argument("--keep", default=None, help="keep the databases here (default: a temporary directory)")
+    p.add_argument("--json", default=None, help="also write every number here")
+    args = p.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="autotile-tune-model-dbs-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(e2e_cpu.cpu_line())
+    print(f"TVM threads {os.environ.get('TVM_NUM_THREADS')}, GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT')}, "
+          f"torch {torch.__version__}; databases in {work}")
+    results = [run_case(name.strip(), args, work) for name in args.cases.split(",") if name.strip()]
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
