@@ -17,6 +17,7 @@ untuned within 60% of B, and at 25% and 50% of B runs faster than round robin an
 
 --warm-from: a database recorded on another machine (another device key); a gradient run starts from a copy of it
 and its curve is set beside the cold one's (the warm start: seeds and cost-model rows from the other device).
+Such a database: `autotile tune-model bench/tune_model.py:gpt --trials 230 --db other.db` on the other machine.
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ from autotile.session import Session  # noqa: E402
 
 CASES = {"gpt": e2e_cpu.gpt(768, 128), "resnet": lambda: (e2e_cpu.resnet_stage(64, 2), torch.randn(1, 64, 56, 56))}
 CHECKPOINTS = (0.25, 0.5, 0.6)
+
+
+def gpt():
+    """The GPT case as a tune-model factory: `autotile tune-model bench/tune_model.py:gpt`."""
+    torch.manual_seed(0)
+    return CASES["gpt"]()
+
+
+def resnet():
+    torch.manual_seed(0)
+    return CASES["resnet"]()
 
 
 def copy_db(source: Path, target: Path) -> Path:

@@ -79,6 +79,13 @@ def test_gradient_retires_tasks_that_stopped_improving_and_ends_early():
     assert sum(s.trials for s in flat.values()) < 100  # the budget left is not spent on nothing
 
 
+def test_a_task_whose_every_config_fails_does_not_eat_the_budget():
+    states = simulate("gradient", {**SYNTHETIC, "broken": (50, lambda trials: None)}, budget=200)
+    assert states["broken"].trials <= BATCH and states["heavy"].trials > states["light"].trials
+    robin = simulate("round-robin", {"broken": (1, lambda trials: None), **SYNTHETIC}, budget=400)
+    assert robin["broken"].retired == "no-valid-config" and robin["broken"].trials < 40
+
+
 def test_a_task_without_a_verified_latency_goes_first_and_the_budget_is_kept():
     tasks = {**SYNTHETIC, "new": (1, synthetic_latency(10.0, 5.0, 10))}
     scheduler = SCHEDULERS["gradient"](64)

@@ -148,6 +148,10 @@ class ModelRun:
 
     def _resume(self, row: dict):
         self.id, self.budget, self.curve, self.scheduler = row["id"], row["budget"], row["curve"], row["scheduler"]
+        for key, value in (("trials", self.options.trials), ("seconds", self.options.time_budget),
+                           ("max_trials_per_task", self.options.max_trials_per_task)):
+            if value is not None:  # a budget given again: the resumed run ends there (to extend it, or cut it)
+                self.budget[key] = value
         self.elapsed_before = self.budget.get("elapsed", 0.0)
         saved = {r["workload"]: r for r in model_runs.tasks(self.db, self.id)}
         for t in self._tasks:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from autotile.search.task import BATCH
+
 ALPHA = 0.2  # weight of the backward (observed) gradient against the forward guess
 WINDOW = 3  # rounds the backward gradient looks back
 PATIENCE = 4  # rounds without a gain of MIN_GAIN before a task is retired
 MIN_GAIN = 0.01
+GIVE_UP = 32  # trials after which a task with no verified config at all is retired
 
 
 @dataclass
@@ -90,7 +93,7 @@ class Gradient(Scheduler):
     retires_converged = True
 
     def pick(self, active):
-        unknown = [t for t in active if t.best is None]
+        unknown = [t for t in active if t.best is None and t.trials < BATCH]
         if unknown:
             return min(unknown, key=lambda t: t.trials)
         return max(active, key=gain_per_trial)
@@ -103,6 +106,8 @@ def advance(task: TaskState, scheduler: Scheduler, *, trials: int, best: float |
     task.curve.append([trials, best])
     if exhausted:
         task.retired = "exhausted"
+    elif task.best is None and trials >= GIVE_UP:
+        task.retired = "no-valid-config"
     elif cap is not None and trials >= cap:
         task.retired = "max-trials"
     elif scheduler.retires_converged and task.stalled():
@@ -110,8 +115,11 @@ def advance(task: TaskState, scheduler: Scheduler, *, trials: int, best: float |
 
 
 def gain_per_trial(task: TaskState) -> float:
-    """The expected drop of calls x latency from one more trial of `task` (microseconds)."""
+    """The expected drop of calls x latency from one more trial of `task` (microseconds); 0 while it has no
+    verified latency (after its warm-up)."""
     best = task.best
+    if best is None:
+        return 0.0
     forward = best / max(task.trials, 1)
     points = [(n, lat) for n, lat in task.curve if lat is not None]
     backward = 0.0
