@@ -45,7 +45,7 @@ import e2e_cpu  # noqa: E402
 import peers  # noqa: E402
 
 from autotile.db import model_runs  # noqa: E402
-from autotile.db.store import TuningDB  # noqa: E402
+from autotile.db.store import TuningDB, copy_database  # noqa: E402
 from autotile.dynamo import compile_model  # noqa: E402
 from autotile.dynamo.extraction import extract_tasks  # noqa: E402
 from autotile.modeltune import ModelTuneOptions, tune_tasks  # noqa: E402
@@ -64,14 +64,6 @@ def gpt():
 def resnet():
     torch.manual_seed(0)
     return CASES["resnet"]()
-
-
-def copy_db(source: Path, target: Path) -> Path:
-    src, dst = sqlite3.connect(source), sqlite3.connect(target)
-    src.backup(dst)
-    src.close()
-    dst.close()
-    return target
 
 
 def tune_run(tasks, db_path: Path, scheduler: str, trials: int) -> dict:
@@ -98,7 +90,7 @@ def task_measurements(db_path: Path) -> dict[str, list[int]]:
 
 def cut(db_path: Path, target: Path, keep: set[int]) -> Path:
     """A copy of the database holding only the measurements `keep`."""
-    copy_db(db_path, target)
+    copy_database(db_path, target)
     conn = sqlite3.connect(target)
     with conn:
         conn.execute("create temp table keep(id integer primary key)")
@@ -133,7 +125,7 @@ def run_case(name: str, args, work: Path) -> dict:
     for label, scheduler, trials in plan:
         dbs[label] = work / f"{name}-{label}.db"
         if label == "gradient-warm":
-            copy_db(Path(args.warm_from), dbs[label])
+            copy_database(Path(args.warm_from), dbs[label])
         runs[label] = tune_run(tasks, dbs[label], scheduler, trials)
 
     # The databases as they stood at each checkpoint: (scheduler, fraction of B) -> a cut copy.

@@ -20,7 +20,7 @@ from models import BasicBlock, GPTBlock, TinyMLP
 import autotile
 from autotile.cli import main as cli
 from autotile.db import model_runs
-from autotile.db.store import TuningDB
+from autotile.db.store import TuningDB, copy_database
 from autotile.dynamo import compile_model, stats
 from autotile.dynamo.extraction import extract_tasks
 from autotile.errors import AutotileError
@@ -180,14 +180,6 @@ print("finished")
 BUDGET = 40
 
 
-def copy_db(source: Path, target: Path) -> Path:
-    src, dst = sqlite3.connect(source), sqlite3.connect(target)
-    src.backup(dst)
-    src.close()
-    dst.close()
-    return target
-
-
 def recorded_keys(db_path) -> set[tuple[str, str]]:
     with TuningDB(db_path) as db:
         return {(r["workload"], r["config_key"]) for r in db.measurements()}
@@ -237,7 +229,7 @@ def test_resume_after_sigkills_repeats_nothing_and_keeps_the_budget(resumed):
 
 @pytest.mark.slow
 def test_a_finished_model_run_is_answered_and_an_unfinished_one_needs_resume(resumed, tmp_path):
-    db_path = copy_db(resumed[0], tmp_path / "copy.db")  # this test changes the run; the others read it
+    db_path = copy_database(resumed[0], tmp_path / "copy.db")  # this test changes the run; the others read it
     torch.manual_seed(0)
     again = autotile.tune_model(TinyMLP().eval(), (torch.randn(4, 32),), db=db_path, trials=BUDGET)
     assert again.cached and again.trials == BUDGET and again.run == resumed[4].run

@@ -313,3 +313,14 @@ class TuningDB:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def copy_database(source, target) -> Path:
+    """A consistent copy of a tuning database (SQLite's backup: its WAL included, safe while others write)."""
+    src, dst = sqlite3.connect(str(source), timeout=BUSY_TIMEOUT_S), sqlite3.connect(str(target))
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return Path(target)
