@@ -2,7 +2,7 @@
 trials for the gradient scheduler, round robin and an equal split, each from an empty database.
 
     .venv/bin/python bench/tune_model.py [--cases gpt,resnet] [--per-task 64] [--rounds 5]
-                                         [--warm-from OTHER_DEVICE.db] [--keep DIR] [--json FILE]
+                                         [--warm-from OTHER_DEVICE.db] [--keep DIR [--reuse]] [--json FILE]
 
 Per case (inference, batch 1; "gpt": a GPT block, d_model 768, 12 heads, seq 128; "resnet": a ResNet stage, two
 basic blocks of 64 channels at 56x56), with n tasks and B = per-task x n trials:
@@ -77,6 +77,15 @@ def tune_run(tasks, db_path: Path, scheduler: str, trials: int) -> dict:
     return {"trials": result.trials, "seconds": seconds, "tasks": result.tasks, "run": result.run}
 
 
+def reused_run(db_path: Path) -> dict:
+    with TuningDB(db_path) as db:
+        run = model_runs.all_runs(db)[-1]
+        tasks = model_runs.tasks(db, run["id"])
+    print(f"  reused {db_path.name}: {run['trials']} trials, trials per task {[t['trials'] for t in tasks]}")
+    return {"trials": run["trials"], "seconds": run["budget"].get("elapsed"), "run": run["id"],
+            "tasks": [{k: t[k] for k in ("workload", "calls", "trials")} for t in tasks]}
+
+
 def task_measurements(db_path: Path) -> dict[str, list[int]]:
     """Each task's measurement ids in the order they were made (the latest model run's tasks)."""
     with TuningDB(db_path) as db:
@@ -124,6 +133,9 @@ def run_case(name: str, args, work: Path) -> dict:
         plan.append(("gradient-warm", "gradient", int(0.6 * budget)))
     for label, scheduler, trials in plan:
         dbs[label] = work / f"{name}-{label}.db"
+        if args.reuse and dbs[label].exists():  # tuned before: only the end-to-end timing is done again
+            runs[label] = reused_run(dbs[label])
+            continue
         if label == "gradient-warm":
             copy_database(Path(args.warm_from), dbs[label])
         runs[label] = tune_run(tasks, dbs[label], scheduler, trials)
@@ -188,6 +200,7 @@ def main():
     p.add_argument("--min-time", type=float, default=0.25, help="seconds of calls per timing sample")
     p.add_argument("--warm-from", default=None, help="a database recorded on another device")
     p.add_argument("--keep", default=None, help="keep the databases here (default: a temporary directory)")
+    p.add_argument("--reuse", action="store_true", help="take the runs' databases already in --keep; time only")
     p.add_argument("--json", default=None, help="also write every number here")
     args = p.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="autotile-tune-model-dbs-"))
