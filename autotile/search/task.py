@@ -7,6 +7,7 @@ the candidates being built or timed at that moment, and a continued search never
 
 from __future__ import annotations
 
+import math
 import time
 
 from autotile.search.measure import MeasureResult
@@ -17,6 +18,7 @@ REMEASURE_TOP = 3
 REMEASURE_REPEAT = 15
 REMEASURE_MIN_REPEAT_S = 0.05
 REMEASURE_SECONDS = REMEASURE_REPEAT * REMEASURE_MIN_REPEAT_S  # at least, per re-measured config
+EXPLORE_SHARE = 3  # a competing template is tried again once it has fewer than 1/3 of the leader's trials
 
 
 class TaskTuner:
@@ -34,6 +36,7 @@ class TaskTuner:
         self.trials = {t: (done or {}).get(t, 0) for t in self.spaces}  # per template, earlier ones included
         self.exhausted: set[str] = set()
         self.history, self.results = [], []  # results: (MeasureResult, template) of this process
+        self._seconds = 0.0  # spent measuring and recording them
 
     @property
     def done(self) -> int:
@@ -75,26 +78,43 @@ class TaskTuner:
         return known
 
     def step(self, trials: int, deadline: float | None = None) -> int:
-        """Up to `trials` more for the template with the fewest so far; the number measured."""
-        open_templates = [t for t in self.spaces if t not in self.exhausted]
-        if not open_templates:
+        """Up to `trials` more for one template (see `next_template`); the number measured."""
+        template = self.next_template()
+        if template is None:
             return 0
-        template = min(open_templates, key=lambda t: self.trials[t])
+        untried = [t for t in self.spaces if self.trials[t] == 0 and t not in self.exhausted]
+        if untried:  # every competing template gets a first round before the leader takes the rest
+            trials = math.ceil(trials / len(untried))
         before = self.done
         self.search(template, trials, deadline)
         return self.done - before
 
+    def next_template(self) -> str | None:
+        """Where the next trials go when templates compete: one never tried, else one fallen below a third of
+        the leader's trials (exploration), else the leader (the fastest verified config so far)."""
+        open_templates = [t for t in self.spaces if t not in self.exhausted]
+        if len(open_templates) <= 1:
+            return open_templates[0] if open_templates else None
+        untried = [t for t in open_templates if self.trials[t] == 0]
+        if untried:
+            return untried[0]
+        from autotile.search.tuner import current_best
+
+        best = {t: current_best(self.db, self.device, self.workload, self.backend.name, t) for t in open_templates}
+        leader = min(open_templates, key=lambda t: best[t]["latency_us"] if best[t] else math.inf)
+        behind = [t for t in open_templates if EXPLORE_SHARE * self.trials[t] < self.trials[leader]]
+        return min(behind, key=lambda t: self.trials[t]) if behind else leader
+
     def search(self, template: str, trials: int, deadline: float | None) -> None:
         """Propose, measure, record and learn until `trials` more are done, the deadline or the space's end."""
         searcher = self.searcher(template)
-        loop_start, target = time.perf_counter(), self.done + trials
+        target = self.done + trials
         while self.done < target and (deadline is None or time.perf_counter() < deadline):
-            done_here = trials - (target - self.done)
-            per_trial = (time.perf_counter() - loop_start) / done_here if done_here else None
-            configs = searcher.propose(_batch_size(target - self.done, deadline, per_trial))
+            configs = searcher.propose(_batch_size(target - self.done, deadline, self._pace()))
             if not configs:
                 self.exhausted.add(template)
                 break
+            start = time.perf_counter()
             batch = self.measurer.measure(self.workload, configs)
             for r in batch:
                 self.record(r, template)
@@ -102,11 +122,16 @@ class TaskTuner:
                                      "status": r.status, "failure": r.failure and r.failure.value,
                                      "template": template, "config": r.config.key, "error": r.error})
                 self.trials[template] += 1
+            self._seconds += time.perf_counter() - start
             self.results.extend((r, template) for r in batch)
             searcher.notify(batch)
             if self.bar is not None:
                 best_so_far = min((r for r, _ in self.results if r.ok), key=lambda r: r.latency_us, default=None)
                 self.bar.update(self.done, best_so_far.gflops if best_so_far else None)
+
+    def _pace(self) -> float | None:
+        """Seconds per trial so far in this process (building, timing and recording), None before the first."""
+        return self._seconds / len(self.results) if self.results else None
 
     def record(self, r: MeasureResult, template: str) -> None:
         _record(self.db, self.device, self.workload, self.backend.name, template, r, self.versions, self.run_id)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from autotile.errors import AutotileError
 from autotile.search.progress import Progress
-from autotile.search.task import REMEASURE_SECONDS, REMEASURE_TOP, TaskTuner
+from autotile.search.task import BATCH, REMEASURE_SECONDS, REMEASURE_TOP, TaskTuner
 
 
 @dataclass
@@ -112,9 +112,10 @@ class TuneOptions:
 def tune(workload, *, db, device, backend, options: TuneOptions = TuneOptions(), measurer=None,
          cost_model=None) -> TuneResult:
     """Tune `workload` on `device` with `backend` (an autotile.backends.Backend). Every template of the backend
-    that computes the workload competes: the trials and the time are shared out between them, and the fastest
-    verified record of any of them is the result. A run that stopped before its end (killed, crashed) is continued
-    to `options.trials`, never served as done; a finished one is served from the database unless `retune`."""
+    that computes the workload competes: each gets a first round, then the one in the lead takes most of the
+    trials (search/task.py `next_template`), and the fastest verified record of any of them is the result. A run
+    that stopped before its end (killed, crashed) is continued to `options.trials`, never served as done; a
+    finished one is served from the database unless `retune`."""
     start = time.perf_counter()  # the budget covers everything: worker start-up and re-measurement too
     deadline = None if options.time_budget is None else start + options.time_budget
     db.ensure_device(device.key, device.fingerprint)
@@ -144,10 +145,10 @@ def tune(workload, *, db, device, backend, options: TuneOptions = TuneOptions(),
         # The search stops early enough to re-measure the best (up to a tenth of the budget).
         search_deadline = None if deadline is None else deadline - min(REMEASURE_TOP * REMEASURE_SECONDS,
                                                                         0.1 * options.time_budget)
-        for i, (template, share) in enumerate(zip(templates, _shares(options.trials, len(spaces)))):
-            share_deadline = None if search_deadline is None else \
-                time.perf_counter() + (search_deadline - time.perf_counter()) / (len(spaces) - i)
-            task.search(template, share - task.trials[template], share_deadline)
+        while task.done < options.trials and not task.finished:
+            made = task.step(min(BATCH, options.trials - task.done), search_deadline)
+            if made == 0 and search_deadline is not None and time.perf_counter() >= search_deadline:
+                break
         task.remeasure_top(deadline)
     finally:
         bar.close()
@@ -163,8 +164,3 @@ def tune(workload, *, db, device, backend, options: TuneOptions = TuneOptions(),
     result = result_from_record(device, workload, best, {"trials": task.done, "seconds": seconds}, False)
     result.failed, result.history = task.failed, task.history
     return result
-
-
-def _shares(trials: int, parts: int) -> list[int]:
-    """`trials` split as evenly as whole trials allow, the first parts taking the remainder."""
-    return [trials // parts + (i < trials % parts) for i in range(parts)]
