@@ -45,6 +45,17 @@ def db_group():
     """Inspect the tuning database."""
 
 
+def _add_db_commands():
+    """export, import, merge, verify: sharing tuned configs (autotile/cli_db.py)."""
+    from autotile.cli_db import COMMANDS
+
+    for command in COMMANDS:
+        db_group.add_command(command)
+
+
+_add_db_commands()
+
+
 @db_group.command("list")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True)
@@ -61,11 +72,12 @@ def db_list(db_path, as_json):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("workload", "device", "backend", "measured", "failed", "best us", "GFLOP/s")
+    table = Table("workload", "device", "backend", "measured", "failed", "best us", "GFLOP/s", "trust", "origin")
     for r in rows:
         table.add_row(r["workload"], r["device"], r["backend"], str(r["measurements"]), str(r["failures"]),
                       f"{r['best_latency_us']:.1f}" if r.get("best_latency_us") else "-",
-                      f"{r['best_gflops']:.1f}" if r.get("best_gflops") else "-")
+                      f"{r['best_gflops']:.1f}" if r.get("best_gflops") else "-",
+                      ", ".join(f"{n} {level}" for level, n in sorted(r["trust"].items())), ", ".join(r["origins"]))
     Console(width=200).print(table)
 
 
