@@ -230,9 +230,19 @@ def check_config(config, space):
             text(value, f"knob {name}", WORD)
         elif not isinstance(value, bool):
             number(value, f"knob {name}", -(2**31), 2**31 - 1)
+    for name, value in config.items():
+        # Canonical configs may leave a domain (a tile clipped to a small shape), never its type or sign.
+        domain = space.domains.get(name) or []
+        kinds = {type(v) for v in domain}
+        if domain and type(value) not in kinds and not (type(value) is int and float in kinds):
+            raise Rejected(f"knob {name} = {value!r:.40} is not a {' or '.join(sorted(k.__name__ for k in kinds))}")
+        if type(value) in (int, float) and all(type(v) in (int, float) for v in domain) and \
+                value < min([0, *domain]):
+            raise Rejected(f"knob {name} = {value!r} is below its domain ({min(domain)} and up)")
     try:
         parsed = space.config_type.from_dict(config)
         valid = space.valid(parsed)
+        space.canonical(parsed)
     except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError, OverflowError) as e:
         raise Rejected(f"config does not parse in {space.template}: {e}"[:300]) from None
     if not valid:
