@@ -403,7 +403,7 @@ def test_a_warm_compile_on_imported_verified_records_tunes_and_times_nothing(tmp
     x, a, b = torch.randn(12, 32), tmp_path / "a.db", tmp_path / "b.db"
     torch._dynamo.reset()
     with torch.no_grad():
-        compile_model(fn, tuning="tune", trials_per_workload=3, db=a, progress=False)(x)
+        compile_model(fn, tuning="tune", trials_per_workload=2, db=a, progress=False)(x)
     key = "gemm_b1_12x48x32_float32_nt_bias+gelu_constB"
     (tmp_path / "a.jsonl.gz").write_bytes(bundle.compress(export(a)))
     cli("db", "import", str(tmp_path / "a.jsonl.gz"), "--db", str(b))
@@ -425,7 +425,7 @@ def test_a_warm_compile_on_imported_verified_records_tunes_and_times_nothing(tmp
     torch._dynamo.reset()
     stats.reset()
     with torch.no_grad():
-        out = compile_model(fn, tuning="tune", trials_per_workload=3, db=b, progress=False)(x)
+        out = compile_model(fn, tuning="tune", trials_per_workload=2, db=b, progress=False)(x)
         expected = F.gelu(F.linear(x.double(), lin.weight.double(), lin.bias.double()))
     assert stats.tuned == [] and stats.workloads == {key: "exact"} and stats.replaced == {"gemm": 1}
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
@@ -480,20 +480,20 @@ def test_an_import_while_two_tuners_write(tmp_path):
     TuningDB(db).close()
     theirs = WORKLOADS[1]
     (tmp_path / "theirs.jsonl").write_bytes(export(fill(tmp_path / "theirs.db", workloads=(theirs,))))
-    tuners = [run_cli("tune", "gemm", "--shape", shape, "--trials", "4", "--backend", "tvm", "--json", db=db)
+    tuners = [run_cli("tune", "gemm", "--shape", shape, "--trials", "2", "--backend", "tvm", "--json", db=db)
               for shape in ("16x24x8", "12x16x20")]
     imports = 0
     while any(t.poll() is None for t in tuners) or imports == 0:
         with TuningDB(db) as d:
             import_bundles(d, [tmp_path / "theirs.jsonl"])  # idempotent: again and again while they write
         imports += 1
-        time.sleep(0.2)
+        time.sleep(1.0)
     results = [json.loads(t.communicate()[0].strip().splitlines()[-1]) for t in tuners]
-    assert all(t.returncode == 0 for t in tuners) and all(r["verified"] and r["trials"] == 4 for r in results)
+    assert all(t.returncode == 0 for t in tuners) and all(r["verified"] and r["trials"] == 2 for r in results)
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     with TuningDB(db) as d:
         assert len(d.measurements(workload=theirs.key, trust="foreign")) == 4
         for r in results:
-            assert len(d.measurements(workload=r["workload"], trust="local")) >= 4
+            assert len(d.measurements(workload=r["workload"], trust="local")) >= 2

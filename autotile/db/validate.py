@@ -28,7 +28,7 @@ MAX_KNOBS = 64
 MAX_FINGERPRINT_ITEMS = 64
 
 DEVICE_KEY = re.compile(r"(cpu|cuda)-[a-z0-9_.+\-]{1,240}")
-WORKLOAD_KEY = re.compile(r"[a-z][a-z0-9_.+\-]{0,255}")
+WORKLOAD_KEY = re.compile(r"[a-z][A-Za-z0-9_.+\-]{0,255}")
 TEMPLATE = re.compile(r"[a-z][a-z0-9_]{0,63}\.[a-z][a-z0-9_]{0,63}")
 ORIGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:_.+\-]{0,255}")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
