@@ -7,6 +7,7 @@ that passes is only well-formed; whether it is believed is its trust's business 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -220,25 +221,34 @@ class Spaces:
             return Rejected(f"template {t.name!r} has no space for {workload.key} on this device: {e}"[:300])
 
 
+@functools.lru_cache(maxsize=4096)
+def _knob_rules(space) -> dict:
+    """knob -> (the types its domain holds, the smallest number it may be or None); made once per space."""
+    rules = {}
+    for name, domain in space.domains.items():
+        numeric = bool(domain) and all(type(v) in (int, float) for v in domain)
+        rules[name] = (frozenset(type(v) for v in domain), min([0, *domain]) if numeric else None)
+    return rules
+
+
 def check_config(config, space):
-    """The config these knobs describe in `space`: the template's own knobs, each a plain value, and valid."""
+    """The config these knobs describe in `space`: the template's own knobs, each a plain value of its domain's
+    type, and valid. (Canonical configs may leave a domain, a tile clipped to a small shape: never its type or
+    sign.)"""
     if not isinstance(config, dict) or len(config) > MAX_KNOBS:
         raise Rejected(f"config must be an object of at most {MAX_KNOBS} knobs")
+    rules = _knob_rules(space)
     for name, value in config.items():
-        text(name, "knob name", NAME)
-        if isinstance(value, str):
-            text(value, f"knob {name}", WORD)
-        elif not isinstance(value, bool):
-            number(value, f"knob {name}", -(2**31), 2**31 - 1)
-    for name, value in config.items():
-        # Canonical configs may leave a domain (a tile clipped to a small shape), never its type or sign.
-        domain = space.domains.get(name) or []
-        kinds = {type(v) for v in domain}
-        if domain and type(value) not in kinds and not (type(value) is int and float in kinds):
+        kind = type(value)
+        kinds, floor = rules.get(name) or ((), None)
+        if kinds and kind not in kinds and not (kind is int and float in kinds):
             raise Rejected(f"knob {name} = {value!r:.40} is not a {' or '.join(sorted(k.__name__ for k in kinds))}")
-        if type(value) in (int, float) and all(type(v) in (int, float) for v in domain) and \
-                value < min([0, *domain]):
-            raise Rejected(f"knob {name} = {value!r} is below its domain ({min(domain)} and up)")
+        if kind is str:
+            text(value, f"knob {name}", WORD)
+        elif kind is not bool:
+            number(value, f"knob {name}", -(2**31), 2**31 - 1)
+            if floor is not None and value < floor:
+                raise Rejected(f"knob {name} = {value!r} is below its domain ({floor} and up)")
     try:
         parsed = space.config_type.from_dict(config)
         valid = space.valid(parsed)
