@@ -101,12 +101,13 @@ def db_show(key, db_path, as_json, limit):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("device", "status", "us", "GFLOP/s", "threads", "config / error", title=full)
+    table = Table("device", "status", "us", "GFLOP/s", "threads", "trust", "config / error", title=full)
     for r in records[:limit]:
         detail = r["error"] or " ".join(f"{k}={v}" for k, v in r["config"].items())
         status = f"failed: {r['failure']}" if r["failure"] else r["status"]
+        trust = r["trust"] if r["origin"] == "local" else f"{r['trust']} ({r['origin']})"
         table.add_row(r["device"], status, f"{r['latency_us']:.1f}" if r["latency_us"] else "-",
-                      f"{r['gflops']:.1f}" if r["gflops"] else "-", str(r["threads"]), detail)
+                      f"{r['gflops']:.1f}" if r["gflops"] else "-", str(r["threads"]), trust, detail)
     failed = sum(r["status"] != "ok" for r in records)
     Console(width=200).print(table)
     click.echo(f"{len(records)} measurements, {failed} failed")

@@ -332,6 +332,10 @@ def test_a_foreign_record_is_never_the_best_until_verified(tmp_path):
         fastest = min(session.db.measurements(workload=w.key, status="ok"), key=lambda r: r["latency_us"])
         assert source == "foreign" and config.key == fastest["config_key"]
         assert session.db.measured_config_keys(session.device.key, w.key, "tvm") == set()  # still to measure here
+        from autotile.search.tuner import _seed_configs
+
+        space = space_for(w, session.device.fingerprint)  # a tuning run here tries the foreign winner first
+        assert _seed_configs(session.db, session.device, w, space, "tvm")[1].key == fastest["config_key"]
 
         from autotile.db.verify import verify_foreign
 
