@@ -280,7 +280,7 @@ def read_bundle(source, schema_version: int | None = None) -> Bundle:
 
     name, stream = _open(source)
     reader = _Reader(name, schema_version or SCHEMA_VERSION)
-    with stream:
+    with stream, getattr(stream, "fileobj", None) or stream:  # a gzip stream's file is closed too
         reader.read(stream)
     if reader.rejected:
         shown = reader.rejected[:SHOWN_REJECTIONS]
