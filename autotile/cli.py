@@ -55,6 +55,17 @@ def db_group():
     """Inspect the tuning database."""
 
 
+def _add_db_commands():
+    """export, import, merge, verify: sharing tuned configs (autotile/cli_db.py)."""
+    from autotile.cli_db import COMMANDS
+
+    for command in COMMANDS:
+        db_group.add_command(command)
+
+
+_add_db_commands()
+
+
 @db_group.command("list")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True)
@@ -71,11 +82,12 @@ def db_list(db_path, as_json):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("workload", "device", "backend", "measured", "failed", "best us", "GFLOP/s")
+    table = Table("workload", "device", "backend", "measured", "failed", "best us", "GFLOP/s", "trust", "origin")
     for r in rows:
         table.add_row(r["workload"], r["device"], r["backend"], str(r["measurements"]), str(r["failures"]),
                       f"{r['best_latency_us']:.1f}" if r.get("best_latency_us") else "-",
-                      f"{r['best_gflops']:.1f}" if r.get("best_gflops") else "-")
+                      f"{r['best_gflops']:.1f}" if r.get("best_gflops") else "-",
+                      ", ".join(f"{n} {level}" for level, n in sorted(r["trust"].items())), ", ".join(r["origins"]))
     Console(width=200).print(table)
 
 
@@ -107,12 +119,13 @@ def db_show(key, db_path, as_json, limit, model_run, all_models):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("device", "status", "us", "GFLOP/s", "threads", "config / error", title=full)
+    table = Table("device", "status", "us", "GFLOP/s", "threads", "trust", "config / error", title=full)
     for r in records[:limit]:
         detail = r["error"] or " ".join(f"{k}={v}" for k, v in r["config"].items())
         status = f"failed: {r['failure']}" if r["failure"] else r["status"]
+        trust = r["trust"] if r["origin"] == "local" else f"{r['trust']} ({r['origin']})"
         table.add_row(r["device"], status, f"{r['latency_us']:.1f}" if r["latency_us"] else "-",
-                      f"{r['gflops']:.1f}" if r["gflops"] else "-", str(r["threads"]), detail)
+                      f"{r['gflops']:.1f}" if r["gflops"] else "-", str(r["threads"]), trust, detail)
     failed = sum(r["status"] != "ok" for r in records)
     Console(width=200).print(table)
     click.echo(f"{len(records)} measurements, {failed} failed")

@@ -24,10 +24,17 @@ from autotile.paths import user_cache_dir
 # measurements.template, the name of the template the config belongs to (a space's `template`). 3: templates
 # renamed or split, records re-homed. 5: runs.owner (host:pid, so a live run is never continued by another process)
 # and runs.model_run (the model tuning run a workload's run belongs to); the model_runs and model_tasks tables.
-SCHEMA_VERSION = 5
+# 6: measurements.origin and measurements.trust (see TRUST_LEVELS) and measurements.foreign_latency_us, the latency
+# an imported record came with (db/importer.py, db/verify.py). (4 was skipped: both steps only add what is missing.)
+SCHEMA_VERSION = 6
 RUN_COLUMNS = {"owner": str, "model_run": int}
 BUSY_TIMEOUT_S = 30
 JSON_COLUMNS = ("fingerprint", "description", "config", "latency", "versions")
+# Whose latency is believed: "local" measured here, "verified" imported then rebuilt, re-verified and re-timed here
+# (latency_us is then the local figure), "foreign" anything else. Only SERVED records are a device's best.
+TRUST_LEVELS = ("local", "verified", "foreign")
+SERVED = ("local", "verified")
+SHARING_COLUMNS = {"origin": str, "trust": str}  # "local" for records measured here (and all before schema 6)
 
 
 def default_path() -> Path:
@@ -112,8 +119,10 @@ class TuningDB:
             db["measurements"].create({
                 "id": int, "device": str, "workload": str, "backend": str, "template": str, "config_key": str,
                 "config": str, "status": str, "failure": str, "error": str, "latency_us": float, "latency": str,
-                "gflops": float, "threads": int, "versions": str, "run_id": int, "timestamp": str},
-                pk="id", if_not_exists=True)
+                "gflops": float, "threads": int, "versions": str, "run_id": int, "timestamp": str,
+                **SHARING_COLUMNS, "foreign_latency_us": float},
+                pk="id", not_null=set(SHARING_COLUMNS), defaults=dict.fromkeys(SHARING_COLUMNS, "local"),
+                if_not_exists=True)
             # A model tuning run (autotile/db/model_runs.py): its tasks' state is written after every round.
             db["model_runs"].create({"id": int, "fingerprint": str, "name": str, "device": str, "backend": str,
                                      "scheduler": str, "budget": str, "seed": int, "status": str, "trials": int,
@@ -150,6 +159,13 @@ class TuningDB:
                 for column, kind in RUN_COLUMNS.items():
                     if column not in runs.columns_dict:
                         runs.add_column(column, kind)
+            if version < 6:  # sharing: every record has an origin and a trust; those before were measured here
+                table = self.db["measurements"]
+                for column, kind in SHARING_COLUMNS.items():
+                    if column not in table.columns_dict:
+                        table.add_column(column, kind, not_null_default="local")
+                if "foreign_latency_us" not in table.columns_dict:
+                    table.add_column("foreign_latency_us", float)
             self.db["meta"].update("schema_version", {"value": str(SCHEMA_VERSION)})
 
     def _rehome_templates(self):
@@ -206,11 +222,14 @@ class TuningDB:
 
         def write():
             with self.db.conn:
-                # Keep the earlier record's id (runs point at their best measurement by id) and its run (a
-                # run's trials are the records it made; a re-measurement is no new trial).
-                earlier = next(table.rows_where(same, [device, workload, backend, config_key], select="id, run_id"),
-                               None)
-                row = {**record, "id": earlier["id"], "run_id": earlier["run_id"]} if earlier else record
+                # Keep the earlier record's id (runs point at their best measurement by id) and, for a record
+                # measured here, its run (a run's trials are the records it made; a re-measurement is no new
+                # trial); a foreign record measured here for the first time is this run's trial.
+                earlier = next(table.rows_where(same, [device, workload, backend, config_key],
+                                                select="id, run_id, trust"), None)
+                row = record if earlier is None else {**record, "id": earlier["id"]}
+                if earlier is not None and earlier["trust"] != "foreign":
+                    row["run_id"] = earlier["run_id"]
                 return table.insert(row, replace=True).last_pk
 
         return _retry(write)
@@ -256,14 +275,17 @@ class TuningDB:
         clause = " and ".join([f"[{k}] = :{k}" for k in filters] + ([extra] if extra else [])) or None
         return [_decode(dict(r)) for r in self.db[table].rows_where(clause, filters, **options)]
 
-    def measurements(self, device=None, workload=None, backend=None, status=None, template=None) -> list[dict]:
+    def measurements(self, device=None, workload=None, backend=None, status=None, template=None,
+                     trust=None) -> list[dict]:
         return self._rows("measurements", {"device": device, "workload": workload, "backend": backend,
-                                           "status": status, "template": template}, order_by="id")
+                                           "status": status, "template": template, "trust": trust}, order_by="id")
 
     def measured_config_keys(self, device: str, workload: str, backend: str) -> set[str]:
-        """Every config measured here, ok or failed: none is measured twice."""
+        """Every config measured here, ok or failed: none is measured twice. A foreign record's config is not
+        among them: measuring it here is how it gets a local figure."""
         return {r["config_key"] for r in self._rows(
-            "measurements", {"device": device, "workload": workload, "backend": backend}, select="config_key")}
+            "measurements", {"device": device, "workload": workload, "backend": backend}, "trust != 'foreign'",
+            select="config_key")}
 
     def last_run(self, device: str, workload: str, backend: str | None = None) -> dict | None:
         """The most recent finished run, or None."""
@@ -279,14 +301,18 @@ class TuningDB:
         return self._rows("devices", {}, order_by="key")
 
     def list_workloads(self, device: str | None = None) -> list[dict]:
-        """One row per (device, workload, backend): measurements, failures, best latency_us and its gflops."""
+        """One row per (device, workload, backend): measurements, failures, best latency_us and its gflops (of
+        any trust), the records per trust level and their origins."""
         groups: dict = {}
         for r in self._rows("measurements", {"device": device},
-                            select="device, workload, backend, status, latency_us, gflops"):
+                            select="device, workload, backend, status, latency_us, gflops, origin, trust"):
             g = groups.setdefault((r["device"], r["workload"], r["backend"]), {
                 "device": r["device"], "workload": r["workload"], "backend": r["backend"], "measurements": 0,
-                "failures": 0, "best_latency_us": None, "best_gflops": None})
+                "failures": 0, "best_latency_us": None, "best_gflops": None, "trust": {}, "origins": []})
             g["measurements"] += 1
+            g["trust"][r["trust"]] = g["trust"].get(r["trust"], 0) + 1
+            if r["origin"] not in g["origins"]:
+                g["origins"] = sorted([*g["origins"], r["origin"]])
             if r["status"] != "ok":
                 g["failures"] += 1
             elif g["best_latency_us"] is None or r["latency_us"] < g["best_latency_us"]:

@@ -11,7 +11,7 @@ class Stats:
     graphs: int = 0  # post-grad graphs the pass ran on (forward, backward and inference graphs each count)
     replaced: Counter = field(default_factory=Counter)  # op kind -> autotile ops put in
     left: Counter = field(default_factory=Counter)  # heavy ATen ops still in the graphs after the pass, by name
-    workloads: dict = field(default_factory=dict)  # workload key -> kernel source: "exact", "nearest", "default"
+    workloads: dict = field(default_factory=dict)  # workload key -> kernel source (autotile.search.choose)
     tuned: list = field(default_factory=list)  # workload keys tuned by tuning="tune"
     packs: int = 0  # weights converted to a kernel's layout (once per weight and version)
     pass_seconds: float = 0.0  # time in the graph pass, tuning and kernel loading included

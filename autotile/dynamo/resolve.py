@@ -17,7 +17,7 @@ from autotile.errors import AutotileError, KernelBuildError
 @dataclass
 class Loaded:
     kernel: object  # CompiledKernel
-    source: str  # "exact", "nearest", "default"
+    source: str  # "exact", "foreign", "nearest", "default" (autotile.search.choose)
 
 
 class Resolver:

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from autotile.db import model_runs
+from autotile.db.store import SERVED
 from autotile.errors import AutotileError
 from autotile.modeltune.scheduler import SCHEDULERS, TaskState, advance
 from autotile.search.task import BATCH
@@ -206,7 +207,8 @@ class ModelRun:
     def _default_record(self, state, key):
         records = [r for r in self.db.measurements(device=self.device.key, workload=state.key,
                                                    backend=self.backend.name, status="ok")
-                   if r["config_key"] == key and r.get("versions") == self.backend.versions()]
+                   if r["config_key"] == key and r.get("versions") == self.backend.versions()
+                   and r.get("trust", "local") in SERVED]
         return records[0] if records else None
 
     @property

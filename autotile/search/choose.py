@@ -1,7 +1,9 @@
 """Which config runs a workload on a device: the one answer the Python API, the CLI and the torch.compile
-backend share. The fastest verified record of the exact workload among the templates that compute it; else the
-best of the nearest tuned shape that differs only in size, canonicalized for this one; else the default
-template's heuristic default."""
+backend share. The fastest verified record of the exact workload among the templates that compute it, measured or
+re-timed here; else the fastest foreign (imported, unverified) record of the exact workload on this device key,
+built and verified before its first use like any unmeasured config but never recorded as the best; else the best
+of the nearest tuned shape that differs only in size, canonicalized for this one; else the default template's
+heuristic default."""
 
 from __future__ import annotations
 
@@ -30,14 +32,27 @@ def _usable(spaces: dict, record):
     return config if space.valid(config) else None
 
 
+def _foreign(db, device, workload, backend: str, spaces: dict):
+    """The fastest usable foreign record's config of this exact task, or None."""
+    records = db.measurements(device=device.key, workload=workload.key, backend=backend, status="ok",
+                              trust="foreign")
+    for record in sorted(records, key=lambda r: (r["latency_us"], r["config_key"])):
+        if record["template"] in spaces and (config := _usable(spaces, record)) is not None:
+            return config
+    return None
+
+
 def choose_config(db, device, workload, backend) -> tuple[object, str]:
-    """(config, source) with source "exact", "nearest" or "default"; `db` an open TuningDB or None, `backend` an
-    autotile.backends.Backend."""
+    """(config, source) with source "exact", "foreign", "nearest" or "default"; `db` an open TuningDB or None,
+    `backend` an autotile.backends.Backend. Only "exact" is a config verified here: callers verify the others
+    before their first use."""
     spaces = {s.template: s for s in backend.spaces(workload, device.fingerprint)}
     if db is not None:
         best = best_of(db, device, workload, backend.name, spaces)
         if best is not None and (config := _usable(spaces, best)) is not None:
             return config, "exact"
+        if (config := _foreign(db, device, workload, backend.name, spaces)) is not None:
+            return config, "foreign"
         mine = workload.to_dict()
         ranked = []
         for key, description in db.workloads().items():

@@ -67,9 +67,11 @@ class TaskTuner:
         """This workload's verified configs of the template measured here before (with this toolchain): the
         parents a continued or repeated search breeds from, so it goes on from where the last one stood."""
         known = []
+        from autotile.db.store import SERVED
+
         for r in self.db.measurements(device=self.device.key, workload=self.workload.key, backend=self.backend.name,
                                       status="ok", template=space.template):
-            if r.get("versions") != self.versions:
+            if r.get("versions") != self.versions or r.get("trust", "local") not in SERVED:
                 continue
             try:
                 known.append((space.config_type.from_dict(r["config"]), r["latency_us"]))

@@ -57,11 +57,15 @@ def backend_versions(backend: str) -> dict:
 
 
 def current_best(db, device, workload, backend: str, template: str):
-    """The best verified record of `template` made with this toolchain; records from other versions are only
-    seeds, and another template's configs are never read as this one's."""
+    """The best verified record of `template` made with this toolchain and measured (or re-timed) here; records
+    from other versions and foreign ones (imported, not yet verified here) are only seeds, and another
+    template's configs are never read as this one's."""
+    from autotile.db.store import SERVED
+
     versions = backend_versions(backend)
     records = [r for r in db.measurements(device=device.key, workload=workload.key, backend=backend, status="ok",
-                                          template=template) if r.get("versions") == versions]
+                                          template=template)
+               if r.get("versions") == versions and r.get("trust", "local") in SERVED]
     return min(records, key=lambda r: r["latency_us"], default=None)
 
 
@@ -72,18 +76,21 @@ def best_of(db, device, workload, backend: str, templates) -> dict | None:
 
 
 def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> list:
-    """Configs that won elsewhere: other devices on this workload, this device on other shapes."""
+    """Configs that won elsewhere: foreign (imported) records of this very task first, then other devices on this
+    workload and this device on other shapes."""
     seeds = [space.default()]
     descriptions = db.workloads()
     records = [r for r in db.measurements(backend=backend, status="ok", template=space.template)
-               if (r["workload"] != workload.key or r["device"] != device.key)
+               if (r["workload"] != workload.key or r["device"] != device.key or r.get("trust") == "foreign")
                and descriptions.get(r["workload"], {}).get("op") == workload.op]
     best_per_task: dict = {}
     for r in records:
-        task = (r["device"], r["workload"])
+        task = (r["device"], r["workload"], r.get("trust") == "foreign")
         if task not in best_per_task or r["latency_us"] < best_per_task[task]["latency_us"]:
             best_per_task[task] = r
-    ranked = sorted(best_per_task.values(), key=lambda r: -(r.get("gflops") or 0))
+    this_task = (device.key, workload.key)
+    ranked = sorted(best_per_task.values(),
+                    key=lambda r: ((r["device"], r["workload"]) != this_task, -(r.get("gflops") or 0)))
     for r in ranked[:limit]:
         try:  # a record from another version whose knobs changed is only skipped
             config = space.config_type.from_dict(r["config"])
