@@ -1,9 +1,9 @@
 """`autotile db verify`: foreign records of this device made trustworthy by doing their work again here.
 
 For each workload, the few fastest foreign records of this device key are rebuilt, verified against the reference
-and timed by the session's measurer (the tuner's own: one build and one timing each). One that passes becomes
-`verified`, its latency the local figure with the foreign one kept beside it (foreign_latency_us); one that fails
-here is recorded failed with its reason, as a local measurement, and is never served.
+and timed by the session's measurer (the tuner's own: one build and one timing of 15 repeats each). One that passes
+becomes `verified`, its latency the local figure with the foreign one kept beside it (foreign_latency_us); one that
+fails here is recorded failed with its reason, as a local measurement, and is never served.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from autotile.db.store import _now, _retry
+from autotile.search.task import REMEASURE_REPEAT
 
 
 @dataclass
@@ -60,7 +61,8 @@ def verify_foreign(session, top_k: int = 3, workload: str | None = None, progres
                 break
         if progress:
             progress(f"verifying {len(chosen)} of {len(foreign[key])} foreign record(s) of {key}")
-        results = session.measurer.measure(w, [c for _, c in chosen]) if chosen else []
+        # One build and one timing each, with the repeats the tuner gives its final re-measurement.
+        results = session.measurer.measure(w, [c for _, c in chosen], repeat=REMEASURE_REPEAT) if chosen else []
         for (record, _), result in zip(chosen, results):
             _write(db, record, result, versions)
         ok = [(r, res) for (r, _), res in zip(chosen, results) if res.ok]
