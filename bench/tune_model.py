@@ -66,11 +66,11 @@ def resnet():
     return CASES["resnet"]()
 
 
-def tune_run(tasks, db_path: Path, scheduler: str, trials: int) -> dict:
+def tune_run(tasks, db_path: Path, scheduler: str, trials: int, cap: int | None = None) -> dict:
     start = time.perf_counter()
+    options = ModelTuneOptions(trials=trials, scheduler=scheduler, max_trials_per_task=cap, progress=True)
     with Session(str(db_path), "tvm") as session:
-        result = tune_tasks(tasks, session=session, name=scheduler,
-                            options=ModelTuneOptions(trials=trials, scheduler=scheduler, progress=True))
+        result = tune_tasks(tasks, session=session, name=scheduler, options=options)
     seconds = time.perf_counter() - start
     print(f"  {scheduler:12s} {result.trials} trials in {seconds:.0f} s; estimated {result.estimated_us:.0f} us; "
           f"trials per task {[t['trials'] for t in result.tasks]}", flush=True)
@@ -138,7 +138,7 @@ def run_case(name: str, args, work: Path) -> dict:
             continue
         if label == "gradient-warm":
             copy_database(Path(args.warm_from), dbs[label])
-        runs[label] = tune_run(tasks, dbs[label], scheduler, trials)
+        runs[label] = tune_run(tasks, dbs[label], scheduler, trials, args.per_task if label == "full" else None)
 
     # The databases as they stood at each checkpoint: (scheduler, fraction of B) -> a cut copy.
     cuts = {("untuned", 0.0): cut(dbs["full"], work / f"{name}-untuned.db", set())}

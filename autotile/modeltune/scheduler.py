@@ -60,9 +60,9 @@ class Scheduler:
     def next(self, tasks: list[TaskState]) -> TaskState | None:
         """The task to tune next, or None when every task is retired."""
         active = [t for t in tasks if t.retired is None]
-        return self.pick(active) if active else None
+        return self.pick(active, len(tasks)) if active else None
 
-    def pick(self, active: list[TaskState]) -> TaskState:
+    def pick(self, active: list[TaskState], n_tasks: int) -> TaskState:
         raise NotImplementedError
 
 
@@ -71,7 +71,7 @@ class RoundRobin(Scheduler):
 
     name = "round-robin"
 
-    def pick(self, active):
+    def pick(self, active, n_tasks):
         return min(active, key=lambda t: t.trials)
 
 
@@ -80,8 +80,8 @@ class EqualSplit(Scheduler):
 
     name = "equal"
 
-    def pick(self, active):
-        share = (self.budget_trials or 0) // max(len(active), 1)
+    def pick(self, active, n_tasks):
+        share = (self.budget_trials or 0) // n_tasks  # of every task's, retired or not: each gets its own
         behind = [t for t in active if t.trials < share]
         return behind[0] if behind else min(active, key=lambda t: t.trials)
 
@@ -92,7 +92,7 @@ class Gradient(Scheduler):
     name = "gradient"
     retires_converged = True
 
-    def pick(self, active):
+    def pick(self, active, n_tasks):
         unknown = [t for t in active if t.best is None and t.trials < BATCH]
         if unknown:
             return min(unknown, key=lambda t: t.trials)
