@@ -4,6 +4,7 @@ The databases are real SQLite files; the records are real configs of real templa
 (so the importing "second machine" shares the key and imported records arrive as foreign ones).
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import broken_kernels
 import pytest
 from click.testing import CliRunner
 
@@ -27,8 +29,7 @@ from autotile.db.store import SCHEMA_VERSION, TuningDB
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
 from autotile.ops import space_for
-from autotile.search.failures import Failure
-from autotile.search.measure import MeasureResult
+from autotile.search.measure import Measurer
 from autotile.search.tuner import backend_versions, best_of, current_best
 
 WORKLOADS = (GemmWorkload(16, 32, 24), GemmWorkload(8, 24, 16, epilogue="bias"))
@@ -45,14 +46,20 @@ def configs(workload, count, seed=0):
     return space.template, list(found.values())
 
 
-def fill(path, seed=0, latencies=(5.0, 7.0, 9.0), failed=1, workloads=WORKLOADS):
-    """A database as a tuning run leaves it: ok records with latency statistics, failed ones with their kind."""
+def fill(path, seed=0, latencies=(5.0, 7.0, 9.0), failed=1, workloads=WORKLOADS, fastest_wrong=False):
+    """A database as a tuning run leaves it: ok records with latency statistics, failed ones with their kind.
+    fastest_wrong: the fastest config of each workload is one broken_kernels' builder makes compute a wrong result
+    (mr=2), so re-verifying it here fails for real."""
     device = current_device("tvm")
     with TuningDB(path) as db:
         db.ensure_device(device.key, device.fingerprint)
         for w in workloads:
             db.ensure_workload(w.key, w.op, w.to_dict())
             template, found = configs(w, len(latencies) + failed, seed)
+            if fastest_wrong:
+                space = space_for(w, device.fingerprint)
+                found[0] = space.canonical(dataclasses.replace(found[0], mr=broken_kernels.WRONG_RESULT))
+                assert space.valid(found[0]) and len({c.key for c in found}) == len(found)
             for i, config in enumerate(found):
                 ok = i < len(latencies)
                 stats = {"median": latencies[i], "mean": latencies[i], "min": latencies[i] * 0.9,
@@ -303,25 +310,10 @@ def test_every_problem_is_named_by_its_line(good_lines):
 
 # -- trust: what is served ---------------------------------------------------------------------------------------
 
-class FakeMeasurer:
-    """Counts what db verify asks for; each config is 'measured' at 2 us, or fails."""
-
-    def __init__(self, fail=()):
-        self.asked, self.fail = [], set(fail)
-
-    def measure(self, workload, configs):
-        self.asked.append((workload.key, [c.key for c in configs]))
-        return [MeasureResult(c, "failed", "wrong result: mismatch", failure=Failure.WRONG_RESULT)
-                if c.key in self.fail else
-                MeasureResult(c, "ok", latency={"median": 2.0, "mean": 2.0, "min": 2.0, "max": 2.0, "std": 0.0,
-                                                "runs": 5}, gflops=1.0, threads=2)
-                for c in configs]
-
-
 def test_a_foreign_record_is_never_the_best_until_verified(tmp_path):
     import autotile
 
-    (tmp_path / "a.jsonl").write_bytes(export(fill(tmp_path / "a.db")))
+    (tmp_path / "a.jsonl").write_bytes(export(fill(tmp_path / "a.db", fastest_wrong=True)))
     b = tmp_path / "b.db"
     cli("db", "import", str(tmp_path / "a.jsonl"), "--db", str(b))
     w = WORKLOADS[0]
@@ -339,21 +331,22 @@ def test_a_foreign_record_is_never_the_best_until_verified(tmp_path):
 
         from autotile.db.verify import verify_foreign
 
-        session._measurer = measurer = FakeMeasurer(fail={fastest["config_key"]})
+        # Real workers, whose builder makes the fastest foreign config (mr=2) compute a wrong result here.
+        session._measurer = Measurer(session.device, threads=2, builder="broken_kernels:builder",
+                                     loader="broken_kernels:loader")
         report = verify_foreign(session, top_k=2)
-        assert [(key, len(asked)) for key, asked in measurer.asked] == [(x.key, 2) for x in
-                                                                       sorted(WORKLOADS, key=lambda x: x.key)]
-        assert all(r.built == 2 and r.candidates == 3 for r in report)
+        assert [r.workload for r in report] == sorted(x.key for x in WORKLOADS)
+        assert all(r.built == 2 and r.candidates == 3 and r.failed == 1 for r in report)  # top 2 of 3, no more
         rows = {r["config_key"]: r for r in session.db.measurements(workload=w.key)}
         failed_here = rows[fastest["config_key"]]  # failed here: a local fact, never served
         assert failed_here["status"] == "failed" and failed_here["trust"] == "local"
         assert failed_here["failure"] == "wrong_result" and failed_here["foreign_latency_us"] == 5.0
         best = best_of(session.db, session.device, w, "tvm", templates)
-        assert best["trust"] == "verified" and best["latency_us"] == 2.0 and best["foreign_latency_us"] == 7.0
+        assert best["trust"] == "verified" and best["foreign_latency_us"] == 7.0
+        assert best["latency_us"] > 0 and best["latency"]["runs"] >= 15  # timed here, as the tuner re-times
         assert session.choose(w) == (session.backend.spaces(w, session.device.fingerprint)[0].config_type.from_dict(
             best["config"]), "exact")
         assert sorted(r["trust"] for r in rows.values()) == ["foreign", "foreign", "local", "verified"]
-        session._measurer = None
 
 
 def test_a_schema_3_database_migrates_its_records_to_local(tmp_path):
