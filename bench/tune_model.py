@@ -109,6 +109,19 @@ def cut(db_path: Path, target: Path, keep: set[int]) -> Path:
     return target
 
 
+def estimated_ms(db_path: Path, tasks) -> float | None:
+    """sum(calls x the fastest verified latency) over the tasks in a database: the objective the scheduler spends
+    its budget on, each op timed alone (free of the end-to-end timing's noise, blind to what runs around it)."""
+    with TuningDB(db_path) as db:
+        total = 0.0
+        for t in tasks:
+            ok = [r["latency_us"] for r in db.measurements(workload=t.workload.key, status="ok")]
+            if not ok:
+                return None
+            total += t.calls * min(ok)
+    return total / 1e3
+
+
 def first_trials(db_path: Path, k: int) -> set[int]:
     """The run's first k trials, across its tasks."""
     return set(sorted(i for ids in task_measurements(db_path).values() for i in ids)[:k])
@@ -170,6 +183,10 @@ def run_case(name: str, args, work: Path) -> dict:
             {key: (lambda fn=fn: peers.seconds_per_call(lambda: fn(x), args.min_time)) for key, fn in compiled.items()},
             args.rounds)
     ms = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    est = {key: estimated_ms(path, tasks) for key, path in cuts.items()}
+    # The defaults alone: each task's first trial, its default config (measured first by every run).
+    est[("untuned", 0.0)] = estimated_ms(cut(dbs["full"], work / f"{name}-defaults.db",
+                                             first_per_task(dbs["full"], 1)), tasks)
     untuned, full = ms[("untuned", 0.0)], ms[("equal", 1.0)]
     print(f"{name}: end-to-end ms (median of {args.rounds}), untuned {untuned:.3f}, every task at "
           f"{args.per_task} trials {full:.3f} ({untuned / full:.2f}x untuned)")
@@ -178,6 +195,15 @@ def run_case(name: str, args, work: Path) -> dict:
     for fraction in CHECKPOINTS:
         row = " ".join(f"{ms[(label, fraction)]:14.3f}" for label in labels)
         print(f"  {round(fraction * budget):>5d} ({fraction:4.0%}) {row}")
+    print(f"  estimated ms in the tuned ops (sum of calls x each op's best, timed alone): untuned (defaults) "
+          f"{_fmt(est[('untuned', 0.0)])}, every task at {args.per_task} trials {_fmt(est[('equal', 1.0)])}")
+    for fraction in CHECKPOINTS:
+        row = " ".join(f"{_fmt(est[(label, fraction)]):>14s}" for label in labels)
+        print(f"  {round(fraction * budget):>5d} ({fraction:4.0%}) {row}")
+    if est[("untuned", 0.0)] and est[("gradient", 0.6)]:
+        e0, ef, eg = est[("untuned", 0.0)], est[("equal", 1.0)], est[("gradient", 0.6)]
+        print(f"  estimated: gradient at 60% of B saves {(e0 - eg) / (e0 - ef):.1%} of what every task at "
+              f"{args.per_task} saves ({e0 / eg:.3f}x vs {e0 / ef:.3f}x the defaults)")
     speedup_full = untuned / full
     speedup_g60 = untuned / ms[("gradient", 0.6)]
     reduction = (untuned - ms[("gradient", 0.6)]) / max(untuned - full, 1e-9)
@@ -189,7 +215,12 @@ def run_case(name: str, args, work: Path) -> dict:
               f"{e:.3f} ({e / g:.2f}x); target: gradient below both")
     return {"case": name, "tasks": [[t.workload.key, t.calls] for t in tasks], "budget": budget,
             "runs": runs, "ms": {f"{k[0]}@{k[1]}": v for k, v in ms.items()},
+            "estimated_ms": {f"{k[0]}@{k[1]}": v for k, v in est.items()},
             "rounds_ms": {f"{k[0]}@{k[1]}": [t * 1e3 for t in v] for k, v in times.items()}}
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main():

@@ -79,6 +79,16 @@ def test_gradient_retires_tasks_that_stopped_improving_and_ends_early():
     assert sum(s.trials for s in flat.values()) < 100  # the budget left is not spent on nothing
 
 
+def test_a_task_far_below_its_ops_best_throughput_is_tuned_first():
+    """Ansor's similar-task term: two GEMMs of equal flops, one at a quarter of the other's throughput, no history
+    of gains on either: the slow one gets the round, however many trials it already had."""
+    fast = TaskState("fast", 1, trials=8, curve=[[8, 100.0]], op="gemm", flops=1e6)
+    slow = TaskState("slow", 1, trials=40, curve=[[40, 400.0]], op="gemm", flops=1e6)
+    assert SCHEDULERS["gradient"](100).next([fast, slow]) is slow
+    alone = TaskState("slow", 1, trials=40, curve=[[40, 400.0]], op="conv2d", flops=1e6)
+    assert SCHEDULERS["gradient"](100).next([fast, alone]) is fast  # another op: not similar, 100/8 > 400/40
+
+
 def test_a_task_whose_every_config_fails_does_not_eat_the_budget():
     states = simulate("gradient", {**SYNTHETIC, "broken": (50, lambda trials: None)}, budget=200)
     assert states["broken"].trials <= BATCH and states["heavy"].trials > states["light"].trials

@@ -4,7 +4,8 @@ A task is one workload of a model, weighted by how often it runs per forward; th
 in its tuned ops, sum(calls x best latency). The gradient scheduler follows Ansor's (and MetaSchedule's
 GradientBased, alpha 0.2, window 3): each task's expected drop in that sum per trial is a mix of its recent drop
 (the window) and an optimistic forward guess (its latency could keep falling like latency / trials), times its
-calls. Round robin and an equal split stay, so the three can be compared.
+calls, with Ansor's similar-task term: a task far below the throughput its op reached on another task is
+expected to gain the difference. Round robin and an equal split stay, so the three can be compared.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from autotile.search.task import BATCH
 
 ALPHA = 0.2  # weight of the backward (observed) gradient against the forward guess
 WINDOW = 3  # rounds the backward gradient looks back
+BETA = 2.0  # Ansor's: a task under 1/BETA of its op's best throughput elsewhere is behind what it can reach
 PATIENCE = 4  # rounds without a gain of MIN_GAIN before a task is retired
 MIN_GAIN = 0.01
 GIVE_UP = 32  # trials after which a task with no verified config at all is retired
@@ -31,6 +33,8 @@ class TaskState:
     retired: str | None = None  # "exhausted", "converged", "max-trials", or None while it is tuned
     default_latency_us: float | None = None
     run_id: int | None = None  # the task's own tuning run (its measurements carry it)
+    op: str = ""  # its workload's op: tasks of one op are "similar" (Ansor's similarity term)
+    flops: float = 0.0
 
     @property
     def best(self) -> float | None:
@@ -96,7 +100,11 @@ class Gradient(Scheduler):
         unknown = [t for t in active if t.best is None and t.trials < BATCH]
         if unknown:
             return min(unknown, key=lambda t: t.trials)
-        return max(active, key=gain_per_trial)
+        best_throughput = {}  # per op: the fastest flops per microsecond any of its tasks reached
+        for t in active:
+            if t.best is not None and t.flops:
+                best_throughput[t.op] = max(best_throughput.get(t.op, 0.0), t.flops / t.best)
+        return max(active, key=lambda t: gain_per_trial(t, best_throughput.get(t.op)))
 
 
 def advance(task: TaskState, scheduler: Scheduler, *, trials: int, best: float | None, exhausted: bool,
@@ -114,13 +122,17 @@ def advance(task: TaskState, scheduler: Scheduler, *, trials: int, best: float |
         task.retired = "converged"
 
 
-def gain_per_trial(task: TaskState) -> float:
+def gain_per_trial(task: TaskState, similar_throughput: float | None = None) -> float:
     """The expected drop of calls x latency from one more trial of `task` (microseconds); 0 while it has no
-    verified latency (after its warm-up)."""
+    verified latency (after its warm-up). Ansor's forward guess is the larger of latency / trials and the distance
+    to BETA x the latency the task would have at the best throughput its op reached on another task
+    (`similar_throughput`, flops per microsecond)."""
     best = task.best
     if best is None:
         return 0.0
     forward = best / max(task.trials, 1)
+    if similar_throughput and task.flops:
+        forward = max(forward, best - BETA * task.flops / similar_throughput)
     points = [(n, lat) for n, lat in task.curve if lat is not None]
     backward = 0.0
     if len(points) > WINDOW:
