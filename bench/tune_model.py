@@ -3,6 +3,7 @@ trials for the gradient scheduler, round robin and an equal split, each from an 
 
     .venv/bin/python bench/tune_model.py [--cases gpt,resnet] [--per-task 64] [--rounds 5]
                                          [--warm-from OTHER_DEVICE.db] [--keep DIR [--reuse]] [--json FILE]
+    .venv/bin/python bench/tune_model.py --cases gpt --seeds 3     # schedulers over search seeds, no timing
 
 Per case (inference, batch 1; "gpt": a GPT block, d_model 768, 12 heads, seq 128; "resnet": a ResNet stage, two
 basic blocks of 64 channels at 56x56), with n tasks and B = per-task x n trials:
@@ -66,9 +67,9 @@ def resnet():
     return CASES["resnet"]()
 
 
-def tune_run(tasks, db_path: Path, scheduler: str, trials: int, cap: int | None = None) -> dict:
+def tune_run(tasks, db_path: Path, scheduler: str, trials: int, cap: int | None = None, seed: int = 0) -> dict:
     start = time.perf_counter()
-    options = ModelTuneOptions(trials=trials, scheduler=scheduler, max_trials_per_task=cap, progress=True)
+    options = ModelTuneOptions(trials=trials, scheduler=scheduler, max_trials_per_task=cap, progress=True, seed=seed)
     with Session(str(db_path), "tvm") as session:
         result = tune_tasks(tasks, session=session, name=scheduler, options=options)
     seconds = time.perf_counter() - start
@@ -224,6 +225,39 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def seed_study(name: str, args, work: Path) -> dict:
+    """The three schedulers each run to 60% of B from an empty database with `--seeds` search seeds, compared on
+    the estimated time in the tuned ops after each round (no end-to-end timing): one run's search luck is as
+    large as the schedulers' difference, so only an average over seeds tells them apart."""
+    torch.manual_seed(0)
+    model, x = CASES[name]()
+    tasks = extract_tasks(model.eval(), (x,), "tvm")
+    budget = args.per_task * len(tasks)
+    trials = int(0.6 * budget)
+    marks = [round(f * budget) for f in CHECKPOINTS]
+    table = {}
+    for scheduler in ("gradient", "round-robin", "equal"):
+        for seed in range(args.seeds):
+            path = work / f"{name}-seed{seed}-{scheduler}.db"
+            if not (args.reuse and path.exists()):
+                tune_run(tasks, path, scheduler, trials, seed=seed)
+            with TuningDB(path) as db:
+                curve = model_runs.all_runs(db)[-1]["curve"]
+            # the estimate after the last round that ended at or before each mark
+            table[(scheduler, seed)] = [min((us for n, us, _ in curve if n <= m and us is not None), default=None)
+                                        for m in marks]
+    print(f"\n{name}: estimated ms in the tuned ops after {marks} trials (25%, 50%, 60% of B = {budget}), "
+          f"{args.seeds} seeds; the equal split of 60% of B tunes its tasks in turn, so only its 60% is comparable")
+    means = {}
+    for scheduler in ("gradient", "round-robin", "equal"):
+        rows = [table[(scheduler, seed)] for seed in range(args.seeds)]
+        means[scheduler] = [statistics.fmean(r[i] for r in rows if r[i] is not None) / 1e3 for i in range(3)]
+        for seed, row in enumerate(rows):
+            print(f"  {scheduler:12s} seed {seed}: " + " ".join(f"{v / 1e3:8.3f}" for v in row))
+        print(f"  {scheduler:12s} mean  : " + " ".join(f"{v:8.3f}" for v in means[scheduler]))
+    return {"case": name, "marks": marks, "runs": {f"{k[0]}/{k[1]}": v for k, v in table.items()}, "means": means}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="gpt,resnet", help=f"comma-separated, from {', '.join(CASES)}")
@@ -233,6 +267,8 @@ def main():
     p.add_argument("--warm-from", default=None, help="a database recorded on another device")
     p.add_argument("--keep", default=None, help="keep the databases here (default: a temporary directory)")
     p.add_argument("--reuse", action="store_true", help="take the runs' databases already in --keep; time only")
+    p.add_argument("--seeds", type=int, default=0,
+                   help="instead: each scheduler from N search seeds, compared on the estimate (no timing)")
     p.add_argument("--json", default=None, help="also write every number here")
     args = p.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="autotile-tune-model-dbs-"))
@@ -240,7 +276,8 @@ def main():
     print(e2e_cpu.cpu_line())
     print(f"TVM threads {os.environ.get('TVM_NUM_THREADS')}, GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT')}, "
           f"torch {torch.__version__}; databases in {work}")
-    results = [run_case(name.strip(), args, work) for name in args.cases.split(",") if name.strip()]
+    study = seed_study if args.seeds else run_case
+    results = [study(name.strip(), args, work) for name in args.cases.split(",") if name.strip()]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
 
