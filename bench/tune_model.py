@@ -255,7 +255,42 @@ def seed_study(name: str, args, work: Path) -> dict:
         for seed, row in enumerate(rows):
             print(f"  {scheduler:12s} seed {seed}: " + " ".join(f"{v / 1e3:8.3f}" for v in row))
         print(f"  {scheduler:12s} mean  : " + " ".join(f"{v:8.3f}" for v in means[scheduler]))
-    return {"case": name, "marks": marks, "runs": {f"{k[0]}/{k[1]}": v for k, v in table.items()}, "means": means}
+    timed = time_seed_cuts(name, args, work, model, x, marks) if args.seed_timing else {}
+    return {"case": name, "marks": marks, "runs": {f"{k[0]}/{k[1]}": v for k, v in table.items()}, "means": means,
+            "end_to_end_ms": timed}
+
+
+def time_seed_cuts(name, args, work, model, x, marks) -> dict:
+    """End to end, each seed's database cut back to each mark (the equal split only at 60%), timed in alternating
+    rounds; printed as each scheduler's mean over seeds of the median of rounds."""
+    cuts = {("untuned", 0, 0): cut(work / f"{name}-seed0-gradient.db", work / f"{name}-seeds-untuned.db", set())}
+    for scheduler in ("gradient", "round-robin", "equal"):
+        for seed in range(args.seeds):
+            source = work / f"{name}-seed{seed}-{scheduler}.db"
+            for mark in marks if scheduler != "equal" else marks[-1:]:
+                cuts[(scheduler, seed, mark)] = cut(source, work / f"{name}-seed{seed}-{scheduler}-{mark}.db",
+                                                    first_trials(source, mark))
+    torch._dynamo.config.cache_size_limit = 64
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = 64
+    with torch.no_grad():
+        compiled = {key: compile_model(model, db=str(path), tuning="cached", progress=False)
+                    for key, path in cuts.items()}
+        for fn in compiled.values():
+            fn(x)
+        times = peers.alternating_rounds(
+            {key: (lambda fn=fn: peers.seconds_per_call(lambda: fn(x), args.min_time)) for key, fn in compiled.items()},
+            args.rounds)
+    ms = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    print(f"{name}: end-to-end ms, mean over {args.seeds} seeds of the median of {args.rounds} rounds; untuned "
+          f"{ms[('untuned', 0, 0)]:.3f}")
+    for scheduler in ("gradient", "round-robin", "equal"):
+        row = []
+        for mark in marks:
+            values = [ms[(scheduler, seed, mark)] for seed in range(args.seeds) if (scheduler, seed, mark) in ms]
+            row.append(f"{statistics.fmean(values):8.3f}" if values else f"{'-':>8s}")
+        print(f"  {scheduler:12s} after {marks}: " + " ".join(row))
+    return {f"{k[0]}/{k[1]}@{k[2]}": v for k, v in ms.items()}
 
 
 def main():
@@ -269,6 +304,7 @@ def main():
     p.add_argument("--reuse", action="store_true", help="take the runs' databases already in --keep; time only")
     p.add_argument("--seeds", type=int, default=0,
                    help="instead: each scheduler from N search seeds, compared on the estimate (no timing)")
+    p.add_argument("--seed-timing", action="store_true", help="with --seeds: also time each seed's cuts end to end")
     p.add_argument("--json", default=None, help="also write every number here")
     args = p.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="autotile-tune-model-dbs-"))
