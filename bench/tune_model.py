@@ -98,6 +98,13 @@ def task_measurements(db_path: Path) -> dict[str, list[int]]:
         return out
 
 
+def allow_recompiles():
+    """One compile per cut of the same block: more than dynamo's default limit of recompiles."""
+    torch._dynamo.config.cache_size_limit = 64
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = 64
+
+
 def cut(db_path: Path, target: Path, keep: set[int]) -> Path:
     """A copy of the database holding only the measurements `keep`."""
     copy_database(db_path, target)
@@ -169,9 +176,7 @@ def run_case(name: str, args, work: Path) -> dict:
                                  {t["run_id"] for t in model_runs.tasks(db, runs[label]["run"])}}
                 cuts[(label, fraction)] = cut(dbs[label], work / f"{name}-{label}-{fraction}.db", keep)
 
-    torch._dynamo.config.cache_size_limit = 64  # one compile per cut of the same block
-    if hasattr(torch._dynamo.config, "recompile_limit"):
-        torch._dynamo.config.recompile_limit = 64
+    allow_recompiles()
     compiled = {}
     with torch.no_grad():
         ref = model(x)
@@ -270,9 +275,7 @@ def time_seed_cuts(name, args, work, model, x, marks) -> dict:
             for mark in marks if scheduler != "equal" else marks[-1:]:
                 cuts[(scheduler, seed, mark)] = cut(source, work / f"{name}-seed{seed}-{scheduler}-{mark}.db",
                                                     first_trials(source, mark))
-    torch._dynamo.config.cache_size_limit = 64
-    if hasattr(torch._dynamo.config, "recompile_limit"):
-        torch._dynamo.config.recompile_limit = 64
+    allow_recompiles()
     with torch.no_grad():
         compiled = {key: compile_model(model, db=str(path), tuning="cached", progress=False)
                     for key, path in cuts.items()}
