@@ -136,7 +136,7 @@ def show_model_runs(db_path, run_id: int | None, as_json: bool):
 
     from autotile.api import open_db
     from autotile.db import model_runs
-    from autotile.modeltune.report import report_data
+    from autotile.modeltune.report import fmt, report_data
 
     with open_db(db_path) as db:
         data = report_data(db, run_id) if run_id is not None else model_runs.all_runs(db)
@@ -154,10 +154,6 @@ def show_model_runs(db_path, run_id: int | None, as_json: bool):
         table = Table("workload", "calls", "trials", "default us", "best us", "speedup", "retired",
                       title=f"model run {run_id}: {data['run']['name']} ({data['run']['status']})")
         for t in data["tasks"]:
-            table.add_row(t["workload"], str(t["calls"]), str(t["trials"]), _fmt(t["default_latency_us"]),
-                          _fmt(t["best_latency_us"]), _fmt(t["speedup"], ".2f"), t["retired"] or "")
+            table.add_row(t["workload"], str(t["calls"]), str(t["trials"]), fmt(t["default_latency_us"]),
+                          fmt(t["best_latency_us"]), fmt(t["speedup"], ".2f"), t["retired"] or "")
     Console(width=200).print(table)
-
-
-def _fmt(value, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)

@@ -18,10 +18,6 @@ def find(db, fingerprint: str, status: str | None = None) -> dict | None:
     return _decode_run(rows[0]) if rows else None
 
 
-def get(db, run_id: int) -> dict:
-    return _decode_run(db.db["model_runs"].get(run_id))
-
-
 def all_runs(db) -> list[dict]:
     return [_decode_run(r) for r in db.db["model_runs"].rows_where(order_by="id")]
 

@@ -29,17 +29,11 @@ class Verified:
         return asdict(self)
 
 
-def _usable(spaces: dict, record):
-    """The record's config in its template's space here, or None when that template does not run it here."""
-    from autotile.search.choose import _usable as usable
-
-    return usable(spaces, record) if record["template"] in spaces else None
-
-
 def verify_foreign(session, top_k: int = 3, workload: str | None = None, progress=None) -> list[Verified]:
     """Verify the `top_k` fastest foreign records of each workload (keys starting with `workload`) on the session's
     device and backend; `progress(text)` is told which workload is being verified."""
     from autotile.ops import workload_from_dict
+    from autotile.search.choose import _usable
 
     db, device, backend = session.db, session.device, session.backend
     versions = backend.versions()

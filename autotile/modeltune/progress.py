@@ -3,9 +3,7 @@ the estimated forward time in the tuned ops as it falls."""
 
 from __future__ import annotations
 
-
-def _us(value) -> str:
-    return "-" if value is None else f"{value:.1f}"
+from autotile.modeltune.report import fmt
 
 
 class ModelProgress:
@@ -29,10 +27,10 @@ class ModelProgress:
                       title=f"model run {run.id}: {run.name} on {run.device.key} ({run.scheduler})")
         for row in task_rows(run.states):
             share = "-" if row["share"] is None else f"{100 * row['share']:.0f}%"
-            table.add_row(row["workload"], str(row["calls"]), str(row["trials"]), _us(row["best_latency_us"]),
-                          _us(row["default_latency_us"]), share)
+            table.add_row(row["workload"], str(row["calls"]), str(row["trials"]), fmt(row["best_latency_us"]),
+                          fmt(row["default_latency_us"]), share)
         self.console.print(table)
-        self.console.print(f"estimated forward in tuned ops: {_us(estimated_us(run.states))} us; "
+        self.console.print(f"estimated forward in tuned ops: {fmt(estimated_us(run.states))} us; "
                            f"budget: {run.budget.get('trials') or '-'} trials, {run.budget.get('seconds') or '-'} s")
         self._start_bars()
 
@@ -56,9 +54,9 @@ class ModelProgress:
         from autotile.modeltune.run import estimated_us
 
         run = self.run
-        self.bar.update(self.overall, completed=run.total, note=f"est {_us(estimated_us(run.states))} us")
+        self.bar.update(self.overall, completed=run.total, note=f"est {fmt(estimated_us(run.states))} us")
         for s in run.states:
-            note = f"best {_us(s.best)} us" + (f" ({s.retired})" if s.retired else "")
+            note = f"best {fmt(s.best)} us" + (f" ({s.retired})" if s.retired else "")
             self.bar.update(self.rows[s.key], completed=s.trials, note=note)
 
     def close(self):

@@ -77,7 +77,8 @@ def _plots(data: dict, out: Path) -> dict[str, Path]:
     return files
 
 
-def _fmt(value, spec: str = ".1f") -> str:
+def fmt(value, spec: str = ".1f") -> str:
+    """A number for a table cell; "-" for none."""
     return "-" if value is None else format(value, spec)
 
 
@@ -85,8 +86,8 @@ def _html(data: dict, images: dict[str, str]) -> str:
     run, esc = data["run"], html.escape
     rows = "".join(
         f"<tr><td>{esc(t['workload'])}</td><td>{t['calls']}</td><td>{t['trials']}</td>"
-        f"<td>{_fmt(t['default_latency_us'])}</td><td>{_fmt(t['best_latency_us'])}</td>"
-        f"<td>{_fmt(t['speedup'], '.2f')}</td><td>{esc(t['retired'] or '')}</td></tr>" for t in data["tasks"])
+        f"<td>{fmt(t['default_latency_us'])}</td><td>{fmt(t['best_latency_us'])}</td>"
+        f"<td>{fmt(t['speedup'], '.2f')}</td><td>{esc(t['retired'] or '')}</td></tr>" for t in data["tasks"])
     plots = "".join(f'<p><img src="{esc(name)}" alt="{esc(key)}"></p>' for key, name in sorted(images.items()))
     if not plots:
         plots = "<p>No plots: install the report extra (matplotlib); the curves are in curves.json.</p>"

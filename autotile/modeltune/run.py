@@ -176,11 +176,15 @@ class ModelRun:
                 options=TuneOptions(seed=self.options.seed, strategy=self.options.strategy))
         return self.tuners[state.key]
 
-    def _best(self, workload) -> float | None:
+    def _best_record(self, workload) -> dict | None:
+        """The workload's fastest served record of any of its templates here."""
         from autotile.search.tuner import best_of
 
         spaces = self.backend.spaces(workload, self.device.fingerprint)
-        best = best_of(self.db, self.device, workload, self.backend.name, [s.template for s in spaces])
+        return best_of(self.db, self.device, workload, self.backend.name, [s.template for s in spaces])
+
+    def _best(self, workload) -> float | None:
+        best = self._best_record(workload)
         return best["latency_us"] if best else None
 
     def measure_defaults(self, deadline):
@@ -249,16 +253,9 @@ class ModelRun:
                 record = self._default_record(state, self.default_keys.get(state.key))
                 if record is not None:  # the default itself re-measured: the speedup over it compares like with like
                     state.default_latency_us = record["latency_us"]
-            best = self._best_record(state)
+            best = self._best_record(self.workloads[state.key])
             self.db.finish_run(state.run_id, state.trials, self.elapsed(), best["id"] if best else None)
         self.save(status="done")
-
-    def _best_record(self, state):
-        from autotile.search.tuner import best_of
-
-        workload = self.workloads[state.key]
-        spaces = self.backend.spaces(workload, self.device.fingerprint)
-        return best_of(self.db, self.device, workload, self.backend.name, [s.template for s in spaces])
 
     def save(self, status: str = "running"):
         self.budget["elapsed"] = round(self.elapsed(), 3)
