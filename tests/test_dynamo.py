@@ -55,6 +55,24 @@ def test_mlp_matches_eager_with_fused_epilogues(fallback):
     assert stats.packs == 5  # each weight packed once, not per call
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_mlp_runs_autotile_gemms_with_16_bit_bias_and_residual(dtype):
+    """model.bfloat16(): each linear with its bias, its decomposed activation (widened to float32 and cast back)
+    and the residual, one 16-bit GEMM; compared with the float64 model, as closely as eager's own result."""
+    torch.manual_seed(0)
+    model, x = MLP().eval(), torch.randn(2, 8, 32)
+    exact = copy.deepcopy(model).double()(x.double())
+    narrow = model.to(dtype)
+    with torch.no_grad():
+        got, eager = compile_model(narrow)(x.to(dtype)), narrow(x.to(dtype))
+    assert got.dtype == dtype
+    assert stats.replaced == {"gemm": 5} and stats.left == {}
+    epilogues = sorted(k.split(f"_{str(dtype)[6:]}_nt_")[-1] for k in stats.workloads)
+    assert epilogues == [f"bias+{e}_constB_add-{str(dtype)[6:]}" for e in ("gelu", "gelu_tanh", "relu", "residual", "silu")]
+    error, eager_error = (got.double() - exact).abs().max(), (eager.double() - exact).abs().max()
+    assert error <= 2 * eager_error + 1e-3, (error, eager_error)
+
+
 def test_gpt_block_linears_and_attention_are_replaced():
     torch.manual_seed(0)
     model, x = GPTBlock().eval(), torch.randn(2, 16, 64)

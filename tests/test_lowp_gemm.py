@@ -38,6 +38,42 @@ def test_every_mode_on_odd_shapes(dtype, shape, epilogue, mode):
     check(w, with_mode(space_for(w, BF16_CPU), mode))
 
 
+@pytest.mark.parametrize("dtype, shape, epilogue, mode", [
+    ("bfloat16", (13, 37, 29), "bias,gelu,residual", "dpbf16"),
+    ("bfloat16", (1, 50, 3), "bias", "convert_pack"),
+    ("bfloat16", (17, 23, 40), "residual,silu", "convert_inner"),
+    ("float16", (5, 70, 33), "bias,residual", "convert_pack"),
+])
+def test_16_bit_bias_and_residual(dtype, shape, epilogue, mode):
+    """A 16-bit model's linear: bias and residual in the inputs' dtype, widened as the epilogue reads them."""
+    w = GemmWorkload(*shape, dtype=dtype, epilogue=epilogue, addend_dtype=dtype)
+    assert w.input_dtype("bias" if "bias" in epilogue else "residual") == dtype and w.key.endswith(f"_add-{dtype}")
+    check(w, with_mode(space_for(w, BF16_CPU), mode))
+
+
+def test_bf16_weight_is_packed_once_as_bits():
+    """A linear's weight (const_b) for the vdpbf16ps tiles: packed ahead into K pairs of uint16 bits, then read by
+    every call; results match with the packed copy reused and with a fresh weight packed again."""
+    w = GemmWorkload(19, 40, 35, dtype="bfloat16", trans_b=True, const_b=True, epilogue="bias,gelu,residual",
+                     addend_dtype="bfloat16")
+    config = with_mode(space_for(w, BF16_CPU), "dpbf16", unroll_k=2)
+    kernel = check(w, config)
+    b = torch.randn(40, 35).bfloat16()
+    packed = kernel.pack_operand("B", b)
+    assert packed.tensor.dtype == torch.uint16 and packed.tensor.shape[-2:] == (16, 2)
+    assert torch.equal(packed.tensor[0, 0, :, 0].view(torch.bfloat16), b[:16, 0])  # B[k, j] = W[j, k]
+    a, bias, residual = torch.randn(19, 35).bfloat16(), torch.randn(40).bfloat16(), torch.randn(19, 40).bfloat16()
+    want = w.reference(a, b, bias, residual)
+    for operand in (packed, b):
+        torch.testing.assert_close(kernel(a, operand, bias, residual).double(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_addend_dtype_is_float32_or_the_inputs():
+    with pytest.raises(AutotileError, match="addend_dtype .* must be float32 or the inputs' dtype bfloat16"):
+        GemmWorkload(8, 8, 8, dtype="bfloat16", epilogue="bias", addend_dtype="float16")
+    assert GemmWorkload(8, 8, 8).key == "gemm_b1_8x8x8_float32_nn_none"  # float32 keys are unchanged
+
+
 def test_bf16_tiles_are_vdpbf16ps():
     w = GemmWorkload(32, 64, 128, dtype="bf16", epilogue="bias")
     space = space_for(w, BF16_CPU)

@@ -34,9 +34,22 @@ def known(expr) -> bool:
     return bool(expr) if isinstance(expr, bool) else statically_known_true(expr)
 
 
-def f32_tensor(node) -> bool:
+FLOATS = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def float_dtype(node) -> str | None:
+    """The dtype name of a float tensor the templates take: float32 on CPU or CUDA, bfloat16 or float16 on CPU
+    (the TVM templates widen them as they read them); None for anything else."""
     v = val(node)
-    return isinstance(v, torch.Tensor) and v.dtype == torch.float32 and v.device.type in ("cpu", "cuda")
+    if not isinstance(v, torch.Tensor) or v.dtype not in FLOATS:
+        return None
+    if v.device.type == "cpu" or (v.device.type == "cuda" and v.dtype == torch.float32):
+        return FLOATS[v.dtype]
+    return None
+
+
+def f32_tensor(node) -> bool:
+    return float_dtype(node) == "float32"
 
 
 def layout(v: torch.Tensor) -> str:
@@ -85,6 +98,20 @@ def is_commutative_call(node, target, a, b) -> bool:
 def user_call(node, target, *args):
     """The user of `node` that is `target(*args)`, or None."""
     return next((u for u in node.users if is_call(u, target, *args)), None)
+
+
+def widened_activation(x, dtype: str) -> tuple[str, torch.fx.Node] | None:
+    """(activation, the narrowing cast) when x, a 16-bit tensor, is widened to float32, the widened value's users
+    are exactly a decomposed activation, and its result is cast back to x's dtype: how Inductor decomposes an
+    activation of a bfloat16 / float16 model."""
+    up = only_user(x)
+    if up is None or up.target != prims.convert_element_type.default or up.args[1] != torch.float32:
+        return None
+    found = decomposed_activation(up)
+    down = only_user(found[1]) if found is not None else None
+    if down is None or cast_to(down) != dtype:
+        return None
+    return found[0], down
 
 
 def decomposed_activation(x) -> tuple[str, torch.fx.Node] | None:
@@ -171,6 +198,7 @@ class Epilogue:
     matchers (take_addend, walk_epilogue) before a match is made, never changed after."""
 
     last: torch.fx.Node  # the node whose value the autotile op produces (the heavy op, or the end of the chain)
+    dtype: str = "float32"  # the heavy op's output dtype: the chain's values, its bias and residual have it
     steps: list[str] = field(default_factory=list)
     bias: torch.fx.Node | None = None
     residual: torch.fx.Node | None = None
@@ -183,7 +211,10 @@ def walk_epilogue(e: Epilogue, out_shape, allow_views: bool, bias_along_n: bool)
     cur, pending_view = e.last, None
     n = out_shape[-1]
     while True:
-        decomposed = decomposed_activation(cur) if f32_tensor(cur) else None
+        if e.dtype == "float32":
+            decomposed = decomposed_activation(cur) if f32_tensor(cur) else None
+        else:
+            decomposed = widened_activation(cur, e.dtype)
         if decomposed is not None:
             e.steps.append(decomposed[0])
             cur = e.last = decomposed[1]
@@ -199,7 +230,7 @@ def walk_epilogue(e: Epilogue, out_shape, allow_views: bool, bias_along_n: bool)
         step = None
         if _add_alpha_one(user):
             other = user.args[1] if user.args[0] is cur else user.args[0]
-            if other is cur or not f32_tensor(other) or not f32_tensor(user):
+            if other is cur or float_dtype(other) != e.dtype or float_dtype(user) != e.dtype:
                 break
             ov, cv = val(other), val(cur)
             if bias_along_n and "bias" not in e.steps and bias_vector(ov, n):
@@ -207,9 +238,9 @@ def walk_epilogue(e: Epilogue, out_shape, allow_views: bool, bias_along_n: bool)
             elif e.residual is None and same_shape(ov, cv) and \
                     (pending_view is None or (len(out_shape) == 2 and is_static(n))):
                 step, e.residual = "residual", other
-        elif (act := activation(user)) is not None and f32_tensor(user):
+        elif (act := activation(user)) is not None and float_dtype(user) == e.dtype:
             step = act
-        elif (dt := cast_to(user)) is not None:
+        elif (dt := cast_to(user)) is not None and dt != e.dtype:
             e.steps.append(f"cast:{dt}")
             e.last, e.view = user, pending_view
             break  # a cast ends the chain
@@ -234,7 +265,7 @@ def mm_operands(node):
 def take_addend(e: Epilogue, addend, n) -> bool:
     """addmm's addend as the epilogue's bias (a vector of n) or residual (the output's shape); False when it is
     neither (a broadcast addend the epilogue has no form for). `e` is still the bare addmm."""
-    if not f32_tensor(addend):
+    if float_dtype(addend) != e.dtype:
         return False
     v = val(addend)
     if bias_vector(v, n):

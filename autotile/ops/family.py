@@ -26,7 +26,8 @@ class Template:
     backend: str = "tvm"
     applies: str = ""  # "module:function" (workload, fingerprint) -> bool; empty: every workload of the family
     preferred: str = ""  # "module:function" (workload) -> bool: its default beats the other templates' defaults
-    prepacked: str = ""  # "module:function" (workload, config) -> {operand: packed shape} it takes packed ahead
+    # "module:function" (workload, config) -> {operand: packed shape, or (shape, dtype)} it takes packed ahead
+    prepacked: str = ""
     formerly: tuple[str, ...] = ()  # names its records were made under before (a database migration re-homes them)
 
     def applies_to(self, workload, fingerprint: dict | None) -> bool:

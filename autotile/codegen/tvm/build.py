@@ -54,6 +54,14 @@ def export(executable, path: Path) -> Path:
     return path
 
 
+def packed_spec(spec) -> tuple[tuple[int, ...], str | None]:
+    """(shape, dtype) of an operand packed ahead: a template names its packed shape, and its dtype when that is not
+    the operand's own (16-bit floats packed as their bits, the uint16 that vdpbf16ps tiles read)."""
+    if spec and isinstance(spec[-1], str):
+        return tuple(spec[0]), spec[1]
+    return tuple(spec), None
+
+
 class CompiledKernel:
     """A compiled kernel called on torch tensors without copies (DLPack), but for operands it cannot read in place
     (see ALIGNMENT and INDEX_LIMIT), which are copied.
@@ -88,8 +96,8 @@ class CompiledKernel:
         self._checks = [(name, torch.Size(shape), name in workload.strided_operands)
                         for name, shape in self._shapes.items()]
         self._out_dtype = getattr(torch, workload.out_dtype)
-        self._prepacked = {name: (list(self._shapes).index(name), module[f"pack_{name}"], shape)
-                           for name, shape in (prepacked or {}).items()}
+        self._prepacked = {name: (list(self._shapes).index(name), module[f"pack_{name}"], packed_spec(spec))
+                           for name, spec in (prepacked or {}).items()}
         self._packed: dict[str, tuple] = {}  # name -> (tensor, its stamp when packed, packed copy)
 
     def __call__(self, *inputs, out=None):
@@ -139,13 +147,15 @@ class CompiledKernel:
     def pack_operand(self, name: str, t):
         """`t` as this kernel reads operand `name`: a `Packed` copy if it is one the kernel packs ahead
         (callers that keep one per weight pass it back in place of the tensor), else `t` itself."""
+        import torch
+
         if name not in self._prepacked:
             return t
-        _, pack, shape = self._prepacked[name]
+        _, pack, (shape, dtype) = self._prepacked[name]
         if tuple(t.shape) != self._shapes[name] or not t.is_contiguous():
             raise AutotileError(f"{self.workload.key}: {name} must be contiguous with shape {self._shapes[name]}, "
                                 f"got shape {tuple(t.shape)} strides {t.stride()}")
-        packed = self.aligned_empty(shape, t.dtype, t.device)
+        packed = self.aligned_empty(shape, t.dtype if dtype is None else getattr(torch, dtype), t.device)
         pack(t.detach() if not self._needs_copy(t) else self.aligned_copy(t.detach()), packed)
         return Packed(packed, self.config_key)
 

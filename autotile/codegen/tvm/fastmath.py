@@ -110,14 +110,24 @@ def cast(x, dtype: str):
     return to_bfloat16(x) if dtype == "bfloat16" else x.astype(dtype)
 
 
+def widen(x):
+    """float32 of a float32, bfloat16 (its bits shifted: exact, and no bf16 legalization) or float16 value."""
+    from autotile.codegen.tvm.intrinsics import bf16_bits_to_float
+
+    dt = str(x.dtype)
+    if dt == "bfloat16":
+        return bf16_bits_to_float(tir.reinterpret("uint16", x))
+    return x if dt == "float32" else x.astype("float32")
+
+
 def apply_epilogue(x, ops, extra: dict, channel, index, out_dtype: str = "float32"):
     """x after the fused epilogue `ops`: bias[channel], residual[index], activations in order; then cast to
-    out_dtype (a "cast:" op only names it)."""
+    out_dtype (a "cast:" op only names it). A 16-bit bias or residual is widened as it is read."""
     for op in ops:
         if op == "bias":
-            x = x + extra["bias"][channel]
+            x = x + widen(extra["bias"][channel])
         elif op == "residual":
-            x = x + extra["residual"][index]
+            x = x + widen(extra["residual"][index])
         elif not op.startswith("cast:"):
             x = ACTIVATIONS[op](x)
     return x if out_dtype == "float32" else cast(x, out_dtype)

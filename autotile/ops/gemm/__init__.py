@@ -15,7 +15,7 @@ FAMILY = Family(
         Template("gemm.blis", space=P + "blis:GemmSpace", lowering=P + "blis_tvm:schedule",
                  applies=P + "blis:applies", prepacked=P + "blis_tvm:prepacked_operands"),
         Template("gemm.lowp", space=P + "lowp:LowpGemmSpace", lowering=P + "lowp_tvm:schedule",
-                 applies=P + "lowp:applies", prepacked=P + "blis_tvm:prepacked_operands"),
+                 applies=P + "lowp:applies", prepacked=P + "lowp_tvm:prepacked_operands"),
         Template("gemm.triton", space=P + "triton:TritonGemmSpace", lowering=P + "triton:program", backend="triton"),
     ),
     shape_fields=("m", "n", "k", "batch"),

@@ -70,9 +70,9 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands, prepacked_b:
     inputs, a_at, b_at = operands(w)
     extra = {}
     if "bias" in w.epilogue:
-        extra["bias"] = te.placeholder((w.n,), "float32", name="bias")
+        extra["bias"] = te.placeholder((w.n,), w.addend_dtype, name="bias")
     if "residual" in w.epilogue:
-        extra["residual"] = te.placeholder(bdim + (w.m, w.n), "float32", name="residual")
+        extra["residual"] = te.placeholder(bdim + (w.m, w.n), w.addend_dtype, name="residual")
 
     def clamp(x, n, padded):
         return te.min(x, n - 1) if padded > n else x

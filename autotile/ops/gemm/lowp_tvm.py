@@ -30,10 +30,27 @@ def widened_operands(w: GemmWorkload):
             lambda bi, k, j: b_at(bi, k, j).astype("float32"))
 
 
-def define(w: GemmWorkload, c: LowpGemmConfig):
+def _padded(w: GemmWorkload, c: LowpGemmConfig) -> tuple[int, int, int]:
     mc, nc = c.mc_tiles * c.mr, c.nc_tiles * c.nr
-    mp, np_ = _ceil_div(w.m, mc) * mc, _ceil_div(w.n, nc) * nc
-    kp = _ceil_div(w.k, 2 * c.unroll_k) * 2 * c.unroll_k
+    return _ceil_div(w.m, mc) * mc, _ceil_div(w.n, nc) * nc, _ceil_div(w.k, 2 * c.unroll_k) * 2 * c.unroll_k
+
+
+def prepacks_b(w: GemmWorkload, c: LowpGemmConfig) -> bool:
+    """A constant B (a layer's weight) of the dpbf16 tiles is packed into K pairs once, ahead of the calls."""
+    return w.const_b and getattr(c, "mode", "") == "dpbf16"
+
+
+def prepacked_operands(w: GemmWorkload, c: LowpGemmConfig) -> dict:
+    """B packed ahead: its bits (uint16) in 16-column x 2-K panels, as Bpack in `define`."""
+    if not prepacks_b(w, c):
+        return {}
+    _, np_, kp = _padded(w, c)
+    return {"B": ((np_ // LANES, kp // 2, LANES, 2), "uint16")}
+
+
+def define(w: GemmWorkload, c: LowpGemmConfig, prepacked_b: bool = False):
+    """prepacked_b: the kernel reads B's panels from an argument, made by stages["Bpack_ahead"] once."""
+    mp, np_, kp = _padded(w, c)
     inputs, a_at, b_at = dense_operands(w)
     bits, zero = lambda x: tir.reinterpret("uint16", x), tir.const(0, "uint16")
 
@@ -48,13 +65,17 @@ def define(w: GemmWorkload, c: LowpGemmConfig):
 
     stages = {"Apack": te.compute((mp, kp), a_bits, name="Apack"),
               "Bpack": te.compute((np_ // LANES, kp // 2, LANES, 2), b_bits, name="Bpack")}
+    if prepacked_b:
+        stages["B"], stages["Bpack_ahead"] = inputs[1], stages["Bpack"]
+        stages["Bpack"] = te.placeholder(stages["Bpack"].shape, "uint16", name="Bpacked")
+        inputs = [inputs[0], stages["Bpack"]]
     widen = intrinsics.bf16_bits_to_float
     k = te.reduce_axis((0, kp), name="k")
     stages["mm"] = te.compute((mp, np_), lambda i, j: te.sum(
         widen(stages["Apack"][i, k]) * widen(stages["Bpack"][j // LANES, k // 2, j % LANES, k % 2]), axis=k),
         name="mm")
 
-    extra = {name: te.placeholder(shape, "float32", name=name) for name, shape in w.operand_shapes().items()
+    extra = {name: te.placeholder(shape, w.addend_dtype, name=name) for name, shape in w.operand_shapes().items()
              if name in ("bias", "residual")}
     fused, rest = w.epilogue[: c.fuse_epilogue], w.epilogue[c.fuse_epilogue:]
     last = stages["C"] = _epilogue_stage(w, stages["mm"], fused, extra, "C", w.out_dtype if not rest else "float32")
@@ -64,8 +85,15 @@ def define(w: GemmWorkload, c: LowpGemmConfig):
     return [*inputs, *extra.values(), last], stages
 
 
+def _schedule_b_pack(sch, block) -> None:
+    loops = sch.get_loops(block)
+    sch.parallel(loops[0])
+    sch.vectorize(sch.fuse(*loops[-2:]))
+
+
 def schedule_dpbf16(w: GemmWorkload, c: LowpGemmConfig) -> tvm.IRModule:
-    args, stages = define(w, c)
+    prepacked = prepacks_b(w, c)
+    args, stages = define(w, c, prepacked_b=prepacked)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))
     mm = sch.get_sblock("mm")
     i, j, k = sch.get_loops(mm)
@@ -95,13 +123,17 @@ def schedule_dpbf16(w: GemmWorkload, c: LowpGemmConfig) -> tvm.IRModule:
     a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
     sch.parallel(a_rows)
     sch.vectorize(sch.split(a_k, [None, LANES])[1])
-    b_loops = sch.get_loops(sch.get_sblock("Bpack"))
-    sch.parallel(b_loops[0])
-    sch.vectorize(sch.fuse(*b_loops[-2:]))
+    if not prepacked:
+        _schedule_b_pack(sch, sch.get_sblock("Bpack"))
     # Links the vdpbf16ps helper into the module, once (a loop outside everything that calls it).
     sch.annotate(a_rows, "pragma_import_llvm", intrinsics.BF16_DOT_LLVM_IR)
     schedule_epilogue_stages(sch, w, stages, LANES)
-    return sch.mod
+    if not prepacked:
+        return sch.mod
+    # The B pack as its own function, `pack_B(B, Bpacked)`, run once per weight by the caller.
+    pack = tvm.s_tir.Schedule(te.create_prim_func([stages["B"], stages["Bpack_ahead"]]))
+    _schedule_b_pack(pack, pack.get_sblock("Bpack"))
+    return tvm.IRModule({"main": sch.mod["main"], "pack_B": pack.mod["main"].with_attr("global_symbol", "pack_B")})
 
 
 def schedule(w: GemmWorkload, c: LowpGemmConfig) -> tvm.IRModule:

@@ -1,4 +1,5 @@
-"""The GEMM pattern: mm, addmm and bmm on float32 CPU tensors with their fused epilogue, as autotile::gemm."""
+"""The GEMM pattern: mm, addmm and bmm on float32 tensors (bfloat16 / float16 on CPU) with their fused epilogue,
+as autotile::gemm."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from autotile.dynamo.match import (
     Epilogue,
-    f32_tensor,
+    float_dtype,
     is_static,
     layout,
     mm_operands,
@@ -37,19 +38,21 @@ class GemmMatch:
 
 
 def match_gemm(node) -> GemmMatch | None:
-    """mm, addmm (beta = alpha = 1) and bmm on float32 CPU tensors; N, K and the batch static, M may be symbolic."""
+    """mm, addmm (beta = alpha = 1) and bmm whose operands and result share one float dtype (float_dtype); N, K and
+    the batch static, M may be symbolic."""
     if node.target == aten.bmm.default:
         inp, (a, b) = None, node.args[:2]
     elif (operands := mm_operands(node)) is not None:
         inp, a, b = operands
     else:
         return None
-    if not all(f32_tensor(x) for x in (a, b, node)):
+    dtypes = {float_dtype(x) for x in (a, b, node)}
+    if len(dtypes) != 1 or None in dtypes:
         return None
     av, bv, ov = val(a), val(b), val(node)
     if not is_static(*bv.shape, av.shape[-1], *av.shape[:-2]):
         return None
-    e = Epilogue(node)
+    e = Epilogue(node, dtype=dtypes.pop())
     if inp is not None and not take_addend(e, inp, bv.shape[-1]):
         return None
     walk_epilogue(e, ov.shape, allow_views=av.dim() == 2, bias_along_n=True)
@@ -73,7 +76,8 @@ class GemmPattern(Pattern):
         rows, dynamic = static_or_bucket(av.shape[-2])
         w = GemmWorkload(rows, bv.shape[-1], bv.shape[-2], batch=av.shape[0] if av.dim() == 3 else 1,
                          trans_a=layout(av) == "t", trans_b=m.b_is_weight or layout(bv) == "t",
-                         epilogue=m.epilogue.steps, const_b=m.b_is_weight)
+                         epilogue=m.epilogue.steps, const_b=m.b_is_weight, dtype=m.epilogue.dtype,
+                         addend_dtype=m.epilogue.dtype)
         return GemmPlan(ctx.db, ctx.tuning, w, backend=ctx.backend, m_dim=av.dim() - 2 if dynamic else None)
 
     def rewrite(self, m: GemmMatch, plan: GemmPlan, ctx: Context) -> torch.fx.Node:

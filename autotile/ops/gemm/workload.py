@@ -4,7 +4,8 @@ C[b] = epilogue(op(A[b]) @ op(B[b])), op = optional transpose. The epilogue is a
 left to right to the fp32 accumulator: bias (a vector of N), relu, gelu (erf form, torch's
 default), gelu_tanh, silu, residual (an M x N tensor added), cast:<dtype> (output dtype).
 A and B are float32, bfloat16 or float16 (accumulated in float32); C has their dtype unless a cast
-says otherwise; bias and residual are float32. dtype tfloat32 (GPU only) is float32 data whose products
+says otherwise; bias and residual are float32, or A's 16-bit dtype when addend_dtype says so (a 16-bit
+model's linear: its bias and residual stream are 16-bit tensors, widened as the epilogue reads them). dtype tfloat32 (GPU only) is float32 data whose products
 tensor cores compute in TF32.
 """
 
@@ -39,6 +40,7 @@ class GemmWorkload(Workload):
     # B is constant across calls (a layer's weight): the kernel may transform it once, ahead of the calls
     # (packed panels, kept while the same unchanged tensor is passed), and its timings leave that out.
     const_b: bool = False
+    addend_dtype: str = "float32"  # bias and residual: float32, or the inputs' 16-bit dtype
 
     op = "gemm"
 
@@ -58,6 +60,13 @@ class GemmWorkload(Workload):
         if self.out_dtype in STORAGE_ONLY:
             raise AutotileError(f"cast:{self.out_dtype} is a compute precision, not an output type; "
                                 f"cast to {storage_name(self.out_dtype)}")
+        addend = dtype(self.addend_dtype).name
+        if addend not in ("float32", storage_name(dt)):
+            raise AutotileError(f"addend_dtype (bias and residual) must be float32 or the inputs' dtype "
+                                f"{storage_name(dt)}, got {addend!r}")
+        # Without a bias or residual there is nothing to read: one key for the workload.
+        has_addend = any(op in ("bias", "residual") for op in self.epilogue)
+        object.__setattr__(self, "addend_dtype", addend if has_addend else "float32")
         if self.broadcast not in BROADCASTS:
             raise AutotileError(f"broadcast must be 'a', 'b' or empty (none), got {self.broadcast!r}")
         if self.broadcast and self.batch == 1:
@@ -80,7 +89,8 @@ class GemmWorkload(Workload):
         epi = "+".join(op.replace(":", "-") for op in self.epilogue) or "none"
         shared = f"_shared{self.broadcast.upper()}" if self.broadcast else ""
         const = "_constB" if self.const_b else ""
-        return f"gemm_b{self.batch}_{self.m}x{self.n}x{self.k}_{self.dtype}_{self.layout}_{epi}{shared}{const}"
+        addend = f"_add-{self.addend_dtype}" if self.addend_dtype != "float32" else ""
+        return f"gemm_b{self.batch}_{self.m}x{self.n}x{self.k}_{self.dtype}_{self.layout}_{epi}{shared}{const}{addend}"
 
     @property
     def reduction(self) -> int:
@@ -106,7 +116,7 @@ class GemmWorkload(Workload):
         return shapes
 
     def input_dtype(self, name: str) -> str:
-        return storage_name(self.dtype) if name in ("A", "B") else "float32"
+        return storage_name(self.dtype) if name in ("A", "B") else self.addend_dtype
 
     def reference(self, *inputs):
         from autotile.ir.reference import gemm_reference
