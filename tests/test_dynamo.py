@@ -67,8 +67,9 @@ def test_16_bit_mlp_runs_autotile_gemms_with_16_bit_bias_and_residual(dtype):
         got, eager = compile_model(narrow)(x.to(dtype)), narrow(x.to(dtype))
     assert got.dtype == dtype
     assert stats.replaced == {"gemm": 5} and stats.left == {}
-    epilogues = sorted(k.split(f"_{str(dtype)[6:]}_nt_")[-1] for k in stats.workloads)
-    assert epilogues == [f"bias+{e}_constB_add-{str(dtype)[6:]}" for e in ("gelu", "gelu_tanh", "relu", "residual", "silu")]
+    name = str(dtype)[6:]
+    epilogues = sorted(k.split(f"_{name}_nt_")[-1] for k in stats.workloads)
+    assert epilogues == [f"bias+{e}_constB_add-{name}" for e in ("gelu", "gelu_tanh", "relu", "residual", "silu")]
     error, eager_error = (got.double() - exact).abs().max(), (eager.double() - exact).abs().max()
     assert error <= 2 * eager_error + 1e-3, (error, eager_error)
 
