@@ -74,6 +74,21 @@ def test_16_bit_mlp_runs_autotile_gemms_with_16_bit_bias_and_residual(dtype):
     assert error <= 2 * eager_error + 1e-3, (error, eager_error)
 
 
+def test_autocast_linears_cast_their_float32_weights_once():
+    """Under autocast each call casts the float32 weights to bfloat16: the op takes the float32 weight instead and
+    casts it as it packs it, once per weight version."""
+    torch.manual_seed(0)
+    model, x = MLP().eval(), torch.randn(2, 8, 32)
+    compiled = compile_model(model)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        eager = model(x)
+        for _ in range(2):
+            got = compiled(x)
+    assert got.dtype == eager.dtype and stats.replaced == {"gemm": 5} and stats.packs == 5
+    exact = model.double()(x.double())
+    assert (got.double() - exact).abs().max() <= 2 * (eager.double() - exact).abs().max() + 1e-3
+
+
 def test_gpt_block_linears_and_attention_are_replaced():
     torch.manual_seed(0)
     model, x = GPTBlock().eval(), torch.randn(2, 16, 64)

@@ -131,7 +131,8 @@ def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: 
          plan: str) -> torch.Tensor:
     p = kernels(GemmPlan, plan)
     gp = p.plan
-    logical_b = (lambda t: t.transpose(-1, -2)) if gp.b_is_weight else (lambda t: t)
+    # A weight is W (B = W^T), in float32 under autocast: cast to the GEMM's dtype as it is packed.
+    logical_b = (lambda t: t.to(a.dtype).transpose(-1, -2)) if gp.b_is_weight else (lambda t: t)
     m = a.shape[-2]
     sizes = {} if gp.m_dim is None else {"m": bucket(a.shape[gp.m_dim])}
     size = sizes.get("m")

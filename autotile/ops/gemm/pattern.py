@@ -9,6 +9,7 @@ import torch
 
 from autotile.dynamo.match import (
     Epilogue,
+    cast_to,
     float_dtype,
     is_static,
     layout,
@@ -58,8 +59,19 @@ def match_gemm(node) -> GemmMatch | None:
     walk_epilogue(e, ov.shape, allow_views=av.dim() == 2, bias_along_n=True)
     # A linear's weight W, used as W^T: the op gets W itself (the same object every call), a constant B that the
     # kernel reads as B^T and packs into its panels once per version.
-    weight = swaps_last_two(b) and b.args[0].op == "placeholder"
-    return GemmMatch(node, a, b.args[0] if weight else b, weight, e)
+    weight = graph_weight(b.args[0], e.dtype) if swaps_last_two(b) else None
+    return GemmMatch(node, a, b if weight is None else weight, weight is not None, e)
+
+
+def graph_weight(node, dtype: str) -> torch.fx.Node | None:
+    """The graph input a linear's weight is: the input itself, or (autocast) the float32 input cast to the GEMM's
+    16-bit dtype on every call, a cast the op then makes once per weight version, as it packs it."""
+    if node.op == "placeholder":
+        return node
+    source = node.args[0] if cast_to(node) == dtype else None
+    if source is not None and source.op == "placeholder" and float_dtype(source) == "float32":
+        return source
+    return None
 
 
 class GemmPattern(Pattern):

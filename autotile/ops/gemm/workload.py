@@ -6,8 +6,7 @@ default), gelu_tanh, silu, residual (an M x N tensor added), cast:<dtype> (outpu
 A and B are float32, bfloat16 or float16 (accumulated in float32); C has their dtype unless a cast
 says otherwise; bias and residual are float32, or A's 16-bit dtype when addend_dtype says so (a 16-bit
 model's linear: its bias and residual stream are 16-bit tensors, widened as the epilogue reads them).
-dtype tfloat32 (GPU only) is float32 data whose products
-tensor cores compute in TF32.
+dtype tfloat32 (GPU only) is float32 data whose products tensor cores compute in TF32.
 """
 
 from __future__ import annotations
