@@ -69,10 +69,11 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands, prepacked_b:
 
     inputs, a_at, b_at = operands(w)
     extra = {}
+    addend = getattr(w, "addend_dtype", "float32")  # the quantized GEMMs reuse this with float32 addends
     if "bias" in w.epilogue:
-        extra["bias"] = te.placeholder((w.n,), w.addend_dtype, name="bias")
+        extra["bias"] = te.placeholder((w.n,), addend, name="bias")
     if "residual" in w.epilogue:
-        extra["residual"] = te.placeholder(bdim + (w.m, w.n), w.addend_dtype, name="residual")
+        extra["residual"] = te.placeholder(bdim + (w.m, w.n), addend, name="residual")
 
     def clamp(x, n, padded):
         return te.min(x, n - 1) if padded > n else x
