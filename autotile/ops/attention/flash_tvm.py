@@ -221,7 +221,7 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
         if BF16 and GLOBAL_K:
             vglob = T.alloc_buffer((B, HKV, SKV, D), "float32")  # V widened once
         else:
-            vglob = T.meta_var(v)  # what P V reads (the kernel itself widens V per key block for "block" packs)
+            vglob = T.meta_var(v)  # float32: P V reads V itself ("block" packs widen V per key block, in q_block)
         if GLOBAL_K:  # K^T packed once into BKV-wide panels, zero past the last key
             for bh in T.parallel(B * HKV):
                 for kb in range(NKV):
