@@ -1,10 +1,11 @@
 """CPU attention benchmark: autotile (tuned, empty database) against torch SDPA and a naive matmul-softmax-matmul.
 
     .venv/bin/python bench/attention_cpu.py [--trials 64] [--rounds 5] [--cases 0,1,2] [--sweep 1024,2048,4096,8192]
-                                            [--json bench/results/attention_cpu_<mcpu>.json]
+                                            [--dtype float32] [--json bench/results/attention_cpu_<mcpu>.json]
 
 Speed: each case is tuned from an empty database and kernel cache, then every contender is timed in the same
-process in alternating rounds; ratios are autotile / peer (median [min-max] over rounds). All fp32.
+process in alternating rounds; ratios are autotile / peer (median [min-max] over rounds). Every contender takes
+--dtype tensors (float32 or bfloat16; bfloat16 attention computes in float32 inside, see ops/attention/workload.py).
 Memory: each method runs once in a fresh subprocess that reports its peak RSS (VmHWM, reset after the imports
 and inputs; see peak_rss); a baseline child that only imports the same libraries and allocates the inputs is
 subtracted, so what is left is the method's own extra memory. A flash kernel's grows at most linearly with the
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 # Fresh database and kernel cache before autotile or TVM is imported.
@@ -58,15 +60,16 @@ def parse_args():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cases", default="0,1,2", help="indices into the three named cases, or 'none'")
     p.add_argument("--sweep", default="1024,2048,4096,8192", help="sequence lengths for the memory sweep, or 'none'")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--json", default=None, help="also write every number here")
-    p.add_argument("--memory-child", nargs=3, metavar=("METHOD", "SEQ", "LIBRARY"), help=argparse.SUPPRESS)
+    p.add_argument("--memory-child", nargs=4, metavar=("METHOD", "SEQ", "LIBRARY", "DTYPE"), help=argparse.SUPPRESS)
     return p.parse_args()
 
 
 def inputs(w: AttentionWorkload, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     shapes = list(w.operand_shapes().values())[:3]
-    return [torch.randn(s, generator=g) for s in shapes]
+    return [torch.randn(s, generator=g).to(getattr(torch, w.dtype)) for s in shapes]
 
 
 def sdpa(w: AttentionWorkload, q, k, v):
@@ -100,7 +103,7 @@ def measure_case(w: AttentionWorkload, args) -> dict:
     print(f"   autotile: {result.trials} trials, tuning {result.tuning_seconds:.1f} s, tuned {result.gflops:.1f} "
           f"GFLOP/s, config {kern.config}", flush=True)
     q, k, v = inputs(w)
-    out = torch.empty(w.output_shape)
+    out = torch.empty(w.output_shape, dtype=q.dtype)
     mask = causal_mask(w)
     expected = sdpa(w, q, k, v)
     errors = {"autotile": float((kern(q, k, v, out=out) - expected).abs().max()),
@@ -127,18 +130,18 @@ def measure_case(w: AttentionWorkload, args) -> dict:
 
 # -- memory ------------------------------------------------------------------------------------
 
-def sweep_workload(seq: int) -> AttentionWorkload:
-    return AttentionWorkload(seq_q=seq, **SWEEP_SHAPE)
+def sweep_workload(seq: int, dtype: str) -> AttentionWorkload:
+    return AttentionWorkload(seq_q=seq, dtype=dtype, **SWEEP_SHAPE)
 
 
-def memory_child(method: str, seq: int, library: str):
+def memory_child(method: str, seq: int, library: str, dtype: str):
     """Runs in a fresh process: allocate the inputs, reset the peak RSS (the imports' transient peak would
     hide small allocations), run `method` once, print the peak RSS in bytes."""
     import tvm  # noqa: F401  (every child loads the same libraries, so they cancel out)
 
-    w = sweep_workload(seq)
+    w = sweep_workload(seq, dtype)
     q, k, v = inputs(w)
-    out = torch.empty(w.output_shape).zero_()
+    out = torch.empty(w.output_shape, dtype=q.dtype).zero_()
     run = {"baseline": lambda: None, "sdpa": lambda: sdpa(w, q, k, v), "naive": lambda: naive(w, q, k, v)}
     if method == "autotile":
         from autotile.ops import space_for
@@ -159,13 +162,13 @@ def peak_rss() -> int:
     return int(line.split()[1]) * 1024
 
 
-def child_peak(method: str, seq: int, library: str) -> int:
-    proc = subprocess.run([sys.executable, __file__, "--memory-child", method, str(seq), library],
+def child_peak(method: str, seq: int, library: str, dtype: str) -> int:
+    proc = subprocess.run([sys.executable, __file__, "--memory-child", method, str(seq), library, dtype],
                           capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])["maxrss_bytes"]
 
 
-def memory_sweep(seqs: list[int]) -> dict:
+def memory_sweep(seqs: list[int], dtype: str) -> dict:
     from autotile.codegen.tvm.build import export
     from autotile.ops import space_for
     from autotile.search.artifacts import build
@@ -174,16 +177,16 @@ def memory_sweep(seqs: list[int]) -> dict:
     mcpu, threads, mattr = device.fingerprint["mcpu"], device.fingerprint["threads"], device.fingerprint["mattr"]
     print(f"\n== extra peak memory (MiB) over a baseline child that only allocates the inputs; "
           f"batch {SWEEP_SHAPE['batch']}, {SWEEP_SHAPE['heads']} heads, head_dim {SWEEP_SHAPE['head_dim']}, "
-          f"non-causal; autotile runs its default config")
+          f"non-causal, {dtype}; autotile runs its default config")
     print(f"   {'seq':>6s} {'inputs':>8s}" + "".join(f"{m:>10s}" for m in METHODS))
     rows = []
     for seq in seqs:
-        w = sweep_workload(seq)
+        w = sweep_workload(seq, dtype)
         executable = build(w, space_for(w).default(), mcpu, threads, mattr)
         library = str(export(executable, Path(_scratch) / f"sweep-{seq}.so"))
-        base = child_peak("baseline", seq, library)
-        extra = {m: child_peak(m, seq, library) - base for m in METHODS}
-        input_bytes = 4 * sum(torch.Size(s).numel() for s in w.operand_shapes().values())
+        base = child_peak("baseline", seq, library, dtype)
+        extra = {m: child_peak(m, seq, library, dtype) - base for m in METHODS}
+        input_bytes = w.operand_bytes()
         rows.append({"seq": seq, "baseline_bytes": base, "input_and_output_bytes": input_bytes, "extra_bytes": extra})
         print(f"   {seq:6d} {input_bytes / 2**20:8.1f}" + "".join(f"{extra[m] / 2**20:10.2f}" for m in METHODS),
               flush=True)
@@ -202,8 +205,8 @@ def memory_sweep(seqs: list[int]) -> dict:
 def main():
     args = parse_args()
     if args.memory_child:
-        method, seq, library = args.memory_child
-        return memory_child(method, int(seq), library)
+        method, seq, library, dtype = args.memory_child
+        return memory_child(method, int(seq), library, dtype)
     torch.set_num_threads(int(os.environ["TVM_NUM_THREADS"]))  # the same cores for every contender
     device = Device.cpu()
     fp = device.fingerprint
@@ -211,9 +214,9 @@ def main():
           f"threads (TVM_NUM_THREADS), torch on {torch.get_num_threads()} threads")
     print(f"device key: {device.key}")
     start = time.perf_counter()
-    cases = [] if args.cases == "none" else [CASES[int(i)] for i in args.cases.split(",")]
+    cases = [] if args.cases == "none" else [replace(CASES[int(i)], dtype=args.dtype) for i in args.cases.split(",")]
     rows = [measure_case(w, args) for w in cases]
-    sweep = {} if args.sweep == "none" else memory_sweep([int(s) for s in args.sweep.split(",")])
+    sweep = {} if args.sweep == "none" else memory_sweep([int(s) for s in args.sweep.split(",")], args.dtype)
     print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device.key, "fingerprint": fp, "rows": rows,

@@ -1,10 +1,12 @@
-"""Deliberately broken candidates, chosen by the config's mr, for the containment tests (and a wrong Triton one).
+"""Deliberately broken candidates, chosen by the config's mr, for the containment tests (and a wrong Triton one,
+and wrong attention kernels chosen by block_q).
 
 Imported inside the spawned build and run workers (by dotted name), so each failure is real:
 a TVM schedule error, a kernel that computes a wrong result, a segfault, a hang.
 """
 
 import ctypes
+import dataclasses
 import os
 import sys
 import time
@@ -43,6 +45,16 @@ def _dropped_last_k(workload, mcpu, threads):
     path = tempfile.mktemp(suffix=".so")
     lib.export_library(path)
     return path
+
+
+WRONG_ATTENTION_BLOCK_Q = 8
+
+
+def attention_builder(device_key, workload, config, mcpu, threads, mattr=()):
+    """Real attention kernels; those of configs with block_q WRONG_ATTENTION_BLOCK_Q use twice the scale (wrong)."""
+    if config.block_q == WRONG_ATTENTION_BLOCK_Q:
+        workload = dataclasses.replace(workload, scale=2 * workload.scale)
+    return artifacts.build_cached(device_key, workload, config, mcpu, threads, mattr)
 
 
 def loader(workload, config, path):

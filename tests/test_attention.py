@@ -3,19 +3,24 @@
 import math
 import random
 import re
+from types import SimpleNamespace
 
+import broken_kernels
 import pytest
 import torch
 import torch.nn.functional as F
 from tvm_kernels import assembly, check
 
 import autotile
+from autotile.db.device import cpu_fingerprint
 from autotile.db.store import TuningDB
 from autotile.errors import AutotileError
 from autotile.ir.reference import compare, random_inputs
 from autotile.ops import space_for, workload_from_dict
 from autotile.ops.attention.flash import AttentionConfig, AttentionSpace
 from autotile.ops.attention.workload import AttentionWorkload
+from autotile.search.failures import Failure
+from autotile.search.measure import Measurer
 
 # -- the workload ------------------------------------------------------------------------------
 
@@ -58,7 +63,8 @@ def test_flops_count_only_unmasked_pairs():
     (dict(scale=0.0), "scale must be a positive finite number, got 0.0"),
     (dict(scale=-1.0), "scale must be a positive finite number"),
     (dict(scale=float("nan")), "scale must be a positive finite number, got nan"),
-    (dict(dtype="float16"), "dtype 'float16' is not supported by the attention templates yet; supported: float32"),
+    (dict(dtype="float16"), "dtype 'float16' is not supported by the attention templates yet; supported: float32, "
+                            "bfloat16"),
     (dict(dtype="float33"), "float33"),
 ])
 def test_bad_workloads_are_clear_errors(kwargs, message):
@@ -99,16 +105,28 @@ def test_bottom_right_reference_and_rows_that_see_no_key():
     torch.testing.assert_close(wide.reference(q, k, v)[:, :, -1], full[:, :, -1])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("seq_kv", [512, 8192])
-def test_tolerance_catches_a_dropped_key_block(seq_kv):
-    """Dropping 64 keys changes the output by more than the fp32 tolerance, even at long sequences."""
-    w = AttentionWorkload(1, 2, 16, 64, seq_kv=seq_kv)
+def test_tolerance_catches_a_dropped_key_block(seq_kv, dtype):
+    """Dropping 64 keys changes the output by more than the tolerance, even at long sequences: bfloat16 attention
+    computes in float32 and rounds once, so it is held to float32's tolerance plus that rounding."""
+    w = AttentionWorkload(1, 2, 16, 64, seq_kv=seq_kv, dtype=dtype)
     q, k, v = random_inputs(w, 0)
     keep = torch.cat([torch.arange(64), torch.arange(128, seq_kv)])
     dropped = AttentionWorkload(1, 2, 16, 64, seq_kv=seq_kv - 64).reference(q, k[:, :, keep], v[:, :, keep])
     reference = w.reference(q, k, v)
-    assert not compare(w, dropped.float(), reference).ok
-    assert compare(w, reference.float(), reference).ok  # fp32 rounding alone passes
+    out_dtype = getattr(torch, dtype)
+    assert not compare(w, dropped.to(out_dtype), reference).ok
+    assert compare(w, reference.to(out_dtype), reference).ok  # rounding the exact result alone passes
+
+
+def test_bfloat16_reference_is_float64_from_the_bfloat16_values():
+    w = AttentionWorkload(1, 4, 19, 16, kv_heads=2, causal=True, dtype="bfloat16")
+    assert w.key.endswith("_causal-tl_s0.25_bfloat16") and w.accumulate_dtype == "float32"
+    q, k, v = random_inputs(w, 0)
+    assert q.dtype == torch.bfloat16
+    exact = AttentionWorkload(1, 4, 19, 16, kv_heads=2, causal=True).reference(q.float(), k.float(), v.float())
+    assert torch.equal(w.reference(q, k, v), exact)
 
 
 # -- the config space --------------------------------------------------------------------------
@@ -235,6 +253,54 @@ def test_exp_is_the_vector_polynomial():
     assert len([line for line in asm.splitlines() if "vfmadd" in line and "zmm" in line]) >= 32
 
 
+# -- bfloat16: float32 inside, the output rounded once -------------------------------------------------
+
+BF16_CASES = {
+    "prime lengths": dict(batch=1, heads=3, seq_q=37, head_dim=24, seq_kv=53),
+    "causal, prime": dict(batch=1, heads=2, seq_q=67, head_dim=32, causal=True),
+    "seq 1": dict(batch=2, heads=2, seq_q=1, head_dim=64),
+    "decode, gqa": dict(batch=2, heads=4, seq_q=1, head_dim=64, seq_kv=101, kv_heads=2, causal=True,
+                        causal_align="bottom-right"),
+    "gqa, causal": dict(batch=2, heads=8, seq_q=41, head_dim=64, kv_heads=2, causal=True),
+}
+
+
+def assert_rounded_once(out, reference):
+    """float32 arithmetic, then one rounding to nearest: within half a bfloat16 ulp (at most 2^-8 of the value)."""
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), reference, rtol=2**-8, atol=1e-5)
+
+
+@pytest.mark.parametrize("pack_k", ["global", "block"])  # V is widened with K: once, or per key block
+@pytest.mark.parametrize("name", list(BF16_CASES))
+def test_bfloat16_kernels_round_the_float32_result_once(name, pack_k):
+    w = AttentionWorkload(**BF16_CASES[name], dtype="bfloat16")
+    space = AttentionSpace(w)
+    config = space.canonical(AttentionConfig(**{**space.default().to_dict(), "block_q": 16, "pack_k": pack_k}))
+    kernel = check(w, config)
+    for seed in (0, 1):
+        inputs = random_inputs(w, seed)
+        assert_rounded_once(kernel(*inputs), w.reference(*inputs))
+
+
+def test_bfloat16_operands_at_a_storage_offset():
+    """Views that start 2 bytes into their storage (misaligned for the kernel's vector loads) are read right,
+    and a misaligned output is written right."""
+    w = AttentionWorkload(1, 4, 29, 32, kv_heads=2, causal=True, dtype="bfloat16")
+    kernel = check(w, AttentionSpace(w).default())
+
+    def offset_view(shape, fill=None):
+        n = math.prod(shape)
+        storage = torch.randn(n + 1).bfloat16() if fill is None else torch.full((n + 1,), fill, dtype=torch.bfloat16)
+        return storage[1:].view(shape)
+
+    q, k, v = (offset_view(s) for s in list(w.operand_shapes().values())[:3])
+    out = offset_view(w.output_shape, float("nan"))
+    assert all(t.data_ptr() % 64 for t in (q, k, v, out))
+    assert kernel(q, k, v, out=out) is out
+    assert_rounded_once(out, w.reference(q, k, v))
+
+
 # -- tuning through the generic pipeline -------------------------------------------------------
 
 @pytest.mark.slow
@@ -252,19 +318,35 @@ def test_tuning_records_verified_measurements(tmp_path):
     torch.testing.assert_close(kernel(q, k, v).double(), w.reference(q, k, v), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
+def test_a_wrong_bfloat16_kernel_is_recorded_as_failed_and_the_others_measured():
+    """Measured in worker processes like any tuning trial: verification (at bfloat16 attention's tolerance)
+    rejects the kernel computed with the wrong scale, and the batch goes on."""
+    w = AttentionWorkload(1, 2, 40, 32, causal=True, dtype="bfloat16")
+    space = AttentionSpace(w)
+    configs = [space.canonical(AttentionConfig(block_q=q, block_kv=32, rows_s=4, rows_o=4, d_tile=32))
+               for q in (broken_kernels.WRONG_ATTENTION_BLOCK_Q, 16)]
+    device = SimpleNamespace(key="cpu-test", fingerprint={"mcpu": cpu_fingerprint()["mcpu"], "flags": [], "threads": 2})
+    with Measurer(device, threads=2, builder="broken_kernels:attention_builder") as measurer:
+        wrong, good = measurer.measure(w, configs)
+    assert wrong.status == "failed" and wrong.failure == Failure.WRONG_RESULT, wrong.error
+    assert good.ok and good.gflops > 0, good.error
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("knobs", [{}, {"pack_k": "global"}])
-def test_strided_operands_from_a_fused_qkv_projection(knobs):
+def test_strided_operands_from_a_fused_qkv_projection(knobs, dtype):
     """q, k, v as views of one (B, S, 3, H, D) projection and out in (B, S, H, D) storage: no copies needed."""
-    w = AttentionWorkload(2, 4, 37, 16, causal=True)
+    w = AttentionWorkload(2, 4, 37, 16, causal=True, dtype=dtype)
     space = AttentionSpace(w)
     config = space.canonical(AttentionConfig(**{**space.default().to_dict(), **knobs}))
     kernel = check(w, config)
-    qkv = torch.randn(2, 37, 3, 4, 16).permute(2, 0, 3, 1, 4)
+    qkv = torch.randn(2, 37, 3, 4, 16).to(getattr(torch, dtype)).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
-    out = torch.full((2, 37, 4, 16), float("nan")).transpose(1, 2)
+    out = torch.full((2, 37, 4, 16), float("nan"), dtype=q.dtype).transpose(1, 2)
     assert not q.is_contiguous() and not out.is_contiguous()
     assert kernel(q, k, v, out=out) is out
-    torch.testing.assert_close(out.double(), w.reference(q.contiguous(), k.contiguous(), v.contiguous()),
-                               rtol=1e-5, atol=1e-4)
+    verdict = compare(w, out, w.reference(q.contiguous(), k.contiguous(), v.contiguous()))
+    assert verdict.ok, verdict.reason
     with pytest.raises(AutotileError, match="unit stride in its last dim"):
         kernel(q.transpose(-1, -2).contiguous().transpose(-1, -2), k, v)

@@ -99,6 +99,19 @@ def test_gpt_block_linears_and_attention_are_replaced():
     assert any(k.startswith("attention_b2_h4_q16_kv16_d16") and "causal-tl" in k for k in stats.workloads)
 
 
+def test_bfloat16_gpt_block_attention_is_replaced():
+    """model.bfloat16(): the flash attention over bf16 views of the fused qkv projection runs autotile's bf16
+    kernel (float32 inside, the output rounded once) and the block matches eager within bf16 rounding."""
+    torch.manual_seed(0)
+    model, x = GPTBlock().eval().bfloat16(), torch.randn(2, 16, 64).bfloat16()
+    with torch.no_grad():
+        got, want = torch.compile(model, backend="autotile")(x), model(x)
+    assert stats.replaced["attention"] == 1
+    assert "attention_b2_h4_q16_kv16_d16_kvh4_causal-tl_s0.25_bfloat16" in stats.workloads
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=1.6e-2, atol=1.6e-2)
+
+
 def test_resnet_basic_block_convolutions_are_replaced():
     torch.manual_seed(0)
     model, x = BasicBlock().eval(), torch.randn(1, 8, 8, 8)
@@ -278,6 +291,11 @@ def test_other_dtypes_and_masked_attention_stay_with_the_fallback():
     fn = lambda q: F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
     close(compile_model(fn)(q), fn(q))
     assert stats.total == 0
+    torch._dynamo.reset()
+    half = F.scaled_dot_product_attention
+    q = q.half()
+    torch.testing.assert_close(compile_model(half)(q, q, q), half(q, q, q))
+    assert stats.total == 0  # float16 attention: no template takes it
 
 
 def test_tune_records_workloads_and_a_second_compile_only_reads_them(tmp_path, monkeypatch):

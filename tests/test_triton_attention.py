@@ -1,6 +1,6 @@
 """The Triton FlashAttention-2 template without a GPU: verified under the interpreter against the float64
-reference (causal in both alignments, GQA, ragged lengths, head_dim not a power of two) and compiled
-ahead of time for sm_80 and sm_90."""
+reference (causal in both alignments, GQA, ragged lengths, head_dim not a power of two, bfloat16 with P rounded
+as the tensor-core kernel rounds it) and compiled ahead of time for sm_80 and sm_90."""
 
 import random
 
@@ -21,6 +21,9 @@ INTERPRETED = [
     # seq_q > seq_kv, bottom-right: the first 30 query rows see no key and must be zeros.
     (AttentionWorkload(1, 2, 50, 16, seq_kv=20, causal=True, causal_align="bottom-right"), C(16, 16, 2, 2, False)),
     (AttentionWorkload(1, 4, 20, 32, seq_kv=45, kv_heads=1, scale=0.5), C(32, 16, 4, 2)),
+    (AttentionWorkload(1, 2, 40, 24, causal=True, dtype="bfloat16"), C(16, 16, 2, 2, True, True)),
+    (AttentionWorkload(2, 4, 33, 16, seq_kv=50, kv_heads=2, causal=True, causal_align="bottom-right",
+                       dtype="bfloat16"), C(16, 32, 2, 2, False)),
 ]
 
 
@@ -51,6 +54,7 @@ AOT = [
     (AttentionWorkload(1, 8, 1024, 64, causal=True), C(32, 32, 4, 2, True, True)),
     (AttentionWorkload(1, 8, 500, 80, seq_kv=600, kv_heads=2, causal=True, causal_align="bottom-right"),
      C(16, 32, 4, 2)),
+    (AttentionWorkload(1, 8, 1024, 64, causal=True, dtype="bfloat16"), C(128, 64, 8, 2, True, True)),
 ]
 
 
@@ -62,6 +66,8 @@ def test_aot_attention_compiles_and_fits(index, target):
     assert info.ok, info.error
     assert 0 < info.shared <= SHARED_LIMIT[info.arch] and 0 < info.registers <= 255
     assert info.instructions["ffma"] > 0
+    if workload.dtype == "bfloat16":
+        assert info.instructions["mma"] > 0  # both dots on tensor cores
 
 
 def test_default_attention_config_fits_sm90():

@@ -86,6 +86,12 @@ class Workload:
     def out_dtype(self) -> str:
         return self.dtype
 
+    @property
+    def accumulate_dtype(self) -> str:
+        """The precision the kernel computes in, which sets the verification tolerance (the output's rounding to
+        out_dtype is added to it): the inputs' dtype unless a subclass computes wider (bfloat16 attention)."""
+        return self.dtype
+
     def __str__(self) -> str:
         return self.key
 

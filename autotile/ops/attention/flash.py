@@ -10,6 +10,7 @@
 
 K^T is packed into block_kv-wide panels, either once for the whole tensor ("global") or per key
 block inside each q block ("block", no extra memory). Both lengths are padded to whole blocks.
+bfloat16 inputs are widened to float32 in those packs, and V with K (once, or per key block).
 """
 
 from __future__ import annotations

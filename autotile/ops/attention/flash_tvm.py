@@ -4,6 +4,10 @@ TE cannot express the online-softmax recurrence, so the kernel is written as exp
 explicit buffers, with the block sizes closed over as compile-time constants. Register tiles are
 small "local" buffers indexed only by unrolled and vectorized loops, so LLVM keeps them in vector
 registers; exp is the polynomial one from fastmath (vector FMAs, not libm calls).
+
+bfloat16 operands are widened to float32 where they are copied anyway, never in the inner loops: Q when it is
+scaled into its block, K when it is packed, and V into a float32 copy packed the same way as K (once, "global", or
+per key block, "block"); the output is rounded to bfloat16 once, when it is written.
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
     TASKS = B * H * NQ if c.parallel == "bhq" else B * H
     PER_TASK = 1 if c.parallel == "bhq" else NQ
     exp = fastmath.exp
+    BF16 = w.dtype == "bfloat16"
+
+    def widen(x):
+        return x.astype("float32") if BF16 else x
+
+    def v_at(vw, b, hk, j0, j, d):
+        """V[b, hk, j, d] in float32 from `vw`: V itself, its widened copy, or this key block's (from j0 on)."""
+        return vw[j - j0, d] if BF16 and not GLOBAL_K else vw[b, hk, j, d]
 
     def visible(i, j):
         """Key j (absolute) is unmasked for query row i (absolute)."""
@@ -50,14 +62,19 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
                 red[ji] = red[ji] + red[ji + width]
 
     @T.macro
-    def kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, masked):
+    def kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, masked):
         j0 = kb * BKV
         keys = T.min(BKV, SKV - j0) if masked else BKV  # keys of this block that exist
         if not GLOBAL_K:  # transpose this block of K into a D x BKV panel
             # Along K's rows, each read once: rows of a fused qkv projection lie 9 KB apart, which maps every 4th
             # one to the same L1 sets, so reading down columns missed L1 (measured at seq 128: 316 -> 287 us).
             for j, d in T.grid(BKV, D):
-                kt[d, j] = k[b, hk, T.min(j0 + j, SKV - 1), d]
+                kt[d, j] = widen(k[b, hk, T.min(j0 + j, SKV - 1), d])
+            if BF16:
+                for j in range(keys):
+                    for do in range(D // VD):
+                        for di in T.vectorized(VD):
+                            vw[j, do * VD + di] = widen(v[b, hk, j0 + j, do * VD + di])
         # S = (scale q) k^T, RS rows x BKV columns of accumulators at a time.
         for it in range(BQ // RS):
             acc = T.alloc_buffer((RS, BKV), "float32", scope="local")
@@ -130,21 +147,21 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
                         for r in T.unroll(RO):
                             for do in T.unroll(DT // VD):
                                 for di in T.vectorized(VD):
-                                    acc[r, do * VD + di] += s[it * RO + r, jo * UKV + ju] * v[
-                                        b, hk, j0 + jo * UKV + ju, dt * DT + do * VD + di]
+                                    acc[r, do * VD + di] += s[it * RO + r, jo * UKV + ju] * v_at(
+                                        vw, b, hk, j0, j0 + jo * UKV + ju, dt * DT + do * VD + di)
                 for ju in range(keys % UKV):  # leftover keys of a short block
                     for r in T.unroll(RO):
                         for do in T.unroll(DT // VD):
                             for di in T.vectorized(VD):
-                                acc[r, do * VD + di] += s[it * RO + r, keys // UKV * UKV + ju] * v[
-                                    b, hk, j0 + keys // UKV * UKV + ju, dt * DT + do * VD + di]
+                                acc[r, do * VD + di] += s[it * RO + r, keys // UKV * UKV + ju] * v_at(
+                                    vw, b, hk, j0, j0 + keys // UKV * UKV + ju, dt * DT + do * VD + di)
                 for r in T.unroll(RO):
                     for do in T.unroll(DT // VD):
                         for di in T.vectorized(VD):
                             o[it * RO + r, dt * DT + do * VD + di] = acc[r, do * VD + di]
 
     @T.macro
-    def q_block(q, k, v, out, kglob, b, h, qb):
+    def q_block(q, k, v, out, kglob, vglob, b, h, qb):
         hk = h // GROUP
         i0 = qb * BQ
         qs = T.alloc_buffer((BQ, D), "float32", scope="local")
@@ -154,10 +171,14 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
         ell = T.alloc_buffer((BQ,), "float32", scope="local")
         alpha = T.alloc_buffer((BQ,), "float32", scope="local")
         kt = T.alloc_buffer((D, BKV) if not GLOBAL_K else (1, 1), "float32", scope="local")
+        if BF16 and not GLOBAL_K:
+            vw = T.alloc_buffer((BKV, D), "float32", scope="local")  # this key block of V, widened
+        else:
+            vw = T.meta_var(vglob)
         for i in range(BQ):  # padded rows repeat the last query; they are never written out
             for do in range(D // VD):
                 for di in T.vectorized(VD):
-                    qs[i, do * VD + di] = q[b, h, T.min(i0 + i, SQ - 1), do * VD + di] * SCALE
+                    qs[i, do * VD + di] = widen(q[b, h, T.min(i0 + i, SQ - 1), do * VD + di]) * SCALE
                     o[i, do * VD + di] = T.float32(0)
             m[i] = T.float32(NEG)
             ell[i] = T.float32(0)
@@ -168,21 +189,21 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
             n_full = T.max(T.min(T.floordiv(i0 + OFF + 1, BKV), FULL_KV), 0)
             n_all = T.max(T.min(T.floordiv(last + OFF, BKV) + 1, NKV), 0)
             for kb in range(n_full):
-                kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
+                kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
             for kb in range(n_full, n_all):
-                kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
+                kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
         else:
             for kb in range(FULL_KV):
-                kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
+                kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
             for kb in range(FULL_KV, NKV):
-                kv_block(k, v, kglob, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
+                kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
         # A row that saw no key has ell == 0: it is defined to be zeros.
         for i in range(T.min(BQ, SQ - i0)):
             inv = T.alloc_buffer((1,), "float32", scope="local")
             inv[0] = T.Select(ell[i] > T.float32(0), T.float32(1) / ell[i], T.float32(0))
             for do in range(D // VD):
                 for di in T.vectorized(VD):
-                    out[b, h, i0 + i, do * VD + di] = o[i, do * VD + di] * inv[0]
+                    out[b, h, i0 + i, do * VD + di] = fastmath.cast(o[i, do * VD + di] * inv[0], w.dtype)
 
     @T.prim_func(check_well_formed=False)
     def main(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle, out_handle: T.handle):
@@ -192,24 +213,34 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
         ks0, ks1, ks2 = T.int32(), T.int32(), T.int32()
         vs0, vs1, vs2 = T.int32(), T.int32(), T.int32()
         os0, os1, os2 = T.int32(), T.int32(), T.int32()
-        q = T.match_buffer(q_handle, (B, H, SQ, D), "float32", strides=[qs0, qs1, qs2, 1])
-        k = T.match_buffer(k_handle, (B, HKV, SKV, D), "float32", strides=[ks0, ks1, ks2, 1])
-        v = T.match_buffer(v_handle, (B, HKV, SKV, D), "float32", strides=[vs0, vs1, vs2, 1])
-        out = T.match_buffer(out_handle, (B, H, SQ, D), "float32", strides=[os0, os1, os2, 1])
+        q = T.match_buffer(q_handle, (B, H, SQ, D), w.dtype, strides=[qs0, qs1, qs2, 1])
+        k = T.match_buffer(k_handle, (B, HKV, SKV, D), w.dtype, strides=[ks0, ks1, ks2, 1])
+        v = T.match_buffer(v_handle, (B, HKV, SKV, D), w.dtype, strides=[vs0, vs1, vs2, 1])
+        out = T.match_buffer(out_handle, (B, H, SQ, D), w.dtype, strides=[os0, os1, os2, 1])
         kglob = T.alloc_buffer((B, HKV, NKV, D, BKV) if GLOBAL_K else (1, 1, 1, 1, 1), "float32")
+        if BF16 and GLOBAL_K:
+            vglob = T.alloc_buffer((B, HKV, SKV, D), "float32")  # V widened once
+        else:
+            vglob = T.meta_var(v)  # float32: P V reads V itself ("block" packs widen V per key block, in q_block)
         if GLOBAL_K:  # K^T packed once into BKV-wide panels, zero past the last key
             for bh in T.parallel(B * HKV):
                 for kb in range(NKV):
                     for j in range(BKV):
                         for d in range(D):
                             kglob[bh // HKV, bh % HKV, kb, d, j] = T.if_then_else(
-                                kb * BKV + j < SKV, k[bh // HKV, bh % HKV, T.min(kb * BKV + j, SKV - 1), d],
+                                kb * BKV + j < SKV, widen(k[bh // HKV, bh % HKV, T.min(kb * BKV + j, SKV - 1), d]),
                                 T.float32(0))
+                if BF16:
+                    for j in range(SKV):
+                        for do in range(D // VD):
+                            for di in T.vectorized(VD):
+                                vglob[bh // HKV, bh % HKV, j, do * VD + di] = widen(
+                                    v[bh // HKV, bh % HKV, j, do * VD + di])
         for task in T.parallel(TASKS):
             for sub in range(PER_TASK):
                 if c.parallel == "bhq":
-                    q_block(q, k, v, out, kglob, task // (H * NQ), task // NQ % H, task % NQ)
+                    q_block(q, k, v, out, kglob, vglob, task // (H * NQ), task // NQ % H, task % NQ)
                 else:
-                    q_block(q, k, v, out, kglob, task // H, task % H, sub)
+                    q_block(q, k, v, out, kglob, vglob, task // H, task % H, sub)
 
     return main

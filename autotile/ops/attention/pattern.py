@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autotile.dynamo.match import f32_tensor, val
+from autotile.dynamo.match import val
 from autotile.dynamo.pattern import Context, Pattern, Skip, static_or_bucket
 from autotile.dynamo.plans import AttentionPlan
 
@@ -23,6 +23,17 @@ class AttentionMatch:
     v: torch.fx.Node
 
 
+def operand_dtype(*nodes) -> str | None:
+    """The dtype of CPU tensors q, k, v when they share one the workload takes (float32, or a model.bfloat16()'s)."""
+    from autotile.ops.attention.workload import SUPPORTED_ATTENTION_DTYPES
+
+    vals = [val(n) for n in nodes]
+    if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in vals):
+        return None
+    names = {str(t.dtype).removeprefix("torch.") for t in vals}
+    return names.pop() if len(names) == 1 and names <= set(SUPPORTED_ATTENTION_DTYPES) else None
+
+
 def match_attention(node) -> AttentionMatch | None:
     """CPU flash attention with no mask, no dropout, whose logsumexp nobody uses (inference)."""
     if node.target != FLASH:
@@ -32,7 +43,7 @@ def match_attention(node) -> AttentionMatch | None:
         return None
     q, k, v = node.args[:3]
     dropout = node.args[3] if len(node.args) > 3 else node.kwargs.get("dropout_p", 0.0)
-    if dropout != 0.0 or node.kwargs.get("attn_mask") is not None or not all(f32_tensor(t) for t in (q, k, v)):
+    if dropout != 0.0 or node.kwargs.get("attn_mask") is not None or operand_dtype(q, k, v) is None:
         return None
     if any(val(t).dim() != 4 for t in (q, k, v)):
         return None
@@ -65,7 +76,7 @@ class AttentionPattern(Pattern):
         seq_q, _ = static_or_bucket(seq_q)
         seq_kv = seq_q if dynamic_seq else seq_kv
         w = AttentionWorkload(bsz, heads, seq_q, dim, seq_kv=seq_kv, kv_heads=kv_heads, causal=causal,
-                              scale=m.anchor.kwargs.get("scale"))
+                              scale=m.anchor.kwargs.get("scale"), dtype=operand_dtype(m.q, m.k, m.v))
         out = val(m.last)
         bshd = out.dim() == 4 and out.transpose(1, 2).is_contiguous() and not out.is_contiguous()
         return AttentionPlan(ctx.db, ctx.tuning, w, backend=ctx.backend, dynamic_batch=dynamic_batch,

@@ -4,7 +4,8 @@ One program owns BLOCK_M query rows of one (batch, head) and streams BLOCK_N key
 online softmax (running max m, running sum l, exp2 with the scale folded in), never materializing the
 score matrix. Key blocks every row fully sees run without masks; the rest (the causal diagonal, the ragged
 last block) run with them. GQA: query head h reads kv head h // (heads / kv_heads). A row that sees no key
-(bottom-right causal with seq_q > seq_kv) stays zero, as FlashAttention defines it.
+(bottom-right causal with seq_q > seq_kv) stays zero, as FlashAttention defines it. bfloat16: tensor-core dots
+with float32 accumulation, P rounded to bfloat16 for P V (as FlashAttention does).
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from dataclasses import dataclass
 from autotile.codegen.triton.program import TL_TYPES, Program, kernel_source
 from autotile.ir.dtypes import dtype as lookup_dtype
 from autotile.ops.attention.workload import AttentionWorkload
-from autotile.ops.gemm.triton import arch_and_sms, cdiv, dot_precision, pow2_at_least, shared_limit
+from autotile.ops.gemm.triton import (
+    arch_and_sms,
+    cdiv,
+    dot_precision,
+    interpreter_bf16_workaround,
+    pow2_at_least,
+    shared_limit,
+)
 from autotile.ops.space import Config, ConfigSpace
 
 LOG2E = 1.4426950408889634
@@ -86,8 +94,9 @@ class TritonAttentionSpace(ConfigSpace):
                 (c.block_m * self.d_pad + c.block_m * c.block_n) / (32 * c.num_warps)]
 
 
-def _block_lines(w: AttentionWorkload, masked: bool, dot: str) -> list[str]:
-    """One key block at offset `start_n`: scores, online softmax update, P V."""
+def _block_lines(w: AttentionWorkload, masked: bool, dot: str, widen: bool) -> list[str]:
+    """One key block at offset `start_n`: scores, online softmax update, P V. `widen`: bf16 tiles as float32 (the
+    interpreter's workaround), P still rounded to bf16 first, as the compiled kernel's P V dot takes it."""
     d_mask = w.head_dim != pow2_at_least(w.head_dim)
     kv_mask = ["(cols[:, None] < SEQ_KV)"] if masked else []
     if d_mask:
@@ -98,6 +107,7 @@ def _block_lines(w: AttentionWorkload, masked: bool, dot: str) -> list[str]:
         "kv_offsets = cols[:, None] * HEAD_DIM + d[None, :]",
         f"k = tl.load(k_base + kv_offsets{load_mask})",
         f"v = tl.load(v_base + kv_offsets{load_mask})",
+        *(["k = k.to(tl.float32)", "v = v.to(tl.float32)"] if widen else []),
         f"s = tl.dot(q, tl.trans(k){dot}) * QK_SCALE",
     ]
     if masked:
@@ -112,9 +122,10 @@ def _block_lines(w: AttentionWorkload, masked: bool, dot: str) -> list[str]:
     ]
     if masked:
         lines.append("p = tl.where(visible, p, 0.0)  # a row with no visible key keeps l = 0")
+    p = "p.to(tl.bfloat16).to(tl.float32)" if widen else "p.to(v.dtype)"
     lines += [
         "l = l * alpha + tl.sum(p, 1)",
-        f"acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None]{dot})",
+        f"acc = tl.dot({p}, v, acc * alpha[:, None]{dot})",
         "m = m_new",
     ]
     return lines
@@ -124,7 +135,8 @@ def program(w: AttentionWorkload, c: TritonAttentionConfig) -> Program:
     name = "autotile_attention"
     d_pad = pow2_at_least(w.head_dim)
     m_blocks = cdiv(w.seq_q, c.block_m)
-    dot = dot_precision(w.dtype)
+    widen = interpreter_bf16_workaround(w.dtype)
+    dot = dot_precision("float32" if widen else w.dtype)
     d_mask = w.head_dim != d_pad
     q_mask = "(rows[:, None] < SEQ_Q)" + (" & (d[None, :] < HEAD_DIM)" if d_mask else "")
     constexprs = {"SEQ_Q": w.seq_q, "SEQ_KV": w.seq_kv, "HEAD_DIM": w.head_dim, "D_PAD": d_pad, "HEADS": w.heads,
@@ -140,6 +152,7 @@ def program(w: AttentionWorkload, c: TritonAttentionConfig) -> Program:
         "d = tl.arange(0, D_PAD)",
         "q_offsets = bh.to(tl.int64) * SEQ_Q * HEAD_DIM + rows[:, None] * HEAD_DIM + d[None, :]",
         f"q = tl.load(q_ptr + q_offsets, mask={q_mask}, other=0.0)",
+        *(["q = q.to(tl.float32)"] if widen else []),
         "k_base = k_ptr + kv_bh.to(tl.int64) * SEQ_KV * HEAD_DIM",
         "v_base = v_ptr + kv_bh.to(tl.int64) * SEQ_KV * HEAD_DIM",
         "m = tl.full((BLOCK_M,), -1.0e30, dtype=tl.float32)",
@@ -154,11 +167,11 @@ def program(w: AttentionWorkload, c: TritonAttentionConfig) -> Program:
         body += ["end = SEQ_KV", "full = SEQ_KV // BLOCK_N * BLOCK_N"]
     if c.split_mask:
         body += ["for start_n in range(0, full, BLOCK_N):"]
-        body += ["    " + line for line in _block_lines(w, False, dot)]
+        body += ["    " + line for line in _block_lines(w, False, dot, widen)]
         body += ["for start_n in range(full, end, BLOCK_N):"]
     else:
         body += ["for start_n in range(0, end, BLOCK_N):"]
-    body += ["    " + line for line in _block_lines(w, True, dot)]
+    body += ["    " + line for line in _block_lines(w, True, dot, widen)]
     body += [
         "out = tl.where(l[:, None] > 0, acc / tl.where(l > 0, l, 1.0)[:, None], 0.0)",
         f"tl.store(out_ptr + q_offsets, out.to({TL_TYPES[w.out_dtype]}), mask={q_mask})",

@@ -4,6 +4,8 @@ out[b, h] = softmax(scale * q[b, h] @ k[b, g]^T + mask) @ v[b, g], g = h // (hea
 attention when kv_heads < heads). Causal masks come in two alignments: "top-left" (torch's `is_causal`: query i
 sees keys j <= i) and "bottom-right" (FlashAttention, decoding: j <= i + seq_kv - seq_q). A query row that sees
 no key at all (bottom-right with seq_q > seq_kv) is defined to be all zeros, as FlashAttention returns.
+bfloat16: q, k, v and out in bfloat16; scores, softmax and p.v are computed in float32 and the output rounded once
+(nearest even), so a kernel is held to float32's tolerance plus that one rounding (`accumulate_dtype`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from autotile.ir.dtypes import dtype
 from autotile.ir.workload import Workload, _positive_int
 
 ALIGNMENTS = {"top-left": "tl", "bottom-right": "br"}
-SUPPORTED_ATTENTION_DTYPES = ("float32",)
+SUPPORTED_ATTENTION_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class AttentionWorkload(Workload):
             raise AutotileError(f"dtype {dt!r} is not supported by the attention templates yet; supported: {supported}")
         object.__setattr__(self, "dtype", dt)
         self.check_sizes()
+
+    @property
+    def accumulate_dtype(self) -> str:
+        return "float32"
 
     # -- masking ------------------------------------------------------------------------
     @property
