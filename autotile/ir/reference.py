@@ -102,8 +102,8 @@ def compare(workload, out: torch.Tensor, ref: torch.Tensor) -> Verdict:
     if not torch.isfinite(out64).all() and torch.isfinite(ref).all():
         bad = int((~torch.isfinite(out64)).sum())
         return Verdict(False, float("inf"), f"{bad} output elements not written or not finite")
-    rtol, atol = tolerance(workload.dtype, workload.reduction)
-    if workload.out_dtype != workload.dtype:  # the cast rounds too
+    rtol, atol = tolerance(workload.compute_dtype, workload.reduction)
+    if workload.out_dtype != workload.compute_dtype:  # the cast rounds too
         out_rtol, _ = tolerance(workload.out_dtype, 1)
         rtol, atol = max(rtol, out_rtol), max(atol, out_rtol * float(ref.abs().max()))
     err = (out64 - ref).abs()

@@ -86,6 +86,11 @@ class Workload:
     def out_dtype(self) -> str:
         return self.dtype
 
+    @property
+    def compute_dtype(self) -> str:
+        """The precision the kernel computes in, which sets its verification tolerance (ir/reference.py)."""
+        return self.dtype
+
     def __str__(self) -> str:
         return self.key
 
