@@ -99,13 +99,14 @@ def test_kernel_refuses_wrong_shapes():
         kernel(torch.randn(4, 16), torch.randn(8), torch.randn(16))
 
 
-def test_cli_tunes_a_layer_norm_into_the_database(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cli_tunes_a_layer_norm_into_the_database(tmp_path, dtype):
     db = tmp_path / "t.db"
-    result = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x48", "--trials", "3", "--backend", "tvm",
-                                       "--db", str(db)])
+    result = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x48", "--dtype", dtype, "--trials", "3",
+                                       "--backend", "tvm", "--db", str(db)])
     assert result.exit_code == 0, result.output
     with TuningDB(db) as database:
         rows = database.measurements(status="ok")
-    assert {r["workload"] for r in rows} == {"layernorm_8x48_eps1e-05_float32"} and rows
+    assert {r["workload"] for r in rows} == {f"layernorm_8x48_eps1e-05_{dtype}"} and rows
     bad = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x0", "--db", str(db)])
     assert bad.exit_code != 0 and "C must be a positive integer" in bad.output
