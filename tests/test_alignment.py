@@ -32,6 +32,7 @@ WORKLOADS = [
     Conv2dWorkload(1, 32, 7, 5, 32, 1, 1, layout="nhwc", const_weight=True, epilogue="bias"),
     AttentionWorkload(2, 2, 13, 32, kv_heads=1, causal=True),
     LayerNormWorkload(7, 64),
+    LayerNormWorkload(7, 64, dtype="bfloat16"),
     QGemmWorkload(5, 64, 128, weight_dtype="int4", group_size=32, asymmetric=True, epilogue="bias"),
     pytest.param(QGemmWorkload(5, 64, 128, weight_dtype="int4", act_dtype="bfloat16", group_size=64,
                                asymmetric=True), marks=needs_bf16),  # vdpbf16ps: W, scales, zeros packed ahead

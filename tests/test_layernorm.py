@@ -22,24 +22,28 @@ def test_key_and_round_trip():
     assert w.key == "layernorm_128x768_eps1e-05_float32"
     assert workload_from_dict(w.to_dict()) == w
     assert LayerNormWorkload(4, 8, eps=1e-6).key == "layernorm_4x8_eps1e-06_float32"
+    bf16 = LayerNormWorkload(4, 8, dtype="bf16")
+    assert bf16.key == "layernorm_4x8_eps1e-05_bfloat16" and workload_from_dict(bf16.to_dict()) == bf16
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(rows=0, cols=8), "rows must be a positive integer"),
     (dict(rows=2, cols=8, eps=-1.0), "eps must be a finite number >= 0"),
     (dict(rows=2, cols=8, eps=float("nan")), "eps must be a finite number >= 0"),
-    (dict(rows=2, cols=8, dtype="float16"), "not supported by the layernorm template"),
+    (dict(rows=2, cols=8, dtype="int8"), "not supported by the layernorm template"),
 ])
 def test_bad_workloads_are_refused_with_a_clear_error(kwargs, message):
     with pytest.raises(AutotileError, match=message):
         LayerNormWorkload(**kwargs)
 
 
-def test_reference_is_torchs_layer_norm():
-    w = LayerNormWorkload(6, 50, eps=1e-3)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_reference_is_torchs_layer_norm_in_float64(dtype):
+    w = LayerNormWorkload(6, 50, eps=1e-3, dtype=dtype)
     x, weight, bias = random_inputs(w, 0)
+    assert x.dtype == weight.dtype == bias.dtype == getattr(torch, dtype)
     expected = F.layer_norm(x.double(), (50,), weight.double(), bias.double(), eps=1e-3)
-    torch.testing.assert_close(w.reference(x, weight, bias), expected)
+    torch.testing.assert_close(w.reference(x, weight, bias), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_canonical_configs_fit_the_row():
@@ -56,14 +60,36 @@ def test_default_kernel_matches_the_reference(rows, cols):
     check(w, space_for(w).default())
 
 
-def test_sampled_configs_match_the_reference():
-    w = LayerNormWorkload(9, 200, eps=1e-2)  # whole vectors plus a tail, rows not a multiple of the grain
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_sampled_configs_match_the_reference(dtype):
+    w = LayerNormWorkload(9, 200, eps=1e-2, dtype=dtype)  # whole vectors plus a tail, rows not a multiple of the grain
     space = LayerNormSpace(w)
     rng = random.Random(0)
     configs = {space.sample(rng) for _ in range(12)}
     assert len(configs) >= 4
     for config in configs:
         check(w, config)
+
+
+# Half a unit in the last place, relative: the most one round-to-nearest of the output may add.
+HALF_ULP = {"bfloat16": 2.0**-8, "float16": 2.0**-11}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("rows, cols", [(128, 768), (13, 97), (1, 131), (5, 1)])
+def test_16_bit_kernels_round_the_exact_layer_norm_once(dtype, rows, cols):
+    """x, weight, bias and out in the 16-bit type, the math in float32: the output is the float64 layer norm of the
+    16-bit values, rounded once (truncating, or rounding twice, would miss by up to a whole unit)."""
+    w = LayerNormWorkload(rows, cols, dtype=dtype)
+    kernel = check(w, space_for(w).default())
+    x, weight, bias = random_inputs(w, 0)
+    storage = torch.empty(rows * cols + 1, dtype=x.dtype)
+    x = storage[1:].view(rows, cols).copy_(x)  # a view 2 bytes into its storage: misaligned for the kernel
+    out = kernel(x, weight, bias)
+    assert out.dtype == x.dtype
+    exact = F.layer_norm(x.double(), (cols,), weight.double(), bias.double(), eps=w.eps)
+    error = (out.double() - exact).abs()
+    assert (error <= HALF_ULP[dtype] * exact.abs() + 1e-4).all(), float((error / exact.abs()).max())
 
 
 def test_kernel_refuses_wrong_shapes():
@@ -73,13 +99,14 @@ def test_kernel_refuses_wrong_shapes():
         kernel(torch.randn(4, 16), torch.randn(8), torch.randn(16))
 
 
-def test_cli_tunes_a_layer_norm_into_the_database(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cli_tunes_a_layer_norm_into_the_database(tmp_path, dtype):
     db = tmp_path / "t.db"
-    result = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x48", "--trials", "3", "--backend", "tvm",
-                                       "--db", str(db)])
+    result = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x48", "--dtype", dtype, "--trials", "3",
+                                       "--backend", "tvm", "--db", str(db)])
     assert result.exit_code == 0, result.output
     with TuningDB(db) as database:
         rows = database.measurements(status="ok")
-    assert {r["workload"] for r in rows} == {"layernorm_8x48_eps1e-05_float32"} and rows
+    assert {r["workload"] for r in rows} == {f"layernorm_8x48_eps1e-05_{dtype}"} and rows
     bad = CliRunner().invoke(main, ["tune", "layernorm", "--shape", "8x0", "--db", str(db)])
     assert bad.exit_code != 0 and "C must be a positive integer" in bad.output

@@ -4,7 +4,8 @@ autotile kernels, and Inductor (or eager, with fallback="eager") runs everything
     compiled = torch.compile(model, backend="autotile", options={"tuning": "cached"})
     compiled = autotile.dynamo.compile_model(model, tuning="tune", trials_per_workload=8)
 
-Options are documented on `Options`; `stats` says what was replaced. Only float32 CPU ops are replaced.
+Options are documented on `Options`; `stats` says what was replaced. float32 ops are replaced on CPU and GPU, bfloat16
+(and float16 GEMMs and layer norms) on CPU.
 """
 
 from __future__ import annotations

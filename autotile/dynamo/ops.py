@@ -230,9 +230,9 @@ def _attention_fake(q, k, v, plan):
 # --- layer_norm over the last dim: keeps the code between two GEMMs on TVM's thread pool --------------------------
 
 @cache
-def _filled(value: float, n: int) -> torch.Tensor:
-    """A constant vector standing in for an absent weight (ones) or bias (zeros); only ever read."""
-    return torch.full((n,), value)
+def _filled(value: float, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """A constant vector standing in for an absent weight (ones) or bias (zeros), in x's dtype; only ever read."""
+    return torch.full((n,), value, dtype=dtype)
 
 
 @GraphOp
@@ -245,8 +245,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     m = rows.shape[0]
     sizes = {"rows": bucket(m)} if p.plan.dynamic_rows else {}
     kern = p.kernel(sizes)
-    weight = _filled(1.0, cols) if weight is None else weight
-    bias = _filled(0.0, cols) if bias is None else bias
+    weight = _filled(1.0, cols, x.dtype) if weight is None else weight
+    bias = _filled(0.0, cols, x.dtype) if bias is None else bias
     out = kern(pad_dim(rows, 0, sizes.get("rows", m)), weight, bias)
     return (out if out.shape[0] == m else out[:m]).reshape(x.shape)
 

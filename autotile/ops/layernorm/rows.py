@@ -5,7 +5,8 @@
       var  = sum((x - mean)^2) / cols      two passes, not E[x^2] - mean^2, which cancels for large means
       out  = (x - mean) * rsqrt(var + eps) * weight + bias
 
-Columns past the last whole vector run as a scalar tail.
+Columns past the last whole vector run as a scalar tail. A 16-bit row is widened to float32 as it is read, in
+each pass, and the output rounded back as it is written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from autotile.ir.dtypes import dtype
 from autotile.ops.layernorm.workload import LayerNormWorkload
 from autotile.ops.space import Config, ConfigSpace
 
@@ -58,5 +60,6 @@ class LayerNormSpace(ConfigSpace):
         w = self.workload
         log = math.log2
         items = -(-w.rows // c.grain)
+        row_bytes = dtype(w.dtype).bits // 8 * w.cols
         return [log(w.rows), log(w.cols), c.vec, c.unroll, log(c.grain), log(items), items % 2,
-                (w.cols % c.vec) / c.vec, log(4 * w.cols * c.grain)]
+                (w.cols % c.vec) / c.vec, log(row_bytes * c.grain)]

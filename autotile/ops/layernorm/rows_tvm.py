@@ -1,10 +1,16 @@
-"""Lowering of the layer-norm template to TVM: a TVMScript program generated from the config."""
+"""Lowering of the layer-norm template to TVM: a TVMScript program generated from the config.
+
+A 16-bit layer norm reads and writes its own type (one pass in, one out) and computes in float32: loads widen
+(bfloat16 by its bits, as the GEMM's loaders), the store rounds to nearest even (fastmath.cast).
+"""
 
 from __future__ import annotations
 
 import tvm
+from tvm import tirx as tir
 from tvm.script import tirx as T
 
+from autotile.codegen.tvm import fastmath, intrinsics
 from autotile.ops.layernorm.rows import LayerNormConfig
 from autotile.ops.layernorm.workload import LayerNormWorkload
 
@@ -14,12 +20,25 @@ def schedule(w: LayerNormWorkload, c: LayerNormConfig) -> tvm.IRModule:
     return tvm.IRModule({"main": _program(w, c)})
 
 
+def _widen(dtype: str):
+    """An element of `dtype` as float32 (float32 itself untouched, so its kernels stay as they were)."""
+    if dtype == "float32":
+        return lambda e: e
+    if dtype == "bfloat16":
+        return lambda e: intrinsics.bf16_bits_to_float(tir.reinterpret("uint16", e))
+    return lambda e: e.astype("float32")
+
+
 def _program(w: LayerNormWorkload, c: LayerNormConfig):
-    ROWS, COLS, VEC, U, GRAIN = w.rows, w.cols, c.vec, c.unroll, c.grain
+    ROWS, COLS, VEC, U, GRAIN, DT = w.rows, w.cols, c.vec, c.unroll, c.grain, w.dtype
     WHOLE = COLS // VEC  # whole vectors per row; the rest is a scalar tail
     TAIL = COLS - WHOLE * VEC
     TASKS = -(-ROWS // GRAIN)
     INV_COLS, EPS = T.float32(1.0 / COLS), T.float32(w.eps)
+    f32 = _widen(DT)
+
+    def narrow(v):
+        return v if DT == "float32" else fastmath.cast(v, DT)
 
     @T.macro
     def row_sum(acc, stat, x, r, mean, squared):
@@ -30,10 +49,10 @@ def _program(w: LayerNormWorkload, c: LayerNormConfig):
             for u in T.unroll(U):
                 for lane in T.vectorized(VEC):
                     if squared:
-                        acc[u, lane] = acc[u, lane] + (x[r, (j * U + u) * VEC + lane] - mean) * \
-                            (x[r, (j * U + u) * VEC + lane] - mean)
+                        acc[u, lane] = acc[u, lane] + (f32(x[r, (j * U + u) * VEC + lane]) - mean) * \
+                            (f32(x[r, (j * U + u) * VEC + lane]) - mean)
                     else:
-                        acc[u, lane] = acc[u, lane] + x[r, (j * U + u) * VEC + lane]
+                        acc[u, lane] = acc[u, lane] + f32(x[r, (j * U + u) * VEC + lane])
         for u in range(1, U):
             for lane in T.vectorized(VEC):
                 acc[0, lane] = acc[0, lane] + acc[u, lane]
@@ -42,13 +61,13 @@ def _program(w: LayerNormWorkload, c: LayerNormConfig):
             stat[0] = stat[0] + acc[0, lane]
         for t in range(TAIL):
             if squared:
-                stat[0] = stat[0] + (x[r, WHOLE * VEC + t] - mean) * (x[r, WHOLE * VEC + t] - mean)
+                stat[0] = stat[0] + (f32(x[r, WHOLE * VEC + t]) - mean) * (f32(x[r, WHOLE * VEC + t]) - mean)
             else:
-                stat[0] = stat[0] + x[r, WHOLE * VEC + t]
+                stat[0] = stat[0] + f32(x[r, WHOLE * VEC + t])
 
     @T.prim_func(check_well_formed=False)
-    def main(x: T.Buffer((ROWS, COLS), "float32"), weight: T.Buffer((COLS,), "float32"),
-             bias: T.Buffer((COLS,), "float32"), out: T.Buffer((ROWS, COLS), "float32")):
+    def main(x: T.Buffer((ROWS, COLS), DT), weight: T.Buffer((COLS,), DT), bias: T.Buffer((COLS,), DT),
+             out: T.Buffer((ROWS, COLS), DT)):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         for task in T.parallel(TASKS):
             acc = T.alloc_buffer((U, VEC), "float32", scope="local")
@@ -62,10 +81,10 @@ def _program(w: LayerNormWorkload, c: LayerNormConfig):
                 rstd[0] = T.float32(1) / T.sqrt(rstd[0] * INV_COLS + EPS)
                 for j in range(WHOLE):
                     for lane in T.vectorized(VEC):
-                        out[r, j * VEC + lane] = (x[r, j * VEC + lane] - mean[0]) * rstd[0] * weight[j * VEC + lane] + \
-                            bias[j * VEC + lane]
+                        out[r, j * VEC + lane] = narrow((f32(x[r, j * VEC + lane]) - mean[0]) * rstd[0] * f32(
+                            weight[j * VEC + lane]) + f32(bias[j * VEC + lane]))
                 for t in range(TAIL):
-                    out[r, WHOLE * VEC + t] = (x[r, WHOLE * VEC + t] - mean[0]) * rstd[0] * weight[WHOLE * VEC + t] \
-                        + bias[WHOLE * VEC + t]
+                    out[r, WHOLE * VEC + t] = narrow((f32(x[r, WHOLE * VEC + t]) - mean[0]) * rstd[0] * f32(
+                        weight[WHOLE * VEC + t]) + f32(bias[WHOLE * VEC + t]))
 
     return main

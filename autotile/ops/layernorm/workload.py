@@ -4,6 +4,9 @@ out[r] = (x[r] - mean(x[r])) / sqrt(var(x[r]) + eps) * weight + bias, over the l
 matrix (var is the biased one, as torch's layer_norm). weight and bias are vectors of cols; a layer without them
 passes ones and zeros (two FMAs per element cost nothing next to the three passes over the row).
 
+dtype bfloat16 or float16 (a 16-bit model's layer norm): x, weight, bias and out all in it; the statistics and the
+normalization are computed in float32 and the output rounded once (to nearest even), as torch's layer_norm does.
+
 Not a heavy op: in a transformer block it is the only code between the tuned GEMMs that is not fused into one,
 and running it as an autotile kernel keeps the whole block on one thread pool (see docs/platform-notes.md).
 """
@@ -17,7 +20,7 @@ from autotile.errors import AutotileError
 from autotile.ir.dtypes import dtype
 from autotile.ir.workload import Workload, _positive_int
 
-SUPPORTED_NORM_DTYPES = ("float32",)
+SUPPORTED_NORM_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,11 @@ class LayerNormWorkload(Workload):
     def reduction(self) -> int:
         return self.cols
 
+    @property
+    def accumulate_dtype(self) -> str:
+        """Whatever it stores, it sums in float32: verified to float32's tolerance plus the output's rounding."""
+        return "float32"
+
     def operand_shapes(self) -> dict[str, tuple[int, ...]]:
         """Kernel argument shapes in call order: x, weight, bias, out."""
         rows = (self.rows, self.cols)
@@ -71,7 +79,7 @@ class LayerNormWorkload(Workload):
         x = x * torch.rand(self.rows, 1, generator=g, dtype=torch.float64).mul(2).add(0.5) \
             + torch.randn(self.rows, 1, generator=g, dtype=torch.float64) * 5
         weight, bias = (torch.randn(self.cols, generator=g, dtype=torch.float64) for _ in range(2))
-        return [t.float() for t in (x, weight, bias)]
+        return [t.to(getattr(torch, self.dtype)) for t in (x, weight, bias)]
 
     def reference(self, *inputs):
         import torch
