@@ -1,14 +1,16 @@
 """Where a tuned block's end-to-end time goes, and why it is more than the sum of its tuned kernels.
 
     .venv/bin/python bench/e2e_breakdown.py [--db bench/results/tune_model_gpt_znver4_c2t2.db]
-                                            [--d-model 768] [--seq 128] [--calls 100] [--json FILE]
+                                            [--d-model 768] [--seq 128] [--dtype float32|bfloat16]
+                                            [--trials 0] [--calls 100] [--json FILE]
 
 The GPT block of bench/e2e_cpu.py, compiled with the backend on a copy of a tuned database (tuning="cached"), is
 timed whole, then profiled: each autotile op inside the model (torch's profiler, per call), Inductor's kernels
 (named by Inductor's kernel profiling) and the rest of the call (the wrapper, dispatch, thread hand-overs: the
 forward's wall time minus the ops and kernels). Beside each autotile op: its kernel's latency in the database
 (the tuner's isolated measurement, weights read from memory: what `tune-model` sums into its estimate) and the
-same kernel timed here alone on warm inputs. The gap between the estimate and the measured forward is split into
+same kernel timed here alone on warm inputs. --trials N first tunes what the database lacks (N trials a workload,
+into the copy; --db may name a file that does not exist yet: an empty database). The gap between the estimate and the measured forward is split into
 those parts.
 """
 
@@ -111,18 +113,24 @@ def main():
     p.add_argument("--db", default=str(DEFAULT_DB), help="a tuned database (copied; the copy is used)")
     p.add_argument("--d-model", type=int, default=768)
     p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the model's and input's")
+    p.add_argument("--trials", type=int, default=0, help="tune workloads the database lacks first, N trials each")
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--json", default=None)
     args = p.parse_args()
     db_path = str(Path(_scratch) / "tuned.db")
-    copy_database(args.db, db_path)
+    if Path(args.db).exists():
+        copy_database(args.db, db_path)
     inductor_config.cpp.enable_kernel_profile = True  # Inductor's kernels appear by name in the profile
 
     torch.manual_seed(0)
     model, x = e2e_cpu.gpt(args.d_model, args.seq)()
-    model.eval()
+    model, x = model.eval().to(getattr(torch, args.dtype)), x.to(getattr(torch, args.dtype))
     print(e2e_cpu.cpu_line())
     with torch.no_grad():
+        if args.trials:
+            compile_model(model, tuning="tune", trials_per_workload=args.trials, db=db_path, progress=False)(x)
+            torch._dynamo.reset()
         stats.reset()
         compiled = compile_model(model, tuning="cached", db=db_path)
         for _ in range(10):
@@ -149,7 +157,8 @@ def main():
     other = {name: sum(us for _, us in ev) / args.calls for name, ev in events.items()
              if not name.startswith(("cpp_fused", "autotile::"))}
 
-    print(f"GPT block d_model {args.d_model}, seq {args.seq}; database {args.db}")
+    print(f"GPT block d_model {args.d_model}, seq {args.seq}, {args.dtype}; database {args.db}"
+          + (f", tuned {args.trials} trials a workload first" if args.trials else ""))
     print("µs per call: in model (profiled), the op replayed alone on the model's own arguments, the kernel alone "
           "on fresh contiguous inputs, and the database's (isolated, cold weights)")
     print(f"{'workload':58s} {'calls':>5s} {'in model':>9s} {'op replay':>9s} {'kernel':>9s} {'database':>9s}")
