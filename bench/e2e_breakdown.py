@@ -5,13 +5,14 @@
                                             [--trials 0] [--calls 100] [--json FILE]
 
 The GPT block of bench/e2e_cpu.py, compiled with the backend on a copy of a tuned database (tuning="cached"), is
-timed whole, then profiled: each autotile op inside the model (torch's profiler, per call), Inductor's kernels
-(named by Inductor's kernel profiling) and the rest of the call (the wrapper, dispatch, thread hand-overs: the
-forward's wall time minus the ops and kernels). Beside each autotile op: its kernel's latency in the database
-(the tuner's isolated measurement, weights read from memory: what `tune-model` sums into its estimate) and the
-same kernel timed here alone on warm inputs. --trials N first tunes what the database lacks (N trials a workload,
-into the copy; --db may name a file that does not exist yet: an empty database). The gap between the estimate and the measured forward is split into
-those parts.
+timed whole, then profiled: each autotile op inside the model (torch's profiler, per call; the profiler's own
+cost inflates it), and Inductor's kernels (named by Inductor's kernel profiling). Each op is also replayed alone,
+repeated on the very arguments the model gave it (strided views included), and its kernel timed alone on fresh
+contiguous inputs; beside them, the kernel's latency in the database (the tuner's isolated measurement, weights
+read from memory: what `tune-model` sums into its estimate). The forward minus the replayed ops is what running
+in sequence costs: operands fresh from the previous op, weights evicted by the others, Dynamo and the wrapper.
+--trials N first tunes what the database lacks (N trials a workload, into the copy; --db may name a file that
+does not exist yet: an empty database).
 """
 
 from __future__ import annotations
@@ -176,7 +177,9 @@ def main():
     print(f"Inductor kernels (cpp_fused_*)    {inductor_us:9.1f} us")
     for name, us in sorted(other.items(), key=lambda kv: -kv[1])[:6]:
         print(f"  other top-level event {name[:40]:40s} {us:9.1f} us")
-    print(f"rest (wrapper, dispatch, gaps)    {forward_us - autotile_us - inductor_us:9.1f} us")
+    print(f"forward - ops replayed alone      {forward_us - replay_us - inductor_us:9.1f} us   (in sequence: operands "
+          f"fresh from the previous op, weights evicted by the others, Dynamo and wrapper; the profiler's own cost "
+          f"inflates the profiled column)")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "forward_us": forward_us, "estimate_us": estimate,
                                                "autotile_us": autotile_us, "inductor_us": inductor_us,
