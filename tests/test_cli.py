@@ -69,6 +69,17 @@ def test_tune_gemm_with_a_constant_weight(db):
     assert out["workload"] == "gemm_b1_20x40x33_float32_nt_none_constB" and out["verified"] and out["trials"] == 4
 
 
+def test_tune_gemm_of_a_bf16_linear_and_a_bad_addend_dtype(db):
+    """--addend-dtype: a bfloat16 model's linear, with its bias in bfloat16, as the backend tunes it; an addend dtype
+    other than float32 or the inputs' is refused by name, without a traceback."""
+    args = ("gemm", "--shape", "9x40x20", "--dtype", "bf16", "--layout", "nt", "--const-b", "--epilogue", "bias")
+    out = json.loads(tune(*args, "--addend-dtype", "bf16", "--trials", "2", db=db).stdout)
+    assert out["workload"] == "gemm_b1_9x40x20_bfloat16_nt_bias_constB_add-bfloat16" and out["verified"]
+    bad = autotile("tune", *args, "--addend-dtype", "float16", "--backend", "tvm", db=db, check=False)
+    assert bad.returncode != 0 and "addend_dtype (bias and residual) must be float32 or the inputs' dtype bfloat16" \
+        in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.slow
 def test_tune_bmm_is_the_batched_gemm_workload(db):
     """`tune bmm --shape BxMxNxK` and `tune gemm --batch B` name one workload: the second is a cache hit."""

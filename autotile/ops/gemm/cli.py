@@ -18,15 +18,18 @@ from autotile.cli_tools import common_tune_options, parse_shape, run_and_report,
 @click.option("--const-b", is_flag=True, help="B is a layer's weight, the same on every call: the kernel may pack "
               "it once, ahead of the calls, and timings leave that out (what the torch.compile backend tunes "
               "for a linear: --layout nt --const-b).")
+@click.option("--addend-dtype", default="float32", show_default=True,
+              help="The bias's and residual's dtype: float32, or --dtype's 16-bit type (a bfloat16 model's linear, "
+              "as the torch.compile backend tunes it for model.bfloat16()).")
 @common_tune_options
 @user_errors
-def tune_gemm(shape, batch, dtype, layout, epilogue, const_b, **common):
+def tune_gemm(shape, batch, dtype, layout, epilogue, const_b, addend_dtype, **common):
     """Tune a GEMM (optionally batched, with a fused epilogue)."""
     from autotile.ir import GemmWorkload
 
     m, n, k = parse_shape(shape, "MNK")
     workload = GemmWorkload(m, n, k, batch=batch, dtype=dtype, trans_a=layout[0] == "t", trans_b=layout[1] == "t",
-                            epilogue=epilogue, const_b=const_b)
+                            epilogue=epilogue, const_b=const_b, addend_dtype=addend_dtype)
     run_and_report(workload, **common)
 
 
