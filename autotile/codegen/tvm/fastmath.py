@@ -110,11 +110,12 @@ def cast(x, dtype: str):
     return to_bfloat16(x) if dtype == "bfloat16" else x.astype(dtype)
 
 
-def widen(x):
-    """float32 of a float32, bfloat16 (its bits shifted: exact, and no bf16 legalization) or float16 value."""
+def widen(x, dtype: str | None = None):
+    """float32 of a float32, bfloat16 (its bits shifted: exact, and no bf16 legalization) or float16 value; `dtype`
+    names x's type where x has none to read (a load inside TVMScript)."""
     from autotile.codegen.tvm.intrinsics import bf16_bits_to_float
 
-    dt = str(x.dtype)
+    dt = dtype or str(x.dtype)
     if dt == "bfloat16":
         return bf16_bits_to_float(tir.reinterpret("uint16", x))
     return x if dt == "float32" else x.astype("float32")

@@ -40,8 +40,8 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
     exp = fastmath.exp
     BF16 = w.dtype == "bfloat16"
 
-    def widen(x):
-        return x.astype("float32") if BF16 else x
+    def widen(x):  # float32 untouched: its program is the same as before bf16 existed
+        return fastmath.widen(x, w.dtype)
 
     def v_at(vw, b, hk, j0, j, d):
         """V[b, hk, j, d] in float32 from `vw`: V itself, its widened copy, or this key block's (from j0 on)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autotile.dynamo.match import val
+from autotile.dynamo.match import float_dtype, val
 from autotile.dynamo.pattern import Context, Pattern, Skip, static_or_bucket
 from autotile.dynamo.plans import AttentionPlan
 
@@ -24,13 +24,10 @@ class AttentionMatch:
 
 
 def operand_dtype(*nodes) -> str | None:
-    """The dtype of CPU tensors q, k, v when they share one the workload takes (float32, or a model.bfloat16()'s)."""
+    """The dtype q, k and v share when the CPU template takes it (float32, or a model.bfloat16()'s), else None."""
     from autotile.ops.attention.workload import SUPPORTED_ATTENTION_DTYPES
 
-    vals = [val(n) for n in nodes]
-    if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in vals):
-        return None
-    names = {str(t.dtype).removeprefix("torch.") for t in vals}
+    names = {float_dtype(n) for n in nodes}
     return names.pop() if len(names) == 1 and names <= set(SUPPORTED_ATTENTION_DTYPES) else None
 
 

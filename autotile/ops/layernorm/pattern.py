@@ -10,7 +10,17 @@ from dataclasses import dataclass
 
 import torch
 
-from autotile.dynamo.match import f32_tensor, is_call, is_commutative_call, is_static, known, only_user, prims, val
+from autotile.dynamo.match import (
+    FLOATS,
+    f32_tensor,
+    is_call,
+    is_commutative_call,
+    is_static,
+    known,
+    only_user,
+    prims,
+    val,
+)
 from autotile.dynamo.pattern import Context, Pattern, static_or_bucket
 from autotile.dynamo.plans import LayerNormPlan
 
@@ -109,7 +119,7 @@ class LayerNormPattern(Pattern):
 
         xv = val(m.x)
         rows, dynamic = static_or_bucket(xv.numel() // xv.shape[-1])
-        w = LayerNormWorkload(rows, xv.shape[-1], eps=m.eps, dtype=str(xv.dtype).removeprefix("torch."))
+        w = LayerNormWorkload(rows, xv.shape[-1], eps=m.eps, dtype=FLOATS[xv.dtype])
         return LayerNormPlan(ctx.db, ctx.tuning, w, backend=ctx.backend, dynamic_rows=dynamic)
 
     def rewrite(self, m: LayerNormMatch, plan: LayerNormPlan, ctx: Context) -> torch.fx.Node:

@@ -7,10 +7,9 @@ A 16-bit layer norm reads and writes its own type (one pass in, one out) and com
 from __future__ import annotations
 
 import tvm
-from tvm import tirx as tir
 from tvm.script import tirx as T
 
-from autotile.codegen.tvm import fastmath, intrinsics
+from autotile.codegen.tvm import fastmath
 from autotile.ops.layernorm.rows import LayerNormConfig
 from autotile.ops.layernorm.workload import LayerNormWorkload
 
@@ -20,22 +19,14 @@ def schedule(w: LayerNormWorkload, c: LayerNormConfig) -> tvm.IRModule:
     return tvm.IRModule({"main": _program(w, c)})
 
 
-def _widen(dtype: str):
-    """An element of `dtype` as float32 (float32 itself untouched, so its kernels stay as they were)."""
-    if dtype == "float32":
-        return lambda e: e
-    if dtype == "bfloat16":
-        return lambda e: intrinsics.bf16_bits_to_float(tir.reinterpret("uint16", e))
-    return lambda e: e.astype("float32")
-
-
 def _program(w: LayerNormWorkload, c: LayerNormConfig):
     ROWS, COLS, VEC, U, GRAIN, DT = w.rows, w.cols, c.vec, c.unroll, c.grain, w.dtype
     WHOLE = COLS // VEC  # whole vectors per row; the rest is a scalar tail
     TAIL = COLS - WHOLE * VEC
     TASKS = -(-ROWS // GRAIN)
     INV_COLS, EPS = T.float32(1.0 / COLS), T.float32(w.eps)
-    f32 = _widen(DT)
+    def f32(x):  # float32 itself untouched: its kernels stay as they were
+        return fastmath.widen(x, DT)
 
     def narrow(v):
         return v if DT == "float32" else fastmath.cast(v, DT)
