@@ -1,7 +1,8 @@
 """GEMM (batched, fused epilogues): C[b] = epilogue(op(A[b]) @ op(B[b])).
 
 Owns the workload (workload.py), the CPU templates gemm.blis (fp32, BLIS-style packed panels: blis.py, blis_tvm.py)
-and gemm.lowp (bfloat16/float16 inputs: lowp.py, lowp_tvm.py), the GPU template gemm.triton (triton.py), its
+gemm.lowp (bfloat16/float16 inputs: lowp.py, lowp_tvm.py) and gemm.amx (bfloat16 on AMX tiles: amx.py,
+amx_tvm.py), the GPU template gemm.triton (triton.py), its
 torch.compile graph pattern (pattern.py) and `autotile tune gemm` / `tune bmm` (cli.py).
 """
 
@@ -14,6 +15,8 @@ FAMILY = Family(
     templates=(
         Template("gemm.blis", space=P + "blis:GemmSpace", lowering=P + "blis_tvm:schedule",
                  applies=P + "blis:applies", prepacked=P + "blis_tvm:prepacked_operands"),
+        Template("gemm.amx", space=P + "amx:AmxGemmSpace", lowering=P + "amx_tvm:schedule", applies=P + "amx:applies",
+                 preferred=P + "amx:preferred", prepacked=P + "amx_tvm:prepacked_operands"),
         Template("gemm.lowp", space=P + "lowp:LowpGemmSpace", lowering=P + "lowp_tvm:schedule",
                  applies=P + "lowp:applies", prepacked=P + "lowp_tvm:prepacked_operands"),
         Template("gemm.triton", space=P + "triton:TritonGemmSpace", lowering=P + "triton:program", backend="triton"),

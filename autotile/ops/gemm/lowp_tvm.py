@@ -45,12 +45,18 @@ def prepacked_operands(w: GemmWorkload, c: LowpGemmConfig) -> dict:
     if not prepacks_b(w, c):
         return {}
     _, np_, kp = _padded(w, c)
-    return {"B": ((np_ // LANES, kp // 2, LANES, 2), "uint16")}
+    return {"B": pair_panels_shape(np_, kp)}
 
 
-def define(w: GemmWorkload, c: LowpGemmConfig, prepacked_b: bool = False):
-    """prepacked_b: the kernel reads B's panels from an argument, made by stages["Bpack_ahead"] once."""
-    mp, np_, kp = _padded(w, c)
+def pair_panels_shape(np_: int, kp: int):
+    """The packed B of the bfloat16 dot products (vdpbf16ps and AMX's tdpbf16ps read the same panels)."""
+    return (np_ // LANES, kp // 2, LANES, 2), "uint16"
+
+
+def packed_bits(w: GemmWorkload, mp: int, np_: int, kp: int, prepacked_b: bool):
+    """(inputs, stages): A's bits zero padded to mp x kp ("Apack"), and B's in 16-column x 2-K panels ("Bpack",
+    Bpack[jo, kq, ji, kv] = bits(B[2 kq + kv, 16 jo + ji])). prepacked_b: the kernel reads B's panels from an
+    argument, made by stages["Bpack_ahead"] once."""
     inputs, a_at, b_at = dense_operands(w)
     bits, zero = lambda x: tir.reinterpret("uint16", x), tir.const(0, "uint16")
 
@@ -64,28 +70,45 @@ def define(w: GemmWorkload, c: LowpGemmConfig, prepacked_b: bool = False):
         return tir.Select(inside, bits(b_at((), te.min(k, w.k - 1), te.min(j, w.n - 1))), zero)
 
     stages = {"Apack": te.compute((mp, kp), a_bits, name="Apack"),
-              "Bpack": te.compute((np_ // LANES, kp // 2, LANES, 2), b_bits, name="Bpack")}
+              "Bpack": te.compute(pair_panels_shape(np_, kp)[0], b_bits, name="Bpack")}
     if prepacked_b:
         stages["B"], stages["Bpack_ahead"] = inputs[1], stages["Bpack"]
         stages["Bpack"] = te.placeholder(stages["Bpack"].shape, "uint16", name="Bpacked")
         inputs = [inputs[0], stages["Bpack"]]
+    return inputs, stages
+
+
+def addend_placeholders(w: GemmWorkload) -> dict:
+    return {name: te.placeholder(shape, w.addend_dtype, name=name) for name, shape in w.operand_shapes().items()
+            if name in ("bias", "residual")}
+
+
+def epilogue_stages(w: GemmWorkload, mm, fuse_epilogue: int, extra: dict, stages: dict):
+    """The write-back "C" (the fused ops, the cast to the output dtype) and the ops left out ("epi<n>"), added to
+    stages; mm is read as mm[i, j]. Returns the last stage."""
+    fused, rest = w.epilogue[:fuse_epilogue], w.epilogue[fuse_epilogue:]
+    last = stages["C"] = _epilogue_stage(w, mm, fused, extra, "C", w.out_dtype if not rest else "float32")
+    for n, op in enumerate(rest):
+        last = stages[f"epi{n}"] = _epilogue_stage(w, last, (op,), extra, f"epi{n}",
+                                                   w.out_dtype if n == len(rest) - 1 else "float32")
+    return last
+
+
+def define(w: GemmWorkload, c: LowpGemmConfig, prepacked_b: bool = False):
+    mp, np_, kp = _padded(w, c)
+    inputs, stages = packed_bits(w, mp, np_, kp, prepacked_b)
     widen = intrinsics.bf16_bits_to_float
     k = te.reduce_axis((0, kp), name="k")
     stages["mm"] = te.compute((mp, np_), lambda i, j: te.sum(
         widen(stages["Apack"][i, k]) * widen(stages["Bpack"][j // LANES, k // 2, j % LANES, k % 2]), axis=k),
         name="mm")
 
-    extra = {name: te.placeholder(shape, w.addend_dtype, name=name) for name, shape in w.operand_shapes().items()
-             if name in ("bias", "residual")}
-    fused, rest = w.epilogue[: c.fuse_epilogue], w.epilogue[c.fuse_epilogue:]
-    last = stages["C"] = _epilogue_stage(w, stages["mm"], fused, extra, "C", w.out_dtype if not rest else "float32")
-    for n, op in enumerate(rest):
-        last = stages[f"epi{n}"] = _epilogue_stage(w, last, (op,), extra, f"epi{n}",
-                                                   w.out_dtype if n == len(rest) - 1 else "float32")
+    extra = addend_placeholders(w)
+    last = epilogue_stages(w, stages["mm"], c.fuse_epilogue, extra, stages)
     return [*inputs, *extra.values(), last], stages
 
 
-def _schedule_b_pack(sch, block) -> None:
+def schedule_b_pack(sch, block) -> None:
     loops = sch.get_loops(block)
     sch.parallel(loops[0])
     sch.vectorize(sch.fuse(*loops[-2:]))
@@ -124,7 +147,7 @@ def schedule_dpbf16(w: GemmWorkload, c: LowpGemmConfig) -> tvm.IRModule:
     sch.parallel(a_rows)
     sch.vectorize(sch.split(a_k, [None, LANES])[1])
     if not prepacked:
-        _schedule_b_pack(sch, sch.get_sblock("Bpack"))
+        schedule_b_pack(sch, sch.get_sblock("Bpack"))
     # Links the vdpbf16ps helper into the module, once (a loop outside everything that calls it).
     sch.annotate(a_rows, "pragma_import_llvm", intrinsics.BF16_DOT_LLVM_IR)
     schedule_epilogue_stages(sch, w, stages, LANES)
@@ -132,7 +155,7 @@ def schedule_dpbf16(w: GemmWorkload, c: LowpGemmConfig) -> tvm.IRModule:
         return sch.mod
     # The B pack as its own function, `pack_B(B, Bpacked)`, run once per weight by the caller.
     pack = tvm.s_tir.Schedule(te.create_prim_func([stages["B"], stages["Bpack_ahead"]]))
-    _schedule_b_pack(pack, pack.get_sblock("Bpack"))
+    schedule_b_pack(pack, pack.get_sblock("Bpack"))
     return tvm.IRModule({"main": sch.mod["main"], "pack_B": pack.mod["main"].with_attr("global_symbol", "pack_B")})
 
 

@@ -1,0 +1,113 @@
+"""Lowering of the bfloat16 GEMM to AMX tiles (see amx.py for the space, codegen/tvm/amx.py for the tiles).
+
+    Apack[i, k] = bits(A[i, k])                           (uint16, zero padded to mp x kp)
+    Bpack[jo, kq, ji, kv] = bits(B[2 kq + kv, 16 jo + ji]) (16-column x 2-K panels; a B tile is 16 rows of one)
+    mm[i, jo, ji] = sum_kq,kv float(Apack[i, 2 kq + kv]) * float(Bpack[jo, kq, ji, kv])   (tensorized: tiles)
+    C[i, j] = epilogue(mm[i, j / 16, j % 16]), cast to the output dtype, per micro-kernel or per block.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te
+
+from autotile.codegen.tvm import amx, amx_permission
+from autotile.ops.gemm.amx import AmxGemmConfig
+from autotile.ops.gemm.blis import _ceil_div
+from autotile.ops.gemm.blis_tvm import schedule_epilogue_stages
+from autotile.ops.gemm.lowp_tvm import (
+    LANES,
+    addend_placeholders,
+    epilogue_stages,
+    packed_bits,
+    pair_panels_shape,
+    schedule_b_pack,
+)
+from autotile.ops.gemm.workload import GemmWorkload
+
+
+def padded(w: GemmWorkload, c: AmxGemmConfig) -> tuple[int, int, int]:
+    mc, nc = c.mc_tiles * c.tiles_m * amx.TILE_ROWS, c.nc_tiles * c.tiles_n * amx.TILE_ROWS
+    return _ceil_div(w.m, mc) * mc, _ceil_div(w.n, nc) * nc, _ceil_div(w.k, c.kc) * c.kc
+
+
+def prepacks_b(w: GemmWorkload, c: AmxGemmConfig) -> bool:
+    return w.const_b
+
+
+def prepacked_operands(w: GemmWorkload, c: AmxGemmConfig) -> dict:
+    """A constant B (a layer's weight) is packed into its panels once, ahead of the calls (`pack_B`)."""
+    if not prepacks_b(w, c):
+        return {}
+    _, np_, kp = padded(w, c)
+    return {"B": pair_panels_shape(np_, kp)}
+
+
+class _Panels:
+    """mm[i, jo, ji] read as mm[i, j]: what the epilogue stages index."""
+
+    def __init__(self, mm):
+        self.mm = mm
+
+    def __getitem__(self, idx):
+        i, j = idx
+        return self.mm[i, j // LANES, j % LANES]
+
+
+def define(w: GemmWorkload, c: AmxGemmConfig, prepacked_b: bool):
+    mp, np_, kp = padded(w, c)
+    inputs, stages = packed_bits(w, mp, np_, kp, prepacked_b)
+    dot = amx.DOTS["bf16"]
+    kq, kv = te.reduce_axis((0, kp // 2), name="kq"), te.reduce_axis((0, 2), name="kv")
+    stages["mm"] = te.compute((mp, np_ // LANES, LANES), lambda i, jo, ji: te.sum(
+        amx.widen(dot, stages["Apack"][i, kq * 2 + kv]) * amx.widen(dot, stages["Bpack"][jo, kq, ji, kv]),
+        axis=[kq, kv]), name="mm")
+    extra = addend_placeholders(w)
+    last = epilogue_stages(w, _Panels(stages["mm"]), c.fuse_epilogue, extra, stages)
+    return [*inputs, *extra.values(), last], stages
+
+
+def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> tvm.IRModule:
+    """emulate: tile instructions as calls into their emulation (default: AUTOTILE_AMX_EMULATE)."""
+    emulate = amx_permission.emulated() if emulate is None else emulate
+    prepacked = prepacks_b(w, c)
+    args, stages = define(w, c, prepacked)
+    sch = tvm.s_tir.Schedule(te.create_prim_func(args))
+    mm = sch.get_sblock("mm")
+    i, jo, ji, kq, kv = sch.get_loops(mm)
+    i0, i1, i2 = sch.split(i, [None, c.mc_tiles, amx.TILE_ROWS * c.tiles_m])
+    j0, j1, j2 = sch.split(jo, [None, c.nc_tiles, c.tiles_n])
+    k0, k1 = sch.split(kq, [None, c.kc // 2])
+    outer = (i0, j0) if c.outer == "ij" else (j0, i0)
+    inner = (i1, j1) if c.inner == "ij" else (j1, i1)
+    if c.korder == "outer":
+        sch.reorder(*outer, k0, *inner, i2, j2, ji, k1, kv)
+    else:
+        sch.reorder(*outer, *inner, k0, i2, j2, ji, k1, kv)
+    # The C tiles' buffer: a micro-kernel's (korder inner) or the block's (K chunks around the block).
+    tile = sch.cache_write(mm, 0, "global")
+    sch.reverse_compute_at(tile, inner[-1] if c.korder == "inner" else outer[-1])
+    out = sch.get_sblock("C")
+    sch.reverse_compute_at(out, inner[-1] if c.epilogue_at == "tile" else outer[-1])
+    n_par = {"both": 2, "first": 1, "none": 0}[c.parallel]
+    if n_par:
+        sch.parallel(sch.fuse(*outer[:n_par]) if n_par > 1 else outer[0])
+    init = sch.decompose_reduction(mm, k0)
+    sch.tensorize(i2, amx.tile_gemm_intrinsic("bf16", c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate))
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.vectorize(sch.get_loops(tile)[-1])
+    if w.n >= LANES:
+        sch.vectorize(sch.split(sch.get_loops(out)[-1], [None, LANES])[1])
+    a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
+    sch.parallel(a_rows)
+    sch.vectorize(sch.split(a_k, [None, LANES])[1])
+    if not prepacked:
+        schedule_b_pack(sch, sch.get_sblock("Bpack"))
+    sch.annotate(a_rows, "pragma_import_llvm", amx.llvm_ir(emulate))
+    schedule_epilogue_stages(sch, w, stages, LANES)
+    main = amx.with_tile_config(sch.mod["main"])
+    if not prepacked:
+        return tvm.IRModule({"main": main})
+    pack = tvm.s_tir.Schedule(te.create_prim_func([stages["B"], stages["Bpack_ahead"]]))
+    schedule_b_pack(pack, pack.get_sblock("Bpack"))
+    return tvm.IRModule({"main": main, "pack_B": pack.mod["main"].with_attr("global_symbol", "pack_B")})
