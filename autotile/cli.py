@@ -165,14 +165,18 @@ def db_model_quality(key, db_path, folds, top_k, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def device(as_json):
     """This machine's device key and full fingerprint."""
+    from autotile.codegen.tvm import amx_permission
     from autotile.db.device import current_device
 
     dev = current_device("tvm")
+    amx = amx_permission.status()
+    amx_line = {"usable": amx.usable, "reason": amx.reason}
     if as_json:
-        click.echo(json.dumps({"key": dev.key, "fingerprint": dev.fingerprint}, sort_keys=True))
+        click.echo(json.dumps({"key": dev.key, "fingerprint": dev.fingerprint, "amx": amx_line}, sort_keys=True))
     else:
         click.echo(dev.key)
         click.echo(json.dumps(dev.fingerprint, indent=2, sort_keys=True))
+        click.echo(f"AMX tile kernels: {'offered' if amx.usable else 'not offered'} ({amx.reason})")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import pytest
 from autotile.ir import GemmWorkload
 
 
-def autotile(*args, db=None, check=True, gpu=True):
-    env = dict(os.environ)
+def autotile(*args, db=None, check=True, gpu=True, env=None):
+    env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout's autotile, wherever pytest runs
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""  # torch then sees no GPU, as on a machine without one

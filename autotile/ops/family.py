@@ -28,6 +28,9 @@ class Template:
     preferred: str = ""  # "module:function" (workload) -> bool: its default beats the other templates' defaults
     # "module:function" (workload, config) -> {operand: packed shape, or (shape, dtype)} it takes packed ahead
     prepacked: str = ""
+    # What its kernels need from this process before they run: "amx" asks Linux for the tile state
+    # (autotile.codegen.tvm.amx_permission), and a kernel is refused, by name, where it was not granted.
+    runtime_needs: tuple[str, ...] = ()
     formerly: tuple[str, ...] = ()  # names its records were made under before (a database migration re-homes them)
 
     def applies_to(self, workload, fingerprint: dict | None) -> bool:

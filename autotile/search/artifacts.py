@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from autotile.codegen.tvm.amx_permission import emulated, require_tiles
 from autotile.codegen.tvm.build import CompiledKernel, compile_module, export, toolchain_versions
-from autotile.ops import prepacked_operands, template_digest, tvm_schedule
+from autotile.ops import prepacked_operands, template_digest, template_of_config, tvm_schedule
 from autotile.paths import kernel_cache_dir
 
 
@@ -27,7 +28,8 @@ def kernel_path(device_key: str, workload, config, mcpu: str = "", mattr=()) -> 
     # The template digest is in the path, not in the database's versions: an edited template rebuilds its
     # libraries, while tuned configs stay valid answers (they are re-verified when built). The target is in it
     # too: the same device key built with other features is another library.
-    stamp = {**toolchain_versions(), "templates": template_digest(workload.op), "target": f"{mcpu}{''.join(mattr)}"}
+    target = f"{mcpu}{''.join(mattr)}" + ("+amx-emulated" if _runs_amx(workload, config) and emulated() else "")
+    stamp = {**toolchain_versions(), "templates": template_digest(workload.op), "target": target}
     versions = ",".join(f"{k}={v}" for k, v in sorted(stamp.items()))
     digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
     return kernel_cache_dir() / device_key / workload.key / f"{digest}.so"
@@ -41,8 +43,15 @@ def build_cached(device_key: str, workload, config, mcpu: str, threads: int, mat
     return path
 
 
+def _runs_amx(workload, config) -> bool:
+    return "amx" in template_of_config(workload, config).runtime_needs
+
+
 def compiled(workload, config, module, path: Path | None = None) -> CompiledKernel:
-    """A built or loaded module as a kernel callable on torch tensors, packing what its template packs ahead."""
+    """A built or loaded module as a kernel callable on torch tensors, packing what its template packs ahead.
+    An AMX kernel first gets this process the tile state (refused by name where Linux does not grant it)."""
+    if _runs_amx(workload, config):
+        require_tiles(f"{workload.key} ({template_of_config(workload, config).name})")
     return CompiledKernel(workload, config, module, path, prepacked_operands(workload, config))
 
 

@@ -3,7 +3,7 @@
 Linux enables AMX's 8 KiB of tile state per process, on request: `arch_prctl(ARCH_REQ_XCOMP_PERM,
 XFEATURE_XTILEDATA)` (syscall 158 with 0x1023 and 18). Until then the first tile instruction raises SIGILL. The
 grant covers every thread of the process, those that already exist too, and is not inherited across exec, so each
-process (every tuning worker too) asks before it loads a kernel (autotile.codegen.tvm.build.load_kernel). Where the
+process (every tuning worker too) asks before it loads an AMX kernel (autotile.search.artifacts.compiled). Where the
 request fails (older kernels, sandboxes that filter arch_prctl), AMX templates are not offered and `autotile device`
 says why.
 
@@ -83,10 +83,14 @@ def status() -> AmxStatus:
     return AmxStatus(True, "granted" + (f" (the CPU lacks {', '.join(missing)})" if missing else ""))
 
 
-def ensure_for(fingerprint: dict | None) -> None:
-    """Before loading a kernel: ask for the tile state where the CPU has AMX (the first time only)."""
-    if "amx_tile" in set((fingerprint or {}).get("flags", ())) or fingerprint is None:
-        status()
+def require_tiles(what: str) -> None:
+    """Before an AMX kernel is loaded: this process holds the tile state (asked for the first time), or the
+    instructions are emulated; else an AutotileError naming the kernel and the reason, never a SIGILL."""
+    from autotile.errors import AutotileError
+
+    state = status()  # asked even when emulating: on an AMX CPU the grant is then held all the same
+    if not state.usable and not emulated():
+        raise AutotileError(f"{what} runs AMX tile instructions, which this process cannot: {state.reason}")
 
 
 def tiles_usable(fingerprint: dict | None, feature: str) -> bool:

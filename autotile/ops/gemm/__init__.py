@@ -16,7 +16,7 @@ FAMILY = Family(
         Template("gemm.blis", space=P + "blis:GemmSpace", lowering=P + "blis_tvm:schedule",
                  applies=P + "blis:applies", prepacked=P + "blis_tvm:prepacked_operands"),
         Template("gemm.amx", space=P + "amx:AmxGemmSpace", lowering=P + "amx_tvm:schedule", applies=P + "amx:applies",
-                 preferred=P + "amx:preferred", prepacked=P + "amx_tvm:prepacked_operands"),
+                 preferred=P + "amx:preferred", prepacked=P + "amx_tvm:prepacked_operands", runtime_needs=("amx",)),
         Template("gemm.lowp", space=P + "lowp:LowpGemmSpace", lowering=P + "lowp_tvm:schedule",
                  applies=P + "lowp:applies", prepacked=P + "lowp_tvm:prepacked_operands"),
         Template("gemm.triton", space=P + "triton:TritonGemmSpace", lowering=P + "triton:program", backend="triton"),
