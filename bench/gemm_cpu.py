@@ -1,11 +1,13 @@
 """CPU GEMM benchmark: autotile (64 trials, empty database) against numpy, torch, inductor and MetaSchedule.
 
-    .venv/bin/python bench/gemm_cpu.py [--trials 64] [--rounds 5] [--json out.json] [--quick]
+    .venv/bin/python bench/gemm_cpu.py [--trials 64] [--rounds 5] [--json out.json] [--quick] [--bf16-only]
 
 Every contender is timed in the same process (numpy in a subprocess with OpenBLAS's capping variables
 unset), in alternating rounds; each ratio is autotile / peer, the median over rounds with the min-max
 spread. Also: two extra shapes picked at random, and the search curve of evolution + cost model
-against random search.
+against random search. Then the bfloat16 case: the named shapes in bf16 (fp32 accumulation, bf16 out) against
+torch's bf16 matmul (oneDNN, on AMX where the CPU has it), with the template that won (gemm.amx on AMX tiles,
+gemm.lowp on AVX-512) and whether this CPU and process can run AMX at all.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def parse_args():
     p.add_argument("--skip-curve", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test of the script")
     p.add_argument("--json", default=None, help="also write every number here")
+    p.add_argument("--bf16-only", action="store_true", help="only the bfloat16 case")
     return p.parse_args()
 
 
@@ -99,6 +102,35 @@ def measure_workload(w: GemmWorkload, args) -> dict:
     return row
 
 
+def measure_bf16(w: GemmWorkload, args) -> dict:
+    """A bf16 GEMM: autotile (the template that won) against torch's bf16 matmul and its fp32 one, same process."""
+    import torch
+
+    print(f"\n== {w.key}", flush=True)
+    result = autotile.tune(w, trials=args.trials, seed=args.seed)
+    kern = autotile.kernel(w)
+    print(f"   autotile: {result.trials} trials in {result.tuning_seconds:.1f} s, template {result.template}, "
+          f"config {kern.config}", flush=True)
+    a, b, _ = peers.gemm_inputs(w.m, w.n, w.k, ())
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    out = kern(a16, b16)
+    torch.testing.assert_close(out.float(), a16.float() @ b16.float(), rtol=2e-2, atol=0.5)
+    gflops = lambda fn: lambda: w.flops / peers.seconds_per_call(fn) / 1e9  # noqa: E731
+    contenders = {f"autotile ({result.template})": gflops(lambda: kern(a16, b16, out=out)),
+                  "torch bf16 matmul": gflops(lambda: a16 @ b16), "torch fp32 matmul": gflops(lambda: a @ b)}
+    rounds = peers.alternating_rounds(contenders, args.rounds)
+    ours = next(iter(rounds))
+    row = {"workload": w.key, "template": result.template, "config": result.config, "gflops": rounds, "ratios": {}}
+    print(f"   {'contender':34s} {'GFLOP/s':>9s}   autotile / peer (median [min-max] of {args.rounds} rounds)")
+    for name, values in rounds.items():
+        line = f"   {name:34s} {statistics.median(values):9.1f}"
+        if name != ours:
+            row["ratios"][name] = peers.ratio_stats(rounds[ours], values)
+            line += "   " + peers.format_ratio(row["ratios"][name])
+        print(line, flush=True)
+    return row
+
+
 def search_curve(w: GemmWorkload, trials: int, seeds=(0, 1)) -> dict:
     """Best-so-far GFLOP/s vs trials, evolution + cost model against random search, fresh database each."""
     curves = {}
@@ -136,15 +168,26 @@ def main():
           f"{fp['physical_cores']} cores, kernels on {fp['threads']} threads (TVM_NUM_THREADS)")
     print(f"device key: {device.key}")
     print(f"numpy's OpenBLAS kernel (capping variables unset): {kernel}")
+    from autotile.codegen.tvm import amx_permission
+
+    amx = amx_permission.status()
+    print(f"AMX tile kernels: {'offered' if amx.usable else 'not offered'} ({amx.reason})")
     shapes = ([tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes
               else NAMED_SHAPES)
     rng = random.Random(args.seed)
     extra = [(rng.choice([64, 96, 200, 256, 384, 640, 1000]), rng.choice([256, 512, 768, 1000, 1536, 2048]),
               rng.choice([256, 512, 768, 1024, 1536])) for _ in range(args.extra)]
     print(f"extra shapes picked at random (seed {args.seed}): {', '.join('x'.join(map(str, s)) for s in extra)}")
+    start = time.perf_counter()
+    bf16_rows = [measure_bf16(GemmWorkload(*s, dtype="bfloat16"), args) for s in shapes]
+    if args.bf16_only:
+        print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"device": device.key, "fingerprint": fp, "amx": amx.reason,
+                                                   "bf16_rows": bf16_rows}, indent=1))
+        return
     workloads = [GemmWorkload(*s, epilogue=e) for s in shapes for e in EPILOGUES]
     workloads += [GemmWorkload(*s) for s in extra]
-    start = time.perf_counter()
     rows = [measure_workload(w, args) for w in workloads]
     plain = {r["workload"]: r for r in rows}
     for r in rows:
@@ -157,7 +200,8 @@ def main():
     print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device.key, "fingerprint": fp, "numpy_kernel": kernel,
-                                               "rows": rows, "search_curve": curves}, indent=1))
+                                               "rows": rows, "bf16_rows": bf16_rows, "amx": amx.reason,
+                                               "search_curve": curves}, indent=1))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ capping variables unset, in its own process) and autotile's fp32 GEMM. Two autot
 activations (A rounded to bf16 as torch's bf16 linear takes it; vdpbf16ps on CPUs with AVX512_BF16, the
 weight repacked once per weight set, outside the timed calls) and float32 activations; the ratio column is
 the first row's, and a line under the table gives the second's against the same peers.
-bf16 / fp16 (cases "bfloat16", "float16"; 512x768x768 and 128x3072x768): against torch's linear in the
-same dtype and both fp32 GEMMs.
+bf16 / fp16 (cases "bfloat16", "float16"; 1024x1024x1024, 512x768x768 and 128x3072x768): against torch's linear
+and matmul in the same dtype and both fp32 GEMMs. Each table names the template that won (gemm.amx on AMX tiles,
+offered only where the CPU and Linux allow it, which the first lines say).
 Decode shapes rotate through distinct weight sets, more than twice the L3 in total, so no contender is
 timed from cache. Every contender runs in the same process in alternating rounds; ratios are autotile's
 speed over the peer's (median [min-max] over rounds).
@@ -156,7 +157,7 @@ class OwnTiming:
         self.seconds = seconds
 
 
-LOWP_SHAPES = [(512, 768, 768), (128, 3072, 768)]
+LOWP_SHAPES = [(1024, 1024, 1024), (512, 768, 768), (128, 3072, 768)]
 
 
 def lowp_contenders(m, n, k, dtype, args):
@@ -175,6 +176,7 @@ def lowp_contenders(m, n, k, dtype, args):
     return w, result, {
         f"autotile {dtype}": lambda: kern(xl, wl, out=out),
         f"torch {dtype} linear": lambda: torch.nn.functional.linear(xl, wl),
+        f"torch {dtype} matmul": lambda: xl @ wl.t(),
         "autotile fp32": lambda: kern32(x, weight, out=out32),
         "torch fp32 linear": lambda: torch.nn.functional.linear(x, weight),
     }
@@ -194,7 +196,8 @@ def report(w, result, contenders, args) -> dict:
     rounds = peers.alternating_rounds(timed, args.rounds)
     ours = next(iter(rounds))
     row = {"workload": w.key, "tuning_seconds": result.tuning_seconds, "config": result.config,
-           "seconds": rounds, "ratios": {}}
+           "template": result.template, "seconds": rounds, "ratios": {}}
+    print(f"   autotile's template: {result.template}, config {result.config}", flush=True)
     print(f"   {'contender':40s} {'us':>9s} {'GOP/s':>7s} {'weight GB/s':>11s}   autotile speed / peer's")
     for name, values in rounds.items():
         median = statistics.median(values)
@@ -223,6 +226,10 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ["TVM_NUM_THREADS"]))
     print(f"device key: {Device.cpu().key}; torch on {torch.get_num_threads()} threads")
+    from autotile.codegen.tvm import amx_permission
+
+    amx = amx_permission.status()
+    print(f"AMX tile kernels: {'offered' if amx.usable else 'not offered'} ({amx.reason})")
     rows = []
     cases = args.cases.split(",")
     if "w8a8" in cases:
