@@ -461,17 +461,21 @@ def widen(dot: TileDot, x):
     return x.astype("int32")
 
 
-def tile_gemm_intrinsic(kind: str, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool) -> str:
-    """The name of the tensor intrinsic for this micro-kernel (registered on first use)."""
+def tile_gemm_intrinsic(kind: str, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool,
+                        zero_init: bool = False) -> str:
+    """The name of the tensor intrinsic for this micro-kernel (registered on first use). zero_init: the block's
+    reduction starts from zero (its init is part of the intrinsic): the C tiles start with tilezero instead of
+    being loaded from a zeroed buffer."""
     dot = DOTS[kind]
     if not tile_budget_ok(tiles_m, tiles_n) or kc % (dot.k_step * unroll):
         raise ValueError(f"no tile micro-kernel {tiles_m}x{tiles_n} over K {kc} unrolled {unroll}")
-    name = f"autotile_amx_{kind}_{tiles_m}x{tiles_n}_k{kc}_u{unroll}{'_emu' if emulate else ''}"
+    name = f"autotile_amx_{kind}_{tiles_m}x{tiles_n}_k{kc}_u{unroll}{'_zero' if zero_init else ''}" + (
+        "_emu" if emulate else "")
     if name not in _REGISTERED:
         from tvm.s_tir import TensorIntrin
 
-        TensorIntrin.register(name, _desc(dot, tiles_m, tiles_n, kc),
-                              _impl(dot, tiles_m, tiles_n, kc, unroll, emulate), override=True)
+        TensorIntrin.register(name, _desc(dot, tiles_m, tiles_n, kc, zero_init),
+                              _impl(dot, tiles_m, tiles_n, kc, unroll, emulate, zero_init), override=True)
         _REGISTERED.add(name)
     return name
 
@@ -480,7 +484,13 @@ def _shapes(dot: TileDot, tiles_m: int, tiles_n: int, kc: int):
     return (TILE_ROWS * tiles_m, kc), (tiles_n, kc // dot.group, 16, dot.group), (TILE_ROWS * tiles_m, tiles_n, 16)
 
 
-def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int):
+def _reads(T, A, B, C, zero_init: bool) -> None:
+    """The micro-kernel reads A and B, and C unless it starts its tiles at zero."""
+    regions = [A[0:A.shape[0], 0:A.shape[1]], B[0:B.shape[0], 0:B.shape[1], 0:16, 0:B.shape[3]]]
+    T.reads(*regions if zero_init else [C[0:C.shape[0], 0:C.shape[1], 0:16], *regions])
+
+
+def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, zero_init: bool):
     import tvm.script.ir_builder.tirx as T
     from tvm.script.ir_builder import IRBuilder
 
@@ -493,8 +503,7 @@ def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int):
             B = T.match_buffer(b, b_shape, dot.b_dtype, offset_factor=1)
             C = T.match_buffer(c, c_shape, dot.acc_dtype, offset_factor=1)
             with T.sblock("root"):
-                T.reads(C[0:c_shape[0], 0:tiles_n, 0:16], A[0:a_shape[0], 0:kc],
-                        B[0:tiles_n, 0:b_shape[1], 0:16, 0:dot.group])
+                _reads(T, A, B, C, zero_init)
                 T.writes(C[0:c_shape[0], 0:tiles_n, 0:16])
                 # With one C tile across, the schedule keeps a loop of one iteration but no block axis for it.
                 with T.grid(c_shape[0], tiles_n, 16, b_shape[1], dot.group) as (i, jo, ji, kq, kv):
@@ -504,12 +513,17 @@ def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int):
                             vjo = 0
                         else:
                             vi, vjo, vji, vkq, vkv = T.axis.remap("SSSRR", [i, jo, ji, kq, kv])
+                        T.reads(C[vi, vjo, vji], A[vi, vkq * dot.group + vkv], B[vjo, vkq, vji, vkv])
+                        T.writes(C[vi, vjo, vji])
+                        if zero_init:
+                            with T.init():
+                                T.buffer_store(C, tir.const(0, dot.acc_dtype), [vi, vjo, vji])
                         T.buffer_store(C, C[vi, vjo, vji] + widen(dot, A[vi, vkq * dot.group + vkv])
                                        * widen(dot, B[vjo, vkq, vji, vkv]), [vi, vjo, vji])
     return ib.get()
 
 
-def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool):
+def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool, zero_init: bool):
     import tvm.script.ir_builder.tirx as T
     from tvm.script.ir_builder import IRBuilder
 
@@ -532,13 +546,15 @@ def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulat
             C = T.match_buffer(c, c_shape, dot.acc_dtype, offset_factor=1, strides=[sc0, sc1, 1])
             c_stride, a_stride, b_stride = ((s * n).astype("int64") for s, n in ((sc0, 4), (sa, item), (sb1, item)))
             with T.sblock("root"):
-                T.reads(C[0:c_shape[0], 0:tiles_n, 0:16], A[0:a_shape[0], 0:kc],
-                        B[0:tiles_n, 0:b_shape[1], 0:16, 0:dot.group])
+                _reads(T, A, B, C, zero_init)
                 T.writes(C[0:c_shape[0], 0:tiles_n, 0:16])
                 c_at = lambda m, n: C.access_ptr("rw", offset=m * TILE_ROWS * sc0 + n * sc1)  # noqa: E731
                 for m in range(tiles_m):
                     for n in range(tiles_n):
-                        call("tileloadd64", c_tile(m, n), c_at(m, n), c_stride)
+                        if zero_init:
+                            call("tilezero", c_tile(m, n))
+                        else:
+                            call("tileloadd64", c_tile(m, n), c_at(m, n), c_stride)
                 with T.serial(0, kc // (dot.k_step * unroll)) as s:
                     for u in range(unroll):
                         k = (s * unroll + u) * dot.k_step

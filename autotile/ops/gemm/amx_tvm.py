@@ -92,9 +92,13 @@ def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> 
     n_par = {"both": 2, "first": 1, "none": 0}[c.parallel]
     if n_par:
         sch.parallel(sch.fuse(*outer[:n_par]) if n_par > 1 else outer[0])
-    init = sch.decompose_reduction(mm, k0)
-    sch.tensorize(i2, amx.tile_gemm_intrinsic("bf16", c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate))
-    sch.vectorize(sch.get_loops(init)[-1])
+    # One K chunk: the micro-kernel starts its C tiles at zero (tilezero); several: the tile buffer is zeroed
+    # once and each chunk's micro-kernel loads and stores its tiles.
+    one_chunk = c.kc == padded(w, c)[2]
+    if not one_chunk:
+        sch.vectorize(sch.get_loops(sch.decompose_reduction(mm, k0))[-1])
+    sch.tensorize(i2, amx.tile_gemm_intrinsic("bf16", c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate,
+                                              zero_init=one_chunk))
     sch.vectorize(sch.get_loops(tile)[-1])
     if w.n >= LANES:
         sch.vectorize(sch.split(sch.get_loops(out)[-1], [None, LANES])[1])
