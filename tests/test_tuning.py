@@ -138,3 +138,34 @@ def test_seeds_from_a_database_holding_other_ops(tuned):
         gemm_seeds = _seed_configs(db, device, other_gemm, space_for(other_gemm, device.fingerprint), "tvm")
     assert conv_seeds == [conv_space.default()]
     assert len(gemm_seeds) > 1 and all(type(s).__name__ == "GemmConfig" for s in gemm_seeds)
+
+
+@pytest.mark.slow
+def test_a_task_learns_from_other_tasks_between_its_rounds(tmp_path):
+    """The cross-task refresh: two tasks of one template tuned in turns (as a model run does); at each of its
+    rounds a task's cost model trains on the records the other task made since its last round."""
+    from autotile.backends import named
+    from autotile.search.task import TaskTuner
+    from autotile.search.tuner import TuneOptions
+
+    backend, device = named("tvm"), current_device("tvm")
+    with TuningDB(tmp_path / "turns.db") as db:
+        db.ensure_device(device.key, device.fingerprint)
+        measurer = backend.measurer(device)
+        tuners = []
+        for w in (GemmWorkload(24, 40, 32), GemmWorkload(40, 24, 48)):
+            db.ensure_workload(w.key, w.op, w.to_dict())
+            run = db.start_run(device.key, w.key, backend.name, "evolution", 0)
+            tuners.append(TaskTuner(w, backend.spaces(w, device.fingerprint), db=db, device=device,
+                                    backend=backend, run_id=run, measurer=measurer, options=TuneOptions()))
+        first, second = tuners
+        first.step(3)
+        searcher = first.searcher("gemm.blis")
+        before = len(searcher.history)
+        second.step(4)
+        others = [r for r in db.measurements(workload=second.workload.key) if r["template"] == "gemm.blis"]
+        first.step(3)
+        assert len(searcher.history) == before + len(others) and len(others) == 4
+        first.step(2)  # nothing new from the other task: nothing added twice
+        assert len(searcher.history) == before + len(others)
+    measurer.close()

@@ -7,6 +7,7 @@ class TvmCpu:
     name = "tvm"
     tensor_device = "cpu"
     unavailable_reason = ""
+    shares_history = True  # its searchers' cost models train on the spaces' own features (search/history.py)
 
     def available(self) -> bool:
         return True

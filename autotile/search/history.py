@@ -30,6 +30,22 @@ def history(db, device, space, workload, backend: str, features=None) -> list:
     return out
 
 
+def newer_rows(db, device, space, workload, backend: str, since: int) -> tuple[list, int]:
+    """This device's records of the template on other workloads measured after record id `since`, as training
+    rows (as `history` makes them), and the newest record id seen: what a model run's other tasks, tuned in turns
+    with this one, have measured since its searcher last looked."""
+    records = [r for r in db.measurements(device=device.key, backend=backend, template=space.template)
+               if r["id"] > since]
+    newest = max((r["id"] for r in records), default=since)
+    others = [r for r in records if r["workload"] != workload.key]
+    return _rows(db, device, space, workload, others, lambda _w, other_space, c: other_space.features(c)), newest
+
+
+def newest_id(db, device, space, backend: str) -> int:
+    return max((r["id"] for r in db.measurements(device=device.key, backend=backend, template=space.template)),
+               default=0)
+
+
 def _throughput(latency: float) -> float:
     return 0.0 if not math.isfinite(latency) or latency <= 0 else 1.0 / latency
 

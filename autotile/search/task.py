@@ -33,6 +33,7 @@ class TaskTuner:
         self.run_id, self.measurer, self.options, self.bar = run_id, measurer, options, bar
         self._cost_model = cost_model  # for the first template's searcher (the caller's model, when given)
         self._searchers: dict = {}
+        self._history_marks: dict[str, int] = {}  # template -> newest record its searcher's training rows include
         self.trials = {t: (done or {}).get(t, 0) for t in self.spaces}  # per template, earlier ones included
         self.exhausted: set[str] = set()
         self.history, self.results = [], []  # results: (MeasureResult, template) of this process
@@ -61,7 +62,29 @@ class TaskTuner:
                 cost_model=self._cost_model if not self._searchers else None)
             searcher.known = self._known(space)
             self._searchers[template] = searcher
+            if self._shares_history(searcher):
+                from autotile.search.history import newest_id
+
+                self._history_marks[template] = newest_id(self.db, self.device, space, backend.name)
         return self._searchers[template]
+
+    def _shares_history(self, searcher) -> bool:
+        """Its cost model trains on past records as the space's features (a backend with compile features
+        of its own, Triton's, says no)."""
+        return hasattr(searcher, "history") and getattr(self.backend, "shares_history", False)
+
+    def _refresh_history(self, template: str) -> None:
+        """Other tasks' measurements of this template since the searcher last looked, added to its cost model's
+        training rows: a model run tunes its tasks in turns, and each turn teaches the next (the cross-task
+        refresh; a single-workload run has none to add)."""
+        searcher = self._searchers[template]
+        if template not in self._history_marks:
+            return
+        from autotile.search.history import newer_rows
+
+        rows, self._history_marks[template] = newer_rows(self.db, self.device, self.spaces[template], self.workload,
+                                                         self.backend.name, self._history_marks[template])
+        searcher.history.extend(rows)
 
     def _known(self, space) -> list:
         """This workload's verified configs of the template measured here before (with this toolchain): the
@@ -110,6 +133,7 @@ class TaskTuner:
     def search(self, template: str, trials: int, deadline: float | None) -> None:
         """Propose, measure, record and learn until `trials` more are done, the deadline or the space's end."""
         searcher = self.searcher(template)
+        self._refresh_history(template)
         target = self.done + trials
         while self.done < target and (deadline is None or time.perf_counter() < deadline):
             configs = searcher.propose(_batch_size(target - self.done, deadline, self._pace()))
