@@ -181,3 +181,12 @@ def test_real_tiles_match_the_exact_reference(monkeypatch, shape, epilogue, outl
     rng = random.Random(sum(shape))
     for config in {space.default(), space.sample(rng), space.sample(rng)}:
         check(w, config, artifacts.build(w, config, "sapphirerapids", 2, AMX_MATTR))
+
+
+def test_the_bf16_tile_gemm_it_shares_its_space_and_loops_with_still_runs(emulated):
+    """gemm.amx (bfloat16), whose space and tile loops qgemm.int8_amx reuses: a constant weight and not."""
+    for const_b in (False, True):
+        w = GemmWorkload(33, 45, 70, dtype="bfloat16", epilogue="bias,gelu", const_b=const_b)
+        space = space_for(w)
+        assert isinstance(space, AmxGemmSpace) and space.k_step == 32
+        check(w, space.default())
