@@ -17,12 +17,10 @@ import math
 from dataclasses import dataclass
 
 from autotile.codegen.tvm import amx_permission
-from autotile.codegen.tvm.amx import TILE_ROWS, tile_budget_ok
+from autotile.codegen.tvm.amx import DOTS, ROW_BYTES, TILE_ROWS, tile_budget_ok
 from autotile.ops.gemm.blis import _ceil_div, balanced
 from autotile.ops.gemm.workload import GemmWorkload
 from autotile.ops.space import Config, ConfigSpace
-
-K_STEP = 32  # bfloat16 values of K one tile row holds
 
 
 @dataclass(frozen=True)
@@ -52,16 +50,22 @@ def preferred(workload: GemmWorkload) -> bool:
 
 
 class AmxGemmSpace(ConfigSpace):
+    """The tile GEMM's knobs for one tile dot product (`dot`, a key of codegen.tvm.amx.DOTS): its K step sets
+    the K chunks. Other element types (W8A8 on int8 tiles, qgemm.int8_amx) subclass it with their own dot,
+    config type and template name."""
+
     config_type = AmxGemmConfig
     template = "gemm.amx"
+    dot = "bf16"
 
-    def __init__(self, workload: GemmWorkload):
+    def __init__(self, workload):
         self.workload = workload
+        self.k_step = DOTS[self.dot].k_step  # K values one tile row holds (32 bfloat16, 64 int8)
         self.domains = {
             "tiles_m": [1, 2, 3],
             "tiles_n": [1, 2, 3],
             "unroll_k": [1, 2, 4],
-            "kc": [64, 128, 256, 512, 1024, 2048, 4096],
+            "kc": [self.k_step * 2 ** e for e in range(1, 8)],  # the same bytes of K whatever the element type
             "mc_tiles": [1, 2, 3, 4, 6, 8, 16],
             "nc_tiles": [1, 2, 3, 4, 6, 8, 16],
             "outer": ["ij", "ji"],
@@ -73,24 +77,26 @@ class AmxGemmSpace(ConfigSpace):
         }
 
     @classmethod
-    def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> AmxGemmSpace:
+    def for_device(cls, workload, fingerprint: dict | None = None) -> AmxGemmSpace:
         return cls(workload)
 
     def valid(self, c: AmxGemmConfig) -> bool:
         return tile_budget_ok(c.tiles_m, c.tiles_n)
 
     def canonical(self, c: AmxGemmConfig) -> AmxGemmConfig:
-        w = self.workload
+        w, k_step = self.workload, self.k_step
         tiles_m = min(c.tiles_m, _ceil_div(w.m, TILE_ROWS))
         tiles_n = min(c.tiles_n, _ceil_div(w.n, TILE_ROWS))
-        steps = _ceil_div(w.k, K_STEP)
-        unroll = min(c.unroll_k, steps)
-        kc = balanced(steps, max(1, c.kc // K_STEP))  # K steps per chunk
-        kc = _ceil_div(kc, unroll) * unroll * K_STEP
+        steps = _ceil_div(w.k, k_step)
+        chunk = balanced(steps, max(1, c.kc // k_step))  # K steps per chunk
+        unroll = min(c.unroll_k, chunk)
+        while chunk % unroll:  # unrolled steps that pad K past its chunks would be wasted tile products
+            unroll //= 2
+        kc = chunk * k_step
         m_kernels, n_kernels = _ceil_div(w.m, TILE_ROWS * tiles_m), _ceil_div(w.n, TILE_ROWS * tiles_n)
         mc_tiles, nc_tiles = balanced(m_kernels, c.mc_tiles), balanced(n_kernels, c.nc_tiles)
         m_blocks, n_blocks = _ceil_div(m_kernels, mc_tiles), _ceil_div(n_kernels, nc_tiles)
-        korder = c.korder if kc < _ceil_div(w.k, K_STEP) * K_STEP else "inner"
+        korder = c.korder if kc < steps * k_step else "inner"
         outer = c.outer if (m_blocks > 1 and n_blocks > 1) else "ij"
         inner = c.inner if (mc_tiles > 1 and nc_tiles > 1) else "ij"
         parallel = c.parallel
@@ -99,16 +105,19 @@ class AmxGemmSpace(ConfigSpace):
         elif parallel == "first" and (m_blocks if outer == "ij" else n_blocks) == 1:
             parallel = "none"
         epilogue_at = c.epilogue_at if korder == "inner" else "block"
-        return AmxGemmConfig(tiles_m, tiles_n, unroll, kc, mc_tiles, nc_tiles, outer, inner, korder, parallel,
-                             epilogue_at, min(c.fuse_epilogue, len(w.epilogue)))
+        return self.config_type(tiles_m, tiles_n, unroll, kc, mc_tiles, nc_tiles, outer, inner, korder, parallel,
+                                epilogue_at, min(c.fuse_epilogue, len(w.epilogue)))
 
     def default(self) -> AmxGemmConfig:
-        """2 x 2 C tiles (all eight registers), all of K per micro-kernel, the epilogue fused per micro-kernel."""
-        return self.canonical(AmxGemmConfig(fuse_epilogue=len(self.workload.epilogue)))
+        """2 x 2 C tiles (all eight registers), K in chunks of 2 KiB (all of K for most layers) per micro-kernel,
+        the epilogue fused per micro-kernel."""
+        return self.canonical(self.config_type(kc=32 * self.k_step,
+                                               fuse_epilogue=len(self.workload.epilogue)))
 
     def features(self, c: AmxGemmConfig) -> list[float]:
         w = self.workload
         log = math.log2
+        size = ROW_BYTES // self.k_step  # bytes of an element
         mc, nc = c.mc_tiles * c.tiles_m * TILE_ROWS, c.nc_tiles * c.tiles_n * TILE_ROWS
         m_pad, n_pad = _ceil_div(w.m, mc) * mc, _ceil_div(w.n, nc) * nc
         k_pad = _ceil_div(w.k, c.kc) * c.kc
@@ -121,5 +130,5 @@ class AmxGemmSpace(ConfigSpace):
             (c.tiles_m + c.tiles_n) / (c.tiles_m * c.tiles_n),  # tile loads per tile product
             m_pad * n_pad * k_pad / (w.m * w.n * w.k),  # wasted work from padding
             log(blocks), blocks % 2,
-            log(c.kc * nc * 2), log(mc * c.kc * 2),  # B block and A block footprints in bytes
+            log(c.kc * nc * size), log(mc * c.kc * size),  # B block and A block footprints in bytes
         ]

@@ -43,7 +43,7 @@ def prepacked_operands(w: GemmWorkload, c: AmxGemmConfig) -> dict:
     return {"B": pair_panels_shape(np_, kp)}
 
 
-class _Panels:
+class Panels:
     """mm[i, jo, ji] read as mm[i, j]: what the epilogue stages index."""
 
     def __init__(self, mm):
@@ -63,7 +63,7 @@ def define(w: GemmWorkload, c: AmxGemmConfig, prepacked_b: bool):
         amx.widen(dot, stages["Apack"][i, kq * 2 + kv]) * amx.widen(dot, stages["Bpack"][jo, kq, ji, kv]),
         axis=[kq, kv]), name="mm")
     extra = addend_placeholders(w)
-    last = epilogue_stages(w, _Panels(stages["mm"]), c.fuse_epilogue, extra, stages)
+    last = epilogue_stages(w, Panels(stages["mm"]), c.fuse_epilogue, extra, stages)
     return [*inputs, *extra.values(), last], stages
 
 
@@ -73,11 +73,31 @@ def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> 
     prepacked = prepacks_b(w, c)
     args, stages = define(w, c, prepacked)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))
+    schedule_tiles(sch, w, c, "bf16", emulate)
+    a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
+    sch.parallel(a_rows)
+    sch.vectorize(sch.split(a_k, [None, LANES])[1])
+    if not prepacked:
+        schedule_b_pack(sch, sch.get_sblock("Bpack"))
+    sch.annotate(a_rows, "pragma_import_llvm", amx.llvm_ir(emulate))
+    schedule_epilogue_stages(sch, w, stages, LANES)
+    main = amx.with_tile_config(sch.mod["main"])
+    if not prepacked:
+        return tvm.IRModule({"main": main})
+    pack = tvm.s_tir.Schedule(te.create_prim_func([stages["B"], stages["Bpack_ahead"]]))
+    schedule_b_pack(pack, pack.get_sblock("Bpack"))
+    return tvm.IRModule({"main": main, "pack_B": pack.mod["main"].with_attr("global_symbol", "pack_B")})
+
+
+def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool) -> None:
+    """The loops of "mm" (mm[i, jo, ji] summed over kq, kv, see define) around the tile micro-kernel of `kind`
+    (a key of amx.DOTS), its C tiles' buffer, and the write-back "C" per micro-kernel or per block (which the
+    caller keeps free to move there). The kernel still needs amx.llvm_ir imported and amx.with_tile_config."""
     mm = sch.get_sblock("mm")
     i, jo, ji, kq, kv = sch.get_loops(mm)
     i0, i1, i2 = sch.split(i, [None, c.mc_tiles, amx.TILE_ROWS * c.tiles_m])
     j0, j1, j2 = sch.split(jo, [None, c.nc_tiles, c.tiles_n])
-    k0, k1 = sch.split(kq, [None, c.kc // 2])
+    k0, k1 = sch.split(kq, [None, c.kc // amx.DOTS[kind].group])
     outer = (i0, j0) if c.outer == "ij" else (j0, i0)
     inner = (i1, j1) if c.inner == "ij" else (j1, i1)
     if c.korder == "outer":
@@ -94,24 +114,11 @@ def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> 
         sch.parallel(sch.fuse(*outer[:n_par]) if n_par > 1 else outer[0])
     # One K chunk: the micro-kernel starts its C tiles at zero (tilezero); several: the tile buffer is zeroed
     # once and each chunk's micro-kernel loads and stores its tiles.
-    one_chunk = c.kc == padded(w, c)[2]
+    one_chunk = int(sch.get(k0).extent) == 1
     if not one_chunk:
         sch.vectorize(sch.get_loops(sch.decompose_reduction(mm, k0))[-1])
-    sch.tensorize(i2, amx.tile_gemm_intrinsic("bf16", c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate,
+    sch.tensorize(i2, amx.tile_gemm_intrinsic(kind, c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate,
                                               zero_init=one_chunk))
     sch.vectorize(sch.get_loops(tile)[-1])
     if w.n >= LANES:
         sch.vectorize(sch.split(sch.get_loops(out)[-1], [None, LANES])[1])
-    a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
-    sch.parallel(a_rows)
-    sch.vectorize(sch.split(a_k, [None, LANES])[1])
-    if not prepacked:
-        schedule_b_pack(sch, sch.get_sblock("Bpack"))
-    sch.annotate(a_rows, "pragma_import_llvm", amx.llvm_ir(emulate))
-    schedule_epilogue_stages(sch, w, stages, LANES)
-    main = amx.with_tile_config(sch.mod["main"])
-    if not prepacked:
-        return tvm.IRModule({"main": main})
-    pack = tvm.s_tir.Schedule(te.create_prim_func([stages["B"], stages["Bpack_ahead"]]))
-    schedule_b_pack(pack, pack.get_sblock("Bpack"))
-    return tvm.IRModule({"main": main, "pack_B": pack.mod["main"].with_attr("global_symbol", "pack_B")})

@@ -45,22 +45,33 @@ def prepacked_operands(w: QGemmWorkload, c: Int8GemmConfig) -> dict[str, tuple[i
 
 def pack_function(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.tirx.PrimFunc:
     """pack_W(W, Wp): see prepacked_operands."""
-    s = layout(w, c)
+    return pack_panels(w, prepacked_operands(w, c)["W"], corrected=True)
+
+
+def pack_panels(w: QGemmWorkload, shape: tuple[int, ...], corrected: bool) -> tvm.tirx.PrimFunc:
+    """pack_W(W, Wp): W (N, K) int8 in 16-column x 4-K panels of `shape` (Np / 16, groups, 16, 4),
+    Wp[t, q, l, b] = W[16 t + l, 4 q + b], 0 past N or K: what vpdpbusd reads, and 16 rows of a panel are one B
+    tile of tdpbssd. corrected: the last group holds VNNI's column corrections instead (see prepacked_operands)."""
     W = te.placeholder(w.operand_shapes()["W"], "int8", name="W")
-    r = te.reduce_axis((0, w.k), name="r")
-    colsum = te.compute((w.n,), lambda j: te.sum(W[j, r].astype("int32"), axis=r), name="colsum")
+    groups = shape[1] - corrected  # groups of K values
+    if corrected:
+        r = te.reduce_axis((0, w.k), name="r")
+        colsum = te.compute((w.n,), lambda j: te.sum(W[j, r].astype("int32"), axis=r), name="colsum")
 
     def body(t, q, lane, b):
         # Bounds by if_then_else, which reads only the branch taken: TVM's simplifier drops a clamp of the
         # index inside a Select guarded by the same bound, and Select reads both (out-of-bounds loads).
         j, kk = t * LANES + lane, q * 4 + b
-        byte = ((colsum[j] * -128 >> (b * 8)) & 255).astype("uint8").astype("int8")
         value = tir.if_then_else(kk < w.k, W[j, kk], tir.const(0, "int8"))
-        return tir.if_then_else(j < w.n, tir.Select(q < s["KQ"], value, byte), tir.const(0, "int8"))
+        if corrected:
+            byte = ((colsum[j] * -128 >> (b * 8)) & 255).astype("uint8").astype("int8")
+            value = tir.Select(q < groups, value, byte)
+        return tir.if_then_else(j < w.n, value, tir.const(0, "int8"))
 
-    Wp = te.compute(prepacked_operands(w, c)["W"], body, name="Wp")
+    Wp = te.compute(shape, body, name="Wp")
     sch = tvm.s_tir.Schedule(te.create_prim_func([W, Wp]))
-    sch.parallel(sch.get_loops(sch.get_sblock("colsum"))[0])
+    if corrected:
+        sch.parallel(sch.get_loops(sch.get_sblock("colsum"))[0])
     loops = sch.get_loops(sch.get_sblock("Wp"))
     sch.parallel(loops[0])
     return sch.mod["main"].with_attr("global_symbol", "pack_W")
@@ -77,39 +88,7 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
     extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
              if name in shapes}
 
-    outlier = outlier_mask(w, A)
-    # Row absmax in two steps, so that it vectorizes: 16 partial maxima per row, then their maximum.
-    kv = _ceil_div(w.k, LANES)
-    ro = te.reduce_axis((0, kv), name="ro")
-
-    def magnitude(i, kk):
-        value = te.abs(A[i, kk])
-        if outlier is not None:
-            value = tir.Select(outlier[kk] == 0, value, tir.const(0.0, "float32"))
-        # A partial last vector (if_then_else, see pack_function: scalar, only there).
-        return tir.if_then_else(kk < w.k, value, tir.const(0.0, "float32")) if w.k % LANES else value
-
-    part = te.compute((w.m, LANES), lambda i, lane: te.max(magnitude(i, ro * LANES + lane), axis=ro), name="part")
-    rl = te.reduce_axis((0, LANES), name="rl")
-    amax = te.compute((w.m,), lambda i: te.max(part[i, rl], axis=rl), name="amax")
-    scale_a = te.compute((w.m,), lambda i: tir.Select(amax[i] > 0, amax[i] / tir.const(127.0, "float32"),
-                                                      tir.const(1.0, "float32")), name="scale_a")
-
-    def quantized(i, k):
-        # tir.round is round-half-to-even (llvm.nearbyint) like torch.round, and vectorizes; tir.nearbyint
-        # does not (TVM leaves the loop scalar).
-        q = te.max(te.min(tir.round(A[i, k] / scale_a[i]), 127.0), -127.0).astype("int32") + 128
-        if outlier is not None:
-            q = tir.Select(outlier[k] == 0, q, 128)
-        # Padding rows and K columns (only where there are some) quantize to 0 (128 after the shift); by
-        # if_then_else (see pack_function): the row test is uniform over a vector, the K one only for odd K.
-        if kp > w.k:
-            q = tir.if_then_else(k < w.k, q, 128)
-        if mp > w.m:
-            q = tir.if_then_else(i < w.m, q, 128)
-        return q.astype("uint8")
-
-    Au = te.compute((mp, kp), quantized, name="Au")
+    outlier, scale_a, Au = quantize_rows(w, A, mp, kp, shift=128)
 
     def corr_of(j):  # the int32 in the last group of column j's panel
         t, lane = j // LANES, j % LANES
@@ -122,17 +101,56 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
         Au[i, k].astype("int32") * Wp[j // LANES, k // 4, j % LANES, k % 4].astype("int32"), axis=k), name="mm")
 
     floats = None if outlier is None else outlier_product(w, A, Wp, scale_w, outlier)
-
-    def write_back(i, j):
-        # Operands in this order: create_prim_func places their stages in it, so the correction and the
-        # outlier products are computed before the tile loops (the schedule checks it).
-        x = (corr[j] + acc[i, j]).astype("float32") * scale_a[i] * scale_w[j]
-        if floats is not None:
-            x = floats[i, j] + x
-        return apply_epilogue(x, w.epilogue, extra, j, (i, j))
-
-    C = te.compute((w.m, w.n), write_back, name="C")
+    # Operands in this order: create_prim_func places their stages in it, so the correction and the outlier
+    # products are computed before the tile loops (the schedule checks it).
+    C = te.compute((w.m, w.n), lambda i, j: apply_epilogue(
+        dequantized(corr[j] + acc[i, j], i, j, scale_a, scale_w, floats), w.epilogue, extra, j, (i, j)), name="C")
     return [A, Wp, scale_w, *extra.values(), C]
+
+
+def dequantized(acc, i, j, scale_a, scale_w, floats):
+    """The float32 product at (i, j) from its int32 sum: scaled by both scales, plus the outlier product."""
+    x = acc.astype("float32") * scale_a[i] * scale_w[j]
+    return x if floats is None else floats[i, j] + x
+
+
+def quantize_rows(w: QGemmWorkload, A, mp: int, kp: int, shift: int):
+    """(outlier, scale_a, Aq): A quantized per row (see the module's docstring) into "Aq" (mp, kp), plus `shift`
+    (128: uint8 for vpdpbusd; 0: int8), padding rows and K columns (and outlier columns) at `shift`. Scheduled
+    by schedule_quantization."""
+    outlier = outlier_mask(w, A)
+    # Row absmax in two steps, so that it vectorizes: 16 partial maxima per row, then their maximum.
+    kv = _ceil_div(w.k, LANES)
+    ro = te.reduce_axis((0, kv), name="ro")
+
+    def magnitude(i, kk):
+        value = te.abs(A[i, kk])
+        if outlier is not None:
+            value = tir.Select(outlier[kk] == 0, value, tir.const(0.0, "float32"))
+        # A partial last vector (if_then_else, see pack_panels: scalar, only there).
+        return tir.if_then_else(kk < w.k, value, tir.const(0.0, "float32")) if w.k % LANES else value
+
+    part = te.compute((w.m, LANES), lambda i, lane: te.max(magnitude(i, ro * LANES + lane), axis=ro), name="part")
+    rl = te.reduce_axis((0, LANES), name="rl")
+    amax = te.compute((w.m,), lambda i: te.max(part[i, rl], axis=rl), name="amax")
+    scale_a = te.compute((w.m,), lambda i: tir.Select(amax[i] > 0, amax[i] / tir.const(127.0, "float32"),
+                                                      tir.const(1.0, "float32")), name="scale_a")
+
+    def quantized(i, k):
+        # tir.round is round-half-to-even (llvm.nearbyint) like torch.round, and vectorizes; tir.nearbyint
+        # does not (TVM leaves the loop scalar).
+        q = te.max(te.min(tir.round(A[i, k] / scale_a[i]), 127.0), -127.0).astype("int32") + shift
+        if outlier is not None:
+            q = tir.Select(outlier[k] == 0, q, shift)
+        # Padding rows and K columns (only where there are some) quantize to 0 (`shift` after the shift); by
+        # if_then_else (see pack_panels): the row test is uniform over a vector, the K one only for odd K.
+        if kp > w.k:
+            q = tir.if_then_else(k < w.k, q, shift)
+        if mp > w.m:
+            q = tir.if_then_else(i < w.m, q, shift)
+        return q.astype("uint8" if shift else "int8")
+
+    return outlier, scale_a, te.compute((mp, kp), quantized, name="Aq")
 
 
 def outlier_mask(w: QGemmWorkload, A):
@@ -169,19 +187,41 @@ def outlier_product(w: QGemmWorkload, A, Wp, scale_w, outlier):
     return te.extern((w.m, w.n), [A, Wp, scale_w, outlier], body, name="outlier_product", dtype="float32")
 
 
-def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
-    sch = tvm.s_tir.Schedule(te.create_prim_func(define(w, c)))
-    # The write-back runs per tile (below). Its other producers (row scales, column corrections, outlier
-    # products) run at the root before the tile loops; hiding those reads from the dataflow check (a new
-    # schedule recomputes it) lets it move under the tile loop.
+def write_back_after(sch, computed_first: set[str]):
+    """The write-back "C" runs per tile, under the tile loops. Its other producers (`computed_first`: row scales,
+    column corrections, outlier products) run at the root before them; hiding those reads from the dataflow
+    check lets it move there. Returns the new schedule (which recomputes the dataflow)."""
     out = sch.get_sblock("C")
-    computed_first = {"scale_a", "corr", "outlier_product"}
     hidden = [n for n, region in enumerate(sch.get(out).reads) if region.source.name in computed_first]
     sch.unsafe_hide_buffer_access(out, "read", hidden)
     sch = tvm.s_tir.Schedule(sch.mod)
     order = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     if any(order.index(name) > order.index("mm") for name in computed_first if name in order):
         raise AutotileError(f"W8A8 stages out of order: {order}")
+    return sch
+
+
+def schedule_quantization(sch, w: QGemmWorkload):
+    """A's quantization in one parallel loop over rows: per row, 16 partial maxima (vectorized), their max, the
+    row scale, then the row's bytes (the row stays in L1 between its two passes). Returns the row loop."""
+    rows, ks = sch.get_loops(sch.get_sblock("Aq"))
+    for name in ("scale_a", "amax", "part"):
+        sch.compute_at(sch.get_sblock(name), rows, preserve_unit_loops=True)
+    sch.parallel(rows)
+    sch.vectorize(sch.split(ks, [None, LANES])[1])
+    part = sch.get_sblock("part")
+    p_lanes, p_red = sch.get_loops(part)[-2:]
+    sch.reorder(p_red, p_lanes)
+    sch.vectorize(p_lanes)
+    sch.decompose_reduction(part, p_red)
+    if w.outlier_threshold:
+        sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("column_max"))[0], [None, LANES])[1])
+    return rows
+
+
+def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
+    sch = write_back_after(tvm.s_tir.Schedule(te.create_prim_func(define(w, c))),
+                           {"scale_a", "corr", "outlier_product"})
     mm = sch.get_sblock("mm")
     i, j, k = sch.get_loops(mm)
     i0, i1, i2 = sch.split(i, [None, c.mc_tiles, c.mr])
@@ -216,20 +256,6 @@ def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
     out_cols = sch.get_loops(out)[-1]
     if w.n >= LANES:
         sch.vectorize(sch.split(out_cols, [None, LANES])[1])
-    # A's quantization in one parallel loop over rows: per row, 16 partial maxima (vectorized), their max,
-    # the row scale, then the row's bytes (the row stays in L1 between its two passes).
-    au = sch.get_sblock("Au")
-    au_rows, au_k = sch.get_loops(au)
-    for name in ("scale_a", "amax", "part"):
-        sch.compute_at(sch.get_sblock(name), au_rows, preserve_unit_loops=True)
-    sch.parallel(au_rows)
-    sch.vectorize(sch.split(au_k, [None, LANES])[1])
-    part = sch.get_sblock("part")
-    p_lanes, p_red = sch.get_loops(part)[-2:]
-    sch.reorder(p_red, p_lanes)
-    sch.vectorize(p_lanes)
-    sch.decompose_reduction(part, p_red)
-    if w.outlier_threshold:
-        sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("column_max"))[0], [None, LANES])[1])
+    schedule_quantization(sch, w)
     sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("corr"))[0], [None, LANES])[1])
     return tvm.IRModule({"main": sch.mod["main"], "pack_W": pack_function(w, c)})
