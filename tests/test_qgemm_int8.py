@@ -7,6 +7,7 @@ import pytest
 import torch
 from tvm_kernels import check
 
+from autotile.codegen.tvm import amx_permission
 from autotile.codegen.tvm.build import Packed
 from autotile.ops import prepacked_operands, space_for
 from autotile.ops.qgemm.int8 import Int8GemmConfig
@@ -36,7 +37,11 @@ def test_packed_weight_layout():
     assert torch.equal(corr[40:], torch.zeros(tiles * 16 - 40, dtype=torch.int32))
 
 
-def test_packed_weight_is_made_once_and_remade_when_the_weight_changes():
+@pytest.mark.parametrize("amx", ["", "1"], ids=["default template", "AMX emulated"])
+def test_packed_weight_is_made_once_and_remade_when_the_weight_changes(amx, monkeypatch):
+    """The W8A8 template this CPU gets by default (VNNI, or AMX tiles on a Xeon), and AMX with its tiles
+    emulated: the weight is packed once, reused while unchanged, packed again when it changes."""
+    monkeypatch.setenv(amx_permission.EMULATE_ENV, amx)
     w = w8a8(9, 48, 64, "bias")
     kernel = check(w, space_for(w).default())
     a, weight, scales, bias = w.random_inputs(1)
@@ -45,8 +50,12 @@ def test_packed_weight_is_made_once_and_remade_when_the_weight_changes():
     first = kernel(a, prepared, scales, bias)
     torch.testing.assert_close(first.double(), w.reference(a, weight, scales, bias), rtol=1e-4, atol=1e-3)
     assert torch.equal(kernel(a, weight, scales, bias), first)
+    assert torch.equal(kernel(a, weight, scales, bias), first)  # the same weight: its packed copy again
     weight.neg_()  # changed in place: packed again
     torch.testing.assert_close(kernel(a, weight, scales, bias).double(), w.reference(a, weight, scales, bias),
+                               rtol=1e-4, atol=1e-3)
+    other = torch.randint(-127, 128, weight.shape, dtype=torch.int8)  # another weight
+    torch.testing.assert_close(kernel(a, other, scales, bias).double(), w.reference(a, other, scales, bias),
                                rtol=1e-4, atol=1e-3)
 
 

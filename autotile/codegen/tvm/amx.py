@@ -186,6 +186,28 @@ entry:
 }}"""
 
 
+def _row_copy_ir(instruction: str, memory: str, into_tile: bool) -> str:
+    """tileloadd64 / tilestored64: the configured rows, colsb bytes each, between the tile and memory rows
+    `stride` bytes apart."""
+    to, source = ("%tile", f"%{memory}") if into_tile else (f"%{memory}", "%tile")
+    body = f"""
+  %mem.off = mul i64 %r, %stride
+  %tile.off = mul i64 %r, 64
+  %to = getelementptr i8, ptr {to}, i64 {"%tile.off" if into_tile else "%mem.off"}
+  %from = getelementptr i8, ptr {source}, i64 {"%mem.off" if into_tile else "%tile.off"}
+  call void @llvm.memcpy.p0.p0.i64(ptr %to, ptr %from, i64 %C, i1 false)"""
+    return f"""
+define linkonce_odr hidden void @autotile_emu_{instruction}(i8 %t, ptr %{memory}, i64 %stride) {{
+entry:
+  %r.addr = alloca i64
+  call void @autotile_emu_configured()
+  %tile = call ptr @autotile_emu_tile(i8 %t)
+  %R = call i64 @autotile_emu_rows(i8 %t)
+  %C = call i64 @autotile_emu_colsb(i8 %t){_loop("r", "%R", body)}
+  ret void
+}}"""
+
+
 SLOTS = 16  # threads that may hold emulated tiles at once (a thread claims a slot when it loads a config)
 
 EMULATION_LLVM_IR = (f"""
@@ -309,35 +331,8 @@ define linkonce_odr hidden void @autotile_emu_tilezero(i8 %t) {{
   call void @llvm.memset.p0.i64(ptr %tile, i8 0, i64 1024, i1 false)
   ret void
 }}
-define linkonce_odr hidden void @autotile_emu_tileloadd64(i8 %t, ptr %src, i64 %stride) {{
-entry:
-  %r.addr = alloca i64
-  call void @autotile_emu_configured()
-  %tile = call ptr @autotile_emu_tile(i8 %t)
-  %R = call i64 @autotile_emu_rows(i8 %t)
-  %C = call i64 @autotile_emu_colsb(i8 %t){_loop("r", "%R", '''
-  %from.off = mul i64 %r, %stride
-  %from = getelementptr i8, ptr %src, i64 %from.off
-  %to.off = mul i64 %r, 64
-  %to = getelementptr i8, ptr %tile, i64 %to.off
-  call void @llvm.memcpy.p0.p0.i64(ptr %to, ptr %from, i64 %C, i1 false)''')}
-  ret void
-}}
-define linkonce_odr hidden void @autotile_emu_tilestored64(i8 %t, ptr %dst, i64 %stride) {{
-entry:
-  %r.addr = alloca i64
-  call void @autotile_emu_configured()
-  %tile = call ptr @autotile_emu_tile(i8 %t)
-  %R = call i64 @autotile_emu_rows(i8 %t)
-  %C = call i64 @autotile_emu_colsb(i8 %t){_loop("r", "%R", '''
-  %to.off = mul i64 %r, %stride
-  %to = getelementptr i8, ptr %dst, i64 %to.off
-  %from.off = mul i64 %r, 64
-  %from = getelementptr i8, ptr %tile, i64 %from.off
-  call void @llvm.memcpy.p0.p0.i64(ptr %to, ptr %from, i64 %C, i1 false)''')}
-  ret void
-}}
-""" + "".join(_dot_ir(dot.instruction, dot) for dot in DOTS.values()))
+""" + _row_copy_ir("tileloadd64", "src", into_tile=True) + _row_copy_ir("tilestored64", "dst", into_tile=False)
+    + "".join(_dot_ir(dot.instruction, dot) for dot in DOTS.values()))
 
 
 def llvm_ir(emulate: bool) -> str:

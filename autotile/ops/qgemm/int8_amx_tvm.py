@@ -28,6 +28,7 @@ from autotile.ops.qgemm.int8_tvm import (
     pack_panels,
     quantize_rows,
     schedule_quantization,
+    w8a8_placeholders,
     write_back_after,
 )
 from autotile.ops.qgemm.workload import QGemmWorkload
@@ -56,12 +57,7 @@ class _Dequantized:
 
 def define(w: QGemmWorkload, c: Int8AmxConfig):
     mp, np_, kp = padded(w, c)
-    shapes = w.operand_shapes()
-    A = te.placeholder(shapes["A"], "float32", name="A")
-    Wp = te.placeholder(prepacked_operands(w, c)["W"], "int8", name="Wp")
-    scale_w = te.placeholder(shapes["scales"], "float32", name="scales")
-    extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
-             if name in shapes}
+    A, Wp, scale_w, extra = w8a8_placeholders(w, prepacked_operands(w, c)["W"])
     outlier, scale_a, Aq = quantize_rows(w, A, mp, kp, shift=0)
     kq, kv = te.reduce_axis((0, kp // DOT.group), name="kq"), te.reduce_axis((0, DOT.group), name="kv")
     stages = {"mm": te.compute((mp, np_ // LANES, LANES), lambda i, jo, ji: te.sum(

@@ -81,12 +81,7 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
     s = layout(w, c)
     mp, np_, kq = s["Mp"], s["Np"], s["KQ"]
     kp = 4 * kq
-    shapes = w.operand_shapes()
-    A = te.placeholder(shapes["A"], "float32", name="A")
-    Wp = te.placeholder(prepacked_operands(w, c)["W"], "int8", name="Wp")
-    scale_w = te.placeholder(shapes["scales"], "float32", name="scales")
-    extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
-             if name in shapes}
+    A, Wp, scale_w, extra = w8a8_placeholders(w, prepacked_operands(w, c)["W"])
 
     outlier, scale_a, Au = quantize_rows(w, A, mp, kp, shift=128)
 
@@ -106,6 +101,15 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
     C = te.compute((w.m, w.n), lambda i, j: apply_epilogue(
         dequantized(corr[j] + acc[i, j], i, j, scale_a, scale_w, floats), w.epilogue, extra, j, (i, j)), name="C")
     return [A, Wp, scale_w, *extra.values(), C]
+
+
+def w8a8_placeholders(w: QGemmWorkload, packed_w_shape):
+    """A (float32), the packed weight Wp (int8), its row scales, and the bias / residual the epilogue reads."""
+    shapes = w.operand_shapes()
+    extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
+             if name in shapes}
+    return (te.placeholder(shapes["A"], "float32", name="A"), te.placeholder(packed_w_shape, "int8", name="Wp"),
+            te.placeholder(shapes["scales"], "float32", name="scales"), extra)
 
 
 def dequantized(acc, i, j, scale_a, scale_w, floats):
