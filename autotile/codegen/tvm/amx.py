@@ -186,6 +186,23 @@ entry:
 }}"""
 
 
+def _config_field_ir(field: str, offset: int, llvm_type: str) -> str:
+    """A tile's field of the config the calling thread loaded: rows (a byte at 48 + t) or colsb (16 bits at
+    16 + 2t)."""
+    width = 1 if llvm_type == "i8" else 2
+    return f"""define linkonce_odr hidden i64 @autotile_emu_{field}(i8 %t) {{
+  %s = call i64 @autotile_emu_slot()
+  %cfg = call ptr @autotile_emu_cfg_of(i64 %s)
+  %ti = zext i8 %t to i64
+  %at = mul i64 %ti, {width}
+  %i = add i64 %at, {offset}
+  %p = getelementptr i8, ptr %cfg, i64 %i
+  %v = load {llvm_type}, ptr %p
+  %v64 = zext {llvm_type} %v to i64
+  ret i64 %v64
+}}"""
+
+
 def _row_copy_ir(instruction: str, memory: str, into_tile: bool) -> str:
     """tileloadd64 / tilestored64: the configured rows, colsb bytes each, between the tile and memory rows
     `stride` bytes apart."""
@@ -273,27 +290,8 @@ define linkonce_odr hidden ptr @autotile_emu_tile(i8 %t) {{
   %p = getelementptr i8, ptr @autotile_emu_tiles, i64 %off
   ret ptr %p
 }}
-define linkonce_odr hidden i64 @autotile_emu_rows(i8 %t) {{
-  %s = call i64 @autotile_emu_slot()
-  %cfg = call ptr @autotile_emu_cfg_of(i64 %s)
-  %ti = zext i8 %t to i64
-  %i = add i64 %ti, 48
-  %p = getelementptr i8, ptr %cfg, i64 %i
-  %r = load i8, ptr %p
-  %r64 = zext i8 %r to i64
-  ret i64 %r64
-}}
-define linkonce_odr hidden i64 @autotile_emu_colsb(i8 %t) {{
-  %s = call i64 @autotile_emu_slot()
-  %cfg = call ptr @autotile_emu_cfg_of(i64 %s)
-  %ti = zext i8 %t to i64
-  %i2 = mul i64 %ti, 2
-  %i = add i64 %i2, 16
-  %p = getelementptr i8, ptr %cfg, i64 %i
-  %c = load i16, ptr %p
-  %c64 = zext i16 %c to i64
-  ret i64 %c64
-}}
+{_config_field_ir("rows", 48, "i8")}
+{_config_field_ir("colsb", 16, "i16")}
 define linkonce_odr hidden void @autotile_emu_ldtilecfg(ptr %config) {{
 entry:
   %s.addr = alloca i64
