@@ -253,17 +253,20 @@ def _pack_body(src, lanes: int, n: int):
 
 
 def bf16dot_pack_functions(w: QGemmWorkload, c) -> dict:
-    """The pack_<name> functions of prepacked_operands (TE, scheduled: parallel over tiles)."""
-    s = bf16dot_layout(w, c)
+    """The pack_<name> functions of prepacked_operands."""
+    return tile_pack_functions(w, prepacked_operands(w, c), bf16dot_layout(w, c)["V"])
+
+
+def tile_pack_functions(w: QGemmWorkload, packed_shapes: dict, lanes: int) -> dict:
+    """pack_<name> (TE, scheduled: parallel over tiles) for each operand in packed_shapes, (T, rows, lanes):
+    for each tile of `lanes` output columns, the column values of each row (a K pair, a group)."""
     shapes = w.operand_shapes()
-    V, n = s["V"], w.n
     out = {}
     for name, dtype in (("W", "uint8"), ("scales", "float32"), ("zeros", "int32")):
-        if name not in shapes:
+        if name not in packed_shapes:
             continue
         src = te.placeholder(shapes[name], dtype, name=name)
-        packed_shape = prepacked_operands(w, c)[name]
-        dst = te.compute(packed_shape, _pack_body(src, V, n), name=f"{name}_packed")
+        dst = te.compute(packed_shapes[name], _pack_body(src, lanes, w.n), name=f"{name}_packed")
         sch = tvm.s_tir.Schedule(te.create_prim_func([src, dst]))
         loops = sch.get_loops(sch.get_sblock(f"{name}_packed"))
         sch.parallel(loops[0])

@@ -1,0 +1,107 @@
+"""int4 weight-only GEMM with bfloat16 activations on AMX tiles (qgemm.weight_only_amx), for M >= 16.
+
+Where the CPU has no AMX, kernels run with the tile instructions emulated and are checked against the exact
+reference (A rounded to bfloat16, codes exact, group sums in float32); the real instructions are checked in the
+assembly built for Sapphire Rapids and run only on a CPU with AMX."""
+
+import random
+import re
+
+import pytest
+import torch
+from tvm_kernels import check, requires_cpu_flags
+
+from autotile.codegen.tvm import amx_permission
+from autotile.codegen.tvm.build import compile_module
+from autotile.ops import default_template, templates_for
+from autotile.ops.qgemm.weight_only_amx import WeightOnlyAmxConfig, WeightOnlyAmxSpace
+from autotile.ops.qgemm.weight_only_amx_tvm import prepacked_operands, schedule
+from autotile.ops.qgemm.workload import QGemmWorkload
+
+AMX_TARGET = ("sapphirerapids", ["+amx-tile", "+amx-bf16", "+amx-int8"])
+
+
+def int4(m, n, k, group=128, asymmetric=False, epilogue=""):
+    return QGemmWorkload(m, n, k, weight_dtype="int4", group_size=group, act_dtype="bfloat16",
+                         asymmetric=asymmetric, epilogue=epilogue)
+
+
+@pytest.fixture(autouse=True)
+def emulated(monkeypatch):
+    """Emulated tile instructions (tests that need them real unset this)."""
+    monkeypatch.setenv(amx_permission.EMULATE_ENV, "1")
+
+
+def emulated_check(w, config):
+    return check(w, config, compile_module(schedule(w, config, emulate=True), "znver4", 2))
+
+
+@pytest.mark.parametrize("shape, group, asymmetric, epilogue", [
+    ((16, 40, 256), 128, False, "bias"),
+    ((17, 45, 128), 32, True, "residual,gelu"),
+    ((33, 50, 192), 64, False, ""),
+    ((64, 17, 128), 128, True, "bias,silu"),
+])
+def test_emulated_tiles_match_the_exact_reference(shape, group, asymmetric, epilogue):
+    """Odd N, M past a whole tile, groups of one to four tile rows, zero points, every knob sampled (seeded)."""
+    w = int4(*shape, group=group, asymmetric=asymmetric, epilogue=epilogue)
+    space, rng = WeightOnlyAmxSpace(w), random.Random(sum(shape))
+    for config in (space.default(), *(space.sample(rng) for _ in range(3))):
+        assert config.kc == group and config.korder == "outer" and config.epilogue_at == "block"
+        emulated_check(w, config)
+
+
+def test_parallel_splits_and_orders():
+    w = int4(70, 70, 256, asymmetric=True, epilogue="bias,gelu")
+    space = WeightOnlyAmxSpace(w)
+    for n, (tiles_m, tiles_n) in enumerate([(1, 3), (2, 2), (3, 1)]):
+        config = space.canonical(WeightOnlyAmxConfig(
+            tiles_m=tiles_m, tiles_n=tiles_n, mc_tiles=2, nc_tiles=2, unroll_k=2 ** n, outer=("ij", "ji")[n % 2],
+            inner=("ji", "ij")[n % 2], parallel=("both", "first", "none")[n]))
+        assert config.parallel == ("both", "first", "none")[n]
+        emulated_check(w, config)
+
+
+def test_the_weight_is_packed_once_per_weight():
+    """W, scales and zero points in 16-column tiles, made by pack_<name> once and again for a new weight."""
+    w = int4(20, 40, 128, group=64, asymmetric=True, epilogue="bias")
+    config = WeightOnlyAmxSpace(w).default()
+    assert prepacked_operands(w, config) == {"W": (4, 64, 16), "scales": (4, 2, 16), "zeros": (4, 2, 16)}
+    kernel = emulated_check(w, config)
+    for seed in (1, 2):
+        inputs = w.random_inputs(seed)
+        for _ in range(2):
+            torch.testing.assert_close(kernel(*inputs).double(), w.reference(*inputs), rtol=2e-2, atol=2e-2)
+
+
+def test_offered_for_a_tile_of_rows_and_int4_bf16_only(monkeypatch):
+    assert default_template(int4(16, 64, 256)).name == "qgemm.weight_only_amx"
+    for w in (int4(15, 64, 256), int4(1, 64, 256), int4(32, 64, 240, group=48),
+              QGemmWorkload(32, 64, 256, weight_dtype="int4", group_size=128),  # float32 activations
+              QGemmWorkload(32, 64, 256, weight_dtype="int8", group_size=128, act_dtype="bfloat16")):
+        assert "qgemm.weight_only_amx" not in [t.name for t in templates_for(w)], w.key
+    monkeypatch.delenv(amx_permission.EMULATE_ENV)
+    amd = {"flags": ["avx512f", "avx512_bf16"]}
+    assert "qgemm.weight_only_amx" not in [t.name for t in templates_for(int4(16, 64, 256), amd)]
+
+
+def test_the_real_instructions_in_the_assembly():
+    """Built for sapphirerapids: tile config, tile loads, tdpbf16ps, and the int4 decode (vpermw) per group."""
+    w = int4(33, 45, 256, asymmetric=True, epilogue="bias,gelu")
+    for config in (WeightOnlyAmxSpace(w).default(), WeightOnlyAmxSpace(w).sample(random.Random(3))):
+        asm = compile_module(schedule(w, config, emulate=False), AMX_TARGET[0], 2, AMX_TARGET[1]).mod.inspect_source(
+            "s")
+        for instruction in ("ldtilecfg", "tilezero", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease",
+                            "vpermw"):
+            assert re.search(rf"\b{instruction}\b", asm), (instruction, config)
+        assert "autotile_emu_" not in asm
+
+
+@requires_cpu_flags("amx_tile", "amx_bf16")
+def test_real_tiles_match_the_exact_reference(monkeypatch):
+    monkeypatch.delenv(amx_permission.EMULATE_ENV, raising=False)
+    assert amx_permission.status().usable, amx_permission.status().reason
+    w = int4(33, 45, 256, asymmetric=True, epilogue="bias,gelu")
+    space, rng = WeightOnlyAmxSpace(w), random.Random(4)
+    for config in (space.default(), space.sample(rng), space.sample(rng)):
+        check(w, config, compile_module(schedule(w, config, emulate=False), AMX_TARGET[0], 2, AMX_TARGET[1]))
