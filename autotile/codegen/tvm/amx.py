@@ -562,3 +562,42 @@ def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulat
                     for n in range(tiles_n):
                         call("tilestored64", c_tile(m, n), c_at(m, n), c_stride)
     return ib.get()
+
+
+# --- a tile product emitted inside a TVMScript program -----------------------------------------------------------
+
+def emit_tile_product(kind: str, c_tiles, a_tiles, b_tiles, steps: int, emulate: bool) -> None:
+    """Emit, into the TVMScript program being parsed (called as a statement there), C[m][n] = sum over `steps`
+    K steps s of A[m](s) . B[n](s) on tiles: the C tiles start at zero, each step loads the B tiles, then each A
+    tile and its products, and the C tiles are stored at the end. c_tiles[m][n] is (pointer, row stride in bytes);
+    a_tiles[m] and b_tiles[n] are functions of the step (a TIR loop variable) returning the same. Tile numbers:
+    C first, then A, then B (at most eight in all)."""
+    import tvm.script.ir_builder.tirx as IB
+
+    rows, cols = len(a_tiles), len(b_tiles)
+    if rows * cols + rows + cols > TILES:
+        raise ValueError(f"a {rows} x {cols} tile product needs more than {TILES} tiles")
+    dot = DOTS[kind]
+    c_of, a_of, b_of = (lambda m, n: m * cols + n), (lambda m: rows * cols + m), (lambda n: rows * cols + rows + n)
+
+    def call(instruction, *args):
+        IB.evaluate(tile_call(instruction, *args, emulate=emulate))
+
+    for m in range(rows):
+        for n in range(cols):
+            call("tilezero", c_of(m, n))
+    with IB.serial(0, steps) as s:
+        for n, at in enumerate(b_tiles):
+            call("tileloadd64", b_of(n), *_stride64(at(s)))
+        for m, at in enumerate(a_tiles):
+            call("tileloadd64", a_of(m), *_stride64(at(s)))
+            for n in range(cols):
+                call(dot.instruction, c_of(m, n), a_of(m), b_of(n))
+    for m in range(rows):
+        for n in range(cols):
+            call("tilestored64", c_of(m, n), *_stride64(c_tiles[m][n]))
+
+
+def _stride64(where):
+    pointer, stride = where
+    return pointer, tir.const(stride, "int64") if isinstance(stride, int) else stride.astype("int64")

@@ -106,6 +106,13 @@ def to_bfloat16(x):
     return tir.Let(var, tir.reinterpret("uint32", x), body(var))
 
 
+def bf16_bits(x):
+    """float32 -> the bits (uint16) of the nearest bfloat16 (ties to even; infinities stay infinite)."""
+    u = tir.reinterpret("uint32", x)
+    one, sixteen = tir.const(1, "uint32"), tir.const(16, "uint32")
+    return ((u + tir.const(0x7FFF, "uint32") + ((u >> sixteen) & one)) >> sixteen).astype("uint16")
+
+
 def cast(x, dtype: str):
     return to_bfloat16(x) if dtype == "bfloat16" else x.astype(dtype)
 

@@ -19,13 +19,14 @@ from tvm import tirx as tir
 
 import autotile.codegen.tvm.intrinsics as intrinsics
 from autotile.codegen.tvm import amx, amx_permission
+from autotile.codegen.tvm.fastmath import bf16_bits
 from autotile.codegen.tvm.intrinsics import INT4_ZERO
 from autotile.ops.gemm.amx_tvm import Panels
 from autotile.ops.gemm.blis import _ceil_div
 from autotile.ops.gemm.blis_tvm import schedule_epilogue_stages
 from autotile.ops.gemm.lowp_tvm import LANES, epilogue_stages
 from autotile.ops.qgemm.weight_only_amx import WeightOnlyAmxConfig, group_of
-from autotile.ops.qgemm.weight_only_tvm import _round_to_bf16_bits, tile_pack_functions
+from autotile.ops.qgemm.weight_only_tvm import tile_pack_functions
 from autotile.ops.qgemm.workload import QGemmWorkload
 
 DOT = amx.DOTS["bf16"]
@@ -60,7 +61,7 @@ def define(w: QGemmWorkload, c: WeightOnlyAmxConfig):
     extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
              if name in shapes}
     # Rows past M repeat row M-1 (a clamp: see weight_only_tvm.bf16dot_schedule); their sums are never written.
-    Ab = te.compute((mp, w.k), lambda i, k: _round_to_bf16_bits(A[te.min(i, w.m - 1), k]), name="Ab")
+    Ab = te.compute((mp, w.k), lambda i, k: bf16_bits(A[te.min(i, w.m - 1), k]), name="Ab")
     Wd = te.compute((T, s["P"], LANES, 2), lambda t, p, lane, h: intrinsics.int4_bf16_bits(
         (Wp[t, p, lane] >> (h * 4).astype("uint8")) & tir.const(15, "uint8")), name="Wd")
     kq, kv = te.reduce_axis((0, GP), name="kq"), te.reduce_axis((0, 2), name="kv")

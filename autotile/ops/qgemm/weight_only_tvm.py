@@ -15,6 +15,7 @@ import tvm
 from tvm import te
 from tvm import tirx as tir
 
+from autotile.codegen.tvm.fastmath import bf16_bits
 from autotile.codegen.tvm.intrinsics import INT4_ZERO
 from autotile.errors import AutotileError
 from autotile.ops.gemm.blis_tvm import _epilogue_stage
@@ -29,7 +30,7 @@ def activation(w: QGemmWorkload, a):
         return a
     from autotile.codegen.tvm.intrinsics import bf16_bits_to_float
 
-    return bf16_bits_to_float(_round_to_bf16_bits(a))
+    return bf16_bits_to_float(bf16_bits(a))
 
 
 def quantized_operands(w: QGemmWorkload):
@@ -238,13 +239,6 @@ def prepacked_operands(w: QGemmWorkload, c) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _round_to_bf16_bits(x):
-    """float32 -> bfloat16 bits (uint16), rounded to nearest even (infinities stay infinite)."""
-    u = tir.reinterpret("uint32", x)
-    one, sixteen = tir.const(1, "uint32"), tir.const(16, "uint32")
-    return ((u + tir.const(0x7FFF, "uint32") + ((u >> sixteen) & one)) >> sixteen).astype("uint16")
-
-
 def _pack_body(src, lanes: int, n: int):
     def body(t, p, lane):  # columns past N repeat column N-1 (a clamp, not a Select: see bf16dot_schedule)
         return src[te.min(t * lanes + lane, n - 1), p]
@@ -306,7 +300,7 @@ def bf16dot_schedule(w: QGemmWorkload, c) -> tvm.IRModule:
     m_last = w.m - 1
     # Rows past M repeat row M-1: their sums are never written out. (A clamp, not a Select: TVM's simplifier
     # drops a clamp inside a Select guarded by the same bound, and a Select reads both of its branches.)
-    Ab = te.compute((P, Mp, 2), lambda p, m, h: _round_to_bf16_bits(A[te.min(m, m_last), 2 * p + h]), name="Ab")
+    Ab = te.compute((P, Mp, 2), lambda p, m, h: bf16_bits(A[te.min(m, m_last), 2 * p + h]), name="Ab")
     Wd = te.compute((T, P, V, 2), lambda t, p, lane, h: intrinsics.int4_bf16_bits(
         (Wp[t, p, lane] >> (h * 4).astype("uint8")) & tir.const(15, "uint8")), name="Wd")
     widen = intrinsics.bf16_bits_to_float
