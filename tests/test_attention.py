@@ -167,6 +167,8 @@ def test_features_are_fixed_length_numbers():
     lengths = {len(space.features(space.sample(rng))) for _ in range(20)}
     assert len(lengths) == 1
     assert all(isinstance(x, (int, float)) and math.isfinite(x) for x in space.features(space.default()))
+    bf16 = AttentionSpace(AttentionWorkload(1, 4, 100, 64, causal=True, dtype="bfloat16"))
+    assert bf16.features(space.default()) != space.features(space.default())  # the cost model tells dtypes apart
 
 
 # -- real builds -------------------------------------------------------------------------------

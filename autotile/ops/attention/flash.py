@@ -137,6 +137,7 @@ class AttentionSpace(ConfigSpace):
         return [
             log(w.batch), log(w.heads), log(w.seq_q), log(w.seq_kv), log(w.head_dim), w.heads / w.kv_heads,
             float(w.causal), w.pairs / (w.seq_q * w.seq_kv),
+            float(w.dtype != "float32"),  # 16-bit operands: widened in the packs, so the inner loops cost the same
             log(c.block_q), log(c.block_kv), c.vec, c.rows_s, c.rows_o, log(c.d_tile), c.pack_k == "global",
             c.unroll_d, c.unroll_kv, c.parallel == "bhq",
             c.rows_s * c.block_kv / self.lanes, c.rows_o * c.d_tile / self.lanes,  # accumulator registers

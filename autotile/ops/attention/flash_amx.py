@@ -69,5 +69,5 @@ class AmxAttentionSpace(ConfigSpace):
         n_q, n_kv = _ceil_div(w.seq_q, 16 * c.q_tiles), _ceil_div(w.seq_kv, c.block_kv)
         items = w.batch * w.heads * n_q // c.q_blocks_per_task
         return [log(w.batch), log(w.heads), log(w.seq_q), log(w.seq_kv), log(w.head_dim), w.heads / w.kv_heads,
-                float(w.causal), c.q_tiles, log(c.block_kv), c.q_blocks_per_task,
+                float(w.causal), w.pairs / (w.seq_q * w.seq_kv), c.q_tiles, log(c.block_kv), c.q_blocks_per_task,
                 n_q * 16 * c.q_tiles * n_kv * c.block_kv / (w.seq_q * w.seq_kv), log(items), items % 2]
