@@ -21,8 +21,8 @@ from autotile.ops.qgemm.workload import QGemmWorkload
 AMX_TARGET = ("sapphirerapids", ["+amx-tile", "+amx-bf16", "+amx-int8"])
 
 
-def int4(m, n, k, group=128, asymmetric=False, epilogue=""):
-    return QGemmWorkload(m, n, k, weight_dtype="int4", group_size=group, act_dtype="bfloat16",
+def int4(m, n, k, group=128, asymmetric=False, epilogue="", bits=4):
+    return QGemmWorkload(m, n, k, weight_dtype=f"int{bits}", group_size=group, act_dtype="bfloat16",
                          asymmetric=asymmetric, epilogue=epilogue)
 
 
@@ -36,15 +36,18 @@ def emulated_check(w, config):
     return check(w, config, compile_module(schedule(w, config, emulate=True), "znver4", 2))
 
 
-@pytest.mark.parametrize("shape, group, asymmetric, epilogue", [
-    ((16, 40, 256), 128, False, "bias"),
-    ((17, 45, 128), 32, True, "residual,gelu"),
-    ((33, 50, 192), 64, False, ""),
-    ((64, 17, 128), 128, True, "bias,silu"),
+@pytest.mark.parametrize("shape, group, asymmetric, epilogue, bits", [
+    ((16, 40, 256), 128, False, "bias", 4),
+    ((17, 45, 128), 32, True, "residual,gelu", 4),
+    ((33, 50, 192), 64, False, "", 4),
+    ((64, 17, 128), 128, True, "bias,silu", 4),
+    ((19, 45, 128), 64, False, "bias", 8),
+    ((33, 17, 192), 32, True, "residual", 8),
 ])
-def test_emulated_tiles_match_the_exact_reference(shape, group, asymmetric, epilogue):
-    """Odd N, M past a whole tile, groups of one to four tile rows, zero points, every knob sampled (seeded)."""
-    w = int4(*shape, group=group, asymmetric=asymmetric, epilogue=epilogue)
+def test_emulated_tiles_match_the_exact_reference(shape, group, asymmetric, epilogue, bits):
+    """int4 and int8 codes; odd N, M past a whole tile, groups of one to four tile rows, zero points, every knob
+    sampled (seeded)."""
+    w = int4(*shape, group=group, asymmetric=asymmetric, epilogue=epilogue, bits=bits)
     space, rng = WeightOnlyAmxSpace(w), random.Random(sum(shape))
     for config in (space.default(), *(space.sample(rng) for _ in range(3))):
         assert config.kc == group and config.korder == "outer" and config.epilogue_at == "block"
@@ -67,32 +70,37 @@ def test_the_weight_is_packed_once_per_weight():
     w = int4(20, 40, 128, group=64, asymmetric=True, epilogue="bias")
     config = WeightOnlyAmxSpace(w).default()
     assert prepacked_operands(w, config) == {"W": (4, 64, 16), "scales": (4, 2, 16), "zeros": (4, 2, 16)}
-    kernel = emulated_check(w, config)
-    for seed in (1, 2):
-        inputs = w.random_inputs(seed)
-        for _ in range(2):
-            torch.testing.assert_close(kernel(*inputs).double(), w.reference(*inputs), rtol=2e-2, atol=2e-2)
+    w8 = int4(20, 40, 128, group=64, asymmetric=True, epilogue="bias", bits=8)
+    assert prepacked_operands(w8, config)["W"] == (4, 64, 16, 2)
+    for workload in (w, w8):
+        kernel = emulated_check(workload, config)
+        for seed in (1, 2):
+            inputs = workload.random_inputs(seed)
+            for _ in range(2):
+                torch.testing.assert_close(kernel(*inputs).double(), workload.reference(*inputs), rtol=2e-2,
+                                           atol=2e-2)
 
 
 def test_offered_for_a_tile_of_rows_and_int4_bf16_only(monkeypatch):
     assert default_template(int4(16, 64, 256)).name == "qgemm.weight_only_amx"
-    for w in (int4(15, 64, 256), int4(1, 64, 256), int4(32, 64, 240, group=48),
-              QGemmWorkload(32, 64, 256, weight_dtype="int4", group_size=128),  # float32 activations
-              QGemmWorkload(32, 64, 256, weight_dtype="int8", group_size=128, act_dtype="bfloat16")):
+    assert default_template(int4(16, 64, 256, bits=8)).name == "qgemm.weight_only_amx"
+    for w in (int4(15, 64, 256), int4(1, 64, 256), int4(32, 64, 240, group=48), int4(32, 64, 256, bits=3),
+              QGemmWorkload(32, 64, 256, weight_dtype="int4", group_size=128)):  # float32 activations
         assert "qgemm.weight_only_amx" not in [t.name for t in templates_for(w)], w.key
     monkeypatch.delenv(amx_permission.EMULATE_ENV)
     amd = {"flags": ["avx512f", "avx512_bf16"]}
     assert "qgemm.weight_only_amx" not in [t.name for t in templates_for(int4(16, 64, 256), amd)]
 
 
-def test_the_real_instructions_in_the_assembly():
+@pytest.mark.parametrize("bits", [4, 8])
+def test_the_real_instructions_in_the_assembly(bits):
     """Built for sapphirerapids: tile config, tile loads, tdpbf16ps, and the int4 decode (vpermw) per group."""
-    w = int4(33, 45, 256, asymmetric=True, epilogue="bias,gelu")
+    w = int4(33, 45, 256, asymmetric=True, epilogue="bias,gelu", bits=bits)
     for config in (WeightOnlyAmxSpace(w).default(), WeightOnlyAmxSpace(w).sample(random.Random(3))):
         asm = compile_module(schedule(w, config, emulate=False), AMX_TARGET[0], 2, AMX_TARGET[1]).mod.inspect_source(
             "s")
         for instruction in ("ldtilecfg", "tilezero", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease",
-                            "vpermw"):
+                            *(("vpermw",) if bits == 4 else ())):
             assert re.search(rf"\b{instruction}\b", asm), (instruction, config)
         assert "autotile_emu_" not in asm
 

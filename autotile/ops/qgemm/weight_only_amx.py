@@ -1,7 +1,8 @@
-"""int4 weight-only GEMM with bfloat16 activations on AMX tiles, for M >= 16: its config space.
+"""int4 and int8 weight-only GEMMs with bfloat16 activations on AMX tiles, for M >= 16: their config space.
 
-The tile GEMM of gemm.amx (whose space this one is) over one quantization group at a time: the int4 codes of a
-block of columns are decoded into bfloat16 B tiles (code - 8, exact) once per group and block, a micro-kernel sums
+The tile GEMM of gemm.amx (whose space this one is) over one quantization group at a time: the codes of a block
+of columns are decoded into bfloat16 B tiles (code - 8 or code - 128: small integers, exact) once per group and
+block, a micro-kernel sums
 a group's products in its C tiles (exact in float32), and the group's scale is applied as those sums are added to
 the block's float32 accumulators (weight_only_amx_tvm.py). K chunks are the groups, so `kc` and `korder` do not
 apply, and the epilogue runs once per block. Fewer rows than a tile (token generation) keep the AVX-512 decode
@@ -18,7 +19,6 @@ from dataclasses import dataclass, replace
 from autotile.codegen.tvm import amx_permission
 from autotile.codegen.tvm.amx import TILE_ROWS
 from autotile.ops.gemm.amx import AmxGemmConfig, AmxGemmSpace
-from autotile.ops.qgemm.weight_only import bf16_dot_eligible
 from autotile.ops.qgemm.workload import QGemmWorkload
 
 
@@ -35,8 +35,11 @@ def group_of(w: QGemmWorkload) -> int:
 
 
 def applies(workload: QGemmWorkload, fingerprint: dict | None = None) -> bool:
-    """int4 codes, bfloat16 activations, groups of whole tile rows (32), at least a tile of rows, on AMX."""
-    return (bf16_dot_eligible(workload) and group_of(workload) % 32 == 0 and workload.m >= TILE_ROWS
+    """int4 or int8 codes, bfloat16 activations, K in groups of whole tile rows (32), at least a tile of rows, on
+    AMX."""
+    group = group_of(workload)
+    return (workload.act_dtype == "bfloat16" and workload.bits in (4, 8) and group % 32 == 0
+            and workload.k % group == 0 and workload.m >= TILE_ROWS
             and amx_permission.tiles_usable(fingerprint, "amx_bf16"))
 
 
@@ -60,4 +63,4 @@ class WeightOnlyAmxSpace(AmxGemmSpace):
                                       "epilogue_at": "block"})
 
     def features(self, c: WeightOnlyAmxConfig) -> list[float]:
-        return [*super().features(c), float(self.workload.asymmetric)]
+        return [*super().features(c), float(self.workload.asymmetric), self.workload.bits]

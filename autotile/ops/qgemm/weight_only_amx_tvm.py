@@ -1,14 +1,15 @@
-"""Lowering of int4 weight-only GEMMs with bfloat16 activations to AMX tiles (see weight_only_amx.py):
+"""Lowering of int4 / int8 weight-only GEMMs with bfloat16 activations to AMX tiles (see weight_only_amx.py):
 
     Ab[i, k] = bf16 bits of A[i, k]                          (nearest even, once per call; rows past M repeat M-1)
-    Wd[t, p, l, h] = bf16(nibble h of Wp[t, p, l] - 8)        (exact; per block and group, a B tile per 16 pairs)
+    Wd[t, p, l, h] = bf16(code of column 16 t + l, K 2 p + h, minus 8 or 128)   (exact; per block and group)
     part[g, i, t, l] = sum over the group's pairs p, h of Ab[i, 2p + h] * Wd[t, p, l, h]   (tiles, exact in fp32)
     acc[i, t, l] = sum_g Sp[t, g, l] * (part[g, i, t, l] - (Zp[t, g, l] - 8) * asum[i, g])
     C[i, j] = epilogue(acc[i, j / 16, j % 16])
 
-Wp, Sp (and Zp) are the weight, scales (and zero points) in 16-column tiles, made once per weight by pack_<name>
-(the layout of the vdpbf16ps kernel, weight_only_tvm.prepacked_operands, with 16 columns a tile): a B tile is the
-decoded bytes of 16 columns for 16 pairs of K.
+Wp, Sp (and Zp) are the weight, scales (and zero points) in 16-column tiles, made once per weight by pack_<name>:
+int4 in the layout of the vdpbf16ps kernel (weight_only_tvm.prepacked_operands, 16 columns a tile: a byte holds
+a column's K pair, decoded 16 at a time by a table lookup), int8 as the column's two bytes of each K pair. A B
+tile is then the decoded codes of 16 columns for 16 pairs of K.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from tvm import tirx as tir
 import autotile.codegen.tvm.intrinsics as intrinsics
 from autotile.codegen.tvm import amx, amx_permission
 from autotile.codegen.tvm.fastmath import bf16_bits
-from autotile.codegen.tvm.intrinsics import INT4_ZERO
 from autotile.ops.gemm.amx_tvm import Panels
 from autotile.ops.gemm.blis import _ceil_div
 from autotile.ops.gemm.blis_tvm import schedule_epilogue_stages
@@ -40,10 +40,12 @@ def layout(w: QGemmWorkload, c: WeightOnlyAmxConfig) -> dict:
 
 
 def prepacked_operands(w: QGemmWorkload, c: WeightOnlyAmxConfig) -> dict[str, tuple[int, ...]]:
-    """W (N, K/2 bytes) -> (T, K/2, 16); scales and zeros (N, G) -> (T, G, 16): 16-column tiles, T covering N
-    padded to whole blocks (columns past N repeat column N-1, never written out)."""
+    """int4 W (N, K/2 bytes) -> (T, K/2, 16), int8 W (N, K) -> (T, K/2, 16, 2); scales and zeros (N, G) ->
+    (T, G, 16): 16-column tiles, T covering N padded to whole blocks (columns past N repeat column N-1, never
+    written out)."""
     s = layout(w, c)
-    shapes = {"W": (s["T"], s["P"], LANES), "scales": (s["T"], s["G"], LANES)}
+    codes = (s["T"], s["P"], LANES) if w.bits == 4 else (s["T"], s["P"], LANES, 2)
+    shapes = {"W": codes, "scales": (s["T"], s["G"], LANES)}
     if w.asymmetric:
         shapes["zeros"] = (s["T"], s["G"], LANES)
     return shapes
@@ -56,14 +58,20 @@ def define(w: QGemmWorkload, c: WeightOnlyAmxConfig):
     shapes = w.operand_shapes()
     A = te.placeholder(shapes["A"], "float32", name="A")
     Wp = te.placeholder(packed["W"], "uint8", name="Wp")
+    zero_code = 1 << (w.bits - 1)  # the zero point of symmetric codes, subtracted as they are decoded
     Sp = te.placeholder(packed["scales"], "float32", name="Sp")
     Zp = te.placeholder(packed["zeros"], "int32", name="Zp") if w.asymmetric else None
     extra = {name: te.placeholder(shapes[name], "float32", name=name) for name in ("bias", "residual")
              if name in shapes}
     # Rows past M repeat row M-1 (a clamp: see weight_only_tvm.bf16dot_schedule); their sums are never written.
     Ab = te.compute((mp, w.k), lambda i, k: bf16_bits(A[te.min(i, w.m - 1), k]), name="Ab")
-    Wd = te.compute((T, s["P"], LANES, 2), lambda t, p, lane, h: intrinsics.int4_bf16_bits(
-        (Wp[t, p, lane] >> (h * 4).astype("uint8")) & tir.const(15, "uint8")), name="Wd")
+    if w.bits == 4:
+        Wd = te.compute((T, s["P"], LANES, 2), lambda t, p, lane, h: intrinsics.int4_bf16_bits(
+            (Wp[t, p, lane] >> (h * 4).astype("uint8")) & tir.const(15, "uint8")), name="Wd")
+    else:  # code - 128 in [-128, 127]: exact in bfloat16, so its bits are the float32's upper half
+        Wd = te.compute((T, s["P"], LANES, 2), lambda t, p, lane, h: (tir.reinterpret("uint32", (
+            Wp[t, p, lane, h].astype("int32") - zero_code).astype("float32")) >> tir.const(16, "uint32")).astype(
+            "uint16"), name="Wd")
     kq, kv = te.reduce_axis((0, GP), name="kq"), te.reduce_axis((0, 2), name="kv")
     part = te.compute((G, mp, T, LANES), lambda g, i, t, lane: te.sum(
         amx.widen(DOT, Ab[i, g * group + kq * 2 + kv]) * amx.widen(DOT, Wd[t, g * GP + kq, lane, kv]),
@@ -74,7 +82,7 @@ def define(w: QGemmWorkload, c: WeightOnlyAmxConfig):
         asum = te.compute((mp, G), lambda i, gg: te.sum(amx.widen(DOT, Ab[i, gg * group + r]), axis=r), name="asum")
 
         def acc_body(i, t, lane):
-            shift = (Zp[t, g, lane] - INT4_ZERO).astype("float32") * asum[i, g]
+            shift = (Zp[t, g, lane] - zero_code).astype("float32") * asum[i, g]
             return te.sum(Sp[t, g, lane] * (part[g, i, t, lane] - shift), axis=g)
     else:
         def acc_body(i, t, lane):
@@ -117,8 +125,11 @@ def schedule(w: QGemmWorkload, c: WeightOnlyAmxConfig, emulate: bool | None = No
     sch.reorder(*inner, pi2, pt2, pl, pkq, pkv)
     sch.tensorize(pi2, amx.tile_gemm_intrinsic("bf16", c.tiles_m, c.tiles_n, s["group"], c.unroll_k, emulate,
                                                zero_init=True))
-    # The group's B tiles: 16 bytes of codes -> 16 bf16 pairs (one tile row) per step.
-    sch.tensorize(sch.get_loops(wd)[-2], intrinsics.INT4_BF16_PAIRS_16)
+    # The group's B tiles: 16 bytes of int4 codes -> 16 bf16 pairs (one tile row) per step; int8, vectorized.
+    if w.bits == 4:
+        sch.tensorize(sch.get_loops(wd)[-2], intrinsics.INT4_BF16_PAIRS_16)
+    else:
+        sch.vectorize(sch.fuse(*sch.get_loops(wd)[-2:]))
     acc_init = sch.decompose_reduction(acc, g)
     sch.vectorize(sch.get_loops(acc_init)[-1])
     sch.vectorize(lane)
@@ -135,4 +146,19 @@ def schedule(w: QGemmWorkload, c: WeightOnlyAmxConfig, emulate: bool | None = No
     sch.annotate(cols, "pragma_import_llvm", intrinsics.INT4_BF16_LLVM_IR)
     schedule_epilogue_stages(sch, w, stages, LANES)
     main = amx.with_tile_config(sch.mod["main"])
-    return tvm.IRModule({"main": main, **tile_pack_functions(w, prepacked_operands(w, c), LANES)})
+    return tvm.IRModule({"main": main, **_pack_functions(w, c)})
+
+
+def _pack_functions(w: QGemmWorkload, c: WeightOnlyAmxConfig) -> dict:
+    packed = prepacked_operands(w, c)
+    if w.bits == 4:
+        return tile_pack_functions(w, packed, LANES)
+    functions = tile_pack_functions(w, {k: v for k, v in packed.items() if k != "W"}, LANES)
+    W = te.placeholder(w.operand_shapes()["W"], "uint8", name="W")
+    Wp = te.compute(packed["W"], lambda t, p, lane, h: W[te.min(t * LANES + lane, w.n - 1), 2 * p + h],
+                    name="W_packed")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([W, Wp]))
+    loops = sch.get_loops(sch.get_sblock("W_packed"))
+    sch.parallel(loops[0])
+    sch.vectorize(sch.fuse(*loops[-2:]))
+    return {**functions, "pack_W": sch.mod["main"].with_attr("global_symbol", "pack_W")}
