@@ -101,7 +101,7 @@ def measure_case(w: AttentionWorkload, args) -> dict:
     result = autotile.tune(w, trials=args.trials, seed=args.seed)
     kern = autotile.kernel(w)
     print(f"   autotile: {result.trials} trials, tuning {result.tuning_seconds:.1f} s, tuned {result.gflops:.1f} "
-          f"GFLOP/s, config {kern.config}", flush=True)
+          f"GFLOP/s, template {result.template}, config {kern.config}", flush=True)
     q, k, v = inputs(w)
     out = torch.empty(w.output_shape, dtype=q.dtype)
     mask = causal_mask(w)
@@ -117,7 +117,8 @@ def measure_case(w: AttentionWorkload, args) -> dict:
     gflops = {name: (lambda fn=fn: w.flops / peers.seconds_per_call(fn) / 1e9) for name, fn in contenders.items()}
     rounds = peers.alternating_rounds(gflops, args.rounds)
     row = {"workload": w.key, "tuning_seconds": result.tuning_seconds, "trials": result.trials,
-           "config": result.config, "max_abs_diff_vs_sdpa": errors, "gflops": rounds, "ratios": {}}
+           "template": result.template, "config": result.config, "max_abs_diff_vs_sdpa": errors, "gflops": rounds,
+           "ratios": {}}
     print(f"   {'contender':30s} {'GFLOP/s':>9s}   autotile / peer (median [min-max] of {args.rounds} rounds)")
     for name, values in rounds.items():
         line = f"   {name:30s} {statistics.median(values):9.1f}"
@@ -213,6 +214,10 @@ def main():
     print(f"CPU: {fp['model_name']} mcpu={fp['mcpu']}, {fp['physical_cores']} cores, kernels on {fp['threads']} "
           f"threads (TVM_NUM_THREADS), torch on {torch.get_num_threads()} threads")
     print(f"device key: {device.key}")
+    from autotile.codegen.tvm import amx_permission
+
+    amx = amx_permission.status()
+    print(f"AMX tile kernels: {'offered' if amx.usable else 'not offered'} ({amx.reason})")
     start = time.perf_counter()
     cases = [] if args.cases == "none" else [replace(CASES[int(i)], dtype=args.dtype) for i in args.cases.split(",")]
     rows = [measure_case(w, args) for w in cases]
