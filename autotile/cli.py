@@ -176,7 +176,7 @@ def device(as_json):
     else:
         click.echo(dev.key)
         click.echo(json.dumps(dev.fingerprint, indent=2, sort_keys=True))
-        click.echo(f"AMX tile kernels: {'offered' if amx.usable else 'not offered'} ({amx.reason})")
+        click.echo(amx_permission.describe())
 
 
 if __name__ == "__main__":

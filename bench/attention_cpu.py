@@ -216,8 +216,7 @@ def main():
     print(f"device key: {device.key}")
     from autotile.codegen.tvm import amx_permission
 
-    amx = amx_permission.status()
-    print(f"AMX tile kernels: {'offered' if amx.usable else 'not offered'} ({amx.reason})")
+    print(amx_permission.describe())
     start = time.perf_counter()
     cases = [] if args.cases == "none" else [replace(CASES[int(i)], dtype=args.dtype) for i in args.cases.split(",")]
     rows = [measure_case(w, args) for w in cases]

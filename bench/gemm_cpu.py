@@ -170,8 +170,7 @@ def main():
     print(f"numpy's OpenBLAS kernel (capping variables unset): {kernel}")
     from autotile.codegen.tvm import amx_permission
 
-    amx = amx_permission.status()
-    print(f"AMX tile kernels: {'offered' if amx.usable else 'not offered'} ({amx.reason})")
+    print(amx_permission.describe())
     shapes = ([tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes
               else NAMED_SHAPES)
     rng = random.Random(args.seed)
@@ -183,8 +182,8 @@ def main():
     if args.bf16_only:
         print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s")
         if args.json:
-            Path(args.json).write_text(json.dumps({"device": device.key, "fingerprint": fp, "amx": amx.reason,
-                                                   "bf16_rows": bf16_rows}, indent=1))
+            Path(args.json).write_text(json.dumps({"device": device.key, "fingerprint": fp,
+                                                   "amx": amx_permission.describe(), "bf16_rows": bf16_rows}, indent=1))
         return
     workloads = [GemmWorkload(*s, epilogue=e) for s in shapes for e in EPILOGUES]
     workloads += [GemmWorkload(*s) for s in extra]
@@ -200,7 +199,7 @@ def main():
     print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device.key, "fingerprint": fp, "numpy_kernel": kernel,
-                                               "rows": rows, "bf16_rows": bf16_rows, "amx": amx.reason,
+                                               "rows": rows, "bf16_rows": bf16_rows, "amx": amx_permission.describe(),
                                                "search_curve": curves}, indent=1))
 
 

@@ -228,8 +228,7 @@ def main():
     print(f"device key: {Device.cpu().key}; torch on {torch.get_num_threads()} threads")
     from autotile.codegen.tvm import amx_permission
 
-    amx = amx_permission.status()
-    print(f"AMX tile kernels: {'offered' if amx.usable else 'not offered'} ({amx.reason})")
+    print(amx_permission.describe())
     rows = []
     cases = args.cases.split(",")
     if "w8a8" in cases:

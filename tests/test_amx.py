@@ -232,3 +232,9 @@ def test_tuning_picks_among_amx_and_avx512_templates(tmp_path):
     shown = json.loads(autotile("db", "show", result["workload"], "--json", db=tmp_path / "amx.db").stdout)
     templates = {m["template"] for m in shown["measurements"] if m["status"] == "ok"}
     assert "gemm.amx" in templates, templates
+
+
+def test_autotile_device_says_whether_amx_kernels_are_offered_and_why():
+    shown = json.loads(autotile("device", "--json").stdout)
+    assert shown["amx"] == {"usable": amx_permission.status().usable, "reason": amx_permission.status().reason}
+    assert amx_permission.describe() in autotile("device").stdout

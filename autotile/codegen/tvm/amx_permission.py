@@ -33,6 +33,12 @@ class AmxStatus:
     reason: str
 
 
+def describe() -> str:
+    """One line for people: whether AMX kernels are offered in this process, and why."""
+    state = status()
+    return f"AMX tile kernels: {'offered' if state.usable else 'not offered'} ({state.reason})"
+
+
 def emulated() -> bool:
     """Tile instructions are emulated (AUTOTILE_AMX_EMULATE=1): the kernels run on any x86 CPU, slowly."""
     return os.environ.get(EMULATE_ENV, "") == "1"
