@@ -129,10 +129,14 @@ def test_activation_rounding_ties_go_to_even_like_the_reference(emulated):
 
 
 def test_emulation_asked_of_the_schedule(monkeypatch):
-    """emulate=True to the schedule, whatever the environment says."""
+    """emulate=True to the schedule, whatever the environment says (running it still needs the environment to
+    say so: a kernel with tile instructions is refused where they cannot run, see tests/test_amx.py)."""
     monkeypatch.delenv(amx_permission.EMULATE_ENV, raising=False)
     w = w8a8(7, 17, 129, "bias,gelu", 6.0)
     config = Int8AmxSpace(w).canonical(Int8AmxConfig(tiles_m=1, tiles_n=1, kc=64, korder="outer", mc_tiles=1))
+    assert "autotile_emu_tdpbssd" in schedule(w, config, emulate=True).script()
+    assert "autotile_emu_" not in schedule(w, config).script()
+    monkeypatch.setenv(amx_permission.EMULATE_ENV, "1")
     check(w, config, compile_module(schedule(w, config, emulate=True), "znver4", 2))
 
 

@@ -455,20 +455,21 @@ def widen(dot: TileDot, x):
 
 
 def tile_gemm_intrinsic(kind: str, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool,
-                        zero_init: bool = False) -> str:
-    """The name of the tensor intrinsic for this micro-kernel (registered on first use). zero_init: the block's
+                        zero_init: bool = False, c_scope: str = "global") -> str:
+    """The name of the tensor intrinsic for this micro-kernel (registered on first use). c_scope: where the C
+    tiles' buffer lives ("local": on the stack, for a micro-kernel's own tiles). zero_init: the block's
     reduction starts from zero (its init is part of the intrinsic): the C tiles start with tilezero instead of
     being loaded from a zeroed buffer."""
     dot = DOTS[kind]
     if not tile_budget_ok(tiles_m, tiles_n) or kc % (dot.k_step * unroll):
         raise ValueError(f"no tile micro-kernel {tiles_m}x{tiles_n} over K {kc} unrolled {unroll}")
     name = f"autotile_amx_{kind}_{tiles_m}x{tiles_n}_k{kc}_u{unroll}{'_zero' if zero_init else ''}" + (
-        "_emu" if emulate else "")
+        "_emu" if emulate else "") + f"_{c_scope}"
     if name not in _REGISTERED:
         from tvm.s_tir import TensorIntrin
 
-        TensorIntrin.register(name, _desc(dot, tiles_m, tiles_n, kc, zero_init),
-                              _impl(dot, tiles_m, tiles_n, kc, unroll, emulate, zero_init), override=True)
+        TensorIntrin.register(name, _desc(dot, tiles_m, tiles_n, kc, zero_init, c_scope),
+                              _impl(dot, tiles_m, tiles_n, kc, unroll, emulate, zero_init, c_scope), override=True)
         _REGISTERED.add(name)
     return name
 
@@ -483,7 +484,7 @@ def _reads(T, A, B, C, zero_init: bool) -> None:
     T.reads(*regions if zero_init else [C[0:C.shape[0], 0:C.shape[1], 0:16], *regions])
 
 
-def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, zero_init: bool):
+def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, zero_init: bool, c_scope: str):
     import tvm.script.ir_builder.tirx as T
     from tvm.script.ir_builder import IRBuilder
 
@@ -494,7 +495,7 @@ def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, zero_init: bool):
             a, b, c = (T.arg(n, T.handle()) for n in "abc")
             A = T.match_buffer(a, a_shape, dot.a_dtype, offset_factor=1)
             B = T.match_buffer(b, b_shape, dot.b_dtype, offset_factor=1)
-            C = T.match_buffer(c, c_shape, dot.acc_dtype, offset_factor=1)
+            C = T.match_buffer(c, c_shape, dot.acc_dtype, offset_factor=1, scope=c_scope)
             with T.sblock("root"):
                 _reads(T, A, B, C, zero_init)
                 T.writes(C[0:c_shape[0], 0:tiles_n, 0:16])
@@ -516,7 +517,8 @@ def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, zero_init: bool):
     return ib.get()
 
 
-def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool, zero_init: bool):
+def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool, zero_init: bool,
+          c_scope: str):
     import tvm.script.ir_builder.tirx as T
     from tvm.script.ir_builder import IRBuilder
 
@@ -536,7 +538,7 @@ def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulat
             sa, sb0, sb1, sc0, sc1 = (tir.Var(n, "int32") for n in ("sa", "sb0", "sb1", "sc0", "sc1"))
             A = T.match_buffer(a, a_shape, dot.a_dtype, offset_factor=1, strides=[sa, 1])
             B = T.match_buffer(b, b_shape, dot.b_dtype, offset_factor=1, strides=[sb0, sb1, dot.group, 1])
-            C = T.match_buffer(c, c_shape, dot.acc_dtype, offset_factor=1, strides=[sc0, sc1, 1])
+            C = T.match_buffer(c, c_shape, dot.acc_dtype, offset_factor=1, strides=[sc0, sc1, 1], scope=c_scope)
             c_stride, a_stride, b_stride = ((s * n).astype("int64") for s, n in ((sc0, 4), (sa, item), (sb1, item)))
             with T.sblock("root"):
                 _reads(T, A, B, C, zero_init)

@@ -89,10 +89,12 @@ def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> 
     return tvm.IRModule({"main": main, "pack_B": pack.mod["main"].with_attr("global_symbol", "pack_B")})
 
 
-def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool) -> None:
+def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool, read_in_place: bool = True) -> None:
     """The loops of "mm" (mm[i, jo, ji] summed over kq, kv, see define) around the tile micro-kernel of `kind`
     (a key of amx.DOTS), its C tiles' buffer, and the write-back "C" per micro-kernel or per block (which the
-    caller keeps free to move there). The kernel still needs amx.llvm_ir imported and amx.with_tile_config."""
+    caller keeps free to move there). read_in_place: a write-back at the buffer's level reads the tiles' buffer
+    itself rather than a copy (not where the write-back's other reads are hidden from the dataflow check: inlining
+    brings them back). The kernel still needs amx.llvm_ir imported and amx.with_tile_config."""
     mm = sch.get_sblock("mm")
     i, jo, ji, kq, kv = sch.get_loops(mm)
     i0, i1, i2 = sch.split(i, [None, c.mc_tiles, amx.TILE_ROWS * c.tiles_m])
@@ -104,11 +106,17 @@ def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool) -> None:
         sch.reorder(*outer, k0, *inner, i2, j2, ji, k1, kv)
     else:
         sch.reorder(*outer, *inner, k0, i2, j2, ji, k1, kv)
-    # The C tiles' buffer: a micro-kernel's (korder inner) or the block's (K chunks around the block).
-    tile = sch.cache_write(mm, 0, "global")
-    sch.reverse_compute_at(tile, inner[-1] if c.korder == "inner" else outer[-1])
+    # The C tiles' buffer: a micro-kernel's (korder inner: on the stack) or the block's (K chunks around the block).
+    # Where the write-back runs at the same level, it reads that buffer; else the sums are copied out first.
+    per_kernel = c.korder == "inner"
+    c_scope = "local" if per_kernel else "global"
+    tile = sch.cache_write(mm, 0, c_scope)
     out = sch.get_sblock("C")
+    copied = per_kernel != (c.epilogue_at == "tile") or not read_in_place
+    sch.reverse_compute_at(tile, inner[-1] if per_kernel else outer[-1])
     sch.reverse_compute_at(out, inner[-1] if c.epilogue_at == "tile" else outer[-1])
+    if not copied:
+        sch.compute_inline(tile)
     n_par = {"both": 2, "first": 1, "none": 0}[c.parallel]
     if n_par:
         sch.parallel(sch.fuse(*outer[:n_par]) if n_par > 1 else outer[0])
@@ -118,7 +126,8 @@ def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool) -> None:
     if not one_chunk:
         sch.vectorize(sch.get_loops(sch.decompose_reduction(mm, k0))[-1])
     sch.tensorize(i2, amx.tile_gemm_intrinsic(kind, c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate,
-                                              zero_init=one_chunk))
-    sch.vectorize(sch.get_loops(tile)[-1])
+                                              zero_init=one_chunk, c_scope=c_scope))
+    if copied:
+        sch.vectorize(sch.get_loops(tile)[-1])
     if w.n >= LANES:
         sch.vectorize(sch.split(sch.get_loops(out)[-1], [None, LANES])[1])

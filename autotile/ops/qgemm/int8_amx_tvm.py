@@ -73,7 +73,7 @@ def schedule(w: QGemmWorkload, c: Int8AmxConfig, emulate: bool | None = None) ->
     emulate = amx_permission.emulated() if emulate is None else emulate
     args, stages = define(w, c)
     sch = write_back_after(tvm.s_tir.Schedule(te.create_prim_func(args)), {"scale_a", "outlier_product"})
-    schedule_tiles(sch, w, c, "s8s8", emulate)
+    schedule_tiles(sch, w, c, "s8s8", emulate, read_in_place=False)  # its write-back's row scales are hidden
     rows = schedule_quantization(sch, w)
     sch.annotate(rows, "pragma_import_llvm", amx.llvm_ir(emulate))
     schedule_epilogue_stages(sch, w, stages, LANES)
