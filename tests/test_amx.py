@@ -238,3 +238,53 @@ def test_autotile_device_says_whether_amx_kernels_are_offered_and_why():
     shown = json.loads(autotile("device", "--json").stdout)
     assert shown["amx"] == {"usable": amx_permission.status().usable, "reason": amx_permission.status().reason}
     assert amx_permission.describe() in autotile("device").stdout
+
+
+BACKEND_SCRIPT = """
+import copy, json, os, sys
+import torch
+from torch import nn
+sys.path.insert(0, sys.argv[1])
+from models import GPTBlock
+import autotile
+from autotile.dynamo.counters import stats
+from autotile.nn import QuantizedLinear
+
+torch.manual_seed(0)
+model, x = GPTBlock(d=64, heads=2).eval(), torch.randn(2, 16, 64)  # head_dim 32: whole tile rows
+exact = copy.deepcopy(model).double()(x.double())
+model, x = model.bfloat16(), x.bfloat16()
+with torch.no_grad():
+    got, eager = torch.compile(model, backend="autotile")(x), model(x)
+block = {"templates": stats.templates, "error": float((got.double() - exact).abs().max()),
+         "eager_error": float((eager.double() - exact).abs().max())}
+stats.reset()
+fc = nn.Linear(64, 48)
+for scheme in (dict(weight_dtype="int8", act_dtype="int8"),
+               dict(weight_dtype="int4", group_size=32, act_dtype="bfloat16")):
+    layer = QuantizedLinear.from_linear(fc, **scheme).eval()
+    xq = torch.randn(20, 64)
+    with torch.no_grad():
+        block[scheme["weight_dtype"]] = float((layer(xq) - torch.compile(layer, backend="autotile")(xq)).abs().max())
+block["quantized_templates"] = stats.templates
+print(json.dumps(block))
+"""
+
+
+@pytest.mark.slow
+def test_the_backend_runs_bf16_blocks_and_quantized_linears_on_amx_kernels(tmp_path):
+    """With AMX offered (emulated here), torch.compile(backend="autotile") runs a bf16 GPT block's linears and
+    attention on the AMX templates by default, as close to the float64 model as eager bf16 is, and
+    QuantizedLinear's W8A8 and int4-with-bf16-activations layers (16 rows and more) on theirs."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), amx_permission.EMULATE_ENV: "1",
+           "AUTOTILE_DB": str(tmp_path / "x.db"), "AUTOTILE_CACHE_DIR": str(tmp_path / "kernels")}
+    proc = subprocess.run([sys.executable, "-c", BACKEND_SCRIPT, str(ROOT / "tests")], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    templates = out["templates"]
+    assert sorted(t for k, t in templates.items() if k.startswith("gemm")) == ["gemm.amx"] * 4, templates
+    assert [t for k, t in templates.items() if k.startswith("attention")] == ["attention.flash_amx"], templates
+    assert out["error"] <= 2 * out["eager_error"] + 1e-2, out
+    assert sorted(out["quantized_templates"].values()) == ["qgemm.int8_amx", "qgemm.weight_only_amx"], out
+    assert out["int8"] < 1e-3 and out["int4"] < 1e-3, out  # the backend's kernel is the eager layer's

@@ -12,6 +12,7 @@ class Stats:
     replaced: Counter = field(default_factory=Counter)  # op kind -> autotile ops put in
     left: Counter = field(default_factory=Counter)  # heavy ATen ops still in the graphs after the pass, by name
     workloads: dict = field(default_factory=dict)  # workload key -> kernel source (autotile.search.choose)
+    templates: dict = field(default_factory=dict)  # workload key -> the template of its kernel ("gemm.amx")
     tuned: list = field(default_factory=list)  # workload keys tuned by tuning="tune"
     packs: int = 0  # weights converted to a kernel's layout (once per weight and version)
     pass_seconds: float = 0.0  # time in the graph pass, tuning and kernel loading included

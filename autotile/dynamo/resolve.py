@@ -18,6 +18,7 @@ from autotile.errors import AutotileError, KernelBuildError
 class Loaded:
     kernel: object  # CompiledKernel
     source: str  # "exact", "foreign", "nearest", "default" (autotile.search.choose)
+    template: str = ""  # the template its config belongs to
 
 
 class Resolver:
@@ -42,6 +43,7 @@ class Resolver:
         hit = self._loaded.get(workload.key)
         if hit is not None:
             stats.workloads[workload.key] = hit.source
+            stats.templates[workload.key] = hit.template
             return hit
         config, source = self.choose(workload, use_db=self.tuning != "off")
         backend = self.session.backend
@@ -52,8 +54,11 @@ class Resolver:
                 raise
             config, source = self.choose(workload, use_db=False)  # a borrowed config that fails here: the default
             kernel = backend.load(self.device, workload, config, verified=False)
-        self._loaded[workload.key] = loaded = Loaded(kernel, source)
+        from autotile.ops import template_of_config
+
+        self._loaded[workload.key] = loaded = Loaded(kernel, source, template_of_config(workload, config).name)
         stats.workloads[workload.key] = source
+        stats.templates[workload.key] = loaded.template
         return loaded
 
     def tune_missing(self, workloads, trials: int, budget_s: float | None, progress: bool) -> list[str]:
