@@ -21,6 +21,7 @@ from tvm.script import tirx as T
 from autotile.codegen.tvm import amx, amx_permission, fastmath
 from autotile.ops.attention.flash import NEG, _ceil_div
 from autotile.ops.attention.flash_amx import KEY_STEP, AmxAttentionConfig
+from autotile.ops.attention.softmax_tvm import key_blocks, online_softmax
 from autotile.ops.attention.workload import AttentionWorkload
 
 VEC = 16
@@ -38,11 +39,10 @@ def _program(w: AttentionWorkload, c: AmxAttentionConfig, emulate: bool):  # noq
     QT, BKV, PER_TASK = c.q_tiles, c.block_kv, c.q_blocks_per_task
     BQ = 16 * QT
     GROUP, NQ, NKV = H // HKV, _ceil_div(SQ, BQ), _ceil_div(SKV, BKV)
-    SKVP, NKT, FULL_KV = NKV * BKV, NKV * BKV // 16, SKV // BKV
+    SKVP, NKT = NKV * BKV, NKV * BKV // 16
     CAUSAL, OFF = w.causal, w.causal_offset
     SCALE = T.float32(w.scale)
     TASKS = B * H * NQ // PER_TASK
-    exp = fastmath.exp
 
     def bits(x):
         return T.reinterpret("uint16", x)
@@ -77,54 +77,12 @@ def _program(w: AttentionWorkload, c: AmxAttentionConfig, emulate: bool):  # noq
             BKV // KEY_STEP, emulate)
 
     @T.macro
-    def halve(red, width, is_max):
-        for ji in T.vectorized(width):
-            if is_max:
-                red[ji] = T.max(red[ji], red[ji + width])
-            else:
-                red[ji] = red[ji] + red[ji + width]
-
-    @T.macro
     def kv_block(kp, vp, qb, s, p16, pv, o, m, ell, alpha, b, hk, i0, kb, masked):
+        softmax = T.meta_var(online_softmax(BQ, BKV, VEC, visible, scale=SCALE, bits=p16))
         j0 = kb * BKV
         for pair in range(BKV // 32):
             s_product(qb, kp, s, b, hk, kb, pair)
-        for i in range(BQ):
-            red = T.alloc_buffer((VEC,), "float32", scope="local")
-            for ji in T.vectorized(VEC):
-                red[ji] = T.float32(NEG)
-            for jo in range(BKV // VEC):
-                for ji in T.vectorized(VEC):
-                    if masked:
-                        s[i, jo * VEC + ji] = T.Select(visible(i0 + i, j0 + jo * VEC + ji),
-                                                       s[i, jo * VEC + ji] * SCALE, T.float32(NEG))
-                    else:
-                        s[i, jo * VEC + ji] = s[i, jo * VEC + ji] * SCALE
-                    red[ji] = T.max(red[ji], s[i, jo * VEC + ji])
-            halve(red, 8, True)
-            halve(red, 4, True)
-            halve(red, 2, True)
-            halve(red, 1, True)
-            top = T.alloc_buffer((1,), "float32", scope="local")
-            top[0] = T.max(m[i], red[0])
-            alpha[i] = exp(m[i] - top[0])
-            m[i] = top[0]
-            for ji in T.vectorized(VEC):
-                red[ji] = T.float32(0)
-            for jo in range(BKV // VEC):
-                for ji in T.vectorized(VEC):
-                    if masked:
-                        s[i, jo * VEC + ji] = T.Select(visible(i0 + i, j0 + jo * VEC + ji),
-                                                       exp(s[i, jo * VEC + ji] - top[0]), T.float32(0))
-                    else:
-                        s[i, jo * VEC + ji] = exp(s[i, jo * VEC + ji] - top[0])
-                    red[ji] += s[i, jo * VEC + ji]
-                    p16[i, jo * VEC + ji] = fastmath.bf16_bits(s[i, jo * VEC + ji])
-            halve(red, 8, False)
-            halve(red, 4, False)
-            halve(red, 2, False)
-            halve(red, 1, False)
-            ell[i] = ell[i] * alpha[i] + red[0]
+        softmax(s, m, ell, alpha, i0, j0, masked)
         for pair in range(D // 32):
             pv_product(p16, vp, pv, b, hk, kb, pair)
         for i in range(BQ):
@@ -151,19 +109,11 @@ def _program(w: AttentionWorkload, c: AmxAttentionConfig, emulate: bool):  # noq
                     o[i, do * VEC + di] = T.float32(0)
             m[i] = T.float32(NEG)
             ell[i] = T.float32(0)
-        if CAUSAL:
-            last = T.min(i0 + BQ, SQ) - 1
-            n_full = T.max(T.min(T.floordiv(i0 + OFF + 1, BKV), FULL_KV), 0)
-            n_all = T.max(T.min(T.floordiv(last + OFF, BKV) + 1, NKV), 0)
-            for kb in range(n_full):
-                kv_block(kp, vp, qb, s, p16, pv, o, m, ell, alpha, b, hk, i0, kb, False)
-            for kb in range(n_full, n_all):
-                kv_block(kp, vp, qb, s, p16, pv, o, m, ell, alpha, b, hk, i0, kb, True)
-        else:
-            for kb in range(FULL_KV):
-                kv_block(kp, vp, qb, s, p16, pv, o, m, ell, alpha, b, hk, i0, kb, False)
-            for kb in range(FULL_KV, NKV):
-                kv_block(kp, vp, qb, s, p16, pv, o, m, ell, alpha, b, hk, i0, kb, True)
+        n_full, n_all = T.meta_var(key_blocks(w, BQ, BKV, i0))
+        for kb in range(n_full):
+            kv_block(kp, vp, qb, s, p16, pv, o, m, ell, alpha, b, hk, i0, kb, False)
+        for kb in range(n_full, n_all):
+            kv_block(kp, vp, qb, s, p16, pv, o, m, ell, alpha, b, hk, i0, kb, True)
         for i in range(T.min(BQ, SQ - i0)):  # a row that saw no key (ell == 0) is zeros
             inv = T.alloc_buffer((1,), "float32", scope="local")
             inv[0] = T.Select(ell[i] > T.float32(0), T.float32(1) / ell[i], T.float32(0))

@@ -17,6 +17,7 @@ from tvm.script import tirx as T
 
 from autotile.codegen.tvm import fastmath
 from autotile.ops.attention.flash import NEG, AttentionConfig, _ceil_div
+from autotile.ops.attention.softmax_tvm import key_blocks, online_softmax
 from autotile.ops.attention.workload import AttentionWorkload
 
 
@@ -31,13 +32,11 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
     VD = c.vec_d  # lanes of the head_dim vectors (head_dim need not be a multiple of VEC)
     UD, UKV = c.unroll_d, c.unroll_kv
     GROUP, NQ, NKV = H // HKV, _ceil_div(SQ, BQ), _ceil_div(SKV, BKV)
-    FULL_KV = SKV // BKV  # kv blocks with no padded keys
     CAUSAL, OFF = w.causal, w.causal_offset
     SCALE = T.float32(w.scale)
     GLOBAL_K = c.pack_k == "global"
     TASKS = B * H * NQ if c.parallel == "bhq" else B * H
     PER_TASK = 1 if c.parallel == "bhq" else NQ
-    exp = fastmath.exp
     BF16 = w.dtype == "bfloat16"
 
     def widen(x):  # float32 untouched: its program is the same as before bf16 existed
@@ -52,14 +51,7 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
         ok = j < SKV
         return T.And(ok, j <= i + OFF) if CAUSAL else ok
 
-    @T.macro
-    def halve(red, width, is_max):
-        """One step of a tree reduction of a vector: short dependency chains instead of a serial scan."""
-        for ji in T.vectorized(width):
-            if is_max:
-                red[ji] = T.max(red[ji], red[ji + width])
-            else:
-                red[ji] = red[ji] + red[ji + width]
+    softmax = online_softmax(BQ, BKV, VEC, visible)
 
     @T.macro
     def kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, masked):
@@ -102,38 +94,7 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
                         else:
                             s[it * RS + r, jo * VEC + ji] = acc[r, jo * VEC + ji]
         # Online softmax: new running max, rescale factor, P = exp(S - max) in place, running sum.
-        for i in range(BQ):
-            red = T.alloc_buffer((VEC,), "float32", scope="local")
-            for ji in T.vectorized(VEC):
-                red[ji] = T.float32(NEG)
-            for jo in range(BKV // VEC):
-                for ji in T.vectorized(VEC):
-                    red[ji] = T.max(red[ji], s[i, jo * VEC + ji])
-            if VEC >= 16:
-                halve(red, 8, True)
-            halve(red, 4, True)
-            halve(red, 2, True)
-            halve(red, 1, True)
-            top = T.alloc_buffer((1,), "float32", scope="local")
-            top[0] = T.max(m[i], red[0])
-            alpha[i] = exp(m[i] - top[0])
-            m[i] = top[0]
-            for ji in T.vectorized(VEC):
-                red[ji] = T.float32(0)
-            for jo in range(BKV // VEC):
-                for ji in T.vectorized(VEC):
-                    if masked:
-                        s[i, jo * VEC + ji] = T.Select(visible(i0 + i, j0 + jo * VEC + ji),
-                                                       exp(s[i, jo * VEC + ji] - top[0]), T.float32(0))
-                    else:
-                        s[i, jo * VEC + ji] = exp(s[i, jo * VEC + ji] - top[0])
-                    red[ji] += s[i, jo * VEC + ji]
-            if VEC >= 16:
-                halve(red, 8, False)
-            halve(red, 4, False)
-            halve(red, 2, False)
-            halve(red, 1, False)
-            ell[i] = ell[i] * alpha[i] + red[0]
+        softmax(s, m, ell, alpha, i0, j0, masked)
         # O = alpha O + P V, RO rows x DT columns of accumulators at a time; padded keys are skipped.
         for it in range(BQ // RO):
             for dt in range(D // DT):
@@ -184,19 +145,11 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
             ell[i] = T.float32(0)
         # Key blocks every row of this block sees in full run unmasked; the rest (the causal
         # diagonal, padded keys) apply the mask; blocks no row sees are never visited.
-        if CAUSAL:
-            last = T.min(i0 + BQ, SQ) - 1
-            n_full = T.max(T.min(T.floordiv(i0 + OFF + 1, BKV), FULL_KV), 0)
-            n_all = T.max(T.min(T.floordiv(last + OFF, BKV) + 1, NKV), 0)
-            for kb in range(n_full):
-                kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
-            for kb in range(n_full, n_all):
-                kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
-        else:
-            for kb in range(FULL_KV):
-                kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
-            for kb in range(FULL_KV, NKV):
-                kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
+        n_full, n_all = T.meta_var(key_blocks(w, BQ, BKV, i0))
+        for kb in range(n_full):
+            kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
+        for kb in range(n_full, n_all):
+            kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
         # A row that saw no key has ell == 0: it is defined to be zeros.
         for i in range(T.min(BQ, SQ - i0)):
             inv = T.alloc_buffer((1,), "float32", scope="local")
