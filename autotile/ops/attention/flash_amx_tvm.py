@@ -18,10 +18,10 @@ from __future__ import annotations
 import tvm
 from tvm.script import tirx as T
 
-from autotile.codegen.tvm import amx, amx_permission, fastmath
+from autotile.codegen.tvm import amx, amx_permission
 from autotile.ops.attention.flash import NEG, _ceil_div
 from autotile.ops.attention.flash_amx import KEY_STEP, AmxAttentionConfig
-from autotile.ops.attention.softmax_tvm import key_blocks, online_softmax
+from autotile.ops.attention.softmax_tvm import key_blocks, normalized_rows, online_softmax
 from autotile.ops.attention.workload import AttentionWorkload
 
 VEC = 16
@@ -90,6 +90,8 @@ def _program(w: AttentionWorkload, c: AmxAttentionConfig, emulate: bool):  # noq
                 for di in T.vectorized(VEC):
                     o[i, do * VEC + di] = o[i, do * VEC + di] * alpha[i] + pv[i, do * VEC + di]
 
+    write_rows = normalized_rows(w, BQ, VEC)
+
     @T.macro
     def q_block(q, out, kp, vp, b, h, qb_index):
         hk = h // GROUP
@@ -114,12 +116,7 @@ def _program(w: AttentionWorkload, c: AmxAttentionConfig, emulate: bool):  # noq
             kv_block(kp, vp, qb, s, p16, pv, o, m, ell, alpha, b, hk, i0, kb, False)
         for kb in range(n_full, n_all):
             kv_block(kp, vp, qb, s, p16, pv, o, m, ell, alpha, b, hk, i0, kb, True)
-        for i in range(T.min(BQ, SQ - i0)):  # a row that saw no key (ell == 0) is zeros
-            inv = T.alloc_buffer((1,), "float32", scope="local")
-            inv[0] = T.Select(ell[i] > T.float32(0), T.float32(1) / ell[i], T.float32(0))
-            for do in range(D // VEC):
-                for di in T.vectorized(VEC):
-                    out[b, h, i0 + i, do * VEC + di] = fastmath.cast(o[i, do * VEC + di] * inv[0], "bfloat16")
+        write_rows(out, o, ell, b, h, i0)
 
     @T.prim_func(check_well_formed=False)
     def main(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle, out_handle: T.handle):

@@ -17,7 +17,7 @@ from tvm.script import tirx as T
 
 from autotile.codegen.tvm import fastmath
 from autotile.ops.attention.flash import NEG, AttentionConfig, _ceil_div
-from autotile.ops.attention.softmax_tvm import key_blocks, online_softmax
+from autotile.ops.attention.softmax_tvm import key_blocks, normalized_rows, online_softmax
 from autotile.ops.attention.workload import AttentionWorkload
 
 
@@ -52,6 +52,7 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
         return T.And(ok, j <= i + OFF) if CAUSAL else ok
 
     softmax = online_softmax(BQ, BKV, VEC, visible)
+    write_rows = normalized_rows(w, BQ, VD)
 
     @T.macro
     def kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, masked):
@@ -150,13 +151,7 @@ def _program(w: AttentionWorkload, c: AttentionConfig):  # noqa: C901 (one gener
             kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, False)
         for kb in range(n_full, n_all):
             kv_block(k, v, kglob, vw, qs, kt, s, o, m, ell, alpha, b, hk, i0, kb, True)
-        # A row that saw no key has ell == 0: it is defined to be zeros.
-        for i in range(T.min(BQ, SQ - i0)):
-            inv = T.alloc_buffer((1,), "float32", scope="local")
-            inv[0] = T.Select(ell[i] > T.float32(0), T.float32(1) / ell[i], T.float32(0))
-            for do in range(D // VD):
-                for di in T.vectorized(VD):
-                    out[b, h, i0 + i, do * VD + di] = fastmath.cast(o[i, do * VD + di] * inv[0], w.dtype)
+        write_rows(out, o, ell, b, h, i0)
 
     @T.prim_func(check_well_formed=False)
     def main(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle, out_handle: T.handle):

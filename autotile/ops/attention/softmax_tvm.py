@@ -72,6 +72,22 @@ def online_softmax(rows: int, keys: int, vec: int, visible, scale=None, bits=Non
     return softmax
 
 
+def normalized_rows(w, rows: int, lanes: int):
+    """A macro write(out, o, ell, b, h, i0): out rows i0... (those that exist) = o / ell, cast to the workload's
+    dtype once; a row that saw no key (ell == 0) is defined to be zeros."""
+
+    @T.macro
+    def write(out, o, ell, b, h, i0):
+        for i in range(T.min(rows, w.seq_q - i0)):
+            inv = T.alloc_buffer((1,), "float32", scope="local")
+            inv[0] = T.Select(ell[i] > T.float32(0), T.float32(1) / ell[i], T.float32(0))
+            for do in range(w.head_dim // lanes):
+                for di in T.vectorized(lanes):
+                    out[b, h, i0 + i, do * lanes + di] = fastmath.cast(o[i, do * lanes + di] * inv[0], w.dtype)
+
+    return write
+
+
 def key_blocks(w, block_q: int, block_kv: int, i0):
     """(unmasked, all): the key blocks a query block starting at row i0 visits, those every row of it sees in full
     first (the rest, the causal diagonal and padded keys, apply the mask; blocks no row sees are never visited)."""
