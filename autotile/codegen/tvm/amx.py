@@ -12,7 +12,7 @@ tile instruction and releases the tiles after its last (`with_tile_config`). Eve
 palette 1, all eight tiles 16 rows x 64 bytes; operands are padded to whole tiles.
 
 Without AMX (the AMD machines), `emulate=True` lowers every tile instruction to a call into an emulation
-written in LLVM IR (EMULATION_LLVM_IR): the same tile numbers, strides and config, thread-local tile registers,
+written in LLVM IR (EMULATION_LLVM_IR): the same tile numbers, strides and config, tile registers per thread,
 checks that trap where the hardware would fault (no config loaded, mismatched tile shapes). The packing,
 addressing and loop structure of a kernel are then run and checked on any x86 CPU; the real instructions are
 checked by compiling for `sapphirerapids` and reading the assembly, and by running on a CPU with amx_tile.
@@ -102,47 +102,35 @@ def _loop(name: str, bound: str, body: str) -> str:
 
 def _dot_ir(name: str, dot: TileDot) -> str:
     """d += a . b over the configured shapes; traps on shapes the instruction rejects."""
-    if dot.acc_dtype == "float32":
-        acc, add = "float", "fadd"
-        groups = "".join(f"""
-  %a{g}.p = getelementptr i16, ptr %arow, i64 %a{g}.i
-  %a{g}.h = load i16, ptr %a{g}.p
-  %b{g}.p = getelementptr i16, ptr %brow, i64 %b{g}.i
-  %b{g}.h = load i16, ptr %b{g}.p
-  %a{g}.w = zext i16 %a{g}.h to i32
-  %a{g}.s = shl i32 %a{g}.w, 16
-  %a{g}.f = bitcast i32 %a{g}.s to float
-  %b{g}.w = zext i16 %b{g}.h to i32
-  %b{g}.s = shl i32 %b{g}.w, 16
-  %b{g}.f = bitcast i32 %b{g}.s to float
-  %p{g} = fmul float %a{g}.f, %b{g}.f""" for g in range(2))
-        index = "".join(f"""
-  %a{g}.i = add i64 %k2, {g}
-  %b{g}.i = add i64 %n2, {g}""" for g in range(2))
-        setup = "  %k2 = mul i64 %k, 2\n  %n2 = mul i64 %n, 2"
-        total = "  %sum = fadd float %p0, %p1"
-    else:
-        acc, add = "i32", "add"
-        a_ext = "zext" if dot.a_dtype == "uint8" else "sext"
-        groups = "".join(f"""
-  %a{g}.p = getelementptr i8, ptr %arow, i64 %a{g}.i
-  %a{g}.b = load i8, ptr %a{g}.p
-  %b{g}.p = getelementptr i8, ptr %brow, i64 %b{g}.i
-  %b{g}.b = load i8, ptr %b{g}.p
-  %a{g}.x = {a_ext} i8 %a{g}.b to i32
-  %b{g}.x = sext i8 %b{g}.b to i32
-  %p{g} = mul i32 %a{g}.x, %b{g}.x""" for g in range(4))
-        index = "".join(f"""
-  %a{g}.i = add i64 %k2, {g}
-  %b{g}.i = add i64 %n2, {g}""" for g in range(4))
-        setup = "  %k2 = mul i64 %k, 4\n  %n2 = mul i64 %n, 4"
-        total = "  %s01 = add i32 %p0, %p1\n  %s23 = add i32 %p2, %p3\n  %sum = add i32 %s01, %s23"
+    floats = dot.acc_dtype == "float32"
+    elem, acc, add, mul = ("i16", "float", "fadd", "fmul") if floats else ("i8", "i32", "add", "mul")
+
+    def widened(v: str, signed: bool) -> str:
+        if floats:  # bfloat16 bits -> float32: the bits shifted into the upper half, exact
+            return (f"  %{v}.w = zext i16 %{v}.h to i32\n  %{v}.s = shl i32 %{v}.w, 16\n"
+                    f"  %{v}.x = bitcast i32 %{v}.s to float")
+        return f"  %{v}.x = {'sext' if signed else 'zext'} i8 %{v}.h to i32"
+
+    groups = "".join(f"""
+  %a{g}.i = add i64 %kg, {g}
+  %b{g}.i = add i64 %ng, {g}
+  %a{g}.p = getelementptr {elem}, ptr %arow, i64 %a{g}.i
+  %a{g}.h = load {elem}, ptr %a{g}.p
+  %b{g}.p = getelementptr {elem}, ptr %brow, i64 %b{g}.i
+  %b{g}.h = load {elem}, ptr %b{g}.p
+{widened(f"a{g}", dot.a_dtype != "uint8")}
+{widened(f"b{g}", True)}
+  %p{g} = {mul} {acc} %a{g}.x, %b{g}.x""" for g in range(dot.group))
+    setup = f"  %kg = mul i64 %k, {dot.group}\n  %ng = mul i64 %n, {dot.group}"
+    total = "\n".join(  # p0 + p1 (+ p2 + p3), in order
+        f"  %{'sum' if g == dot.group - 1 else f's{g}'} = {add} {acc} {'%p0' if g == 1 else f'%s{g - 1}'}, %p{g}"
+        for g in range(1, dot.group))
     inner = f"""
 {setup}
   %arow.off = mul i64 %m, {ROW_BYTES}
   %arow = getelementptr i8, ptr %ta, i64 %arow.off
   %brow.off = mul i64 %k, {ROW_BYTES}
-  %brow = getelementptr i8, ptr %tb, i64 %brow.off{index}{groups}
+  %brow = getelementptr i8, ptr %tb, i64 %brow.off{groups}
 {total}
   %acc.old = load {acc}, ptr %acc.addr
   %acc.new = {add} {acc} %acc.old, %sum
