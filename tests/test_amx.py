@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 from test_cli import autotile
-from tvm_kernels import check, missing_cpu_flags, requires_cpu_flags
+from tvm_kernels import MCPU, amx_assembly, amx_build, check, check_emulated, missing_cpu_flags, requires_cpu_flags
 
 from autotile.codegen.tvm import amx, amx_permission
-from autotile.codegen.tvm.build import compile_module
 from autotile.errors import AutotileError
 from autotile.ir import GemmWorkload
 from autotile.ops import templates_for
@@ -29,8 +28,6 @@ from autotile.ops.gemm import amx_tvm
 from autotile.ops.gemm.amx import AmxGemmSpace
 from autotile.search import artifacts
 
-AMX_TARGET = ("sapphirerapids", ["+amx-tile", "+amx-bf16", "+amx-int8"])
-HOST_MCPU = "znver4"  # as tests/tvm_kernels.py: the emulated kernels' plain code is built for it on every host
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,7 +43,7 @@ def configs(w, n, seed=0):
 
 
 def emulated_check(w, config):
-    return check(w, config, compile_module(amx_tvm.schedule(w, config, emulate=True), HOST_MCPU, 2))
+    return check_emulated(amx_tvm.schedule, w, config)
 
 
 @pytest.mark.parametrize("shape, epilogue, layout", [
@@ -107,8 +104,7 @@ def test_the_real_instructions_in_the_assembly():
     released after the last, and the K loop runs on tileloadd / tdpbf16ps / tilestored."""
     w = GemmWorkload(64, 96, 200, dtype="bfloat16", trans_b=True, const_b=True, epilogue="bias,relu")
     for config in configs(w, 2, seed=5):
-        asm = compile_module(amx_tvm.schedule(w, config, emulate=False), *AMX_TARGET[:1], 2,
-                             AMX_TARGET[1]).mod.inspect_source("s")
+        asm = amx_assembly(amx_tvm.schedule, w, config)
         ops = re.findall(r"^\s+(ldtilecfg|tileloadd|tdpbf16ps|tilestored|tilerelease|callq\s+\S*emu\S*)\b", asm,
                          re.MULTILINE)
         assert ops and ops[0] == "ldtilecfg" and ops[-1] == "tilerelease", (config, ops[:3], ops[-3:])
@@ -123,8 +119,7 @@ def test_real_tiles_match_the_reference():
     w = GemmWorkload(37, 45, 70, dtype="bfloat16", epilogue="bias,gelu")
     assert amx_permission.status().usable, amx_permission.status().reason
     for config in configs(w, 4, seed=7):
-        check(w, config, compile_module(amx_tvm.schedule(w, config, emulate=False), *AMX_TARGET[:1], 2,
-                                        AMX_TARGET[1]))
+        check(w, config, amx_build(amx_tvm.schedule, w, config, emulate=False))
 
 
 @pytest.mark.parametrize("configured", [True, False])
@@ -191,7 +186,7 @@ def test_a_kernel_is_refused_by_name_where_tiles_cannot_run(monkeypatch):
         pytest.skip("this process holds the AMX tile state: nothing is refused")
     w = GemmWorkload(32, 32, 32, dtype="bfloat16")
     config = AmxGemmSpace(w).default()
-    executable = compile_module(amx_tvm.schedule(w, config, emulate=False), *AMX_TARGET[:1], 2, AMX_TARGET[1])
+    executable = amx_build(amx_tvm.schedule, w, config, emulate=False)
     with pytest.raises(AutotileError, match=r"gemm_b1_32x32x32_bfloat16.*AMX tile instructions.*amx_tile"):
         artifacts.compiled(w, config, executable)
 
@@ -211,7 +206,7 @@ def test_the_permission_is_asked_before_a_kernel_first_runs():
         before = amx_permission.status.cache_info().currsize
         w = GemmWorkload(16, 16, 32, dtype="bfloat16")
         c = AmxGemmSpace(w).default()
-        kernel = artifacts.compiled(w, c, compile_module(amx_tvm.schedule(w, c, emulate=True), "{HOST_MCPU}", 1))
+        kernel = artifacts.compiled(w, c, compile_module(amx_tvm.schedule(w, c, emulate=True), "{MCPU}", 1))
         print(before, amx_permission.status.cache_info().currsize, amx_permission.tile_state_granted())
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -9,17 +9,14 @@ import re
 
 import pytest
 import torch
-from tvm_kernels import check, requires_cpu_flags
+from tvm_kernels import amx_assembly, amx_build, check, check_emulated, requires_cpu_flags
 
 from autotile.codegen.tvm import amx_permission
-from autotile.codegen.tvm.build import compile_module
 from autotile.ir.reference import compare, random_inputs
 from autotile.ops import default_template, templates_for
 from autotile.ops.attention.flash_amx import AmxAttentionConfig, AmxAttentionSpace
 from autotile.ops.attention.flash_amx_tvm import schedule
 from autotile.ops.attention.workload import AttentionWorkload
-
-AMX_TARGET = ("sapphirerapids", ["+amx-tile", "+amx-bf16", "+amx-int8"])
 
 CASES = {
     "prime lengths": dict(batch=1, heads=3, seq_q=37, head_dim=32, seq_kv=53),
@@ -40,7 +37,7 @@ def emulated(monkeypatch):
 
 
 def emulated_check(w, config):
-    return check(w, config, compile_module(schedule(w, config, emulate=True), "znver4", 2))
+    return check_emulated(schedule, w, config)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -94,8 +91,7 @@ def test_the_real_instructions_in_the_assembly(monkeypatch):
     no exp library calls."""
     monkeypatch.delenv(amx_permission.EMULATE_ENV)
     w = AttentionWorkload(1, 4, 100, 64, causal=True, dtype="bfloat16")
-    asm = compile_module(schedule(w, AmxAttentionSpace(w).default(), emulate=False), AMX_TARGET[0], 2,
-                         AMX_TARGET[1]).mod.inspect_source("s")
+    asm = amx_assembly(schedule, w, AmxAttentionSpace(w).default())
     for instruction in ("ldtilecfg", "tilezero", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease"):
         assert re.search(rf"\b{instruction}\b", asm), instruction
     calls = set(re.findall(r"call\w*\s+(\S+)", asm))
@@ -110,4 +106,4 @@ def test_real_tiles_match_the_reference(monkeypatch):
         w = AttentionWorkload(**CASES[name], dtype="bfloat16")
         space = AmxAttentionSpace(w)
         for config in {space.default(), space.sample(random.Random(1))}:
-            check(w, config, compile_module(schedule(w, config, emulate=False), AMX_TARGET[0], 2, AMX_TARGET[1]))
+            check(w, config, amx_build(schedule, w, config, emulate=False))

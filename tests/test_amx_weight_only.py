@@ -9,16 +9,13 @@ import re
 
 import pytest
 import torch
-from tvm_kernels import check, requires_cpu_flags
+from tvm_kernels import amx_assembly, amx_build, check, check_emulated, requires_cpu_flags
 
 from autotile.codegen.tvm import amx_permission
-from autotile.codegen.tvm.build import compile_module
 from autotile.ops import default_template, templates_for
 from autotile.ops.qgemm.weight_only_amx import WeightOnlyAmxConfig, WeightOnlyAmxSpace
 from autotile.ops.qgemm.weight_only_amx_tvm import prepacked_operands, schedule
 from autotile.ops.qgemm.workload import QGemmWorkload
-
-AMX_TARGET = ("sapphirerapids", ["+amx-tile", "+amx-bf16", "+amx-int8"])
 
 
 def int4(m, n, k, group=128, asymmetric=False, epilogue="", bits=4):
@@ -33,7 +30,7 @@ def emulated(monkeypatch):
 
 
 def emulated_check(w, config):
-    return check(w, config, compile_module(schedule(w, config, emulate=True), "znver4", 2))
+    return check_emulated(schedule, w, config)
 
 
 @pytest.mark.parametrize("shape, group, asymmetric, epilogue, bits", [
@@ -97,8 +94,7 @@ def test_the_real_instructions_in_the_assembly(bits):
     """Built for sapphirerapids: tile config, tile loads, tdpbf16ps, and the int4 decode (vpermw) per group."""
     w = int4(33, 45, 256, asymmetric=True, epilogue="bias,gelu", bits=bits)
     for config in (WeightOnlyAmxSpace(w).default(), WeightOnlyAmxSpace(w).sample(random.Random(3))):
-        asm = compile_module(schedule(w, config, emulate=False), AMX_TARGET[0], 2, AMX_TARGET[1]).mod.inspect_source(
-            "s")
+        asm = amx_assembly(schedule, w, config)
         for instruction in ("ldtilecfg", "tilezero", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease",
                             *(("vpermw",) if bits == 4 else ())):
             assert re.search(rf"\b{instruction}\b", asm), (instruction, config)
@@ -112,4 +108,4 @@ def test_real_tiles_match_the_exact_reference(monkeypatch):
     w = int4(33, 45, 256, asymmetric=True, epilogue="bias,gelu")
     space, rng = WeightOnlyAmxSpace(w), random.Random(4)
     for config in (space.default(), space.sample(rng), space.sample(rng)):
-        check(w, config, compile_module(schedule(w, config, emulate=False), AMX_TARGET[0], 2, AMX_TARGET[1]))
+        check(w, config, amx_build(schedule, w, config, emulate=False))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autotile.codegen.tvm.build import CompiledKernel
+from autotile.codegen.tvm.build import CompiledKernel, compile_module
 from autotile.ir.reference import verify
 from autotile.search import artifacts
 
@@ -72,3 +72,22 @@ def check(workload, config, executable=None) -> CompiledKernel:
     verdict = verify(workload, kernel)
     assert verdict.ok, f"{workload.key} {config.key}: {verdict.reason}"
     return kernel
+
+
+# AMX tile kernels (autotile.codegen.tvm.amx): run emulated on any host, or built for a Xeon with AMX.
+AMX_MCPU, AMX_MATTR = "sapphirerapids", ["+amx-tile", "+amx-bf16", "+amx-int8"]
+
+
+def amx_build(schedule, workload, config, emulate: bool):
+    """A tile kernel's library: its instructions emulated, built for MCPU; or real, built for AMX_MCPU."""
+    module = schedule(workload, config, emulate=emulate)
+    return compile_module(module, MCPU, 2) if emulate else compile_module(module, AMX_MCPU, 2, AMX_MATTR)
+
+
+def check_emulated(schedule, workload, config) -> CompiledKernel:
+    """check() of the kernel with its tile instructions emulated (AUTOTILE_AMX_EMULATE must be set to load it)."""
+    return check(workload, config, amx_build(schedule, workload, config, emulate=True))
+
+
+def amx_assembly(schedule, workload, config) -> str:
+    return amx_build(schedule, workload, config, emulate=False).mod.inspect_source("s")

@@ -53,6 +53,12 @@ def _cpuinfo() -> list[dict]:
     return processors
 
 
+def cpu_flags() -> set[str]:
+    """Every flag /proc/cpuinfo lists for cpu0 (without importing TVM)."""
+    processors = _cpuinfo()
+    return set(processors[0].get("flags", "").split()) if processors else set()
+
+
 def _cache_sizes() -> dict:
     """Data/unified cache bytes per level of cpu0, e.g. {"l1": 32768, "l2": 1048576, ...}; {} if unreadable."""
     units = {"K": 2**10, "M": 2**20, "G": 2**30}

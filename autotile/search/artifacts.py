@@ -28,7 +28,7 @@ def kernel_path(device_key: str, workload, config, mcpu: str = "", mattr=()) -> 
     # The template digest is in the path, not in the database's versions: an edited template rebuilds its
     # libraries, while tuned configs stay valid answers (they are re-verified when built). The target is in it
     # too: the same device key built with other features is another library.
-    target = f"{mcpu}{''.join(mattr)}" + ("+amx-emulated" if _runs_amx(workload, config) and emulated() else "")
+    target = f"{mcpu}{''.join(mattr)}" + ("+amx-emulated" if _amx_template(workload, config) and emulated() else "")
     stamp = {**toolchain_versions(), "templates": template_digest(workload.op), "target": target}
     versions = ",".join(f"{k}={v}" for k, v in sorted(stamp.items()))
     digest = hashlib.sha256(f"{config.key}|{versions}".encode()).hexdigest()[:16]
@@ -43,15 +43,18 @@ def build_cached(device_key: str, workload, config, mcpu: str, threads: int, mat
     return path
 
 
-def _runs_amx(workload, config) -> bool:
-    return "amx" in template_of_config(workload, config).runtime_needs
+def _amx_template(workload, config) -> str | None:
+    """The config's template name where its kernels run AMX tile instructions, else None."""
+    template = template_of_config(workload, config)
+    return template.name if "amx" in template.runtime_needs else None
 
 
 def compiled(workload, config, module, path: Path | None = None) -> CompiledKernel:
     """A built or loaded module as a kernel callable on torch tensors, packing what its template packs ahead.
     An AMX kernel first gets this process the tile state (refused by name where Linux does not grant it)."""
-    if _runs_amx(workload, config):
-        require_tiles(f"{workload.key} ({template_of_config(workload, config).name})")
+    amx = _amx_template(workload, config)
+    if amx:
+        require_tiles(f"{workload.key} ({amx})")
     return CompiledKernel(workload, config, module, path, prepacked_operands(workload, config))
 
 

@@ -18,7 +18,6 @@ import os
 import platform
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 SYS_ARCH_PRCTL = 158
 ARCH_GET_XCOMP_PERM = 0x1022
@@ -44,13 +43,6 @@ def emulated() -> bool:
     return os.environ.get(EMULATE_ENV, "") == "1"
 
 
-def _cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
 def request_tile_state() -> int:
     """Ask Linux for the tile state; 0 when granted (or already), else the errno."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -74,7 +66,9 @@ def status() -> AmxStatus:
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return AmxStatus(False, f"AMX needs Linux on x86-64, not {platform.system()} on {platform.machine()}")
     try:
-        flags = _cpu_flags()
+        from autotile.db.device import cpu_flags
+
+        flags = cpu_flags()
     except OSError as e:
         return AmxStatus(False, f"cannot read /proc/cpuinfo: {e}")
     missing = [f for f in ("amx_tile", "amx_bf16", "amx_int8") if f not in flags]

@@ -26,7 +26,7 @@ from autotile.ops.gemm.blis import _ceil_div
 from autotile.ops.gemm.blis_tvm import schedule_epilogue_stages
 from autotile.ops.gemm.lowp_tvm import LANES, epilogue_stages
 from autotile.ops.qgemm.weight_only_amx import WeightOnlyAmxConfig, group_of
-from autotile.ops.qgemm.weight_only_tvm import tile_pack_functions
+from autotile.ops.qgemm.weight_only_tvm import scaled_group_sums, tile_pack_functions
 from autotile.ops.qgemm.workload import QGemmWorkload
 
 DOT = amx.DOTS["bf16"]
@@ -76,19 +76,12 @@ def define(w: QGemmWorkload, c: WeightOnlyAmxConfig):
     part = te.compute((G, mp, T, LANES), lambda g, i, t, lane: te.sum(
         amx.widen(DOT, Ab[i, g * group + kq * 2 + kv]) * amx.widen(DOT, Wd[t, g * GP + kq, lane, kv]),
         axis=[kq, kv]), name="part")
-    g = te.reduce_axis((0, G), name="g")
+    asum = None
     if Zp is not None:
         r = te.reduce_axis((0, group), name="r")
         asum = te.compute((mp, G), lambda i, gg: te.sum(amx.widen(DOT, Ab[i, gg * group + r]), axis=r), name="asum")
-
-        def acc_body(i, t, lane):
-            shift = (Zp[t, g, lane] - zero_code).astype("float32") * asum[i, g]
-            return te.sum(Sp[t, g, lane] * (part[g, i, t, lane] - shift), axis=g)
-    else:
-        def acc_body(i, t, lane):
-            return te.sum(Sp[t, g, lane] * part[g, i, t, lane], axis=g)
-
-    stages = {"acc": te.compute((mp, T, LANES), acc_body, name="acc")}
+    stages = {"acc": scaled_group_sums((mp, T, LANES), G, lambda i, g, t, lane: part[g, i, t, lane], Sp, Zp, asum,
+                                       zero_code)}
     last = epilogue_stages(w, Panels(stages["acc"]), c.fuse_epilogue, extra, stages)
     return [A, Wp, Sp, *([Zp] if Zp is not None else []), *extra.values(), last], stages
 

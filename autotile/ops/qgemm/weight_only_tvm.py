@@ -246,6 +246,21 @@ def _pack_body(src, lanes: int, n: int):
     return body
 
 
+def scaled_group_sums(shape, groups: int, part_at, Sp, Zp, asum, zero: int):
+    """acc[m, t, lane] = sum_g Sp[t, g, lane] * (part_at(m, g, t, lane) - (Zp[t, g, lane] - zero) * asum[m, g]):
+    each group's exact sum of code x activation products, scaled; the zero-point term only with zero points (Zp,
+    and asum, the group's sum of A), the codes having been decoded minus the fixed `zero`."""
+    g = te.reduce_axis((0, groups), name="g")
+
+    def body(m, t, lane):
+        value = part_at(m, g, t, lane)
+        if Zp is not None:
+            value = value - (Zp[t, g, lane] - zero).astype("float32") * asum[m, g]
+        return te.sum(Sp[t, g, lane] * value, axis=g)
+
+    return te.compute(shape, body, name="acc")
+
+
 def bf16dot_pack_functions(w: QGemmWorkload, c) -> dict:
     """The pack_<name> functions of prepacked_operands."""
     return tile_pack_functions(w, prepacked_operands(w, c), bf16dot_layout(w, c)["V"])
@@ -308,21 +323,13 @@ def bf16dot_schedule(w: QGemmWorkload, c) -> tvm.IRModule:
     hh = te.reduce_axis((0, 2), name="hh")
     part = te.compute((Mp, w.groups, T, V), lambda m, g, t, lane: te.sum(
         widen(Ab[g * GP + kk, m, hh]) * widen(Wd[t, g * GP + kk, lane, hh]), axis=[kk, hh]), name="part")
-    g = te.reduce_axis((0, w.groups), name="g")
+    asum = None
     if Zp is not None:
         k2 = te.reduce_axis((0, GP), name="k2")
         h2 = te.reduce_axis((0, 2), name="h2")
         asum = te.compute((Mp, w.groups), lambda m, gg: te.sum(widen(Ab[gg * GP + k2, m, h2]), axis=[k2, h2]),
                           name="asum")
-
-        def acc_body(m, t, lane):
-            shift = (Zp[t, g, lane] - INT4_ZERO).astype("float32") * asum[m, g]
-            return te.sum(Sp[t, g, lane] * (part[m, g, t, lane] - shift), axis=g)
-    else:
-        def acc_body(m, t, lane):
-            return te.sum(Sp[t, g, lane] * part[m, g, t, lane], axis=g)
-
-    acc = te.compute((Mp, T, V), acc_body, name="acc")
+    acc = scaled_group_sums((Mp, T, V), w.groups, lambda m, g, t, lane: part[m, g, t, lane], Sp, Zp, asum, INT4_ZERO)
     net = te.compute((w.m, w.n), lambda i, j: acc[i, j // V, j % V], name="net")
     out = _epilogue_stage(w, net, w.epilogue, extra, "C", "float32")
     args = [A, Wp, Sp] + ([Zp] if Zp is not None else []) + [*extra.values(), out]
