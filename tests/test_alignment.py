@@ -26,6 +26,7 @@ WORKLOADS = [
     GemmWorkload(13, 64, 32, epilogue="bias,residual"),
     GemmWorkload(11, 48, 32, trans_a=True, trans_b=True, const_b=True),  # B packed ahead by pack_B
     GemmWorkload(9, 32, 16, batch=3, trans_a=True, broadcast="b"),  # bmm, tn
+    GemmWorkload(13, 48, 32, trans_b=True, const_b=True, epilogue="bias", prologue="layernorm"),  # LN(A) packed
     pytest.param(GemmWorkload(13, 64, 32, dtype="bfloat16", trans_b=True, epilogue="bias"), marks=needs_bf16),
     GemmWorkload(7, 48, 32, dtype="float16", epilogue="residual,cast:float32"),
     Conv2dWorkload(2, 5, 8, 16, 6, 3, 3, padding=1, epilogue="bias,residual"),

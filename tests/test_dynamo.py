@@ -200,7 +200,48 @@ def test_dynamic_sequence_in_a_gpt_block_pads_causal_attention_exactly():
             close(compiled(x), model(x))
     assert stats.replaced == {"gemm": 4, "attention": 1, "layernorm": 2}
     assert sorted(k.split("_")[3] for k in stats.workloads if k.startswith("attention")) == ["q16", "q24"]
-    assert sorted(k.split("_")[1] for k in stats.workloads if k.startswith("layernorm")) == ["16x64", "24x64"]
+    # each layer norm is its linear's prologue, in each bucket's kernel
+    fused = sorted(k.split("_")[2] for k in stats.workloads if k.endswith("layernorm-eps1e-05"))
+    assert fused == ["16x192x64", "16x256x64", "24x192x64", "24x256x64"]
+
+
+def test_a_layer_norm_feeding_one_linear_runs_inside_its_gemm():
+    """A pre-norm block's layer norms become their linears' prologues (LN computed as A is packed); the block
+    matches eager and the float64 model, and no layer-norm kernel of its own is left."""
+    torch.manual_seed(0)
+    model, x = GPTBlock().eval(), torch.randn(2, 16, 64)
+    with torch.no_grad():
+        got, eager = compile_model(model)(x), model(x)
+        exact = copy.deepcopy(model).double()(x.double())
+    close(got, eager)
+    assert (got.double() - exact).abs().max() <= 2 * (eager.double() - exact).abs().max() + 1e-5
+    assert stats.replaced == {"gemm": 4, "attention": 1, "layernorm": 2}
+    assert sorted(k for k in stats.workloads if "layernorm" in k) == [
+        "gemm_b1_32x192x64_float32_nt_bias_constB_layernorm-eps1e-05",
+        "gemm_b1_32x256x64_float32_nt_bias+gelu_constB_layernorm-eps1e-05"]
+
+
+class SharedNorm(nn.Module):
+    """Layer norms a GEMM cannot take in: one feeding two linears, one without a shift, one of a 3-D bmm input."""
+
+    def __init__(self, d=24):
+        super().__init__()
+        self.shared, self.no_shift = nn.LayerNorm(d), nn.LayerNorm(d, bias=False)
+        self.a, self.b, self.c = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, x):
+        h = self.shared(x)
+        return self.a(h) + self.b(h) + self.c(self.no_shift(x))
+
+
+def test_layer_norms_a_gemm_cannot_take_in_stay_kernels_of_their_own():
+    torch.manual_seed(0)
+    model, x = SharedNorm().eval(), torch.randn(3, 5, 24)
+    with torch.no_grad():
+        close(compile_model(model)(x), model(x))
+    assert stats.replaced["layernorm"] == 2 and stats.replaced["gemm"] == 3
+    assert not [k for k in stats.workloads if k.startswith("gemm") and "layernorm" in k]
+    assert sorted(k for k in stats.workloads if k.startswith("layernorm")) == ["layernorm_15x24_eps1e-05_float32"]
 
 
 class Norms(nn.Module):

@@ -20,6 +20,14 @@ def test_key_is_readable_and_canonical():
         "gemm_b5_2x3x4_float32_nt_relu+cast-bfloat16"
 
 
+def test_a_layernorm_prologue_names_its_eps_and_adds_its_scale_and_shift():
+    w = GemmWorkload(128, 2304, 768, trans_b=True, const_b=True, epilogue="bias", prologue="layernorm", eps=1e-6)
+    assert w.key == "gemm_b1_128x2304x768_float32_nt_bias_constB_layernorm-eps1e-06"
+    assert list(w.operand_shapes()) == ["A", "B", "ln_weight", "ln_bias", "bias", "C"]
+    assert w.operand_shapes()["ln_weight"] == (768,) and GemmWorkload.from_dict(w.to_dict()) == w
+    assert GemmWorkload(2, 3, 4, eps=0.5).key == GemmWorkload(2, 3, 4).key  # eps means nothing without it
+
+
 def test_key_is_stable_across_processes():
     code = ("from autotile.ir import GemmWorkload;"
             "print(GemmWorkload(17, 33, 65, batch=3, trans_a=True, epilogue='bias,silu,residual').key)")
@@ -47,6 +55,11 @@ def test_dict_round_trip(m, n, k, batch, epilogue):
     (dict(m=1, n=1, k=1, epilogue="bias,swish"), "unknown epilogue op 'swish'"),
     (dict(m=1, n=1, k=1, epilogue="cast:float16,relu"), "cast must be the last"),
     (dict(m=1, n=1, k=1, epilogue="bias,bias"), "given twice"),
+    (dict(m=1, n=1, k=1, prologue="rmsnorm"), "prologue must be 'layernorm' or empty"),
+    (dict(m=1, n=1, k=1, batch=2, prologue="layernorm"), "single row-major A: batch 1 and trans_a false"),
+    (dict(m=1, n=1, k=1, trans_a=True, prologue="layernorm"), "single row-major A"),
+    (dict(m=1, n=1, k=1, prologue="layernorm", eps=0.0), r"eps must be a number in \(0, 1\), got 0.0"),
+    (dict(m=1, n=1, k=1, prologue="layernorm", eps="1e-5"), "eps must be a number"),
 ])
 def test_validation_errors_name_the_problem(kwargs, message):
     with pytest.raises(AutotileError, match=message):

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 @dataclass
 class Stats:
     graphs: int = 0  # post-grad graphs the pass ran on (forward, backward and inference graphs each count)
-    replaced: Counter = field(default_factory=Counter)  # op kind -> autotile ops put in
+    replaced: Counter = field(default_factory=Counter)  # op kind -> ops replaced (alone, or inside another's kernel)
+    fused: Counter = field(default_factory=Counter)  # op kind -> ops computed inside another op's kernel
     left: Counter = field(default_factory=Counter)  # heavy ATen ops still in the graphs after the pass, by name
     workloads: dict = field(default_factory=dict)  # workload key -> kernel source (autotile.search.choose)
     templates: dict = field(default_factory=dict)  # workload key -> the template of its kernel ("gemm.amx")
@@ -22,7 +23,8 @@ class Stats:
 
     @property
     def total(self) -> int:
-        return sum(self.replaced.values())
+        """autotile ops put in the graphs: the replaced ops, less those another op's kernel computes."""
+        return sum(self.replaced.values()) - sum(self.fused.values())
 
 
 stats = Stats()

@@ -89,6 +89,7 @@ class AutotilePass(CustomGraphPass):
                     if plan is not None:
                         found.append((pattern, m, plan))
                     break
+        found, taken = _fuse_prologues(found, ctx)
         workloads = [plan.workload for _, _, plan in found] + adopted
         if extraction.collect(workloads):  # autotile tune-model asks what would be replaced, nothing more
             return
@@ -96,6 +97,9 @@ class AutotilePass(CustomGraphPass):
             self._prepare(workloads)
         for pattern, m, plan in found:
             self._replace(ctx, pattern, m, plan)
+        for name in taken:  # computed inside another op's kernel: replaced all the same
+            stats.replaced[name] += 1
+            stats.fused[name] += 1
         graph.eliminate_dead_code()
         stats.left.update(str(n.target) for n in graph.nodes if n.op == "call_function" and n.target in HEAVY)
         stats.graphs += 1
@@ -131,6 +135,24 @@ class AutotilePass(CustomGraphPass):
         m.last.replace_all_uses_with(new)
         ctx.renamed[m.last] = new
         stats.replaced[pattern.name] += 1
+
+
+def _fuse_prologues(found, ctx: Context):
+    """Matches whose input another match produces for them alone (a layer norm feeding a GEMM's A) take that match
+    into their kernel where a template can: (the matches left to rewrite, the pattern names of those taken in)."""
+    producers = {m.last: (pattern, m) for pattern, m, _ in found}
+    fused, taken = [], set()
+    for pattern, m, plan in found:
+        source = pattern.prologue_source(m)
+        if source in producers and len(source.users) == 1:
+            producer, produced = producers[source]
+            both = pattern.with_prologue(m, plan, producer.name, produced, ctx)
+            if both is not None:
+                m, plan = both
+                taken.add(source)
+        fused.append((pattern, m, plan))
+    names = [pattern.name for pattern, m, _ in fused if m.last in taken]
+    return [(pattern, m, plan) for pattern, m, plan in fused if m.last not in taken], names
 
 
 def _plan(pattern, m, ctx: Context):

@@ -127,8 +127,8 @@ class GraphOp:
 # --- gemm: C = epilogue(A @ B); b is B itself, or W with B = W^T when the plan says b_is_weight (a linear's) ---
 
 @GraphOp
-def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
-         plan: str) -> torch.Tensor:
+def gemm(a: torch.Tensor, b: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None,
+         bias: torch.Tensor | None, residual: torch.Tensor | None, plan: str) -> torch.Tensor:
     p = kernels(GemmPlan, plan)
     gp = p.plan
     # A weight is W (B = W^T), in float32 under autocast: cast to the GEMM's dtype as it is packed.
@@ -142,6 +142,8 @@ def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: 
     b_k = p.operand("b", b, lambda t: kern.pack_operand("B", to_layout(logical_b(t), gp.b_layout)),
                     variant=tuple(sorted(sizes.items())))
     args = [a_k, b_k]
+    if ln_weight is not None:  # a layernorm prologue's scale and shift, read as they are
+        args += [ln_weight.contiguous(), ln_bias.contiguous()]
     if bias is not None:
         args.append(bias if bias.is_contiguous() else bias.contiguous())
     if residual is not None:
@@ -156,7 +158,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: 
 
 
 @gemm.register_fake
-def _gemm_fake(a, b, bias, residual, plan):
+def _gemm_fake(a, b, ln_weight, ln_bias, bias, residual, plan):
     gp = GemmPlan.decode(plan)
     n = b.shape[-2] if gp.b_is_weight else b.shape[-1]
     out_dtype = getattr(torch, gp.workload.out_dtype)

@@ -85,6 +85,16 @@ class Pattern:
         """Emit (before m.last) the op call computing m.last's value; returns the node that replaces it."""
         raise NotImplementedError
 
+    def prologue_source(self, m):
+        """The node whose value the match's kernel could compute itself, as it reads its input (a GEMM's A), when
+        another pattern's match produces it; None when it can take no prologue."""
+        return None
+
+    def with_prologue(self, m, plan, producer: str, produced, ctx: Context):
+        """(match, plan) computing `produced` (a match of the pattern named `producer`, whose value is
+        prologue_source(m) and used nowhere else) in this op's kernel; None where no template can."""
+        return None
+
     def adopt(self, node, ctx: Context):
         """For a node that already calls this family's op (a user's module put it in): point its plan at this
         compile's database and tuning mode, and return the workload to prepare. None for any other node."""

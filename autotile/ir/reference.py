@@ -41,6 +41,9 @@ def gemm_reference(workload, *inputs) -> torch.Tensor:
     """C = epilogue(op(A) @ op(B)) in float64; inputs in the workload's operand order."""
     named = dict(zip(workload.operand_shapes(), inputs))
     a, b = named["A"].double(), named["B"].double()  # a shared (unbatched) operand broadcasts
+    if getattr(workload, "prologue", "") == "layernorm":
+        a = torch.nn.functional.layer_norm(a, (a.shape[-1],), named["ln_weight"].double(),
+                                           named["ln_bias"].double(), workload.eps)
     if workload.trans_a:
         a = a.transpose(-1, -2)
     if workload.trans_b:

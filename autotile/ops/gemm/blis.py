@@ -119,8 +119,10 @@ class GemmSpace(ConfigSpace):
             parallel = "none"
         fuse = min(c.fuse_epilogue, len(w.epilogue))
         epilogue_at = c.epilogue_at if korder == "inner" else "block"
+        # A prologue normalizes A once, as it packs it: unpacked, every tile would normalize its rows again.
+        pack_a = c.pack_a or bool(getattr(w, "prologue", ""))
         return GemmConfig(mr, nr, min(c.vec, nr), kc, mc_tiles, nc_tiles, outer, inner, korder,
-                          c.pack_a, c.pack_b, unroll_k, parallel, epilogue_at, fuse)
+                          pack_a, c.pack_b, unroll_k, parallel, epilogue_at, fuse)
 
     def default(self) -> GemmConfig:
         """A heuristic that is good on AVX-512 CPUs: 6x32 register tiles over B packed in panels,
@@ -149,4 +151,5 @@ class GemmSpace(ConfigSpace):
             m_pad * n_pad * k_pad / (w.m * w.n * w.k),  # wasted work from padding
             log(blocks), blocks % 2,  # parallel work items and their balance on 2 cores
             log(c.kc * nc * 4), log(mc * c.kc * 4),  # B block and A block footprints in bytes
+            float(bool(getattr(w, "prologue", ""))),  # A normalized as it is packed: a pass over A's rows first
         ]

@@ -45,6 +45,63 @@ def dense_operands(w: GemmWorkload):
     return [A, B], a_at, b_at
 
 
+def layer_normalized(w: GemmWorkload, a_at, lanes: int = 16):
+    """The layernorm prologue: ([ln_weight, ln_bias] placeholders, a loader of A normalized over its rows).
+    The loader reads each row's mean and rstd from stages (ln_sum/ln_mean, ln_sq/ln_var, ln_rstd): lane-wise
+    partial sums over K, then their lanes, two passes as the layer-norm template (no E[x^2] - mean^2)."""
+    lanes = min(lanes, w.k)
+    chunks = _ceil_div(w.k, lanes)
+    ln_weight = te.placeholder((w.k,), w.dtype, name="ln_weight")
+    ln_bias = te.placeholder((w.k,), w.dtype, name="ln_bias")
+    inv_k = tir.const(1.0 / w.k, "float32")
+
+    def row(i, k):
+        return a_at((), i, k).astype("float32")
+
+    def lane_sums(name, term):
+        ko = te.reduce_axis((0, chunks), name=f"{name}_k")
+
+        def body(i, lane):
+            k = ko * lanes + lane
+            if chunks * lanes == w.k:
+                return te.sum(term(i, k), axis=ko)
+            return te.sum(tir.if_then_else(k < w.k, term(i, te.min(k, w.k - 1)), tir.const(0.0, "float32")), axis=ko)
+
+        return te.compute((w.m, lanes), body, name=name)
+
+    def row_mean(name, sums):
+        lane = te.reduce_axis((0, lanes), name=f"{name}_lane")
+        return te.compute((w.m,), lambda i: te.sum(sums[i, lane] * inv_k, axis=lane), name=name)
+
+    mean = row_mean("ln_mean", lane_sums("ln_sum", row))
+    var = row_mean("ln_var", lane_sums("ln_sq", lambda i, k: (row(i, k) - mean[i]) * (row(i, k) - mean[i])))
+    rstd = te.compute((w.m,), lambda i: tir.const(1.0, "float32") / te.sqrt(var[i] + tir.const(w.eps, "float32")),
+                      name="ln_rstd")
+
+    def normalized(bi, i, k):
+        return ((row(i, k) - mean[i]) * rstd[i] * ln_weight[k] + ln_bias[k]).astype(w.dtype)
+
+    return [ln_weight, ln_bias], normalized
+
+
+ROW_STATS = ("ln_rstd", "ln_var", "ln_sq", "ln_mean", "ln_sum")  # consumers first: each moves under the A pack
+
+
+def _schedule_row_stats(sch) -> None:
+    """The prologue's row statistics under the A pack's parallel panel loop: each panel's rows, while in cache;
+    the lane-wise sums stream K with the lanes vectorized."""
+    panel = sch.get_loops(sch.get_sblock("Apack"))[0]
+    for name in ROW_STATS:
+        sch.compute_at(sch.get_sblock(name), panel, preserve_unit_loops=True)
+    for name in ("ln_sum", "ln_sq"):
+        block = sch.get_sblock(name)
+        i, lane, ko = sch.get_loops(block)[-3:]
+        sch.reorder(i, ko, lane)
+        sch.vectorize(lane)
+        init = sch.decompose_reduction(block, ko)
+        sch.vectorize(sch.get_loops(init)[-1])
+
+
 def prepacks_b(w: GemmWorkload, c: GemmConfig) -> bool:
     """B (constant across calls) is packed into panels once, ahead of the calls, by a second function."""
     return (getattr(w, "const_b", False) and c.pack_b and w.dtype == "float32"
@@ -68,6 +125,9 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands, prepacked_b:
     mp, np_, kp = _round_up(w.m, mc), _round_up(w.n, nc), _round_up(w.k, c.kc)
 
     inputs, a_at, b_at = operands(w)
+    ln_inputs = []
+    if getattr(w, "prologue", ""):
+        ln_inputs, a_at = layer_normalized(w, a_at)
     extra = {}
     addend = getattr(w, "addend_dtype", "float32")  # the quantized GEMMs reuse this with float32 addends
     if "bias" in w.epilogue:
@@ -130,7 +190,7 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands, prepacked_b:
         final = n == len(rest) - 1
         last = _epilogue_stage(w, last, (op,), extra, f"epi{n}", out_dtype if final else "float32")
         stages[f"epi{n}"] = last
-    args = [*inputs, *extra.values(), last]
+    args = [*inputs, *ln_inputs, *extra.values(), last]
     return args, stages
 
 
@@ -199,6 +259,8 @@ def schedule(w: GemmWorkload, c: GemmConfig, operands=None, pack_at: str = "root
         if name in stages and pack_at == "root" and not (name == "Bpack" and prepacked):
             _schedule_root_pack(sch, sch.get_sblock(name), batched and w.broadcast != name[0].lower(), len(bl),
                                 vectorize=name == "Bpack")
+    if getattr(w, "prologue", ""):
+        _schedule_row_stats(sch)
     schedule_epilogue_stages(sch, w, stages, c.vec)
     if not prepacked:
         return sch.mod

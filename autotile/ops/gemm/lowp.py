@@ -25,8 +25,8 @@ class LowpGemmConfig(GemmConfig):
 
 
 def applies(workload: GemmWorkload, fingerprint: dict | None = None) -> bool:
-    """bfloat16 and float16 inputs."""
-    return workload.dtype != "float32"
+    """bfloat16 and float16 inputs, read as they are (a layernorm prologue is gemm.blis's, float32)."""
+    return workload.dtype != "float32" and not workload.prologue
 
 
 class LowpGemmSpace(GemmSpace):

@@ -3,11 +3,12 @@ as autotile::gemm."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from autotile.dynamo.match import (
+    VIEWS,
     Epilogue,
     cast_to,
     float_dtype,
@@ -21,6 +22,7 @@ from autotile.dynamo.match import (
 )
 from autotile.dynamo.pattern import Context, Pattern, static_or_bucket
 from autotile.dynamo.plans import GemmPlan
+from autotile.errors import AutotileError
 
 aten = torch.ops.aten
 
@@ -32,6 +34,7 @@ class GemmMatch:
     b: torch.fx.Node  # the op's B operand: B itself, or the weight W when `b_is_weight`
     b_is_weight: bool  # B is W^T with W a graph input (a linear's weight): the op gets W, packed once per version
     epilogue: Epilogue
+    prologue: object = None  # the layer norm's match (layernorm pattern) A is, when the kernel computes it
 
     @property
     def last(self) -> torch.fx.Node:
@@ -92,12 +95,40 @@ class GemmPattern(Pattern):
                          addend_dtype=m.epilogue.dtype)
         return GemmPlan(ctx.db, ctx.tuning, w, backend=ctx.backend, m_dim=av.dim() - 2 if dynamic else None)
 
+    def prologue_source(self, m: GemmMatch):
+        """A 2-D float32 A's value before any views: a pre-norm block's layer norm, which the GEMM can compute as
+        it packs A (no normalized copy, no op in between)."""
+        if m.epilogue.dtype != "float32" or val(m.a).dim() != 2:
+            return None
+        source = m.a
+        while source.op == "call_function" and source.target in VIEWS and len(source.users) == 1:
+            source = source.args[0]
+        return source
+
+    def with_prologue(self, m: GemmMatch, plan: GemmPlan, producer: str, produced, ctx: Context):
+        if producer != "layernorm" or produced.weight is None or produced.bias is None \
+                or float_dtype(produced.x) != "float32":
+            return None
+        from autotile.ops import templates_for
+
+        fused = replace(plan.workload, prologue="layernorm", eps=produced.eps)
+        try:
+            templates_for(fused, backend=ctx.backend)
+        except AutotileError:
+            return None
+        return replace(m, prologue=produced), replace(plan, workload=fused)
+
     def rewrite(self, m: GemmMatch, plan: GemmPlan, ctx: Context) -> torch.fx.Node:
         e = m.epilogue
         bias, residual = ctx.as_vector(ctx.current(e.bias)), ctx.current(e.residual)
         if residual is not None and e.view is not None:
             residual = ctx.emit(aten.reshape.default, residual, [-1, val(m.anchor).shape[-1]])
-        new = ctx.emit(torch.ops.autotile.gemm.default, ctx.current(m.a), ctx.current(m.b), bias, residual,
+        a, ln_weight, ln_bias = ctx.current(m.a), None, None
+        if m.prologue is not None:  # A is the layer norm's input, normalized by the kernel
+            ln = m.prologue
+            a = ctx.emit(aten.reshape.default, ctx.current(ln.x), [-1, plan.workload.k])
+            ln_weight, ln_bias = ctx.current(ln.weight), ctx.current(ln.bias)
+        new = ctx.emit(torch.ops.autotile.gemm.default, a, ctx.current(m.b), ln_weight, ln_bias, bias, residual,
                        plan.encode())
         return ctx.viewed(new, e.view)
 

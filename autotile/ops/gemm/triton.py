@@ -73,6 +73,11 @@ def arch_and_sms(fingerprint: dict | None) -> tuple[int, int]:
     return DEFAULT_ARCH, DEFAULT_SMS
 
 
+def applies(workload: GemmWorkload, fingerprint: dict | None = None) -> bool:
+    """A as it is given (a layernorm prologue runs on the CPU template only)."""
+    return not workload.prologue
+
+
 class TritonGemmSpace(ConfigSpace):
     config_type = TritonGemmConfig
     template = "gemm.triton"

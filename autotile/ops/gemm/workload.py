@@ -7,6 +7,9 @@ A and B are float32, bfloat16 or float16 (accumulated in float32); C has their d
 says otherwise; bias and residual are float32, or A's 16-bit dtype when addend_dtype says so (a 16-bit
 model's linear: its bias and residual stream are 16-bit tensors, widened as the epilogue reads them).
 dtype tfloat32 (GPU only) is float32 data whose products tensor cores compute in TF32.
+A prologue normalizes A as it is read: "layernorm" is C = epilogue(LN(A) @ op(B)) with
+LN(A)[i, :] = (A[i, :] - mean) * rsqrt(var + eps) * ln_weight + ln_bias over A's row of K (a pre-norm
+transformer's LayerNorm fused into the linear that follows it: one pass over A, no normalized copy).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from autotile.ir.dtypes import (
 from autotile.ir.workload import STORAGE_ONLY, Workload, _positive_int, parse_epilogue
 
 BROADCASTS = ("", "a", "b")
+PROLOGUES = ("", "layernorm")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class GemmWorkload(Workload):
     # (packed panels, kept while the same unchanged tensor is passed), and its timings leave that out.
     const_b: bool = False
     addend_dtype: str = "float32"  # bias and residual: float32, or the inputs' 16-bit dtype
+    prologue: str = ""  # "layernorm": A is layer-normalized over K as the kernel reads it
+    eps: float = 1e-5  # the prologue's layer-norm epsilon
 
     op = "gemm"
 
@@ -71,7 +77,21 @@ class GemmWorkload(Workload):
             raise AutotileError(f"broadcast must be 'a', 'b' or empty (none), got {self.broadcast!r}")
         if self.broadcast and self.batch == 1:
             object.__setattr__(self, "broadcast", "")  # nothing to share with one batch
+        self._check_prologue()
         self.check_sizes()
+
+    def _check_prologue(self) -> None:
+        if self.prologue not in PROLOGUES:
+            raise AutotileError(f"prologue must be 'layernorm' or empty (none), got {self.prologue!r}")
+        if not self.prologue:
+            object.__setattr__(self, "eps", 1e-5)  # unused: one key for the workload
+            return
+        if self.batch != 1 or self.trans_a:
+            raise AutotileError("a layernorm prologue normalizes the rows of a single row-major A: "
+                                f"batch 1 and trans_a false, got batch {self.batch}, trans_a {self.trans_a}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps < 1:
+            raise AutotileError(f"the layernorm prologue's eps must be a number in (0, 1), got {self.eps!r}")
+        object.__setattr__(self, "eps", float(self.eps))
 
     # -- naming -------------------------------------------------------------------------
     @property
@@ -90,7 +110,9 @@ class GemmWorkload(Workload):
         shared = f"_shared{self.broadcast.upper()}" if self.broadcast else ""
         const = "_constB" if self.const_b else ""
         addend = f"_add-{self.addend_dtype}" if self.addend_dtype != "float32" else ""
-        return f"gemm_b{self.batch}_{self.m}x{self.n}x{self.k}_{self.dtype}_{self.layout}_{epi}{shared}{const}{addend}"
+        pro = f"_{self.prologue}-eps{self.eps:g}" if self.prologue else ""
+        return (f"gemm_b{self.batch}_{self.m}x{self.n}x{self.k}_{self.dtype}_{self.layout}_{epi}{shared}{const}"
+                f"{addend}{pro}")
 
     @property
     def reduction(self) -> int:
@@ -102,12 +124,14 @@ class GemmWorkload(Workload):
 
     # -- operands -----------------------------------------------------------------------
     def operand_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Kernel argument shapes in call order: A, B, [bias], [residual], C."""
+        """Kernel argument shapes in call order: A, B, [ln_weight, ln_bias], [bias], [residual], C."""
         b = (self.batch,) if self.batch > 1 else ()
         shapes = {
             "A": (() if self.broadcast == "a" else b) + ((self.k, self.m) if self.trans_a else (self.m, self.k)),
             "B": (() if self.broadcast == "b" else b) + ((self.n, self.k) if self.trans_b else (self.k, self.n)),
         }
+        if self.prologue:
+            shapes["ln_weight"] = shapes["ln_bias"] = (self.k,)
         if "bias" in self.epilogue:
             shapes["bias"] = (self.n,)
         if "residual" in self.epilogue:
@@ -116,7 +140,7 @@ class GemmWorkload(Workload):
         return shapes
 
     def input_dtype(self, name: str) -> str:
-        return storage_name(self.dtype) if name in ("A", "B") else self.addend_dtype
+        return storage_name(self.dtype) if name in ("A", "B", "ln_weight", "ln_bias") else self.addend_dtype
 
     def reference(self, *inputs):
         from autotile.ir.reference import gemm_reference
