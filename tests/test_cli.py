@@ -69,6 +69,17 @@ def test_tune_gemm_with_a_constant_weight(db):
     assert out["workload"] == "gemm_b1_20x40x33_float32_nt_none_constB" and out["verified"] and out["trials"] == 4
 
 
+def test_tune_gemm_with_a_layernorm_prologue(db):
+    """--prologue layernorm: a pre-norm block's LayerNorm and the linear after it, one workload; a batched one is
+    refused by name, without a traceback."""
+    args = ("gemm", "--shape", "9x40x20", "--layout", "nt", "--const-b", "--epilogue", "bias", "--prologue",
+            "layernorm", "--eps", "1e-6")
+    out = json.loads(tune(*args, "--trials", "3", db=db).stdout)
+    assert out["workload"] == "gemm_b1_9x40x20_float32_nt_bias_constB_layernorm-eps1e-06" and out["verified"]
+    bad = autotile("tune", *args, "--batch", "2", "--backend", "tvm", db=db, check=False)
+    assert bad.returncode != 0 and "batch 1 and trans_a false" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_tune_gemm_of_a_bf16_linear_and_a_bad_addend_dtype(db):
     """--addend-dtype: a bfloat16 model's linear, with its bias in bfloat16, as the backend tunes it; an addend dtype
     other than float32 or the inputs' is refused by name, without a traceback."""

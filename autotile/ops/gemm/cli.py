@@ -21,15 +21,20 @@ from autotile.cli_tools import common_tune_options, parse_shape, run_and_report,
 @click.option("--addend-dtype", default="float32", show_default=True,
               help="The bias's and residual's dtype: float32, or --dtype's 16-bit type (a bfloat16 model's linear, "
               "as the torch.compile backend tunes it for model.bfloat16()).")
+@click.option("--prologue", type=click.Choice(["layernorm"]), default=None,
+              help="A is layer-normalized over its rows of K as the kernel reads it (a pre-norm block's LayerNorm "
+              "fused into the linear after it; float32, what the torch.compile backend tunes for it).")
+@click.option("--eps", type=float, default=1e-5, show_default=True, help="The layernorm prologue's epsilon.")
 @common_tune_options
 @user_errors
-def tune_gemm(shape, batch, dtype, layout, epilogue, const_b, addend_dtype, **common):
+def tune_gemm(shape, batch, dtype, layout, epilogue, const_b, addend_dtype, prologue, eps, **common):
     """Tune a GEMM (optionally batched, with a fused epilogue)."""
     from autotile.ir import GemmWorkload
 
     m, n, k = parse_shape(shape, "MNK")
     workload = GemmWorkload(m, n, k, batch=batch, dtype=dtype, trans_a=layout[0] == "t", trans_b=layout[1] == "t",
-                            epilogue=epilogue, const_b=const_b, addend_dtype=addend_dtype)
+                            epilogue=epilogue, const_b=const_b, addend_dtype=addend_dtype,
+                            prologue=prologue or "", eps=eps)
     run_and_report(workload, **common)
 
 
