@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/e2e_cpu.py [--cases gpt128,gpt512,resnet | --cases gpt-sizes]
                                       [--dtype float32|bfloat16] [--trials 32] [--budget 600] [--rounds 5]
-                                      [--json bench/results/e2e_cpu_<mcpu>.json]
+                                      [--json bench/results/e2e_cpu_<mcpu>.json] [--unfused]
 
 Cases: gpt-d<d_model>-s<seq> for d_model 256, 512, 768, 1024 (heads of 64) at seq 128 and 512 ("gpt-sizes": all
 eight; gpt128 and gpt512 are d_model 768), and a ResNet stage. Per case, in one process (inference, batch 1):
@@ -169,11 +169,16 @@ def run_case(name: str, args) -> dict:
         ours, autotile_warm = warm_compile_seconds(lambda: compile_model(model, tuning="cached"), x)
         replaced, sources = autotile_ops_per_call(ours, x), dict(stats.workloads)
         error = float((ours(x) - ref).abs().max())
-        times = peers.alternating_rounds({
+        contenders = {
             "eager": lambda: peers.seconds_per_call(lambda: model(x), args.min_time),
             "inductor": lambda: peers.seconds_per_call(lambda: inductor(x), args.min_time),
             "autotile": lambda: peers.seconds_per_call(lambda: ours(x), args.min_time),
-        }, args.rounds)
+        }
+        if args.unfused:  # the same backend with each layer norm a kernel of its own, tuned alike
+            compile_seconds(lambda: compile_model(model, fuse_prologues=False, **tune), x)
+            unfused, _ = warm_compile_seconds(lambda: compile_model(model, tuning="cached", fuse_prologues=False), x)
+            contenders["autotile-unfused"] = lambda: peers.seconds_per_call(lambda: unfused(x), args.min_time)
+        times = peers.alternating_rounds(contenders, args.rounds)
     ms = {k: [t * 1e3 for t in v] for k, v in times.items()}
     result = {
         "case": name, "input": list(x.shape), "latency_ms": {k: statistics.median(v) for k, v in ms.items()},
@@ -195,6 +200,11 @@ def run_case(name: str, args) -> dict:
           f"({result['warm_compile_vs_inductor']:.2f}x inductor's warm)   replaced {replaced}   "
           f"max abs error {error:.2e}")
     print(f"{'':8s} templates won: {', '.join(sorted(set(result['templates'].values()))) or '-'}")
+    if "autotile-unfused" in ms:
+        result["fused_vs_unfused"] = peers.ratio_stats(ms["autotile"], ms["autotile-unfused"], False)
+        print(f"{'':8s} layer norms fused into the linears: {lat['autotile']:.3f} ms vs "
+              f"{lat['autotile-unfused']:.3f} ms as kernels of their own, "
+              f"{peers.format_ratio(result['fused_vs_unfused'])}")
     return result
 
 
@@ -208,6 +218,8 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-time", type=float, default=0.25, help="seconds of calls per timing sample")
     p.add_argument("--json", default=None, help="also write every number here")
+    p.add_argument("--unfused", action="store_true", help="also time autotile with fuse_prologues=False (each layer "
+                   "norm a kernel of its own): what fusing them into the linears gains")
     args = p.parse_args()
     names = [n for c in args.cases.split(",") if c.strip() for n in GROUPS.get(c.strip(), [c.strip()])]
     unknown = [c for c in names if c not in CASES]

@@ -205,20 +205,24 @@ def test_dynamic_sequence_in_a_gpt_block_pads_causal_attention_exactly():
     assert fused == ["16x192x64", "16x256x64", "24x192x64", "24x256x64"]
 
 
-def test_a_layer_norm_feeding_one_linear_runs_inside_its_gemm():
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_layer_norm_feeding_one_linear_runs_inside_its_gemm(fuse):
     """A pre-norm block's layer norms become their linears' prologues (LN computed as A is packed); the block
-    matches eager and the float64 model, and no layer-norm kernel of its own is left."""
+    matches eager and the float64 model, and no layer-norm kernel of its own is left. fuse_prologues=False keeps
+    them kernels of their own."""
     torch.manual_seed(0)
     model, x = GPTBlock().eval(), torch.randn(2, 16, 64)
     with torch.no_grad():
-        got, eager = compile_model(model)(x), model(x)
+        got, eager = compile_model(model, fuse_prologues=fuse)(x), model(x)
         exact = copy.deepcopy(model).double()(x.double())
     close(got, eager)
     assert (got.double() - exact).abs().max() <= 2 * (eager.double() - exact).abs().max() + 1e-5
     assert stats.replaced == {"gemm": 4, "attention": 1, "layernorm": 2}
-    assert sorted(k for k in stats.workloads if "layernorm" in k) == [
-        "gemm_b1_32x192x64_float32_nt_bias_constB_layernorm-eps1e-05",
-        "gemm_b1_32x256x64_float32_nt_bias+gelu_constB_layernorm-eps1e-05"]
+    assert stats.fused == ({"layernorm": 2} if fuse else {}) and stats.total == (5 if fuse else 7)
+    fused = sorted(k for k in stats.workloads if "layernorm" in k)
+    assert fused == (["gemm_b1_32x192x64_float32_nt_bias_constB_layernorm-eps1e-05",
+                      "gemm_b1_32x256x64_float32_nt_bias+gelu_constB_layernorm-eps1e-05"] if fuse
+                     else ["layernorm_32x64_eps1e-05_float32"])
 
 
 class SharedNorm(nn.Module):
@@ -426,6 +430,8 @@ def test_options_are_checked():
         compile_model(nn.Linear(2, 2), tuning="always")
     with pytest.raises(AutotileError, match="fallback must be one of"):
         autotile.dynamo.Options.parse({"fallback": "tvm"})
+    with pytest.raises(AutotileError, match="fuse_prologues must be True or False, got 'no'"):
+        autotile.dynamo.Options.parse({"fuse_prologues": "no"})
     compiled = torch.compile(nn.Linear(2, 2), backend="autotile", options={"time_budget_s": -1})
     with pytest.raises(Exception, match="time_budget_s must be positive"):
         compiled(torch.randn(1, 2))

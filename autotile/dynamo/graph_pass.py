@@ -89,7 +89,7 @@ class AutotilePass(CustomGraphPass):
                     if plan is not None:
                         found.append((pattern, m, plan))
                     break
-        found, taken = _fuse_prologues(found, ctx)
+        found, taken = _fuse_prologues(found, ctx) if self.options.fuse_prologues else (found, [])
         workloads = [plan.workload for _, _, plan in found] + adopted
         if extraction.collect(workloads):  # autotile tune-model asks what would be replaced, nothing more
             return

@@ -23,7 +23,9 @@ class Options:
     runs its template's heuristic default kernel). db: the tuning database (default $AUTOTILE_DB or the user
     cache). fallback: what runs the rest of the graph, "inductor" or "eager" (aot_eager-style, no codegen).
     backend: whose kernels replace the matched ops, "auto" (TVM for CPU inputs, Triton for CUDA inputs), "tvm" or
-    "triton" (on CPU tensors only under TRITON_INTERPRET=1, for tests)."""
+    "triton" (on CPU tensors only under TRITON_INTERPRET=1, for tests). fuse_prologues: an op whose only use is
+    the next kernel's input (a layer norm before a linear) is computed inside that kernel (True, the default) or
+    by a kernel of its own (False: to compare, or to rule the fusion out)."""
 
     tuning: str = "cached"
     trials_per_workload: int = 16
@@ -32,6 +34,7 @@ class Options:
     fallback: str = "inductor"
     progress: bool = True
     backend: str = "auto"
+    fuse_prologues: bool = True
 
     def __post_init__(self):
         if self.tuning not in TUNING:
@@ -49,6 +52,8 @@ class Options:
         if self.db is not None:
             object.__setattr__(self, "db", str(Path(self.db).expanduser().resolve()))
         object.__setattr__(self, "progress", bool(self.progress))
+        if not isinstance(self.fuse_prologues, bool):
+            raise AutotileError(f"option fuse_prologues must be True or False, got {self.fuse_prologues!r}")
 
     @classmethod
     def parse(cls, options: dict | None) -> Options:
