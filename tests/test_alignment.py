@@ -28,6 +28,8 @@ WORKLOADS = [
     GemmWorkload(9, 32, 16, batch=3, trans_a=True, broadcast="b"),  # bmm, tn
     GemmWorkload(13, 48, 32, trans_b=True, const_b=True, epilogue="bias", prologue="layernorm"),  # LN(A) packed
     pytest.param(GemmWorkload(13, 64, 32, dtype="bfloat16", trans_b=True, epilogue="bias"), marks=needs_bf16),
+    pytest.param(GemmWorkload(13, 64, 32, dtype="bfloat16", trans_b=True, const_b=True, prologue="layernorm"),
+                 marks=needs_bf16),  # LN(A) rounded to bf16 in the bits pack
     GemmWorkload(7, 48, 32, dtype="float16", epilogue="residual,cast:float32"),
     Conv2dWorkload(2, 5, 8, 16, 6, 3, 3, padding=1, epilogue="bias,residual"),
     Conv2dWorkload(1, 32, 7, 5, 32, 1, 1, layout="nhwc", const_weight=True, epilogue="bias"),

@@ -51,6 +51,24 @@ def test_16_bit_bias_and_residual(dtype, shape, epilogue, mode):
     check(w, with_mode(space_for(w, BF16_CPU), mode))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_layernorm_prologue_in_the_bits_pack(seed):
+    """A bf16 linear with its layer norm: the row stats and LN(A) rounded to bf16 computed as A is packed to bits,
+    against F.layer_norm and matmul in float64; only the vdpbf16ps mode takes it, only where it runs."""
+    rng = random.Random(seed)
+    shape = [(1, 17, 1), (13, 37, 29), (70, 48, 96)][seed]
+    w = GemmWorkload(*shape, dtype="bfloat16", trans_b=True, const_b=seed != 1, epilogue="bias,gelu",
+                     addend_dtype="bfloat16", prologue="layernorm", eps=1e-6)
+    space = space_for(w, BF16_CPU)
+    assert space.domains["mode"] == ["dpbf16"]
+    for config in [space.default(), space.sample(rng)]:
+        check(w, config)
+    with pytest.raises(AutotileError, match="no tvm template computes this workload"):
+        space_for(w, PLAIN_AVX512)
+    with pytest.raises(AutotileError, match="no tvm template computes this workload"):
+        space_for(GemmWorkload(*shape, dtype="float16", prologue="layernorm"), BF16_CPU)
+
+
 def test_bf16_weight_is_packed_once_as_bits():
     """A linear's weight (const_b) for the vdpbf16ps tiles: packed ahead into K pairs of uint16 bits, then read by
     every call; results match with the packed copy reused and with a fresh weight packed again."""

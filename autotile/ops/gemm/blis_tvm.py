@@ -6,6 +6,7 @@ import tvm
 from tvm import te
 from tvm import tirx as tir
 
+from autotile.codegen.tvm import fastmath
 from autotile.codegen.tvm.fastmath import apply_epilogue
 from autotile.ops.gemm.blis import GemmConfig, _ceil_div
 from autotile.ops.gemm.workload import GemmWorkload
@@ -55,8 +56,9 @@ def layer_normalized(w: GemmWorkload, a_at, lanes: int = 16):
     ln_bias = te.placeholder((w.k,), w.dtype, name="ln_bias")
     inv_k = tir.const(1.0 / w.k, "float32")
 
-    def row(i, k):
-        return a_at((), i, k).astype("float32")
+    def row(i, k):  # A's loader may have widened it already (gemm.lowp's convert modes)
+        raw = a_at((), i, k)
+        return fastmath.widen(raw, str(raw.expr_ty()))
 
     def lane_sums(name, term):
         ko = te.reduce_axis((0, chunks), name=f"{name}_k")
@@ -79,7 +81,13 @@ def layer_normalized(w: GemmWorkload, a_at, lanes: int = 16):
                       name="ln_rstd")
 
     def normalized(bi, i, k):
-        return ((row(i, k) - mean[i]) * rstd[i] * ln_weight[k] + ln_bias[k]).astype(w.dtype)
+        value = (row(i, k) - mean[i]) * rstd[i] * fastmath.widen(ln_weight[k], w.dtype) + \
+            fastmath.widen(ln_bias[k], w.dtype)
+        if w.dtype == "float32":
+            return value
+        # A 16-bit A is rounded as a layer-norm kernel rounds its output, then read as the loader reads A.
+        rounded = fastmath.cast(value, w.dtype)
+        return rounded if str(a_at((), i, k).expr_ty()) == w.dtype else fastmath.widen(rounded, w.dtype)
 
     return [ln_weight, ln_bias], normalized
 
@@ -87,7 +95,7 @@ def layer_normalized(w: GemmWorkload, a_at, lanes: int = 16):
 ROW_STATS = ("ln_rstd", "ln_var", "ln_sq", "ln_mean", "ln_sum")  # consumers first: each moves under the A pack
 
 
-def _schedule_row_stats(sch) -> None:
+def schedule_row_stats(sch) -> None:
     """The prologue's row statistics under the A pack's parallel panel loop: each panel's rows, while in cache;
     the lane-wise sums stream K with the lanes vectorized."""
     panel = sch.get_loops(sch.get_sblock("Apack"))[0]
@@ -260,7 +268,7 @@ def schedule(w: GemmWorkload, c: GemmConfig, operands=None, pack_at: str = "root
             _schedule_root_pack(sch, sch.get_sblock(name), batched and w.broadcast != name[0].lower(), len(bl),
                                 vectorize=name == "Bpack")
     if getattr(w, "prologue", ""):
-        _schedule_row_stats(sch)
+        schedule_row_stats(sch)
     schedule_epilogue_stages(sch, w, stages, c.vec)
     if not prepacked:
         return sch.mod

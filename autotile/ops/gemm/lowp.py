@@ -25,8 +25,12 @@ class LowpGemmConfig(GemmConfig):
 
 
 def applies(workload: GemmWorkload, fingerprint: dict | None = None) -> bool:
-    """bfloat16 and float16 inputs, read as they are (a layernorm prologue is gemm.blis's, float32)."""
-    return workload.dtype != "float32" and not workload.prologue
+    """bfloat16 and float16 inputs; a layernorm prologue in the vdpbf16ps mode only (bfloat16, AVX512_BF16), whose
+    bits pack computes it."""
+    if workload.prologue:
+        flags = set((fingerprint or {}).get("flags", ()))
+        return workload.dtype == "bfloat16" and workload.batch == 1 and {"avx512f", "avx512_bf16"} <= flags
+    return workload.dtype != "float32"
 
 
 class LowpGemmSpace(GemmSpace):
@@ -39,6 +43,8 @@ class LowpGemmSpace(GemmSpace):
         # The bf16 tiles are written for one (unbatched) GEMM of 16-lane vectors.
         self.bf16_dot = bf16_dot and workload.dtype == "bfloat16" and workload.batch == 1 and vector_lanes == 16
         self.domains["mode"] = list(MODES if self.bf16_dot else MODES[:2])
+        if workload.prologue:  # see applies()
+            self.domains["mode"] = ["dpbf16"]
 
     @classmethod
     def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> LowpGemmSpace:

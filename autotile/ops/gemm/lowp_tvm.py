@@ -15,7 +15,13 @@ from tvm import tirx as tir
 
 import autotile.codegen.tvm.intrinsics as intrinsics
 from autotile.ops.gemm.blis import _ceil_div
-from autotile.ops.gemm.blis_tvm import _epilogue_stage, dense_operands, schedule_epilogue_stages
+from autotile.ops.gemm.blis_tvm import (
+    _epilogue_stage,
+    dense_operands,
+    layer_normalized,
+    schedule_epilogue_stages,
+    schedule_row_stats,
+)
 from autotile.ops.gemm.blis_tvm import schedule as gemm_schedule
 from autotile.ops.gemm.lowp import LowpGemmConfig
 from autotile.ops.gemm.workload import GemmWorkload
@@ -58,6 +64,9 @@ def packed_bits(w: GemmWorkload, mp: int, np_: int, kp: int, prepacked_b: bool):
     Bpack[jo, kq, ji, kv] = bits(B[2 kq + kv, 16 jo + ji])). prepacked_b: the kernel reads B's panels from an
     argument, made by stages["Bpack_ahead"] once."""
     inputs, a_at, b_at = dense_operands(w)
+    ln_inputs = []
+    if w.prologue:
+        ln_inputs, a_at = layer_normalized(w, a_at)
     bits, zero = lambda x: tir.reinterpret("uint16", x), tir.const(0, "uint16")
 
     def a_bits(i, k):
@@ -75,7 +84,7 @@ def packed_bits(w: GemmWorkload, mp: int, np_: int, kp: int, prepacked_b: bool):
         stages["B"], stages["Bpack_ahead"] = inputs[1], stages["Bpack"]
         stages["Bpack"] = te.placeholder(stages["Bpack"].shape, "uint16", name="Bpacked")
         inputs = [inputs[0], stages["Bpack"]]
-    return inputs, stages
+    return [*inputs, *ln_inputs], stages
 
 
 def addend_placeholders(w: GemmWorkload) -> dict:
@@ -146,6 +155,8 @@ def schedule_dpbf16(w: GemmWorkload, c: LowpGemmConfig) -> tvm.IRModule:
     a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
     sch.parallel(a_rows)
     sch.vectorize(sch.split(a_k, [None, LANES])[1])
+    if w.prologue:
+        schedule_row_stats(sch)
     if not prepacked:
         schedule_b_pack(sch, sch.get_sblock("Bpack"))
     # Links the vdpbf16ps helper into the module, once (a loop outside everything that calls it).

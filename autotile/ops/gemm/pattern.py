@@ -96,9 +96,9 @@ class GemmPattern(Pattern):
         return GemmPlan(ctx.db, ctx.tuning, w, backend=ctx.backend, m_dim=av.dim() - 2 if dynamic else None)
 
     def prologue_source(self, m: GemmMatch):
-        """A 2-D float32 A's value before any views: a pre-norm block's layer norm, which the GEMM can compute as
-        it packs A (no normalized copy, no op in between)."""
-        if m.epilogue.dtype != "float32" or val(m.a).dim() != 2:
+        """A 2-D A's value before any views: a pre-norm block's layer norm, which the GEMM can compute as it packs
+        A (no normalized copy, no op in between)."""
+        if val(m.a).dim() != 2:
             return None
         source = m.a
         while source.op == "call_function" and source.target in VIEWS and len(source.users) == 1:
@@ -106,15 +106,22 @@ class GemmPattern(Pattern):
         return source
 
     def with_prologue(self, m: GemmMatch, plan: GemmPlan, producer: str, produced, ctx: Context):
+        """A layer norm with scale and shift, of the GEMM's dtype, where every template this device has for the
+        plain GEMM takes it too (fusing never costs the GEMM a template, e.g. AMX tiles)."""
         if producer != "layernorm" or produced.weight is None or produced.bias is None \
-                or float_dtype(produced.x) != "float32":
+                or float_dtype(produced.x) != plan.workload.dtype:
             return None
+        from autotile.db.device import current_device
         from autotile.ops import templates_for
 
         fused = replace(plan.workload, prologue="layernorm", eps=produced.eps)
-        try:
-            templates_for(fused, backend=ctx.backend)
+        try:  # (no CUDA GPU for the triton backend: nothing fused, the plain GEMM's plan decides)
+            fingerprint = current_device(ctx.backend).fingerprint
+            names = [{t.name for t in templates_for(w, fingerprint, backend=ctx.backend)}
+                     for w in (plan.workload, fused)]
         except AutotileError:
+            return None
+        if not names[0] <= names[1]:
             return None
         return replace(m, prologue=produced), replace(plan, workload=fused)
 

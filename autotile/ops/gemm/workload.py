@@ -9,7 +9,8 @@ model's linear: its bias and residual stream are 16-bit tensors, widened as the 
 dtype tfloat32 (GPU only) is float32 data whose products tensor cores compute in TF32.
 A prologue normalizes A as it is read: "layernorm" is C = epilogue(LN(A) @ op(B)) with
 LN(A)[i, :] = (A[i, :] - mean) * rsqrt(var + eps) * ln_weight + ln_bias over A's row of K (a pre-norm
-transformer's LayerNorm fused into the linear that follows it: one pass over A, no normalized copy).
+transformer's LayerNorm fused into the linear that follows it: one pass over A, no normalized copy), computed
+in float32 and, for 16-bit inputs, rounded to their type as a layer-norm kernel's output is.
 """
 
 from __future__ import annotations
