@@ -33,15 +33,17 @@ def test_sampled_configs_on_odd_shapes(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_layernorm_prologue_on_odd_shapes_matches_float64_torch(seed):
-    """LN(A) @ B^T + epilogue, the layer norm computed as A is packed, against F.layer_norm and matmul in float64,
-    for rows of one element, K not a multiple of the stats' 16 lanes, and sampled tilings (pack_a is forced)."""
+    """LN(A) @ B^T + epilogue, the layer norm computed as A is packed (or into a row-major copy, A unpacked),
+    against F.layer_norm and matmul in float64, for rows of one element, K not a multiple of the stats' 16 lanes,
+    and sampled tilings."""
     rng = random.Random(seed)
     shape = [(1, 17, 1), (17, 33, 65), (127, 5, 300), (40, 72, 16)][seed]
     w = GemmWorkload(*shape, trans_b=True, const_b=seed % 2 == 0, epilogue=["bias", "bias,gelu,residual"][seed % 2],
                      prologue="layernorm", eps=[1e-5, 1e-3][seed % 2])
     space = GemmSpace(w)
-    for config in [space.default(), *(space.sample(rng) for _ in range(2))]:
-        assert config.pack_a
+    for pack_a in (False, True):
+        check(w, space.canonical(GemmConfig(**{**space.default().to_dict(), "pack_a": pack_a})))
+    for config in [space.sample(rng) for _ in range(2)]:
         check(w, config)
 
 

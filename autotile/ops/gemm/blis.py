@@ -119,10 +119,8 @@ class GemmSpace(ConfigSpace):
             parallel = "none"
         fuse = min(c.fuse_epilogue, len(w.epilogue))
         epilogue_at = c.epilogue_at if korder == "inner" else "block"
-        # A prologue normalizes A once, as it packs it: unpacked, every tile would normalize its rows again.
-        pack_a = c.pack_a or bool(getattr(w, "prologue", ""))
         return GemmConfig(mr, nr, min(c.vec, nr), kc, mc_tiles, nc_tiles, outer, inner, korder,
-                          pack_a, c.pack_b, unroll_k, parallel, epilogue_at, fuse)
+                          c.pack_a, c.pack_b, unroll_k, parallel, epilogue_at, fuse)
 
     def default(self) -> GemmConfig:
         """A heuristic that is good on AVX-512 CPUs: 6x32 register tiles over B packed in panels,

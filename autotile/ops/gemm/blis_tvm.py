@@ -56,9 +56,8 @@ def layer_normalized(w: GemmWorkload, a_at, lanes: int = 16):
     ln_bias = te.placeholder((w.k,), w.dtype, name="ln_bias")
     inv_k = tir.const(1.0 / w.k, "float32")
 
-    def row(i, k):  # A's loader may have widened it already (gemm.lowp's convert modes)
-        raw = a_at((), i, k)
-        return fastmath.widen(raw, str(raw.expr_ty()))
+    def row(i, k):
+        return fastmath.widen(a_at((), i, k), w.dtype)
 
     def lane_sums(name, term):
         ko = te.reduce_axis((0, chunks), name=f"{name}_k")
@@ -83,11 +82,7 @@ def layer_normalized(w: GemmWorkload, a_at, lanes: int = 16):
     def normalized(bi, i, k):
         value = (row(i, k) - mean[i]) * rstd[i] * fastmath.widen(ln_weight[k], w.dtype) + \
             fastmath.widen(ln_bias[k], w.dtype)
-        if w.dtype == "float32":
-            return value
-        # A 16-bit A is rounded as a layer-norm kernel rounds its output, then read as the loader reads A.
-        rounded = fastmath.cast(value, w.dtype)
-        return rounded if str(a_at((), i, k).expr_ty()) == w.dtype else fastmath.widen(rounded, w.dtype)
+        return fastmath.cast(value, w.dtype)  # 16 bits: rounded as a layer-norm kernel rounds its output
 
     return [ln_weight, ln_bias], normalized
 
@@ -95,10 +90,10 @@ def layer_normalized(w: GemmWorkload, a_at, lanes: int = 16):
 ROW_STATS = ("ln_rstd", "ln_var", "ln_sq", "ln_mean", "ln_sum")  # consumers first: each moves under the A pack
 
 
-def schedule_row_stats(sch) -> None:
-    """The prologue's row statistics under the A pack's parallel panel loop: each panel's rows, while in cache;
-    the lane-wise sums stream K with the lanes vectorized."""
-    panel = sch.get_loops(sch.get_sblock("Apack"))[0]
+def schedule_row_stats(sch, reader: str = "Apack") -> None:
+    """The prologue's row statistics under the parallel row loop of the stage reading LN(A) (the A pack, or the
+    normalized copy): each row block's, while in cache; the lane-wise sums stream K with the lanes vectorized."""
+    panel = sch.get_loops(sch.get_sblock(reader))[0]
     for name in ROW_STATS:
         sch.compute_at(sch.get_sblock(name), panel, preserve_unit_loops=True)
     for name in ("ln_sum", "ln_sq"):
@@ -133,9 +128,12 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands, prepacked_b:
     mp, np_, kp = _round_up(w.m, mc), _round_up(w.n, nc), _round_up(w.k, c.kc)
 
     inputs, a_at, b_at = operands(w)
-    ln_inputs = []
+    stages, ln_inputs = {}, []
     if getattr(w, "prologue", ""):
         ln_inputs, a_at = layer_normalized(w, a_at)
+        if not c.pack_a:  # LN(A) once, row-major: the tiles read it as they would read A
+            stages["Anorm"] = te.compute((w.m, w.k), lambda i, k: a_at((), i, k), name="Anorm")
+            a_at = lambda bi, i, k: stages["Anorm"][i, k]  # noqa: E731
     extra = {}
     addend = getattr(w, "addend_dtype", "float32")  # the quantized GEMMs reuse this with float32 addends
     if "bias" in w.epilogue:
@@ -161,7 +159,6 @@ def define(w: GemmWorkload, c: GemmConfig, operands=dense_operands, prepacked_b:
     def own(bi, operand):
         return () if w.broadcast == operand else bi
 
-    stages = {}
     if c.pack_a:
         stages["Apack"] = pack("Apack", c.mr, w.m, mp, a_at, w.broadcast == "a")
     if c.pack_b:
@@ -267,7 +264,12 @@ def schedule(w: GemmWorkload, c: GemmConfig, operands=None, pack_at: str = "root
         if name in stages and pack_at == "root" and not (name == "Bpack" and prepacked):
             _schedule_root_pack(sch, sch.get_sblock(name), batched and w.broadcast != name[0].lower(), len(bl),
                                 vectorize=name == "Bpack")
-    if getattr(w, "prologue", ""):
+    if "Anorm" in stages:
+        rows, cols = sch.get_loops(sch.get_sblock("Anorm"))
+        sch.parallel(rows)
+        sch.vectorize(sch.split(cols, [None, c.vec])[1])
+        schedule_row_stats(sch, "Anorm")
+    elif getattr(w, "prologue", ""):
         schedule_row_stats(sch)
     schedule_epilogue_stages(sch, w, stages, c.vec)
     if not prepacked:
