@@ -114,6 +114,21 @@ def test_the_real_instructions_in_the_assembly():
         assert not any("emu" in op for op in ops)
 
 
+def test_a_zero_init_micro_kernel_does_not_zero_its_tiles_buffer(emulated):
+    """All of K in one chunk: each micro-kernel starts its C tiles with tilezero, so neither the scheduled TIR (no
+    init block, no store of 0 to the tiles' buffer) nor the sapphirerapids assembly (no memset, which is what the
+    4 KiB zeroing loop became) zeroes the buffer first; with K in chunks the buffer is zeroed once per block."""
+    w = GemmWorkload(37, 45, 70, dtype="bfloat16", epilogue="bias,gelu")
+    space = AmxGemmSpace(w)
+    for config, zeroed in ((space.default(), False), (space.canonical(space.config_type(kc=32, korder="outer")), True)):
+        script = amx_tvm.schedule(w, config, emulate=False)["main"].script()
+        assert ("tilezero" in script) != zeroed and "T.init()" not in script, config
+        assert bool(re.search(r"mm_(local|global)\[[^\]]*\] = T\.float32\(0", script)) == zeroed, config
+        asm = amx_assembly(amx_tvm.schedule, w, config)
+        assert ("memset" in asm) == zeroed and ("tilezero" in asm) != zeroed, config
+        emulated_check(w, config)
+
+
 @requires_cpu_flags("amx_tile", "amx_bf16")
 def test_real_tiles_match_the_reference():
     w = GemmWorkload(37, 45, 70, dtype="bfloat16", epilogue="bias,gelu")

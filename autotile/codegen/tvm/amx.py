@@ -462,6 +462,28 @@ def tile_gemm_intrinsic(kind: str, tiles_m: int, tiles_n: int, kc: int, unroll: 
     return name
 
 
+def tensorize_tile_gemm(sch, loop, kind: str, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool,
+                        zero_init: bool = False, c_scope: str = "global"):
+    """Tensorize the block under `loop` with tile_gemm_intrinsic(...); returns the tensorized block. With
+    zero_init, the block's own init is dropped: TVM 0.27's tensorize keeps it even though the intrinsic's
+    description consumed it (the micro-kernel starts with tilezero), and it would zero the C tiles' buffer
+    (a 4 KiB memset per micro-kernel) for nothing."""
+    intrinsic = tile_gemm_intrinsic(kind, tiles_m, tiles_n, kc, unroll, emulate, zero_init, c_scope)
+    block = sch.blockize(loop)
+    sch.tensorize(block, intrinsic)
+    stmt = sch.get(block)
+    if zero_init and stmt.init is not None:
+        from tvm import s_tir
+
+        # Sound only where the micro-kernel runs the block's whole reduction (each run starts from zero).
+        if any(int(v.dom.extent) != 1 for v in stmt.iter_vars if v.iter_type == tir.IterVar.CommReduce):
+            raise ValueError(f"{stmt.name_hint}: a zero-init micro-kernel inside a longer reduction")
+        without = s_tir.SBlock(stmt.iter_vars, stmt.reads, stmt.writes, stmt.name_hint, stmt.body, None,
+                               stmt.alloc_buffers, stmt.match_buffers, stmt.annotations)
+        sch.state.replace(sch.get_sref(block), without, {stmt: without})
+    return block
+
+
 def _shapes(dot: TileDot, tiles_m: int, tiles_n: int, kc: int):
     return (TILE_ROWS * tiles_m, kc), (tiles_n, kc // dot.group, 16, dot.group), (TILE_ROWS * tiles_m, tiles_n, 16)
 

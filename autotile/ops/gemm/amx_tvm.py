@@ -125,8 +125,8 @@ def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool, read_in_p
     one_chunk = int(sch.get(k0).extent) == 1
     if not one_chunk:
         sch.vectorize(sch.get_loops(sch.decompose_reduction(mm, k0))[-1])
-    sch.tensorize(i2, amx.tile_gemm_intrinsic(kind, c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate,
-                                              zero_init=one_chunk, c_scope=c_scope))
+    amx.tensorize_tile_gemm(sch, i2, kind, c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate, zero_init=one_chunk,
+                            c_scope=c_scope)
     if copied:
         sch.vectorize(sch.get_loops(tile)[-1])
     if w.n >= LANES:
