@@ -89,12 +89,12 @@ def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> 
     return tvm.IRModule({"main": main, "pack_B": pack.mod["main"].with_attr("global_symbol", "pack_B")})
 
 
-def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool, read_in_place: bool = True) -> None:
+def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool) -> None:
     """The loops of "mm" (mm[i, jo, ji] summed over kq, kv, see define) around the tile micro-kernel of `kind`
     (a key of amx.DOTS), its C tiles' buffer, and the write-back "C" per micro-kernel or per block (which the
-    caller keeps free to move there). read_in_place: a write-back at the buffer's level reads the tiles' buffer
-    itself rather than a copy (not where the write-back's other reads are hidden from the dataflow check: inlining
-    brings them back). The kernel still needs amx.llvm_ir imported and amx.with_tile_config."""
+    caller keeps free to move there). A write-back at the buffer's level reads the tiles' buffer in place (the copy
+    is inlined into it, which rebuilds its reads from its body). The kernel still needs amx.llvm_ir imported and
+    amx.with_tile_config."""
     mm = sch.get_sblock("mm")
     i, jo, ji, kq, kv = sch.get_loops(mm)
     i0, i1, i2 = sch.split(i, [None, c.mc_tiles, amx.TILE_ROWS * c.tiles_m])
@@ -112,7 +112,7 @@ def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool, read_in_p
     c_scope = "local" if per_kernel else "global"
     tile = sch.cache_write(mm, 0, c_scope)
     out = sch.get_sblock("C")
-    copied = per_kernel != (c.epilogue_at == "tile") or not read_in_place
+    copied = per_kernel != (c.epilogue_at == "tile")
     sch.reverse_compute_at(tile, inner[-1] if per_kernel else outer[-1])
     sch.reverse_compute_at(out, inner[-1] if c.epilogue_at == "tile" else outer[-1])
     if not copied:
