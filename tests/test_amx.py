@@ -99,6 +99,41 @@ def test_constant_weight_is_packed_once(emulated):
             assert torch.allclose(out, want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("shape, knobs", [
+    ((64, 45, 64), {}),
+    ((16, 17, 32), dict(tiles_m=1, tiles_n=1)),
+    ((96, 50, 128), dict(tiles_m=3, tiles_n=1, mc_tiles=2, kc=64, korder="outer", parallel="both")),
+    ((32, 33, 96), dict(tiles_m=1, tiles_n=3, mc_tiles=2, kc=32, unroll_k=1, epilogue_at="block", outer="ji")),
+])
+def test_a_row_major_a_without_padding_is_read_in_place(emulated, shape, knobs):
+    """M whole blocks and K whole chunks: the tiles read A itself (no Apack stage), one K step and one tile row at
+    the least, K chunks around the block, parallel blocks; A a view 64 bytes into NaN-filled storage (read in
+    place: any read past its rows or K would show) and at an odd offset (copied first)."""
+    w = GemmWorkload(*shape, dtype="bfloat16", epilogue="bias,gelu")
+    config = AmxGemmSpace(w).canonical(AmxGemmSpace(w).config_type(**knobs))
+    assert amx_tvm.reads_a_in_place(w, config), config
+    assert "Apack" not in amx_tvm.schedule(w, config, emulate=True)["main"].script()
+    kernel = emulated_check(w, config)
+    m, n, k = shape
+    g = torch.Generator().manual_seed(m + n + k)
+    b, bias = torch.randn(k, n, generator=g).to(torch.bfloat16), torch.randn(n, generator=g)
+    for offset in (32, 1):
+        storage = torch.full((offset + m * k + 64,), float("nan"), dtype=torch.bfloat16)
+        a = storage[offset:offset + m * k].view(m, k)
+        a.copy_(torch.randn(m, k, generator=g))
+        want = torch.nn.functional.gelu(a.double() @ b.double() + bias.double())
+        out = kernel(a, b, bias).double()
+        assert torch.allclose(out, want, rtol=2e-2, atol=2e-2 * want.abs().max().item()), offset
+
+
+def test_a_is_packed_where_tiles_would_read_past_it():
+    """M or K short of whole blocks or chunks, a transposed A, a single row: A is packed, zero padded."""
+    for shape, layout in (((37, 45, 70), {}), ((64, 45, 70), {}), ((63, 45, 64), {}), ((64, 45, 64), {"trans_a": True}),
+                          ((1, 50, 64), {})):
+        w = GemmWorkload(*shape, dtype="bfloat16", **layout)
+        assert not amx_tvm.reads_a_in_place(w, AmxGemmSpace(w).default()), (shape, layout)
+
+
 def test_the_real_instructions_in_the_assembly():
     """Built ahead of time for sapphirerapids: the tile config is loaded before the first tile instruction and
     released after the last, and the K loop runs on tileloadd / tdpbf16ps / tilestored."""
@@ -112,6 +147,21 @@ def test_the_real_instructions_in_the_assembly():
         assert counts["ldtilecfg"] == ops.count("tilerelease") and counts["tdpbf16ps"] >= 1, counts
         assert counts["tileloadd"] > counts["tdpbf16ps"] / 4 and counts["tilestored"] >= 1, counts
         assert not any("emu" in op for op in ops)
+
+
+def test_a_zero_init_micro_kernel_does_not_zero_its_tiles_buffer(emulated):
+    """All of K in one chunk: each micro-kernel starts its C tiles with tilezero, so neither the scheduled TIR (no
+    init block, no store of 0 to the tiles' buffer) nor the sapphirerapids assembly (no memset, which is what the
+    4 KiB zeroing loop became) zeroes the buffer first; with K in chunks the buffer is zeroed once per block."""
+    w = GemmWorkload(37, 45, 70, dtype="bfloat16", epilogue="bias,gelu")
+    space = AmxGemmSpace(w)
+    for config, zeroed in ((space.default(), False), (space.canonical(space.config_type(kc=32, korder="outer")), True)):
+        script = amx_tvm.schedule(w, config, emulate=False)["main"].script()
+        assert ("tilezero" in script) != zeroed and "T.init()" not in script, config
+        assert bool(re.search(r"mm_(local|global)\[[^\]]*\] = T\.float32\(0", script)) == zeroed, config
+        asm = amx_assembly(amx_tvm.schedule, w, config)
+        assert ("memset" in asm) == zeroed and ("tilezero" in asm) != zeroed, config
+        emulated_check(w, config)
 
 
 @requires_cpu_flags("amx_tile", "amx_bf16")

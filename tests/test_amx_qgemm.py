@@ -5,6 +5,7 @@ emulate=True to the schedule) and are checked against the exact reference on odd
 instructions are checked in the assembly built for Sapphire Rapids, and run only on a CPU with AMX."""
 
 import random
+import re
 
 import pytest
 import torch
@@ -102,6 +103,20 @@ def test_k_chunks_orders_and_parallel_loops_match_the_exact_reference(emulated, 
     space = space_for(w)
     config = space.canonical(Int8AmxConfig(**knobs))
     assert space.valid(config)
+    check(w, config)
+
+
+@pytest.mark.parametrize("knobs", [dict(), dict(korder="outer", kc=64, epilogue_at="block", parallel="both")])
+def test_the_write_back_reads_the_c_tiles_in_place(emulated, knobs):
+    """Where the write-back runs at the level of the C tiles' buffer (per micro-kernel, or per block with K chunks
+    around it), it dequantizes straight from that buffer: no copy of the tiles first, the row scales and outlier
+    products still computed before the tile loops."""
+    w = w8a8(37, 45, 129, "bias,gelu", 6.0)
+    config = Int8AmxSpace(w).canonical(Int8AmxConfig(**knobs))
+    script = schedule(w, config, emulate=True)["main"].script()
+    buffer = "mm_local" if config.korder == "inner" else "mm_global"
+    assert re.search(rf"T\.reads\({buffer}\[v_i0, v_i1 // 16, v_i1 % 16\]", script), config
+    assert f'T.sblock("{buffer}")' not in script and " mm = T.sblock_alloc_buffer" not in script, config
     check(w, config)
 
 

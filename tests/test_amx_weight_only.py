@@ -101,6 +101,17 @@ def test_the_real_instructions_in_the_assembly(bits):
         assert "autotile_emu_" not in asm
 
 
+def test_the_group_tile_sums_are_not_zeroed_before_their_tilezero():
+    """Each micro-kernel starts its C tiles with tilezero over the group's K: the scheduled TIR keeps no init of the
+    tile sums' buffer (TVM's tensorize would keep one: a 4 KiB zero fill per micro-kernel and group)."""
+    w = int4(33, 45, 256, group=64, asymmetric=True, epilogue="bias")
+    config = WeightOnlyAmxSpace(w).default()
+    script = schedule(w, config, emulate=True)["main"].script()
+    assert "tilezero" in script
+    assert not re.search(r"part(_local)?\[[^\]]*\] = T\.float32\(0", script)
+    emulated_check(w, config)
+
+
 @requires_cpu_flags("amx_tile", "amx_bf16")
 def test_real_tiles_match_the_exact_reference(monkeypatch):
     monkeypatch.delenv(amx_permission.EMULATE_ENV, raising=False)

@@ -443,23 +443,48 @@ def widen(dot: TileDot, x):
 
 
 def tile_gemm_intrinsic(kind: str, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool,
-                        zero_init: bool = False, c_scope: str = "global") -> str:
+                        zero_init: bool = False, c_scope: str = "global", a_dtype: str | None = None) -> str:
     """The name of the tensor intrinsic for this micro-kernel (registered on first use). c_scope: where the C
     tiles' buffer lives ("local": on the stack, for a micro-kernel's own tiles). zero_init: the block's
     reduction starts from zero (its init is part of the intrinsic): the C tiles start with tilezero instead of
-    being loaded from a zeroed buffer."""
+    being loaded from a zeroed buffer. a_dtype: A's buffer dtype where it is not the dot's ("bfloat16": the
+    operand itself, read in place as its bits)."""
     dot = DOTS[kind]
+    a_dtype = a_dtype or dot.a_dtype
     if not tile_budget_ok(tiles_m, tiles_n) or kc % (dot.k_step * unroll):
         raise ValueError(f"no tile micro-kernel {tiles_m}x{tiles_n} over K {kc} unrolled {unroll}")
     name = f"autotile_amx_{kind}_{tiles_m}x{tiles_n}_k{kc}_u{unroll}{'_zero' if zero_init else ''}" + (
-        "_emu" if emulate else "") + f"_{c_scope}"
+        "_emu" if emulate else "") + f"_{c_scope}" + ("" if a_dtype == dot.a_dtype else f"_a{a_dtype}")
     if name not in _REGISTERED:
         from tvm.s_tir import TensorIntrin
 
-        TensorIntrin.register(name, _desc(dot, tiles_m, tiles_n, kc, zero_init, c_scope),
-                              _impl(dot, tiles_m, tiles_n, kc, unroll, emulate, zero_init, c_scope), override=True)
+        TensorIntrin.register(name, _desc(dot, tiles_m, tiles_n, kc, zero_init, c_scope, a_dtype),
+                              _impl(dot, tiles_m, tiles_n, kc, unroll, emulate, zero_init, c_scope, a_dtype),
+                              override=True)
         _REGISTERED.add(name)
     return name
+
+
+def tensorize_tile_gemm(sch, loop, kind: str, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool,
+                        zero_init: bool = False, c_scope: str = "global", a_dtype: str | None = None):
+    """Tensorize the block under `loop` with tile_gemm_intrinsic(...); returns the tensorized block. With
+    zero_init, the block's own init is dropped: TVM 0.27's tensorize keeps it even though the intrinsic's
+    description consumed it (the micro-kernel starts with tilezero), and it would zero the C tiles' buffer
+    (a 4 KiB memset per micro-kernel) for nothing."""
+    intrinsic = tile_gemm_intrinsic(kind, tiles_m, tiles_n, kc, unroll, emulate, zero_init, c_scope, a_dtype)
+    block = sch.blockize(loop)
+    sch.tensorize(block, intrinsic)
+    stmt = sch.get(block)
+    if zero_init and stmt.init is not None:
+        from tvm import s_tir
+
+        # Sound only where the micro-kernel runs the block's whole reduction (each run starts from zero).
+        if any(int(v.dom.extent) != 1 for v in stmt.iter_vars if v.iter_type == tir.IterVar.CommReduce):
+            raise ValueError(f"{stmt.name_hint}: a zero-init micro-kernel inside a longer reduction")
+        without = s_tir.SBlock(stmt.iter_vars, stmt.reads, stmt.writes, stmt.name_hint, stmt.body, None,
+                               stmt.alloc_buffers, stmt.match_buffers, stmt.annotations)
+        sch.state.replace(sch.get_sref(block), without, {stmt: without})
+    return block
 
 
 def _shapes(dot: TileDot, tiles_m: int, tiles_n: int, kc: int):
@@ -472,7 +497,12 @@ def _reads(T, A, B, C, zero_init: bool) -> None:
     T.reads(*regions if zero_init else [C[0:C.shape[0], 0:C.shape[1], 0:16], *regions])
 
 
-def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, zero_init: bool, c_scope: str):
+def a_bits(dot: TileDot, A, i, k):
+    """An element of A as the dot reads it: a bfloat16 A (read in place) as its uint16 bits."""
+    return A[i, k] if A.dtype == dot.a_dtype else tir.reinterpret(dot.a_dtype, A[i, k])
+
+
+def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, zero_init: bool, c_scope: str, a_dtype: str):
     import tvm.script.ir_builder.tirx as T
     from tvm.script.ir_builder import IRBuilder
 
@@ -481,7 +511,7 @@ def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, zero_init: bool, c_
         with T.prim_func(s_tir=True):
             T.func_name("desc")
             a, b, c = (T.arg(n, T.handle()) for n in "abc")
-            A = T.match_buffer(a, a_shape, dot.a_dtype, offset_factor=1)
+            A = T.match_buffer(a, a_shape, a_dtype, offset_factor=1)
             B = T.match_buffer(b, b_shape, dot.b_dtype, offset_factor=1)
             C = T.match_buffer(c, c_shape, dot.acc_dtype, offset_factor=1, scope=c_scope)
             with T.sblock("root"):
@@ -500,18 +530,18 @@ def _desc(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, zero_init: bool, c_
                         if zero_init:
                             with T.init():
                                 T.buffer_store(C, tir.const(0, dot.acc_dtype), [vi, vjo, vji])
-                        T.buffer_store(C, C[vi, vjo, vji] + widen(dot, A[vi, vkq * dot.group + vkv])
+                        T.buffer_store(C, C[vi, vjo, vji] + widen(dot, a_bits(dot, A, vi, vkq * dot.group + vkv))
                                        * widen(dot, B[vjo, vkq, vji, vkv]), [vi, vjo, vji])
     return ib.get()
 
 
 def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulate: bool, zero_init: bool,
-          c_scope: str):
+          c_scope: str, a_dtype: str):
     import tvm.script.ir_builder.tirx as T
     from tvm.script.ir_builder import IRBuilder
 
     a_shape, b_shape, c_shape = _shapes(dot, tiles_m, tiles_n, kc)
-    item = 2 if dot.a_dtype == "uint16" else 1
+    item = ROW_BYTES // dot.k_step  # bytes of an A or B element
     c_tile = lambda m, n: m * tiles_n + n  # noqa: E731 - tile numbers: C tiles, then A tiles, then B tiles
     a_tile = lambda m: tiles_m * tiles_n + m  # noqa: E731
     b_tile = lambda n: tiles_m * tiles_n + tiles_m + n  # noqa: E731
@@ -524,7 +554,7 @@ def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulat
             T.func_name("impl")
             a, b, c = (T.arg(n, T.handle()) for n in "abc")
             sa, sb0, sb1, sc0, sc1 = (tir.Var(n, "int32") for n in ("sa", "sb0", "sb1", "sc0", "sc1"))
-            A = T.match_buffer(a, a_shape, dot.a_dtype, offset_factor=1, strides=[sa, 1])
+            A = T.match_buffer(a, a_shape, a_dtype, offset_factor=1, strides=[sa, 1])
             B = T.match_buffer(b, b_shape, dot.b_dtype, offset_factor=1, strides=[sb0, sb1, dot.group, 1])
             C = T.match_buffer(c, c_shape, dot.acc_dtype, offset_factor=1, strides=[sc0, sc1, 1], scope=c_scope)
             c_stride, a_stride, b_stride = ((s * n).astype("int64") for s, n in ((sc0, 4), (sa, item), (sb1, item)))
@@ -532,6 +562,12 @@ def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulat
                 _reads(T, A, B, C, zero_init)
                 T.writes(C[0:c_shape[0], 0:tiles_n, 0:16])
                 c_at = lambda m, n: C.access_ptr("rw", offset=m * TILE_ROWS * sc0 + n * sc1)  # noqa: E731
+
+                def a_at(offset):  # typed as A's bits: TVM legalizes a bfloat16 pointer's type to float32
+                    pointer = A.access_ptr("r", offset=offset)
+                    typed = [tir.type_annotation(dot.a_dtype), *pointer.args[1:]]
+                    return tvm.ir.expr.Call(pointer.op, typed, ret_ty=pointer.ty)
+
                 for m in range(tiles_m):
                     for n in range(tiles_n):
                         if zero_init:
@@ -545,7 +581,7 @@ def _impl(dot: TileDot, tiles_m: int, tiles_n: int, kc: int, unroll: int, emulat
                             call("tileloadd64", b_tile(n), B.access_ptr("r", offset=n * sb0 + k // dot.group * sb1),
                                  b_stride)
                         for m in range(tiles_m):
-                            call("tileloadd64", a_tile(m), A.access_ptr("r", offset=m * TILE_ROWS * sa + k), a_stride)
+                            call("tileloadd64", a_tile(m), a_at(m * TILE_ROWS * sa + k), a_stride)
                             for n in range(tiles_n):
                                 call(dot.instruction, c_tile(m, n), a_tile(m), b_tile(n))
                 for m in range(tiles_m):

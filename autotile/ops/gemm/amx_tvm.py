@@ -1,6 +1,6 @@
 """Lowering of the bfloat16 GEMM to AMX tiles (see amx.py for the space, codegen/tvm/amx.py for the tiles).
 
-    Apack[i, k] = bits(A[i, k])                           (uint16, zero padded to mp x kp)
+    Apack[i, k] = bits(A[i, k])                           (uint16, zero padded to mp x kp; see reads_a_in_place)
     Bpack[jo, kq, ji, kv] = bits(B[2 kq + kv, 16 jo + ji]) (16-column x 2-K panels; a B tile is 16 rows of one)
     mm[i, jo, ji] = sum_kq,kv float(Apack[i, 2 kq + kv]) * float(Bpack[jo, kq, ji, kv])   (tensorized: tiles)
     C[i, j] = epilogue(mm[i, j / 16, j % 16]), cast to the output dtype, per micro-kernel or per block.
@@ -31,6 +31,13 @@ def padded(w: GemmWorkload, c: AmxGemmConfig) -> tuple[int, int, int]:
     return _ceil_div(w.m, mc) * mc, _ceil_div(w.n, nc) * nc, _ceil_div(w.k, c.kc) * c.kc
 
 
+def reads_a_in_place(w: GemmWorkload, c: AmxGemmConfig) -> bool:
+    """A row-major A that needs no padding (M whole blocks, K whole chunks) is read by the tile loads themselves,
+    16 rows of 64 bytes at its row stride, never past its end; else it is packed, zero padded, first."""
+    mp, _, kp = padded(w, c)
+    return not w.trans_a and (mp, kp) == (w.m, w.k)
+
+
 def prepacks_b(w: GemmWorkload, c: AmxGemmConfig) -> bool:
     return w.const_b
 
@@ -58,9 +65,14 @@ def define(w: GemmWorkload, c: AmxGemmConfig, prepacked_b: bool):
     mp, np_, kp = padded(w, c)
     inputs, stages = packed_bits(w, mp, np_, kp, prepacked_b)
     dot = amx.DOTS["bf16"]
+    if reads_a_in_place(w, c):
+        A = inputs[0]
+        del stages["Apack"]
+    else:
+        A = stages["Apack"]
     kq, kv = te.reduce_axis((0, kp // 2), name="kq"), te.reduce_axis((0, 2), name="kv")
     stages["mm"] = te.compute((mp, np_ // LANES, LANES), lambda i, jo, ji: te.sum(
-        amx.widen(dot, stages["Apack"][i, kq * 2 + kv]) * amx.widen(dot, stages["Bpack"][jo, kq, ji, kv]),
+        amx.widen(dot, amx.a_bits(dot, A, i, kq * 2 + kv)) * amx.widen(dot, stages["Bpack"][jo, kq, ji, kv]),
         axis=[kq, kv]), name="mm")
     extra = addend_placeholders(w)
     last = epilogue_stages(w, Panels(stages["mm"]), c.fuse_epilogue, extra, stages)
@@ -73,13 +85,16 @@ def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> 
     prepacked = prepacks_b(w, c)
     args, stages = define(w, c, prepacked)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))
-    schedule_tiles(sch, w, c, "bf16", emulate)
-    a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
-    sch.parallel(a_rows)
-    sch.vectorize(sch.split(a_k, [None, LANES])[1])
+    in_place = "Apack" not in stages
+    schedule_tiles(sch, w, c, "bf16", emulate, a_dtype="bfloat16" if in_place else None)
+    if not in_place:
+        a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
+        sch.parallel(a_rows)
+        sch.vectorize(sch.split(a_k, [None, LANES])[1])
     if not prepacked:
         schedule_b_pack(sch, sch.get_sblock("Bpack"))
-    sch.annotate(a_rows, "pragma_import_llvm", amx.llvm_ir(emulate))
+    # The tile helpers' LLVM IR, linked once: on the outermost loop of the tile loops.
+    sch.annotate(sch.get_loops(sch.get_sblock("C"))[0], "pragma_import_llvm", amx.llvm_ir(emulate))
     schedule_epilogue_stages(sch, w, stages, LANES)
     main = amx.with_tile_config(sch.mod["main"])
     if not prepacked:
@@ -89,12 +104,12 @@ def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> 
     return tvm.IRModule({"main": main, "pack_B": pack.mod["main"].with_attr("global_symbol", "pack_B")})
 
 
-def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool, read_in_place: bool = True) -> None:
+def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool, a_dtype: str | None = None) -> None:
     """The loops of "mm" (mm[i, jo, ji] summed over kq, kv, see define) around the tile micro-kernel of `kind`
     (a key of amx.DOTS), its C tiles' buffer, and the write-back "C" per micro-kernel or per block (which the
-    caller keeps free to move there). read_in_place: a write-back at the buffer's level reads the tiles' buffer
-    itself rather than a copy (not where the write-back's other reads are hidden from the dataflow check: inlining
-    brings them back). The kernel still needs amx.llvm_ir imported and amx.with_tile_config."""
+    caller keeps free to move there). A write-back at the buffer's level reads the tiles' buffer in place (the copy
+    is inlined into it, which rebuilds its reads from its body). a_dtype: A's, where the tiles read it in place
+    (see amx.tile_gemm_intrinsic). The kernel still needs amx.llvm_ir imported and amx.with_tile_config."""
     mm = sch.get_sblock("mm")
     i, jo, ji, kq, kv = sch.get_loops(mm)
     i0, i1, i2 = sch.split(i, [None, c.mc_tiles, amx.TILE_ROWS * c.tiles_m])
@@ -112,7 +127,7 @@ def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool, read_in_p
     c_scope = "local" if per_kernel else "global"
     tile = sch.cache_write(mm, 0, c_scope)
     out = sch.get_sblock("C")
-    copied = per_kernel != (c.epilogue_at == "tile") or not read_in_place
+    copied = per_kernel != (c.epilogue_at == "tile")
     sch.reverse_compute_at(tile, inner[-1] if per_kernel else outer[-1])
     sch.reverse_compute_at(out, inner[-1] if c.epilogue_at == "tile" else outer[-1])
     if not copied:
@@ -125,8 +140,8 @@ def schedule_tiles(sch, w, c: AmxGemmConfig, kind: str, emulate: bool, read_in_p
     one_chunk = int(sch.get(k0).extent) == 1
     if not one_chunk:
         sch.vectorize(sch.get_loops(sch.decompose_reduction(mm, k0))[-1])
-    sch.tensorize(i2, amx.tile_gemm_intrinsic(kind, c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate,
-                                              zero_init=one_chunk, c_scope=c_scope))
+    amx.tensorize_tile_gemm(sch, i2, kind, c.tiles_m, c.tiles_n, c.kc, c.unroll_k, emulate, zero_init=one_chunk,
+                            c_scope=c_scope, a_dtype=a_dtype)
     if copied:
         sch.vectorize(sch.get_loops(tile)[-1])
     if w.n >= LANES:

@@ -24,6 +24,7 @@ from autotile.ops.gemm.lowp_tvm import LANES, epilogue_stages
 from autotile.ops.qgemm.int8_amx import Int8AmxConfig
 from autotile.ops.qgemm.int8_tvm import (
     dequantized,
+    hide_write_back_reads,
     outlier_product,
     pack_panels,
     quantize_rows,
@@ -72,8 +73,11 @@ def schedule(w: QGemmWorkload, c: Int8AmxConfig, emulate: bool | None = None) ->
     """emulate: tile instructions as calls into their emulation (default: AUTOTILE_AMX_EMULATE)."""
     emulate = amx_permission.emulated() if emulate is None else emulate
     args, stages = define(w, c)
-    sch = write_back_after(tvm.s_tir.Schedule(te.create_prim_func(args)), {"scale_a", "outlier_product"})
-    schedule_tiles(sch, w, c, "s8s8", emulate, read_in_place=False)  # its write-back's row scales are hidden
+    computed_first = {"scale_a", "outlier_product"}
+    sch = write_back_after(tvm.s_tir.Schedule(te.create_prim_func(args)), computed_first)
+    schedule_tiles(sch, w, c, "s8s8", emulate)
+    # Where the write-back reads the C tiles' buffer in place, inlining the copy into it brought those reads back.
+    sch = hide_write_back_reads(sch, computed_first)
     rows = schedule_quantization(sch, w)
     sch.annotate(rows, "pragma_import_llvm", amx.llvm_ir(emulate))
     schedule_epilogue_stages(sch, w, stages, LANES)

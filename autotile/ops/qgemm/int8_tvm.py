@@ -195,14 +195,20 @@ def write_back_after(sch, computed_first: set[str]):
     """The write-back "C" runs per tile, under the tile loops. Its other producers (`computed_first`: row scales,
     column corrections, outlier products) run at the root before them; hiding those reads from the dataflow
     check lets it move there. Returns the new schedule (which recomputes the dataflow)."""
-    out = sch.get_sblock("C")
-    hidden = [n for n, region in enumerate(sch.get(out).reads) if region.source.name in computed_first]
-    sch.unsafe_hide_buffer_access(out, "read", hidden)
-    sch = tvm.s_tir.Schedule(sch.mod)
+    sch = hide_write_back_reads(sch, computed_first)
     order = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     if any(order.index(name) > order.index("mm") for name in computed_first if name in order):
         raise AutotileError(f"W8A8 stages out of order: {order}")
     return sch
+
+
+def hide_write_back_reads(sch, names: set[str]):
+    """The write-back "C" with its reads of `names` hidden from the dataflow check (again after a primitive that
+    rebuilt its reads from its body, such as inlining into it). Returns the new schedule."""
+    out = sch.get_sblock("C")
+    hidden = [n for n, region in enumerate(sch.get(out).reads) if region.source.name in names]
+    sch.unsafe_hide_buffer_access(out, "read", hidden)
+    return tvm.s_tir.Schedule(sch.mod)
 
 
 def schedule_quantization(sch, w: QGemmWorkload):

@@ -105,6 +105,9 @@ def schedule(w: QGemmWorkload, c: WeightOnlyAmxConfig, emulate: bool | None = No
     sch.reverse_compute_at(sch.get_sblock("C"), outer[-1])
     part = sch.get_sblock("part")
     sch.compute_at(part, g)
+    # "local": TVM never lends a local buffer's memory to another. In "global" its storage rewrite would place the
+    # tile sums in Wd's (dead by the tile stores), then fail to lower the stores' typed pointers (LowerIntrin).
+    sch.set_scope(part, 0, "local")
     wd = sch.get_sblock("Wd")
     sch.compute_at(wd, g)
     n_par = {"both": 2, "first": 1, "none": 0}[c.parallel]
@@ -116,8 +119,8 @@ def schedule(w: QGemmWorkload, c: WeightOnlyAmxConfig, emulate: bool | None = No
     pt1, pt2 = sch.split(pt, [None, c.tiles_n])
     inner = (pi1, pt1) if c.inner == "ij" else (pt1, pi1)
     sch.reorder(*inner, pi2, pt2, pl, pkq, pkv)
-    sch.tensorize(pi2, amx.tile_gemm_intrinsic("bf16", c.tiles_m, c.tiles_n, s["group"], c.unroll_k, emulate,
-                                               zero_init=True))
+    amx.tensorize_tile_gemm(sch, pi2, "bf16", c.tiles_m, c.tiles_n, s["group"], c.unroll_k, emulate, zero_init=True,
+                            c_scope="local")
     # The group's B tiles: 16 bytes of int4 codes -> 16 bf16 pairs (one tile row) per step; int8, vectorized.
     if w.bits == 4:
         sch.tensorize(sch.get_loops(wd)[-2], intrinsics.INT4_BF16_PAIRS_16)
