@@ -126,6 +126,17 @@ def test_a_row_major_a_without_padding_is_read_in_place(emulated, shape, knobs):
         assert torch.allclose(out, want, rtol=2e-2, atol=2e-2 * want.abs().max().item()), offset
 
 
+@pytest.mark.parametrize("shape", [(1, 17, 1), (37, 45, 70), (64, 45, 64)])
+def test_layernorm_prologue_in_the_bits_pack(emulated, shape):
+    """LN(A) rounded to bf16 as A's bits are packed (never read in place, even where A could be), against
+    F.layer_norm and matmul in float64."""
+    w = GemmWorkload(*shape, dtype="bfloat16", trans_b=True, const_b=True, epilogue="bias,gelu",
+                     addend_dtype="bfloat16", prologue="layernorm")
+    for config in configs(w, 2, seed=sum(shape)):
+        assert not amx_tvm.reads_a_in_place(w, config)
+        emulated_check(w, config)
+
+
 def test_a_is_packed_where_tiles_would_read_past_it():
     """M or K short of whole blocks or chunks, a transposed A, a single row: A is packed, zero padded."""
     for shape, layout in (((37, 45, 70), {}), ((64, 45, 70), {}), ((63, 45, 64), {}), ((64, 45, 64), {"trans_a": True}),
@@ -329,6 +340,7 @@ def test_the_backend_runs_bf16_blocks_and_quantized_linears_on_amx_kernels(tmp_p
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     templates = out["templates"]
     assert sorted(t for k, t in templates.items() if k.startswith("gemm")) == ["gemm.amx"] * 4, templates
+    assert len([k for k in templates if k.endswith("layernorm-eps1e-05")]) == 2, templates  # LN in the A pack
     assert [t for k, t in templates.items() if k.startswith("attention")] == ["attention.flash_amx"], templates
     assert out["error"] <= 2 * out["eager_error"] + 1e-2, out
     assert sorted(out["quantized_templates"].values()) == ["qgemm.int8_amx", "qgemm.weight_only_amx"], out

@@ -41,7 +41,7 @@ class AmxGemmConfig(Config):
 
 def applies(workload: GemmWorkload, fingerprint: dict | None = None) -> bool:
     """One bfloat16 GEMM where AMX's bf16 tiles run (or are emulated)."""
-    return (workload.dtype == "bfloat16" and workload.batch == 1 and not workload.prologue
+    return (workload.dtype == "bfloat16" and workload.batch == 1
             and amx_permission.tiles_usable(fingerprint, "amx_bf16"))
 
 

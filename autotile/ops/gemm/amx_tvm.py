@@ -14,7 +14,7 @@ from tvm import te
 from autotile.codegen.tvm import amx, amx_permission
 from autotile.ops.gemm.amx import AmxGemmConfig
 from autotile.ops.gemm.blis import _ceil_div
-from autotile.ops.gemm.blis_tvm import schedule_epilogue_stages
+from autotile.ops.gemm.blis_tvm import schedule_epilogue_stages, schedule_row_stats
 from autotile.ops.gemm.lowp_tvm import (
     LANES,
     addend_placeholders,
@@ -35,7 +35,7 @@ def reads_a_in_place(w: GemmWorkload, c: AmxGemmConfig) -> bool:
     """A row-major A that needs no padding (M whole blocks, K whole chunks) is read by the tile loads themselves,
     16 rows of 64 bytes at its row stride, never past its end; else it is packed, zero padded, first."""
     mp, _, kp = padded(w, c)
-    return not w.trans_a and (mp, kp) == (w.m, w.k)
+    return not w.trans_a and not w.prologue and (mp, kp) == (w.m, w.k)
 
 
 def prepacks_b(w: GemmWorkload, c: AmxGemmConfig) -> bool:
@@ -86,11 +86,13 @@ def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> 
     args, stages = define(w, c, prepacked)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))
     in_place = "Apack" not in stages
-    schedule_tiles(sch, w, c, "bf16", emulate, a_dtype="bfloat16" if in_place else None)
     if not in_place:
         a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
         sch.parallel(a_rows)
         sch.vectorize(sch.split(a_k, [None, LANES])[1])
+    if w.prologue:  # LN(A) rounded to bf16 as A's bits are packed (before the tiles: compute-at needs every
+        schedule_row_stats(sch)  # block whole, and a zero-init micro-kernel's block loses its init)
+    schedule_tiles(sch, w, c, "bf16", emulate, a_dtype="bfloat16" if in_place else None)
     if not prepacked:
         schedule_b_pack(sch, sch.get_sblock("Bpack"))
     # The tile helpers' LLVM IR, linked once: on the outermost loop of the tile loops.
