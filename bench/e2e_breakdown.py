@@ -1,18 +1,18 @@
 """Where a tuned block's end-to-end time goes, and why it is more than the sum of its tuned kernels.
 
     .venv/bin/python bench/e2e_breakdown.py [--db bench/results/tune_model_gpt_znver4_c2t2.db]
-                                            [--d-model 768] [--seq 128] [--dtype float32|bfloat16]
+                                            [--d-model 768] [--seq 128 | --case resnet] [--dtype float32|bfloat16]
                                             [--trials 0] [--calls 100] [--json FILE]
 
-The GPT block of bench/e2e_cpu.py, compiled with the backend on a copy of a tuned database (tuning="cached"), is
-timed whole, then profiled: each autotile op inside the model (torch's profiler, per call; the profiler's own
-cost inflates it), and Inductor's kernels (named by Inductor's kernel profiling). Each op is also replayed alone,
-repeated on the very arguments the model gave it (strided views included), and its kernel timed alone on fresh
-contiguous inputs; beside them, the kernel's latency in the database (the tuner's isolated measurement, weights
-read from memory: what `tune-model` sums into its estimate). The forward minus the replayed ops is what running
-in sequence costs: operands fresh from the previous op, weights evicted by the others, Dynamo and the wrapper.
---trials N first tunes what the database lacks (N trials a workload, into the copy; --db may name a file that
-does not exist yet: an empty database).
+The GPT block of bench/e2e_cpu.py (or another of its cases), compiled with the backend on a copy of a tuned database
+(tuning="cached"), is timed whole, then profiled: each autotile op inside the model (torch's profiler, per call; the
+profiler's own cost inflates it), and Inductor's kernels (named by Inductor's kernel profiling). Each op is also
+replayed alone, repeated on the very arguments the model gave it (strided views included), and its kernel timed
+alone on fresh contiguous inputs; beside them, the kernel's latency in the database (the tuner's isolated
+measurement, weights read from memory: what `tune-model` sums into its estimate). The forward minus the replayed ops
+is what running in sequence costs: operands fresh from the previous op, weights evicted by the others, Dynamo and
+the wrapper. --trials N first tunes what the database lacks (N trials a workload, into the copy; --db may name a
+file that does not exist yet: an empty database).
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def isolated_latency_us(db_path: str, w, repeats: int = 200) -> tuple[float | No
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", default=str(DEFAULT_DB), help="a tuned database (copied; the copy is used)")
+    p.add_argument("--case", default=None, choices=sorted(e2e_cpu.CASES),
+                   help="a model of bench/e2e_cpu.py instead of the GPT block of --d-model and --seq")
     p.add_argument("--d-model", type=int, default=768)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the model's and input's")
@@ -125,7 +127,7 @@ def main():
     inductor_config.cpp.enable_kernel_profile = True  # Inductor's kernels appear by name in the profile
 
     torch.manual_seed(0)
-    model, x = e2e_cpu.gpt(args.d_model, args.seq)()
+    model, x = (e2e_cpu.CASES[args.case] if args.case else e2e_cpu.gpt(args.d_model, args.seq))()
     model, x = model.eval().to(getattr(torch, args.dtype)), x.to(getattr(torch, args.dtype))
     print(e2e_cpu.cpu_line())
     with torch.no_grad():
@@ -158,7 +160,8 @@ def main():
     other = {name: sum(us for _, us in ev) / args.calls for name, ev in events.items()
              if not name.startswith(("cpp_fused", "autotile::"))}
 
-    print(f"GPT block d_model {args.d_model}, seq {args.seq}, {args.dtype}; database {args.db}"
+    model_name = f"case {args.case}" if args.case else f"GPT block d_model {args.d_model}, seq {args.seq}"
+    print(f"{model_name}, {args.dtype}; database {args.db}"
           + (f", tuned {args.trials} trials a workload first" if args.trials else ""))
     print("µs per call: in model (profiled), the op replayed alone on the model's own arguments, the kernel alone "
           "on fresh contiguous inputs, and the database's (isolated, cold weights)")
