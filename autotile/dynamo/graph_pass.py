@@ -141,7 +141,7 @@ def _fuse_prologues(found, ctx: Context):
     """Matches whose input another match produces for them alone (a layer norm feeding a GEMM's A) take that match
     into their kernel where a template can: (the matches left to rewrite, the pattern names of those taken in)."""
     producers = {m.last: (pattern, m) for pattern, m, _ in found}
-    fused, taken = [], set()
+    fused, taken = [], {}  # the produced node -> its pattern's name
     for pattern, m, plan in found:
         source = pattern.prologue_source(m)
         if source in producers and len(source.users) == 1:
@@ -149,10 +149,9 @@ def _fuse_prologues(found, ctx: Context):
             both = pattern.with_prologue(m, plan, producer.name, produced, ctx)
             if both is not None:
                 m, plan = both
-                taken.add(source)
+                taken[source] = producer.name
         fused.append((pattern, m, plan))
-    names = [pattern.name for pattern, m, _ in fused if m.last in taken]
-    return [(pattern, m, plan) for pattern, m, plan in fused if m.last not in taken], names
+    return [(pattern, m, plan) for pattern, m, plan in fused if m.last not in taken], list(taken.values())
 
 
 def _plan(pattern, m, ctx: Context):

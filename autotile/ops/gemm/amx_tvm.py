@@ -14,7 +14,7 @@ from tvm import te
 from autotile.codegen.tvm import amx, amx_permission
 from autotile.ops.gemm.amx import AmxGemmConfig
 from autotile.ops.gemm.blis import _ceil_div
-from autotile.ops.gemm.blis_tvm import schedule_epilogue_stages, schedule_row_stats
+from autotile.ops.gemm.blis_tvm import schedule_epilogue_stages, schedule_row_major_pack
 from autotile.ops.gemm.lowp_tvm import (
     LANES,
     addend_placeholders,
@@ -86,12 +86,8 @@ def schedule(w: GemmWorkload, c: AmxGemmConfig, emulate: bool | None = None) -> 
     args, stages = define(w, c, prepacked)
     sch = tvm.s_tir.Schedule(te.create_prim_func(args))
     in_place = "Apack" not in stages
-    if not in_place:
-        a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
-        sch.parallel(a_rows)
-        sch.vectorize(sch.split(a_k, [None, LANES])[1])
-    if w.prologue:  # LN(A) rounded to bf16 as A's bits are packed (before the tiles: compute-at needs every
-        schedule_row_stats(sch)  # block whole, and a zero-init micro-kernel's block loses its init)
+    if not in_place:  # before the tiles: a prologue's compute-at needs every block whole, and a zero-init
+        schedule_row_major_pack(sch, "Apack", LANES, bool(w.prologue))  # micro-kernel's block loses its init
     schedule_tiles(sch, w, c, "bf16", emulate, a_dtype="bfloat16" if in_place else None)
     if not prepacked:
         schedule_b_pack(sch, sch.get_sblock("Bpack"))

@@ -105,6 +105,16 @@ def schedule_row_stats(sch, reader: str = "Apack") -> None:
         sch.vectorize(sch.get_loops(init)[-1])
 
 
+def schedule_row_major_pack(sch, name: str, lanes: int, prologue: bool) -> None:
+    """A row-major (rows, K) stage A is read from (A's bits, LN(A)): parallel over rows, K vectorized, and a
+    layernorm prologue's row statistics under its row loop."""
+    rows, cols = sch.get_loops(sch.get_sblock(name))
+    sch.parallel(rows)
+    sch.vectorize(sch.split(cols, [None, lanes])[1])
+    if prologue:
+        schedule_row_stats(sch, name)
+
+
 def prepacks_b(w: GemmWorkload, c: GemmConfig) -> bool:
     """B (constant across calls) is packed into panels once, ahead of the calls, by a second function."""
     return (getattr(w, "const_b", False) and c.pack_b and w.dtype == "float32"
@@ -265,10 +275,7 @@ def schedule(w: GemmWorkload, c: GemmConfig, operands=None, pack_at: str = "root
             _schedule_root_pack(sch, sch.get_sblock(name), batched and w.broadcast != name[0].lower(), len(bl),
                                 vectorize=name == "Bpack")
     if "Anorm" in stages:
-        rows, cols = sch.get_loops(sch.get_sblock("Anorm"))
-        sch.parallel(rows)
-        sch.vectorize(sch.split(cols, [None, c.vec])[1])
-        schedule_row_stats(sch, "Anorm")
+        schedule_row_major_pack(sch, "Anorm", c.vec, prologue=True)
     elif getattr(w, "prologue", ""):
         schedule_row_stats(sch)
     schedule_epilogue_stages(sch, w, stages, c.vec)

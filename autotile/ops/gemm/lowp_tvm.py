@@ -20,7 +20,7 @@ from autotile.ops.gemm.blis_tvm import (
     dense_operands,
     layer_normalized,
     schedule_epilogue_stages,
-    schedule_row_stats,
+    schedule_row_major_pack,
 )
 from autotile.ops.gemm.blis_tvm import schedule as gemm_schedule
 from autotile.ops.gemm.lowp import LowpGemmConfig
@@ -152,11 +152,8 @@ def schedule_dpbf16(w: GemmWorkload, c: LowpGemmConfig) -> tvm.IRModule:
     sch.vectorize(sch.split(sch.get_loops(tile)[-1], [None, LANES])[1])
     if w.n >= LANES:
         sch.vectorize(sch.split(sch.get_loops(out)[-1], [None, LANES])[1])
-    a_rows, a_k = sch.get_loops(sch.get_sblock("Apack"))
-    sch.parallel(a_rows)
-    sch.vectorize(sch.split(a_k, [None, LANES])[1])
-    if w.prologue:
-        schedule_row_stats(sch)
+    schedule_row_major_pack(sch, "Apack", LANES, bool(w.prologue))
+    a_rows = sch.get_loops(sch.get_sblock("Apack"))[0]
     if not prepacked:
         schedule_b_pack(sch, sch.get_sblock("Bpack"))
     # Links the vdpbf16ps helper into the module, once (a loop outside everything that calls it).
