@@ -3,7 +3,7 @@ trials for the gradient scheduler, round robin and an equal split, each from an 
 
     .venv/bin/python bench/tune_model.py [--cases gpt,resnet] [--per-task 64] [--rounds 5]
                                          [--warm-from OTHER_DEVICE.db] [--keep DIR [--reuse]] [--json FILE]
-    .venv/bin/python bench/tune_model.py --cases gpt --seeds 3     # schedulers over search seeds, no timing
+    .venv/bin/python bench/tune_model.py --cases gpt --seeds 3 [--seed-timing]   # schedulers over search seeds
 
 Per case (inference, batch 1; "gpt": a GPT block, d_model 768, 12 heads, seq 128; "resnet": a ResNet stage, two
 basic blocks of 64 channels at 56x56), with n tasks and B = per-task x n trials:
@@ -231,68 +231,69 @@ def _fmt(value) -> str:
 
 
 def seed_study(name: str, args, work: Path) -> dict:
-    """The three schedulers each run to 60% of B from an empty database with `--seeds` search seeds, compared on
-    the estimated time in the tuned ops after each round (no end-to-end timing): one run's search luck is as
-    large as the schedulers' difference, so only an average over seeds tells them apart."""
+    """The three schedulers from an empty database with `--seeds` search seeds each: gradient and round robin run
+    to 60% of B, the equal split to all of B (its cut at budget b keeps each task's first b/n trials, as in
+    run_case). Compared on the estimated time in the tuned ops at 25%, 50% and 60% of B and, with --seed-timing,
+    end to end: one run's search luck is as large as the schedulers' difference, so only an average over seeds
+    tells them apart."""
     torch.manual_seed(0)
     model, x = CASES[name]()
     tasks = extract_tasks(model.eval(), (x,), "tvm")
-    budget = args.per_task * len(tasks)
-    trials = int(0.6 * budget)
+    n, budget = len(tasks), args.per_task * len(tasks)
     marks = [round(f * budget) for f in CHECKPOINTS]
-    table = {}
+    table, cuts = {}, {}
     for scheduler in ("gradient", "round-robin", "equal"):
         for seed in range(args.seeds):
             path = work / f"{name}-seed{seed}-{scheduler}.db"
             if not (args.reuse and path.exists()):
-                tune_run(tasks, path, scheduler, trials, seed=seed)
-            with TuningDB(path) as db:
-                curve = model_runs.all_runs(db)[-1]["curve"]
-            # the estimate after the last round that ended at or before each mark
-            table[(scheduler, seed)] = [min((us for n, us, _ in curve if n <= m and us is not None), default=None)
-                                        for m in marks]
+                full = scheduler == "equal"
+                tune_run(tasks, path, scheduler, budget if full else int(0.6 * budget),
+                         cap=args.per_task if full else None, seed=seed)
+            for mark in marks + ([budget] if scheduler == "equal" else []):
+                keep = first_per_task(path, mark // n) if scheduler == "equal" else first_trials(path, mark)
+                cuts[(scheduler, seed, mark)] = cut(path, work / f"{name}-seed{seed}-{scheduler}-{mark}.db", keep)
+            table[(scheduler, seed)] = [estimated_ms(cuts[(scheduler, seed, m)], tasks) for m in marks]
     print(f"\n{name}: estimated ms in the tuned ops after {marks} trials (25%, 50%, 60% of B = {budget}), "
-          f"{args.seeds} seeds; the equal split of 60% of B tunes its tasks in turn, so only its 60% is comparable")
+          f"{args.seeds} seeds")
     means = {}
     for scheduler in ("gradient", "round-robin", "equal"):
         rows = [table[(scheduler, seed)] for seed in range(args.seeds)]
-        means[scheduler] = [statistics.fmean(r[i] for r in rows if r[i] is not None) / 1e3 for i in range(3)]
+        means[scheduler] = [statistics.fmean(r[i] for r in rows if r[i] is not None) for i in range(len(marks))]
         for seed, row in enumerate(rows):
-            print(f"  {scheduler:12s} seed {seed}: " + " ".join(f"{v / 1e3:8.3f}" for v in row))
+            print(f"  {scheduler:12s} seed {seed}: " + " ".join(f"{_fmt(v):>8s}" for v in row))
         print(f"  {scheduler:12s} mean  : " + " ".join(f"{v:8.3f}" for v in means[scheduler]))
-    timed = time_seed_cuts(name, args, work, model, x, marks) if args.seed_timing else {}
-    return {"case": name, "marks": marks, "runs": {f"{k[0]}/{k[1]}": v for k, v in table.items()}, "means": means,
-            "end_to_end_ms": timed}
+    timed = time_seed_cuts(name, args, work, model, x, marks, budget, cuts) if args.seed_timing else {}
+    return {"case": name, "marks": marks, "budget": budget, "estimated_ms": {f"{k[0]}/{k[1]}": v for k, v in
+                                                                            table.items()},
+            "means": means, "end_to_end_ms": timed}
 
 
-def time_seed_cuts(name, args, work, model, x, marks) -> dict:
-    """End to end, each seed's database cut back to each mark (the equal split only at 60%), timed in alternating
-    rounds; printed as each scheduler's mean over seeds of the median of rounds."""
-    cuts = {("untuned", 0, 0): cut(work / f"{name}-seed0-gradient.db", work / f"{name}-seeds-untuned.db", set())}
-    for scheduler in ("gradient", "round-robin", "equal"):
-        for seed in range(args.seeds):
-            source = work / f"{name}-seed{seed}-{scheduler}.db"
-            for mark in marks if scheduler != "equal" else marks[-1:]:
-                cuts[(scheduler, seed, mark)] = cut(source, work / f"{name}-seed{seed}-{scheduler}-{mark}.db",
-                                                    first_trials(source, mark))
+def time_seed_cuts(name, args, work, model, x, marks, budget, cuts) -> dict:
+    """End to end, each seed's database cut back to each mark (and the equal split's at all of B), timed in
+    alternating rounds; printed as each scheduler's mean over seeds of the median of rounds, and per seed."""
+    cuts = {("untuned", 0, 0): cut(work / f"{name}-seed0-gradient.db", work / f"{name}-seeds-untuned.db", set()),
+            **cuts}
     allow_recompiles()
     with torch.no_grad():
-        compiled = {key: compile_model(model, db=str(path), tuning="cached", progress=False)
-                    for key, path in cuts.items()}
-        for fn in compiled.values():
-            fn(x)
+        ref = model(x)
+        compiled = {}
+        for key, path in cuts.items():
+            fn = compile_model(model, db=str(path), tuning="cached", progress=False)
+            error = float((fn(x) - ref).abs().max())
+            assert error < 1e-2, f"{key}: max abs error {error}"
+            compiled[key] = fn
         times = peers.alternating_rounds(
             {key: (lambda fn=fn: peers.seconds_per_call(lambda: fn(x), args.min_time)) for key, fn in compiled.items()},
             args.rounds)
     ms = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    full = statistics.fmean(ms[("equal", seed, budget)] for seed in range(args.seeds))
     print(f"{name}: end-to-end ms, mean over {args.seeds} seeds of the median of {args.rounds} rounds; untuned "
-          f"{ms[('untuned', 0, 0)]:.3f}")
+          f"{ms[('untuned', 0, 0)]:.3f}; every task at {args.per_task} trials {full:.3f}")
     for scheduler in ("gradient", "round-robin", "equal"):
-        row = []
-        for mark in marks:
-            values = [ms[(scheduler, seed, mark)] for seed in range(args.seeds) if (scheduler, seed, mark) in ms]
-            row.append(f"{statistics.fmean(values):8.3f}" if values else f"{'-':>8s}")
-        print(f"  {scheduler:12s} after {marks}: " + " ".join(row))
+        per_seed = [[ms[(scheduler, seed, mark)] for mark in marks] for seed in range(args.seeds)]
+        mean = [statistics.fmean(row[i] for row in per_seed) for i in range(len(marks))]
+        print(f"  {scheduler:12s} after {marks}: " + " ".join(f"{v:8.3f}" for v in mean) + "   per seed: " +
+              "; ".join(" ".join(f"{v:.3f}" for v in row) for row in per_seed))
     return {f"{k[0]}/{k[1]}@{k[2]}": v for k, v in ms.items()}
 
 
@@ -306,7 +307,8 @@ def main():
     p.add_argument("--keep", default=None, help="keep the databases here (default: a temporary directory)")
     p.add_argument("--reuse", action="store_true", help="take the runs' databases already in --keep; time only")
     p.add_argument("--seeds", type=int, default=0,
-                   help="instead: each scheduler from N search seeds, compared on the estimate (no timing)")
+                   help="instead: each scheduler from N search seeds, compared on the estimate (and end to end "
+                        "with --seed-timing)")
     p.add_argument("--seed-timing", action="store_true", help="with --seeds: also time each seed's cuts end to end")
     p.add_argument("--json", default=None, help="also write every number here")
     args = p.parse_args()

@@ -69,6 +69,11 @@ def test_the_best_is_verified_made_with_this_toolchain_and_remeasured(tmp_path):
             db.record_measurement(device=device_key, workload=W, backend=backend, template=TEMPLATE, config_key="c3",
                                   config={}, status="ok", latency={"median": 2.0}, versions=ours)
         assert current_best(db, device, workload, BACKEND, TEMPLATE)["config_key"] == "c1"
+        # a record's latency is its fastest repeat when it has one (autotile.db.store.kernel_latency)
+        db.record_measurement(device=DEV, workload=W, backend=BACKEND, template=TEMPLATE, config_key="c4", config={},
+                              status="ok", latency={"median": 6.0, "min": 5.0}, versions=ours)
+        assert current_best(db, device, workload, BACKEND, TEMPLATE)["latency_us"] == 5.0
+        db.db.execute("delete from measurements where config_key = 'c4'")
         record(db, "c1", 9.5, versions=ours)  # the same config re-measured: one record, the new figure
         assert len(db.measurements(device=DEV, backend=BACKEND)) == 5
         assert current_best(db, device, workload, BACKEND, TEMPLATE)["config_key"] == "c2"

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from autotile.db import bundle as bundles
-from autotile.db.store import SCHEMA_VERSION, SERVED, TuningDB, _now
+from autotile.db.store import SCHEMA_VERSION, SERVED, TuningDB, _now, kernel_latency
 from autotile.errors import AutotileError
 
 # The fields that make a record what it is; origin and trust say where it came from and whether it is believed.
@@ -55,13 +55,13 @@ def _row(m: dict, sha256: str, keep_trust: bool) -> dict:
     """A bundle line as a database row (JSON columns decoded). Imported, it is foreign: its origin names the bundle,
     unless the exporter had itself imported it (then it keeps the origin it came with)."""
     ok = m["status"] == "ok"
-    median = m["latency"]["median"] if ok else None
+    latency = kernel_latency(m["latency"]) if ok else None
     if keep_trust:
         origin, trust, foreign = m["origin"], m["trust"], m["foreign_latency_us"]
     else:
         relayed = m["trust"] == "foreign" and m["origin"] != "local"
-        origin, trust, foreign = (m["origin"] if relayed else f"bundle:{sha256[:12]}"), "foreign", median
-    return {**{k: m[k] for k in CONTENT}, "latency_us": median, "run_id": None, "origin": origin, "trust": trust,
+        origin, trust, foreign = (m["origin"] if relayed else f"bundle:{sha256[:12]}"), "foreign", latency
+    return {**{k: m[k] for k in CONTENT}, "latency_us": latency, "run_id": None, "origin": origin, "trust": trust,
             "foreign_latency_us": foreign}
 
 

@@ -71,7 +71,7 @@ def _write(db, record: dict, result, versions: dict) -> None:
     fields = {"versions": json.dumps(versions, sort_keys=True), "threads": result.threads, "timestamp": _now(),
               "foreign_latency_us": record["latency_us"], "run_id": None}
     if result.ok:
-        fields.update(trust="verified", latency_us=result.latency["median"], gflops=result.gflops,
+        fields.update(trust="verified", latency_us=result.latency_us, gflops=result.gflops,
                       latency=json.dumps(result.latency, sort_keys=True))
     else:
         fields.update(trust="local", status="failed", failure=result.failure.value, error=result.error,

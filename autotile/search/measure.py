@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from autotile.codegen.tvm.pool import SPIN_COUNT_VAR, TVM_DEFAULT_SPIN
+from autotile.db.store import kernel_latency
 from autotile.errors import WrongResult
 from autotile.ops import encode_config, tvm_template_modules
 from autotile.paths import kernel_cache_dir
@@ -43,7 +44,7 @@ class MeasureResult:
 
     @property
     def latency_us(self) -> float:
-        return self.latency.get("median", float("inf")) if self.ok else float("inf")
+        return kernel_latency(self.latency) if self.ok else float("inf")
 
 
 # --- functions that run inside workers -------------------------------------------------------
@@ -208,17 +209,17 @@ class Measurer:
         return self.runner.call("autotile.search.measure:run_task", self.loader, workload.to_dict(),
                                 encode_config(workload, config), path, repeat, min_repeat_s, timeout=self.run_timeout)
 
-    def run(self, workload, config, path: str, repeat: int = 5, min_repeat_s: float = 0.02) -> MeasureResult:
+    def run(self, workload, config, path: str, repeat: int = 10, min_repeat_s: float = 0.01) -> MeasureResult:
         try:
             stats = self._run_call(workload, config, path, repeat, min_repeat_s)
         except WorkerFailure as failure:
             return failed(config, failure, "run", path=path)
         threads = stats.pop("threads")
         stats.pop("max_abs_error")
-        gflops = workload.flops / (stats["median"] * 1e-6) / 1e9
+        gflops = workload.flops / (kernel_latency(stats) * 1e-6) / 1e9
         return MeasureResult(config, "ok", latency=stats, gflops=gflops, threads=threads, path=path)
 
-    def measure(self, workload, configs, repeat: int = 5) -> list[MeasureResult]:
+    def measure(self, workload, configs, repeat: int = 10) -> list[MeasureResult]:
         """Build all, then run each built one; results in the order of configs."""
         results = []
         for config, built in zip(configs, self.build(workload, configs)):
