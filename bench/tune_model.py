@@ -6,15 +6,17 @@ trials for the gradient scheduler, round robin and an equal split, each from an 
     .venv/bin/python bench/tune_model.py --cases gpt --seeds 3 [--seed-timing]   # schedulers over search seeds
 
 Per case (inference, batch 1; "gpt": a GPT block, d_model 768, 12 heads, seq 128; "resnet": a ResNet stage, two
-basic blocks of 64 channels at 56x56), with n tasks and B = per-task x n trials:
+basic blocks of 64 channels at 56x56), with n tasks and B = per-task x n trials, every number is a run of
+`tune_tasks` of its own from an empty database:
 - "full": every task tuned to `--per-task` trials, one after another (the equal split of B);
-- "gradient" and "round-robin": one run each to 60% of B.
-The database is then cut back to how it stood after 25%, 50% and 60% of B (gradient, round robin: the run's first
-trials; the equal split at budget b: each task's first b/n trials of the full run, which is what an equal split of
-b tunes, up to the cost model having seen fewer other tasks) and 100% (full), and the block is compiled with the
-backend on each cut (tuning="cached") and timed in alternating rounds (median of `--rounds`). Untuned: no record,
-every op on its template's default. Targets: the gradient scheduler reaches 95% of the full run's speedup over
-untuned within 60% of B, and at 25% and 50% of B runs faster than round robin and the equal split.
+- the gradient scheduler, round robin and the equal split with budgets of 25%, 50% and 60% of B. Not cuts of
+  longer runs: an equal split's cut keeps each task's first trials, which a cost model that had seen all of the
+  earlier tasks' trials guided (1-3% faster than an equal split of the smaller budget ever is), and a cut of any
+  run lacks the re-measure of the finalists that ends a run.
+Each database is compiled with the backend (tuning="cached") and timed in alternating rounds (median of
+`--rounds`). Untuned: no record, every op on its template's default. Targets: the gradient scheduler reaches 95%
+of the full run's speedup over untuned within 60% of B, and at 25% and 50% of B runs faster than round robin and
+the equal split.
 
 --warm-from: a database recorded on another machine (another device key); a gradient run starts from a copy of it
 and its curve is set beside the cold one's (the warm start: seeds and cost-model rows from the other device).
@@ -46,6 +48,7 @@ import e2e_cpu  # noqa: E402
 import peers  # noqa: E402
 
 from autotile.db import model_runs  # noqa: E402
+from autotile.db.device import current_device  # noqa: E402
 from autotile.db.store import TuningDB, copy_database  # noqa: E402
 from autotile.dynamo import compile_model  # noqa: E402
 from autotile.dynamo.extraction import extract_tasks  # noqa: E402
@@ -54,6 +57,7 @@ from autotile.session import Session  # noqa: E402
 
 CASES = {"gpt": e2e_cpu.gpt(768, 128), "resnet": lambda: (e2e_cpu.resnet_stage(64, 2), torch.randn(1, 64, 56, 56))}
 CHECKPOINTS = (0.25, 0.5, 0.6)
+LABELS = ("gradient", "round-robin", "equal")
 
 
 def gpt():
@@ -120,19 +124,15 @@ def cut(db_path: Path, target: Path, keep: set[int]) -> Path:
 def estimated_ms(db_path: Path, tasks) -> float | None:
     """sum(calls x the fastest verified latency) over the tasks in a database: the objective the scheduler spends
     its budget on, each op timed alone (free of the end-to-end timing's noise, blind to what runs around it)."""
+    device = current_device("tvm").key  # a warm start's database also holds another device's records
     with TuningDB(db_path) as db:
         total = 0.0
         for t in tasks:
-            ok = [r["latency_us"] for r in db.measurements(workload=t.workload.key, status="ok")]
+            ok = [r["latency_us"] for r in db.measurements(device=device, workload=t.workload.key, status="ok")]
             if not ok:
                 return None
             total += t.calls * min(ok)
     return total / 1e3
-
-
-def first_trials(db_path: Path, k: int) -> set[int]:
-    """The run's first k trials, across its tasks."""
-    return set(sorted(i for ids in task_measurements(db_path).values() for i in ids)[:k])
 
 
 def first_per_task(db_path: Path, k: int) -> set[int]:
@@ -147,34 +147,19 @@ def run_case(name: str, args, work: Path) -> dict:
     tasks = extract_tasks(model, (x,), "tvm")
     n, budget = len(tasks), args.per_task * len(tasks)
     print(f"\n== {name}: {n} tasks {[(t.workload.key, t.calls) for t in tasks]}; B = {budget} trials", flush=True)
-    runs, dbs = {}, {}
-    plan = [("full", "equal", budget), ("gradient", "gradient", int(0.6 * budget)),
-            ("round-robin", "round-robin", int(0.6 * budget))]
-    if args.warm_from:
-        plan.append(("gradient-warm", "gradient", int(0.6 * budget)))
-    for label, scheduler, trials in plan:
-        dbs[label] = work / f"{name}-{label}.db"
-        if args.reuse and dbs[label].exists():  # tuned before: only the end-to-end timing is done again
-            runs[label] = reused_run(dbs[label])
+    runs, cuts = {}, {}
+    plan = [("equal", 1.0)] + [(label, fraction) for label in LABELS + (("gradient-warm",) if args.warm_from else ())
+                               for fraction in CHECKPOINTS]
+    for label, fraction in plan:
+        path = cuts[(label, fraction)] = work / f"{name}-{label}-{fraction}.db"
+        if args.reuse and path.exists():  # tuned before: only the end-to-end timing is done again
+            runs[(label, fraction)] = reused_run(path)
             continue
-        if label == "gradient-warm":
-            copy_database(Path(args.warm_from), dbs[label])
-        runs[label] = tune_run(tasks, dbs[label], scheduler, trials, args.per_task if label == "full" else None)
-
-    # The databases as they stood at each checkpoint: (scheduler, fraction of B) -> a cut copy.
-    cuts = {("untuned", 0.0): cut(dbs["full"], work / f"{name}-untuned.db", set())}
-    for fraction in (*CHECKPOINTS, 1.0):
-        k = round(fraction * budget)
-        cuts[("equal", fraction)] = cut(dbs["full"], work / f"{name}-equal-{fraction}.db",
-                                        first_per_task(dbs["full"], k // n))
-        for label in ("gradient", "round-robin", "gradient-warm"):
-            if label in dbs and fraction <= 0.6:
-                keep = first_trials(dbs[label], k)
-                if label == "gradient-warm":  # the other device's records stay: they are the warm start
-                    with TuningDB(dbs[label]) as db:
-                        keep |= {r["id"] for r in db.measurements() if r["run_id"] not in
-                                 {t["run_id"] for t in model_runs.tasks(db, runs[label]["run"])}}
-                cuts[(label, fraction)] = cut(dbs[label], work / f"{name}-{label}-{fraction}.db", keep)
+        if label == "gradient-warm":  # the other device's records: seeds and cost-model rows
+            copy_database(Path(args.warm_from), path)
+        runs[(label, fraction)] = tune_run(tasks, path, label.removesuffix("-warm"), round(fraction * budget),
+                                           cap=args.per_task if label == "equal" else None)
+    cuts[("untuned", 0.0)] = cut(cuts[("equal", 1.0)], work / f"{name}-untuned.db", set())
 
     allow_recompiles()
     compiled = {}
@@ -191,12 +176,12 @@ def run_case(name: str, args, work: Path) -> dict:
     ms = {key: statistics.median(v) * 1e3 for key, v in times.items()}
     est = {key: estimated_ms(path, tasks) for key, path in cuts.items()}
     # The defaults alone: each task's first trial, its default config (measured first by every run).
-    est[("untuned", 0.0)] = estimated_ms(cut(dbs["full"], work / f"{name}-defaults.db",
-                                             first_per_task(dbs["full"], 1)), tasks)
+    est[("untuned", 0.0)] = estimated_ms(cut(cuts[("equal", 1.0)], work / f"{name}-defaults.db",
+                                             first_per_task(cuts[("equal", 1.0)], 1)), tasks)
     untuned, full = ms[("untuned", 0.0)], ms[("equal", 1.0)]
     print(f"{name}: end-to-end ms (median of {args.rounds}), untuned {untuned:.3f}, every task at "
           f"{args.per_task} trials {full:.3f} ({untuned / full:.2f}x untuned)")
-    labels = ["gradient", "round-robin", "equal"] + (["gradient-warm"] if args.warm_from else [])
+    labels = list(LABELS) + (["gradient-warm"] if args.warm_from else [])
     print(f"  {'trials':>14s} " + " ".join(f"{label:>14s}" for label in labels))
     for fraction in CHECKPOINTS:
         row = " ".join(f"{ms[(label, fraction)]:14.3f}" for label in labels)
@@ -221,7 +206,7 @@ def run_case(name: str, args, work: Path) -> dict:
         print(f"  at {fraction:.0%} of B: gradient {g:.3f} ms vs round robin {r:.3f} ({r / g:.2f}x) and equal split "
               f"{e:.3f} ({e / g:.2f}x); target: gradient below both")
     return {"case": name, "tasks": [[t.workload.key, t.calls] for t in tasks], "budget": budget,
-            "runs": runs, "ms": {f"{k[0]}@{k[1]}": v for k, v in ms.items()},
+            "runs": {f"{k[0]}@{k[1]}": v for k, v in runs.items()}, "ms": {f"{k[0]}@{k[1]}": v for k, v in ms.items()},
             "estimated_ms": {f"{k[0]}@{k[1]}": v for k, v in est.items()},
             "rounds_ms": {f"{k[0]}@{k[1]}": [t * 1e3 for t in v] for k, v in times.items()}}
 
@@ -231,32 +216,28 @@ def _fmt(value) -> str:
 
 
 def seed_study(name: str, args, work: Path) -> dict:
-    """The three schedulers from an empty database with `--seeds` search seeds each: gradient and round robin run
-    to 60% of B, the equal split to all of B (its cut at budget b keeps each task's first b/n trials, as in
-    run_case). Compared on the estimated time in the tuned ops at 25%, 50% and 60% of B and, with --seed-timing,
-    end to end: one run's search luck is as large as the schedulers' difference, so only an average over seeds
-    tells them apart."""
+    """The three schedulers from an empty database with `--seeds` search seeds each, a run per budget (25%, 50%, 60%
+    of B, and the equal split at all of B), as in run_case. Compared on the estimated time in the tuned ops and,
+    with --seed-timing, end to end: one run's search luck is as large as the schedulers' difference, so only an
+    average over seeds tells them apart."""
     torch.manual_seed(0)
     model, x = CASES[name]()
     tasks = extract_tasks(model.eval(), (x,), "tvm")
-    n, budget = len(tasks), args.per_task * len(tasks)
+    budget = args.per_task * len(tasks)
     marks = [round(f * budget) for f in CHECKPOINTS]
     table, cuts = {}, {}
-    for scheduler in ("gradient", "round-robin", "equal"):
-        for seed in range(args.seeds):
-            path = work / f"{name}-seed{seed}-{scheduler}.db"
-            if not (args.reuse and path.exists()):
-                full = scheduler == "equal"
-                tune_run(tasks, path, scheduler, budget if full else int(0.6 * budget),
-                         cap=args.per_task if full else None, seed=seed)
+    for seed in range(args.seeds):
+        for scheduler in LABELS:
             for mark in marks + ([budget] if scheduler == "equal" else []):
-                keep = first_per_task(path, mark // n) if scheduler == "equal" else first_trials(path, mark)
-                cuts[(scheduler, seed, mark)] = cut(path, work / f"{name}-seed{seed}-{scheduler}-{mark}.db", keep)
+                path = cuts[(scheduler, seed, mark)] = work / f"{name}-seed{seed}-{scheduler}-{mark}.db"
+                if not (args.reuse and path.exists()):
+                    tune_run(tasks, path, scheduler, mark, cap=args.per_task if scheduler == "equal" else None,
+                             seed=seed)
             table[(scheduler, seed)] = [estimated_ms(cuts[(scheduler, seed, m)], tasks) for m in marks]
     print(f"\n{name}: estimated ms in the tuned ops after {marks} trials (25%, 50%, 60% of B = {budget}), "
           f"{args.seeds} seeds")
     means = {}
-    for scheduler in ("gradient", "round-robin", "equal"):
+    for scheduler in LABELS:
         rows = [table[(scheduler, seed)] for seed in range(args.seeds)]
         means[scheduler] = [statistics.fmean(r[i] for r in rows if r[i] is not None) for i in range(len(marks))]
         for seed, row in enumerate(rows):
@@ -271,8 +252,7 @@ def seed_study(name: str, args, work: Path) -> dict:
 def time_seed_cuts(name, args, work, model, x, marks, budget, cuts) -> dict:
     """End to end, each seed's database cut back to each mark (and the equal split's at all of B), timed in
     alternating rounds; printed as each scheduler's mean over seeds of the median of rounds, and per seed."""
-    cuts = {("untuned", 0, 0): cut(work / f"{name}-seed0-gradient.db", work / f"{name}-seeds-untuned.db", set()),
-            **cuts}
+    cuts = {("untuned", 0, 0): cut(cuts[("equal", 0, budget)], work / f"{name}-seeds-untuned.db", set()), **cuts}
     allow_recompiles()
     with torch.no_grad():
         ref = model(x)
@@ -289,7 +269,7 @@ def time_seed_cuts(name, args, work, model, x, marks, budget, cuts) -> dict:
     full = statistics.fmean(ms[("equal", seed, budget)] for seed in range(args.seeds))
     print(f"{name}: end-to-end ms, mean over {args.seeds} seeds of the median of {args.rounds} rounds; untuned "
           f"{ms[('untuned', 0, 0)]:.3f}; every task at {args.per_task} trials {full:.3f}")
-    for scheduler in ("gradient", "round-robin", "equal"):
+    for scheduler in LABELS:
         per_seed = [[ms[(scheduler, seed, mark)] for mark in marks] for seed in range(args.seeds)]
         mean = [statistics.fmean(row[i] for row in per_seed) for i in range(len(marks))]
         print(f"  {scheduler:12s} after {marks}: " + " ".join(f"{v:8.3f}" for v in mean) + "   per seed: " +

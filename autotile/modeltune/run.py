@@ -235,7 +235,9 @@ class ModelRun:
         if state is None:
             return False
         cap, trials = self.budget.get("max_trials_per_task"), self.budget.get("trials")
-        n = min([BATCH] + ([trials - self.total] if trials else []) + ([cap - state.trials] if cap else []))
+        limit = scheduler.round_limit(state, len(self.states))
+        n = min([BATCH] + ([trials - self.total] if trials else []) + ([cap - state.trials] if cap else []) +
+                ([limit] if limit else []))
         tuner = self.tuner(state)
         made = tuner.step(n, deadline)
         advance(state, scheduler, trials=tuner.done, best=self._best(self.workloads[state.key]),

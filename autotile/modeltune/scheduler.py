@@ -69,6 +69,10 @@ class Scheduler:
     def pick(self, active: list[TaskState], n_tasks: int) -> TaskState:
         raise NotImplementedError
 
+    def round_limit(self, task: TaskState, n_tasks: int) -> int | None:
+        """The most trials `task` may get in its next round (None: a whole batch)."""
+        return None
+
 
 class RoundRobin(Scheduler):
     """Each active task in turn, the one with the fewest trials first."""
@@ -85,9 +89,16 @@ class EqualSplit(Scheduler):
     name = "equal"
 
     def pick(self, active, n_tasks):
-        share = (self.budget_trials or 0) // n_tasks  # of every task's, retired or not: each gets its own
-        behind = [t for t in active if t.trials < share]
+        behind = [t for t in active if t.trials < self.share(n_tasks)]
         return behind[0] if behind else min(active, key=lambda t: t.trials)
+
+    def share(self, n_tasks: int) -> int:
+        return (self.budget_trials or 0) // n_tasks  # of every task's, retired or not: each gets its own
+
+    def round_limit(self, task, n_tasks):
+        """A task's last round stops at its share, not at the end of a batch: the last task's share is not cut."""
+        left = self.share(n_tasks) - task.trials
+        return left if left > 0 else None
 
 
 class Gradient(Scheduler):
