@@ -20,7 +20,10 @@ the equal split.
 
 --warm-from: a database recorded on another machine (another device key); a gradient run starts from a copy of it
 and its curve is set beside the cold one's (the warm start: seeds and cost-model rows from the other device).
-Such a database: `autotile tune-model bench/tune_model.py:gpt --trials 230 --db other.db` on the other machine.
+With --seeds, one such run per seed beside that seed's cold gradient run. Such a database:
+`autotile tune-model bench/tune_model.py:gpt --trials 192 --db other.db` on the other
+machine, or here as another ISA: `AUTOTILE_HIDE_CPU_FLAGS='avx512*,amx*' autotile tune-model ...` (AVX2 kernels,
+another device key; not another CPU model's timings).
 """
 
 from __future__ import annotations
@@ -243,10 +246,59 @@ def seed_study(name: str, args, work: Path) -> dict:
         for seed, row in enumerate(rows):
             print(f"  {scheduler:12s} seed {seed}: " + " ".join(f"{_fmt(v):>8s}" for v in row))
         print(f"  {scheduler:12s} mean  : " + " ".join(f"{v:8.3f}" for v in means[scheduler]))
+    warm = warm_study(name, args, work, tasks, marks, cuts) if args.warm_from else {}
     timed = time_seed_cuts(name, args, work, model, x, marks, budget, cuts) if args.seed_timing else {}
     return {"case": name, "marks": marks, "budget": budget, "estimated_ms": {f"{k[0]}/{k[1]}": v for k, v in
                                                                             table.items()},
-            "means": means, "end_to_end_ms": timed}
+            "means": means, "warm": warm, "end_to_end_ms": timed}
+
+
+def warm_study(name, args, work, tasks, marks, cuts) -> dict:
+    """Per seed, a gradient run to 60% of B from a copy of `--warm-from` (another device's records) beside the
+    cold gradient run of that seed: the trials each needs to reach the cold run's final estimate, from the runs'
+    own curves (the estimate after every round)."""
+    mark = marks[-1]
+    out = {}
+    print(f"\n{name}: warm start from {args.warm_from} (its devices: {devices_of(Path(args.warm_from))}); "
+          f"gradient runs of {mark} trials, estimated ms after each round")
+    for seed in range(args.seeds):
+        path = cuts[("gradient-warm", seed, mark)] = work / f"{name}-seed{seed}-gradient-warm-{mark}.db"
+        if not (args.reuse and path.exists()):
+            copy_database(Path(args.warm_from), path)
+            tune_run(tasks, path, "gradient", mark, seed=seed)
+        cold, warm = run_curve(cuts[("gradient", seed, mark)]), run_curve(path)
+        target = cold[-1][1]
+        at = {label: next((t for t, est in curve if est <= target), None) for label, curve in
+              (("cold", cold), ("warm", warm))}
+        out[seed] = {"cold": cold, "warm": warm, "target_us": target, "reached_at": at}
+        print(f"  seed {seed}: cold final {target / 1e3:.3f} ms after {cold[-1][0]} trials; warm reaches it after "
+              f"{at['warm']} trials ({_share(at['warm'], cold[-1][0])}); warm at "
+              + ", ".join(f"{m}: {_fmt(estimate_at(warm, m))}" for m in marks)
+              + "; cold at " + ", ".join(f"{m}: {_fmt(estimate_at(cold, m))}" for m in marks))
+    reached = [v["reached_at"]["warm"] for v in out.values()]
+    print(f"  warm reaches the cold final after {reached} trials of {mark}; target: at most half")
+    return out
+
+
+def run_curve(db_path: Path) -> list:
+    """The latest model run's estimate after each round: [(total trials, estimated us)]."""
+    with TuningDB(db_path) as db:
+        return [(t, est) for t, est, *_ in model_runs.all_runs(db)[-1]["curve"] if est is not None]
+
+
+def estimate_at(curve, trials: int) -> float | None:
+    """The estimate in ms once `trials` were spent (the last round that ended at or before them)."""
+    before = [est for t, est in curve if t <= trials]
+    return before[-1] / 1e3 if before else None
+
+
+def devices_of(db_path: Path) -> list[str]:
+    with TuningDB(db_path) as db:
+        return sorted({r["device"] for r in db.measurements()})
+
+
+def _share(part, whole) -> str:
+    return "-" if part is None else f"{part / whole:.0%}"
 
 
 def time_seed_cuts(name, args, work, model, x, marks, budget, cuts) -> dict:
