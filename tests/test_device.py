@@ -81,3 +81,39 @@ def test_without_a_gpu_the_triton_device_is_a_clear_error(monkeypatch):
     assert cuda_fingerprint() is None
     with pytest.raises(AutotileError, match="no CUDA GPU"):
         current_device("triton")
+
+
+def test_hidden_flags_make_another_device_whose_kernels_lack_them(tmp_path, monkeypatch):
+    """AUTOTILE_HIDE_CPU_FLAGS: this CPU as an AVX2 machine, with a key of its own and kernels without AVX-512."""
+    import torch
+
+    import autotile
+    from autotile.db.store import TuningDB
+    from autotile.ir import GemmWorkload
+
+    here = Device.cpu()
+    monkeypatch.setenv("AUTOTILE_HIDE_CPU_FLAGS", "avx512*, amx*")
+    masked = Device.cpu()
+    fp = masked.fingerprint
+    assert not any(f.startswith(("avx512", "amx")) for f in fp["flags"])
+    assert "-avx512f" in fp["mattr"] and "+avx2" in fp["mattr"]
+    assert set(fp["hidden_flags"]) >= {"avx512f", "amx_tile"} and masked.key != here.key
+    assert "avx512f" not in masked.key.split("-")[4]  # the key's flag part
+
+    w = GemmWorkload(7, 33, 19)
+    db_path = tmp_path / "avx2.db"
+    result = autotile.tune(w, trials=2, db=db_path, backend="tvm")
+    with TuningDB(db_path) as db:
+        assert {r["device"] for r in db.measurements(workload=w.key)} == {masked.key}
+    assert result.verified
+    kern = autotile.kernel(w, db=db_path, backend="tvm")
+    code = subprocess.run(["objdump", "-d", str(kern.path)], capture_output=True, text=True, check=True).stdout
+    assert "ymm" in code and "zmm" not in code
+    base = torch.randn(1 + 7 * 19)
+    a = base[1:].view(7, 19)  # at a storage offset: misaligned for any vector width
+    b = torch.randn(19, 33)
+    torch.testing.assert_close(kern(a, b).double(), a.double() @ b.double(), rtol=1e-5, atol=1e-4)
+
+    monkeypatch.setenv("AUTOTILE_HIDE_CPU_FLAGS", "avx1024*")
+    with pytest.raises(AutotileError, match="avx1024"):
+        Device.cpu()

@@ -7,6 +7,7 @@ on, and the core and thread counts kernels run with.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -129,6 +130,25 @@ def cpu_fingerprint(threads: int | None = None) -> dict:
     if int(threads) < 1:
         raise AutotileError(f"threads must be at least 1, got {threads!r}")
     facts["threads"] = int(threads)
+    return _hide_flags(facts, os.environ.get("AUTOTILE_HIDE_CPU_FLAGS", ""))
+
+
+def _hide_flags(facts: dict, spec: str) -> dict:
+    """The CPU as if it lacked the kernel flags `spec` names (comma-separated fnmatch patterns, e.g. "avx512*,amx*"):
+    an AVX2 machine's device, key and kernels on this one, for warm-start studies and for testing the AVX2 paths."""
+    patterns = [p.strip() for p in spec.split(",") if p.strip()]
+    if not patterns:
+        return facts
+    hidden = set()
+    for pattern in patterns:
+        matched = fnmatch.filter(KERNEL_FLAGS, pattern)
+        if not matched:
+            raise AutotileError(f"AUTOTILE_HIDE_CPU_FLAGS: {pattern!r} names no kernel flag; "
+                                f"they are {', '.join(KERNEL_FLAGS)}")
+        hidden.update(matched)
+    facts["flags"] = [f for f in facts["flags"] if f not in hidden]
+    facts["mattr"] = llvm_mattr(facts["flags"])
+    facts["hidden_flags"] = sorted(hidden)
     return facts
 
 
