@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sqlite3
 import statistics
@@ -230,7 +231,7 @@ def seed_study(name: str, args, work: Path) -> dict:
     marks = [round(f * budget) for f in CHECKPOINTS]
     table, cuts = {}, {}
     for seed in range(args.seeds):
-        for scheduler in LABELS:
+        for scheduler in args.schedulers:
             for mark in marks + ([budget] if scheduler == "equal" else []):
                 path = cuts[(scheduler, seed, mark)] = work / f"{name}-seed{seed}-{scheduler}-{mark}.db"
                 if not (args.reuse and path.exists()):
@@ -240,7 +241,7 @@ def seed_study(name: str, args, work: Path) -> dict:
     print(f"\n{name}: estimated ms in the tuned ops after {marks} trials (25%, 50%, 60% of B = {budget}), "
           f"{args.seeds} seeds")
     means = {}
-    for scheduler in LABELS:
+    for scheduler in args.schedulers:
         rows = [table[(scheduler, seed)] for seed in range(args.seeds)]
         means[scheduler] = [statistics.fmean(r[i] for r in rows if r[i] is not None) for i in range(len(marks))]
         for seed, row in enumerate(rows):
@@ -257,12 +258,12 @@ def warm_study(name, args, work, tasks, marks, cuts) -> dict:
     """Per seed, a gradient run to 60% of B from a copy of `--warm-from` (another device's records) beside the
     cold gradient run of that seed: the trials each needs to reach the cold run's final estimate, from the runs'
     own curves (the estimate after every round)."""
-    mark = marks[-1]
+    mark, warm_name = marks[-1], Path(args.warm_from).stem
     out = {}
     print(f"\n{name}: warm start from {args.warm_from} (its devices: {devices_of(Path(args.warm_from))}); "
           f"gradient runs of {mark} trials, estimated ms after each round")
     for seed in range(args.seeds):
-        path = cuts[("gradient-warm", seed, mark)] = work / f"{name}-seed{seed}-gradient-warm-{mark}.db"
+        path = cuts[("gradient-warm", seed, mark)] = work / f"{name}-seed{seed}-gradient-warm-{warm_name}-{mark}.db"
         if not (args.reuse and path.exists()):
             copy_database(Path(args.warm_from), path)
             tune_run(tasks, path, "gradient", mark, seed=seed)
@@ -277,7 +278,18 @@ def warm_study(name, args, work, tasks, marks, cuts) -> dict:
               + "; cold at " + ", ".join(f"{m}: {_fmt(estimate_at(cold, m))}" for m in marks))
     reached = [v["reached_at"]["warm"] for v in out.values()]
     print(f"  warm reaches the cold final after {reached} trials of {mark}; target: at most half")
+    # Over seeds, as the schedulers are compared: the mean warm estimate against the mean cold final.
+    cold_final = statistics.fmean(v["target_us"] for v in out.values()) / 1e3
+    steps = sorted({t for v in out.values() for t, _ in v["warm"]})
+    at = next((t for t in steps if _mean_warm_at(out, t) <= cold_final), None)
+    print(f"  mean over seeds: cold final {cold_final:.3f} ms; the mean warm estimate reaches it after {at} trials "
+          f"({_share(at, mark)}); mean warm at "
+          + ", ".join(f"{m}: {_mean_warm_at(out, m):.3f}" for m in (mark // 4, mark // 2, mark)))
     return out
+
+
+def _mean_warm_at(out, trials) -> float:
+    return statistics.fmean(estimate_at(v["warm"], trials) or math.inf for v in out.values())
 
 
 def run_curve(db_path: Path) -> list:
@@ -293,8 +305,12 @@ def estimate_at(curve, trials: int) -> float | None:
 
 
 def devices_of(db_path: Path) -> list[str]:
-    with TuningDB(db_path) as db:
-        return sorted({r["device"] for r in db.measurements()})
+    """Read-only: TuningDB would migrate an older committed database in place."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return sorted(d for (d,) in conn.execute("select distinct device from measurements"))
+    finally:
+        conn.close()
 
 
 def _share(part, whole) -> str:
@@ -342,8 +358,17 @@ def main():
                    help="instead: each scheduler from N search seeds, compared on the estimate (and end to end "
                         "with --seed-timing)")
     p.add_argument("--seed-timing", action="store_true", help="with --seeds: also time each seed's cuts end to end")
+    p.add_argument("--schedulers", default=",".join(LABELS),
+                   help="with --seeds: these only (--warm-from needs gradient, --seed-timing all three)")
     p.add_argument("--json", default=None, help="also write every number here")
     args = p.parse_args()
+    args.schedulers = [s.strip() for s in args.schedulers.split(",") if s.strip()]
+    if unknown := set(args.schedulers) - set(LABELS):
+        p.error(f"--schedulers: unknown {sorted(unknown)}; choose from {', '.join(LABELS)}")
+    if args.warm_from and args.seeds and "gradient" not in args.schedulers:
+        p.error("--warm-from compares with the cold gradient runs: --schedulers must include gradient")
+    if args.seed_timing and set(args.schedulers) != set(LABELS):
+        p.error("--seed-timing compares all three schedulers: leave --schedulers out")
     work = Path(args.keep or tempfile.mkdtemp(prefix="autotile-tune-model-dbs-"))
     work.mkdir(parents=True, exist_ok=True)
     print(e2e_cpu.cpu_line())
