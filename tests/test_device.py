@@ -88,8 +88,8 @@ def test_hidden_flags_make_another_device_whose_kernels_lack_them(tmp_path, monk
     import torch
 
     import autotile
-    from autotile.db.store import TuningDB
     from autotile.ir import GemmWorkload
+    from autotile.search.tuner import TuneOptions
 
     here = Device.cpu()
     monkeypatch.setenv("AUTOTILE_HIDE_CPU_FLAGS", "avx512*, amx*")
@@ -101,12 +101,12 @@ def test_hidden_flags_make_another_device_whose_kernels_lack_them(tmp_path, monk
     assert "avx512f" not in masked.key.split("-")[4]  # the key's flag part
 
     w = GemmWorkload(7, 33, 19)
-    db_path = tmp_path / "avx2.db"
-    result = autotile.tune(w, trials=2, db=db_path, backend="tvm")
-    with TuningDB(db_path) as db:
-        assert {r["device"] for r in db.measurements(workload=w.key)} == {masked.key}
-    assert result.verified
-    kern = autotile.kernel(w, db=db_path, backend="tvm")
+    with autotile.Session(tmp_path / "avx2.db", "tvm") as session:  # its own: the process-wide one keeps its device
+        assert session.device.key == masked.key
+        result = session.tune(w, TuneOptions(trials=2))
+        assert result.verified
+        assert {r["device"] for r in session.db.measurements(workload=w.key)} == {masked.key}
+        kern = session.kernel(w)
     code = subprocess.run(["objdump", "-d", str(kern.path)], capture_output=True, text=True, check=True).stdout
     assert "ymm" in code and "zmm" not in code
     base = torch.randn(1 + 7 * 19)

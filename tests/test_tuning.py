@@ -140,6 +140,55 @@ def test_seeds_from_a_database_holding_other_ops(tuned):
     assert len(gemm_seeds) > 1 and all(type(s).__name__ == "GemmConfig" for s in gemm_seeds)
 
 
+def test_warm_start_from_another_devices_records(tmp_path, monkeypatch):
+    """Another device's records of a workload (this CPU with AVX-512 hidden: a device key of its own) seed a search
+    here, in turns with this device's winners of other shapes, and train its cost model, scaled so that their best
+    matches ours; the search measures the seeds first and its kernel is right."""
+    from autotile.db.device import cpu_flags
+    from autotile.ops import space_for
+    from autotile.search.history import history
+    from autotile.search.tuner import TuneOptions, _seed_configs
+
+    if "avx512f" not in cpu_flags():
+        pytest.skip("hiding AVX-512 makes another device only on a CPU that has it")
+    db = tmp_path / "warm.db"
+    w, other_shape = GemmWorkload(24, 48, 40, epilogue="bias"), GemmWorkload(16, 64, 40, epilogue="bias")
+    monkeypatch.setenv("AUTOTILE_HIDE_CPU_FLAGS", "avx512*,amx*")
+    with autotile.Session(db, "tvm") as other:  # sessions of their own: the process-wide one keeps its device
+        other.tune(w, TuneOptions(trials=4))
+        elsewhere = other.device.key
+    monkeypatch.delenv("AUTOTILE_HIDE_CPU_FLAGS")
+    with autotile.Session(db, "tvm") as here:
+        assert here.device.key != elsewhere
+        here.tune(other_shape, TuneOptions(trials=3))
+        space = space_for(w, here.device.fingerprint)
+
+        def best_config_key(device, workload):
+            best = min(here.db.measurements(device=device, workload=workload.key, status="ok"),
+                       key=lambda r: r["latency_us"])
+            return space.canonical(space.config_type.from_dict(best["config"])).key
+
+        seeds = _seed_configs(here.db, here.device, w, space, "tvm")
+        expected = [k for k in (best_config_key(elsewhere, w), best_config_key(here.device.key, other_shape))
+                    if k != space.default().key]
+        assert seeds[0] == space.default() and [s.key for s in seeds[1:1 + len(expected)]] == expected
+
+        rows = history(here.db, here.device, space, w, "tvm")
+        n_own = len(here.db.measurements(device=here.device.key, template=space.template))
+        n_theirs = len(here.db.measurements(device=elsewhere, template=space.template))
+        assert n_own == 3 and n_theirs == 4 and len(rows) == n_own + n_theirs  # ours first, then theirs
+        assert min(lat for _, lat in rows[n_own:]) == pytest.approx(min(lat for _, lat in rows[:n_own]))
+
+        result = here.tune(w, TuneOptions(trials=3))
+        measured = sorted(here.db.measurements(device=here.device.key, workload=w.key), key=lambda r: r["id"])
+        assert result.verified and [r["config_key"] for r in measured] == [s.key for s in seeds[:3]]
+        kern = here.kernel(w)
+    base = torch.randn(1 + 24 * 40, dtype=torch.float32)
+    a, b, bias = base[1:].view(24, 40), torch.randn(40, 48), torch.randn(48)  # A at a storage offset
+    torch.testing.assert_close(kern(a, b, bias).double(), a.double() @ b.double() + bias.double(),
+                               rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_a_task_learns_from_other_tasks_between_its_rounds(tmp_path):
     """The cross-task refresh: two tasks of one template tuned in turns (as a model run does); at each of its

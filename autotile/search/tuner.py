@@ -8,6 +8,7 @@ nothing is lost on a crash: the same command continues a killed run to its trial
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -76,8 +77,11 @@ def best_of(db, device, workload, backend: str, templates) -> dict | None:
 
 
 def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> list:
-    """Configs that won elsewhere: foreign (imported) records of this very task first, then other devices on this
-    workload and this device on other shapes."""
+    """The default, then up to `limit` configs that won elsewhere (one per device and workload): foreign (imported)
+    records of this very task first; then, in turns, other devices' winners of this workload and this device's
+    winners of other shapes; then other devices' other shapes. Other devices carry the workload's ranking from
+    another CPU, this device its ranking from another shape; seeded from one kind alone, a search can stay in its
+    basin (an AVX2 machine's winners hold an AVX-512 search in 256-bit tiles)."""
     seeds = [space.default()]
     descriptions = db.workloads()
     records = [r for r in db.measurements(backend=backend, status="ok", template=space.template)
@@ -88,13 +92,19 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
         task = (r["device"], r["workload"], r.get("trust") == "foreign")
         if task not in best_per_task or r["latency_us"] < best_per_task[task]["latency_us"]:
             best_per_task[task] = r
-    this_task = (device.key, workload.key)
-    ranked = sorted(best_per_task.values(),
-                    key=lambda r: ((r["device"], r["workload"]) != this_task, -(r.get("gflops") or 0)))
-    for r in ranked[:limit]:
+    bests = sorted(best_per_task.values(), key=lambda r: -(r.get("gflops") or 0))
+    here, same_workload = (lambda r: r["device"] == device.key), (lambda r: r["workload"] == workload.key)
+    other_devices = [r for r in bests if not here(r) and same_workload(r)]
+    other_shapes = [r for r in bests if here(r) and not same_workload(r)]
+    in_turns = [r for pair in itertools.zip_longest(other_devices, other_shapes) for r in pair if r is not None]
+    ranked = ([r for r in bests if here(r) and same_workload(r)] + in_turns
+              + [r for r in bests if not here(r) and not same_workload(r)])
+    for r in ranked:
+        if len(seeds) > limit:
+            break
         try:  # a record from another version whose knobs changed is only skipped
             config = space.config_type.from_dict(r["config"])
-            if space.valid(config):
+            if space.valid(config) and space.canonical(config) not in seeds:
                 seeds.append(space.canonical(config))
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
