@@ -20,9 +20,10 @@ the equal split.
 
 --warm-from: a database recorded on another machine (another device key); a gradient run starts from a copy of it
 and its curve is set beside the cold one's (the warm start: seeds and cost-model rows from the other device).
-With --seeds, one such run per seed beside that seed's cold gradient run. Such a database:
-`autotile tune-model bench/tune_model.py:gpt --trials 192 --db other.db` on the other
-machine, or here as another ISA: `AUTOTILE_HIDE_CPU_FLAGS='avx512*,amx*' autotile tune-model ...` (AVX2 kernels,
+With --seeds, one such run per seed beside that seed's cold gradient run (add --schedulers gradient to skip the
+others), and with --warm-timing also warm runs of half the trials, all timed end to end against the cold runs.
+Such a database: `autotile tune-model bench/tune_model.py:gpt --trials 192 --db other.db` on the other machine,
+or here as another ISA: `AUTOTILE_HIDE_CPU_FLAGS='avx512*,amx*' autotile tune-model ...` (AVX2 kernels,
 another device key; not another CPU model's timings).
 """
 
@@ -113,6 +114,23 @@ def allow_recompiles():
         torch._dynamo.config.recompile_limit = 64
 
 
+def time_databases(model, x, databases: dict, args) -> dict:
+    """The model compiled with the backend on each database (tuning="cached"), checked against eager, and timed in
+    alternating rounds: {key: [seconds per call, one per round]}."""
+    allow_recompiles()
+    compiled = {}
+    with torch.no_grad():
+        ref = model(x)
+        for key, path in databases.items():
+            fn = compile_model(model, db=str(path), tuning="cached", progress=False)
+            error = float((fn(x) - ref).abs().max())
+            assert error < 1e-2, f"{key}: max abs error {error}"
+            compiled[key] = fn
+        return peers.alternating_rounds(
+            {key: (lambda fn=fn: peers.seconds_per_call(lambda: fn(x), args.min_time)) for key, fn in compiled.items()},
+            args.rounds)
+
+
 def cut(db_path: Path, target: Path, keep: set[int]) -> Path:
     """A copy of the database holding only the measurements `keep`."""
     copy_database(db_path, target)
@@ -165,18 +183,7 @@ def run_case(name: str, args, work: Path) -> dict:
                                            cap=args.per_task if label == "equal" else None)
     cuts[("untuned", 0.0)] = cut(cuts[("equal", 1.0)], work / f"{name}-untuned.db", set())
 
-    allow_recompiles()
-    compiled = {}
-    with torch.no_grad():
-        ref = model(x)
-        for key, path in cuts.items():
-            fn = compile_model(model, db=str(path), tuning="cached", progress=False)
-            error = float((fn(x) - ref).abs().max())
-            assert error < 1e-2, f"{key}: max abs error {error}"
-            compiled[key] = fn
-        times = peers.alternating_rounds(
-            {key: (lambda fn=fn: peers.seconds_per_call(lambda: fn(x), args.min_time)) for key, fn in compiled.items()},
-            args.rounds)
+    times = time_databases(model, x, cuts, args)
     ms = {key: statistics.median(v) * 1e3 for key, v in times.items()}
     est = {key: estimated_ms(path, tasks) for key, path in cuts.items()}
     # The defaults alone: each task's first trial, its default config (measured first by every run).
@@ -248,6 +255,8 @@ def seed_study(name: str, args, work: Path) -> dict:
             print(f"  {scheduler:12s} seed {seed}: " + " ".join(f"{_fmt(v):>8s}" for v in row))
         print(f"  {scheduler:12s} mean  : " + " ".join(f"{v:8.3f}" for v in means[scheduler]))
     warm = warm_study(name, args, work, tasks, marks, cuts) if args.warm_from else {}
+    if args.warm_from and args.warm_timing:
+        warm["end_to_end_ms"] = time_warm(name, args, work, tasks, model, x, marks[-1], cuts)
     timed = time_seed_cuts(name, args, work, model, x, marks, budget, cuts) if args.seed_timing else {}
     return {"case": name, "marks": marks, "budget": budget, "estimated_ms": {f"{k[0]}/{k[1]}": v for k, v in
                                                                             table.items()},
@@ -288,6 +297,31 @@ def warm_study(name, args, work, tasks, marks, cuts) -> dict:
     return out
 
 
+def time_warm(name, args, work, tasks, model, x, mark, cuts) -> dict:
+    """End to end, per seed: the cold gradient run of `mark` trials against warm runs of its own of half as many
+    and of as many trials (each from a copy of --warm-from), and untuned; the issue's test of a warm start."""
+    half, warm_name = mark // 2, Path(args.warm_from).stem
+    databases = {("untuned", 0, 0): cut(cuts[("gradient", 0, mark)], work / f"{name}-warm-untuned.db", set())}
+    for seed in range(args.seeds):
+        path = work / f"{name}-seed{seed}-gradient-warm-{warm_name}-{half}.db"
+        if not (args.reuse and path.exists()):
+            copy_database(Path(args.warm_from), path)
+            tune_run(tasks, path, "gradient", half, seed=seed)
+        databases.update({("cold", seed, mark): cuts[("gradient", seed, mark)], ("warm", seed, half): path,
+                          ("warm", seed, mark): cuts[("gradient-warm", seed, mark)]})
+    ms = {key: statistics.median(v) * 1e3 for key, v in time_databases(model, x, databases, args).items()}
+    columns = [("cold", mark), ("warm", half), ("warm", mark)]
+    print(f"{name}: end to end (ms, median of {args.rounds} alternated rounds), untuned {ms[('untuned', 0, 0)]:.3f}; "
+          + ", ".join(f"{label} {trials}" for label, trials in columns))
+    for seed in range(args.seeds):
+        print(f"  seed {seed}: " + " ".join(f"{ms[(label, seed, trials)]:8.3f}" for label, trials in columns))
+    means = [statistics.fmean(ms[(label, seed, trials)] for seed in range(args.seeds)) for label, trials in columns]
+    print("  mean  : " + " ".join(f"{v:8.3f}" for v in means)
+          + f"; warm after {half} trials is {means[0] / means[1]:.3f}x the cold run of {mark} (target: >= 1, "
+            f"i.e. the cold final latency in at most half the trials)")
+    return {f"{k[0]}/{k[1]}@{k[2]}": v for k, v in ms.items()}
+
+
 def _mean_warm_at(out, trials) -> float:
     return statistics.fmean(estimate_at(v["warm"], trials) or math.inf for v in out.values())
 
@@ -321,18 +355,7 @@ def time_seed_cuts(name, args, work, model, x, marks, budget, cuts) -> dict:
     """End to end, each seed's database cut back to each mark (and the equal split's at all of B), timed in
     alternating rounds; printed as each scheduler's mean over seeds of the median of rounds, and per seed."""
     cuts = {("untuned", 0, 0): cut(cuts[("equal", 0, budget)], work / f"{name}-seeds-untuned.db", set()), **cuts}
-    allow_recompiles()
-    with torch.no_grad():
-        ref = model(x)
-        compiled = {}
-        for key, path in cuts.items():
-            fn = compile_model(model, db=str(path), tuning="cached", progress=False)
-            error = float((fn(x) - ref).abs().max())
-            assert error < 1e-2, f"{key}: max abs error {error}"
-            compiled[key] = fn
-        times = peers.alternating_rounds(
-            {key: (lambda fn=fn: peers.seconds_per_call(lambda: fn(x), args.min_time)) for key, fn in compiled.items()},
-            args.rounds)
+    times = time_databases(model, x, cuts, args)
     ms = {key: statistics.median(v) * 1e3 for key, v in times.items()}
     full = statistics.fmean(ms[("equal", seed, budget)] for seed in range(args.seeds))
     print(f"{name}: end-to-end ms, mean over {args.seeds} seeds of the median of {args.rounds} rounds; untuned "
@@ -358,6 +381,8 @@ def main():
                    help="instead: each scheduler from N search seeds, compared on the estimate (and end to end "
                         "with --seed-timing)")
     p.add_argument("--seed-timing", action="store_true", help="with --seeds: also time each seed's cuts end to end")
+    p.add_argument("--warm-timing", action="store_true",
+                   help="with --seeds --warm-from: also warm runs of half the trials, and the runs timed end to end")
     p.add_argument("--schedulers", default=",".join(LABELS),
                    help="with --seeds: these only (--warm-from needs gradient, --seed-timing all three)")
     p.add_argument("--json", default=None, help="also write every number here")
