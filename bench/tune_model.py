@@ -267,25 +267,20 @@ def warm_study(name, args, work, tasks, marks, cuts) -> dict:
     """Per seed, a gradient run to 60% of B from a copy of `--warm-from` (another device's records) beside the
     cold gradient run of that seed: the trials each needs to reach the cold run's final estimate, from the runs'
     own curves (the estimate after every round)."""
-    mark, warm_name = marks[-1], Path(args.warm_from).stem
-    out = {}
+    mark, out = marks[-1], {}
     print(f"\n{name}: warm start from {args.warm_from} (its devices: {devices_of(Path(args.warm_from))}); "
           f"gradient runs of {mark} trials, estimated ms after each round")
     for seed in range(args.seeds):
-        path = cuts[("gradient-warm", seed, mark)] = work / f"{name}-seed{seed}-gradient-warm-{warm_name}-{mark}.db"
-        if not (args.reuse and path.exists()):
-            copy_database(Path(args.warm_from), path)
-            tune_run(tasks, path, "gradient", mark, seed=seed)
+        path = cuts[("gradient-warm", seed, mark)] = warm_run(name, args, work, tasks, seed, mark)
         cold, warm = run_curve(cuts[("gradient", seed, mark)]), run_curve(path)
         target = cold[-1][1]
-        at = {label: next((t for t, est in curve if est <= target), None) for label, curve in
-              (("cold", cold), ("warm", warm))}
+        at = next((t for t, est in warm if est <= target), None)
         out[seed] = {"cold": cold, "warm": warm, "target_us": target, "reached_at": at}
         print(f"  seed {seed}: cold final {target / 1e3:.3f} ms after {cold[-1][0]} trials; warm reaches it after "
-              f"{at['warm']} trials ({_share(at['warm'], cold[-1][0])}); warm at "
+              f"{at} trials ({_share(at, cold[-1][0])}); warm at "
               + ", ".join(f"{m}: {_fmt(estimate_at(warm, m))}" for m in marks)
               + "; cold at " + ", ".join(f"{m}: {_fmt(estimate_at(cold, m))}" for m in marks))
-    reached = [v["reached_at"]["warm"] for v in out.values()]
+    reached = [v["reached_at"] for v in out.values()]
     print(f"  warm reaches the cold final after {reached} trials of {mark}; target: at most half")
     # Over seeds, as the schedulers are compared: the mean warm estimate against the mean cold final.
     cold_final = statistics.fmean(v["target_us"] for v in out.values()) / 1e3
@@ -297,17 +292,23 @@ def warm_study(name, args, work, tasks, marks, cuts) -> dict:
     return out
 
 
+def warm_run(name, args, work, tasks, seed: int, trials: int) -> Path:
+    """A gradient run of `trials` from a copy of --warm-from (kept and reused with --reuse)."""
+    path = work / f"{name}-seed{seed}-gradient-warm-{Path(args.warm_from).stem}-{trials}.db"
+    if not (args.reuse and path.exists()):
+        copy_database(Path(args.warm_from), path)
+        tune_run(tasks, path, "gradient", trials, seed=seed)
+    return path
+
+
 def time_warm(name, args, work, tasks, model, x, mark, cuts) -> dict:
     """End to end, per seed: the cold gradient run of `mark` trials against warm runs of its own of half as many
     and of as many trials (each from a copy of --warm-from), and untuned; the issue's test of a warm start."""
-    half, warm_name = mark // 2, Path(args.warm_from).stem
+    half = mark // 2
     databases = {("untuned", 0, 0): cut(cuts[("gradient", 0, mark)], work / f"{name}-warm-untuned.db", set())}
     for seed in range(args.seeds):
-        path = work / f"{name}-seed{seed}-gradient-warm-{warm_name}-{half}.db"
-        if not (args.reuse and path.exists()):
-            copy_database(Path(args.warm_from), path)
-            tune_run(tasks, path, "gradient", half, seed=seed)
-        databases.update({("cold", seed, mark): cuts[("gradient", seed, mark)], ("warm", seed, half): path,
+        databases.update({("cold", seed, mark): cuts[("gradient", seed, mark)],
+                          ("warm", seed, half): warm_run(name, args, work, tasks, seed, half),
                           ("warm", seed, mark): cuts[("gradient-warm", seed, mark)]})
     ms = {key: statistics.median(v) * 1e3 for key, v in time_databases(model, x, databases, args).items()}
     columns = [("cold", mark), ("warm", half), ("warm", mark)]

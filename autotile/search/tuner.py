@@ -104,8 +104,8 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
             break
         try:  # a record from another version whose knobs changed is only skipped
             config = space.config_type.from_dict(r["config"])
-            if space.valid(config) and space.canonical(config) not in seeds:
-                seeds.append(space.canonical(config))
+            if space.valid(config) and (config := space.canonical(config)) not in seeds:
+                seeds.append(config)
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
     return seeds
