@@ -37,15 +37,23 @@ class GPTBlock(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """A ResNet basic block at test size: conv, batch norm, ReLU, conv, batch norm, identity shortcut, ReLU."""
+    """A ResNet basic block at test size: conv, batch norm, ReLU, conv, batch norm, shortcut, ReLU. The shortcut is
+    the identity, or with a stride or a change of width a strided 1x1 conv and batch norm (torchvision's)."""
 
-    def __init__(self, channels=8):
+    def __init__(self, channels=8, in_channels=None, stride=1):
         super().__init__()
-        self.conv1, self.conv2 = (nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in range(2))
+        in_channels = in_channels or channels
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn1, self.bn2 = nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)
+        self.downsample = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                                            nn.BatchNorm2d(channels))
 
     def forward(self, x):
-        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + x)
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
 class TinyMLP(nn.Module):

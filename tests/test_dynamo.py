@@ -149,6 +149,25 @@ def test_eval_batchnorm_folds_into_the_conv_and_relu_residual_fuse():
     assert epilogues == ["bias+relu_constW", "bias+residual+relu_constW"]
 
 
+def test_a_downsampling_blocks_two_convs_meeting_in_one_add_each_run_once():
+    """The block's second conv and its 1x1 shortcut meet in one add: the first in graph order takes the add (and
+    the ReLU) into its epilogue, the shortcut's stops before it. Both taking it left two copies of the convs in the
+    graph, run by torch besides the three kernels."""
+    torch.manual_seed(0)
+    model = BasicBlock(8, in_channels=4, stride=2).eval()
+    for bn in (model.bn1, model.bn2, model.downsample[1]):
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+    base = torch.randn(1 + 4 * 9 * 9)
+    x = base[1:].view(1, 4, 9, 9)  # odd size, at a storage offset
+    with torch.no_grad():
+        got = compile_model(model)(x)
+        exact = copy.deepcopy(model).double()(x.double())
+    torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=1e-4)
+    assert stats.replaced == {"conv2d": 3} and stats.left == {}
+    epilogues = sorted(k.split("_float32_")[-1] for k in stats.workloads)
+    assert epilogues == ["bias+relu_constW", "bias+residual+relu_constW", "bias_constW"]
+
+
 def test_conv_bias_relu_residual_fuse():
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 3, padding=1)

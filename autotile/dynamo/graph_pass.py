@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from autotile.dynamo import extraction, ops  # noqa: F401  (ops registers torch.ops.autotile.*)
 from autotile.dynamo.counters import stats
-from autotile.dynamo.match import val
+from autotile.dynamo.match import claimed, val
 from autotile.dynamo.options import Options
 from autotile.dynamo.pattern import Context, Skip
 from autotile.dynamo.resolve import resolver
@@ -75,20 +75,24 @@ class AutotilePass(CustomGraphPass):
         fake_mode = detect_fake_mode([val(n) for n in graph.nodes if n.op == "placeholder"])
         ctx = Context(graph, fake_mode, self.db, self.options.tuning, self.weight_bits, backend=self.backend)
         found, adopted = [], []  # (pattern, match, plan) to rewrite; workloads of ops already in the graph
-        for node in list(graph.nodes):
-            if node.op != "call_function" or not node.users:
-                continue
-            workload = self._adopt(node, ctx)
-            if workload is not None:
-                adopted.append(workload)
-                continue
-            for pattern in PATTERNS:
-                m = pattern.match(node)
-                if m is not None:  # the first pattern that matches owns the node, planned or not
-                    plan = _plan(pattern, m, ctx)
-                    if plan is not None:
-                        found.append((pattern, m, plan))
-                    break
+        in_kernels: set = set()  # nodes the matches so far compute in their kernels: no later match takes them
+        order = {node: i for i, node in enumerate(graph.nodes)}
+        with claimed(in_kernels):
+            for node in list(graph.nodes):
+                if node.op != "call_function" or not node.users or node in in_kernels:
+                    continue
+                workload = self._adopt(node, ctx)
+                if workload is not None:
+                    adopted.append(workload)
+                    continue
+                for pattern in PATTERNS:
+                    m = pattern.match(node)
+                    if m is not None:  # the first pattern that matches owns the node, planned or not
+                        plan = _plan(pattern, m, ctx)
+                        if plan is not None:
+                            found.append((pattern, m, plan))
+                            in_kernels.update(between(node, m.last, order))
+                        break
         found, taken = _fuse_prologues(found, ctx) if self.options.fuse_prologues else (found, [])
         workloads = [plan.workload for _, _, plan in found] + adopted
         if extraction.collect(workloads):  # autotile tune-model asks what would be replaced, nothing more
@@ -135,6 +139,26 @@ class AutotilePass(CustomGraphPass):
         m.last.replace_all_uses_with(new)
         ctx.renamed[m.last] = new
         stats.replaced[pattern.name] += 1
+
+
+def between(first, last, order: dict) -> set:
+    """The nodes on a path from `first` to `last` (both included): what one match computes in its kernel. Its
+    inputs (weights, a residual from another branch) are not on such a path; only nodes in between in graph order
+    are looked at."""
+    lo, hi = order[first], order[last]
+    ahead, todo = {first}, [first]
+    while todo:
+        for user in todo.pop().users:
+            if user not in ahead and user in order and order[user] <= hi:
+                ahead.add(user)
+                todo.append(user)
+    on_path, todo = {last}, [last]
+    while todo:
+        for node in todo.pop().all_input_nodes:
+            if node not in on_path and node in ahead and order[node] >= lo:
+                on_path.add(node)
+                todo.append(node)
+    return on_path
 
 
 def _fuse_prologues(found, ctx: Context):

@@ -8,6 +8,8 @@ never change the graph; anything they cannot prove is left alone, to the fallbac
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -183,9 +185,27 @@ def bias_vector(v: torch.Tensor, n) -> bool:
     return v.dim() >= 1 and known(v.numel() == n) and known(v.shape[-1] == n)
 
 
+# Nodes the graph pass's earlier matches compute inside their kernels (set by `claimed`, in the pass).
+_CLAIMED: ContextVar[set | frozenset] = ContextVar("claimed", default=frozenset())
+
+
+@contextmanager
+def claimed(nodes: set):
+    """While matching: `nodes` (updated as matches are made) belong to earlier matches, and no chain walks into
+    them. Where two ops' results meet in one add (a ResNet block's conv and its downsampling shortcut), the first
+    op's epilogue takes the add; the second's stops before it. Both taking it, the second kernel was dead, and the
+    first read the second's result from a copy of the op the graph had to keep: two convs too many per block."""
+    token = _CLAIMED.set(nodes)
+    try:
+        yield
+    finally:
+        _CLAIMED.reset(token)
+
+
 def only_user(node):
+    """The node's one user; None when it has several or an earlier match computes that user in its kernel."""
     users = list(node.users)
-    return users[0] if len(users) == 1 else None
+    return users[0] if len(users) == 1 and users[0] not in _CLAIMED.get() else None
 
 
 def _add_alpha_one(node) -> bool:
