@@ -79,14 +79,21 @@ def test_gradient_retires_tasks_that_stopped_improving_and_ends_early():
     assert sum(s.trials for s in flat.values()) < 100  # the budget left is not spent on nothing
 
 
-def test_a_task_far_below_its_ops_best_throughput_is_tuned_first():
-    """Ansor's similar-task term: two GEMMs of equal flops, one at a quarter of the other's throughput, no history
-    of gains on either: the slow one gets the round, however many trials it already had."""
-    fast = TaskState("fast", 1, trials=8, curve=[[8, 100.0]], op="gemm", flops=1e6)
-    slow = TaskState("slow", 1, trials=40, curve=[[40, 400.0]], op="gemm", flops=1e6)
+def test_a_task_far_below_its_structures_best_throughput_is_tuned_first():
+    """Ansor's similar-task term: two 3x3 convs of equal flops, one at a quarter of the other's throughput, no
+    history of gains on either: the slow one gets the round, however many trials it already had. A 1x1 strided conv
+    is not similar to a 3x3 one (it never reaches its throughput), nor a GEMM: each of those keeps its own pace."""
+    from autotile.ir import Conv2dWorkload, GemmWorkload
+
+    wide, narrow = (Conv2dWorkload(1, c, 28, 28, 128, 3, 3, padding=1) for c in (128, 64))
+    pointwise = Conv2dWorkload(1, 64, 56, 56, 128, 1, 1, stride=2)
+    assert wide.structure == narrow.structure != pointwise.structure != GemmWorkload(8, 8, 8).structure
+    fast = TaskState("fast", 1, trials=8, curve=[[8, 100.0]], structure=wide.structure, flops=1e6)
+    slow = TaskState("slow", 1, trials=40, curve=[[40, 400.0]], structure=narrow.structure, flops=1e6)
     assert SCHEDULERS["gradient"](100).next([fast, slow]) is slow
-    alone = TaskState("slow", 1, trials=40, curve=[[40, 400.0]], op="conv2d", flops=1e6)
-    assert SCHEDULERS["gradient"](100).next([fast, alone]) is fast  # another op: not similar, 100/8 > 400/40
+    for other in (pointwise, GemmWorkload(8, 8, 8)):
+        alone = TaskState("slow", 1, trials=40, curve=[[40, 400.0]], structure=other.structure, flops=1e6)
+        assert SCHEDULERS["gradient"](100).next([fast, alone]) is fast  # not similar: 100/8 > 400/40
 
 
 def test_a_task_whose_every_config_fails_does_not_eat_the_budget():

@@ -95,6 +95,13 @@ class Workload:
     def __str__(self) -> str:
         return self.key
 
+    @property
+    def structure(self) -> str:
+        """The workload less its sizes: workloads of one structure run the same loop nest over other extents, so
+        one can reach about the throughput another reached (Ansor's "similar tasks"). Subclasses whose other
+        fields change the loop nest (a conv's window and stride, a quantized GEMM's formats) add them."""
+        return f"{self.op}:{self.dtype}"
+
     def to_dict(self) -> dict:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         d["op"] = self.op

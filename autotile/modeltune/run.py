@@ -141,7 +141,8 @@ class ModelRun:
             db.ensure_workload(t.workload.key, t.workload.op, t.workload.to_dict())
             run_id = db.start_run(device.key, t.workload.key, backend.name, self.options.strategy,
                                   self.options.seed, model_run=self.id)
-            state = TaskState(t.workload.key, t.calls, run_id=run_id, op=t.workload.op, flops=t.workload.flops)
+            state = TaskState(t.workload.key, t.calls, run_id=run_id, structure=t.workload.structure,
+                              flops=t.workload.flops)
             best = self._best(t.workload)
             state.curve.append([0, best])  # where this run starts from: a record of an earlier run, or nothing
             self.states.append(state)
@@ -160,7 +161,7 @@ class ModelRun:
             trials = sum(self.db.run_trials(r["run_id"]).values())  # recounted: exact after a kill
             self.states.append(TaskState(t.workload.key, t.calls, trials=trials, curve=r["curve"],
                                          retired=r["retired"], default_latency_us=r["default_latency_us"],
-                                         run_id=r["run_id"], op=t.workload.op, flops=t.workload.flops))
+                                         run_id=r["run_id"], structure=t.workload.structure, flops=t.workload.flops))
 
     # -- tuning ----------------------------------------------------------------------------------
     def tuner(self, state: TaskState):

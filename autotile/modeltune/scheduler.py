@@ -4,8 +4,9 @@ A task is one workload of a model, weighted by how often it runs per forward; th
 in its tuned ops, sum(calls x best latency). The gradient scheduler follows Ansor's (and MetaSchedule's
 GradientBased, alpha 0.2, window 3): each task's expected drop in that sum per trial is a mix of its recent drop
 (the window) and an optimistic forward guess (its latency could keep falling like latency / trials), times its
-calls, with Ansor's similar-task term: a task far below the throughput its op reached on another task is
-expected to gain the difference. Round robin and an equal split stay, so the three can be compared.
+calls, with Ansor's similar-task term: a task far below the throughput another task of its structure (the
+workload less its sizes, Workload.structure) reached is expected to gain the difference. Round robin and an
+equal split stay, so the three can be compared.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from autotile.search.task import BATCH
 
 ALPHA = 0.2  # weight of the backward (observed) gradient against the forward guess
 WINDOW = 3  # rounds the backward gradient looks back
-BETA = 2.0  # Ansor's: a task under 1/BETA of its op's best throughput elsewhere is behind what it can reach
+BETA = 2.0  # Ansor's: a task under 1/BETA of its structure's best throughput elsewhere is behind what it can reach
 PATIENCE = 4  # rounds without a gain of MIN_GAIN before a task is retired
 MIN_GAIN = 0.01
 GIVE_UP = 32  # trials after which a task with no verified config at all is retired
@@ -33,7 +34,7 @@ class TaskState:
     retired: str | None = None  # "exhausted", "converged", "max-trials", or None while it is tuned
     default_latency_us: float | None = None
     run_id: int | None = None  # the task's own tuning run (its measurements carry it)
-    op: str = ""  # its workload's op: tasks of one op are "similar" (Ansor's similarity term)
+    structure: str = ""  # its workload's less its sizes: tasks of one structure are "similar" (Ansor's term)
     flops: float = 0.0
 
     @property
@@ -111,11 +112,11 @@ class Gradient(Scheduler):
         unknown = [t for t in active if t.best is None and t.trials < BATCH]
         if unknown:
             return min(unknown, key=lambda t: t.trials)
-        best_throughput = {}  # per op: the fastest flops per microsecond any of its tasks reached
+        best_throughput = {}  # per structure: the fastest flops per microsecond any of its tasks reached
         for t in active:
             if t.best is not None and t.flops:
-                best_throughput[t.op] = max(best_throughput.get(t.op, 0.0), t.flops / t.best)
-        return max(active, key=lambda t: gain_per_trial(t, best_throughput.get(t.op)))
+                best_throughput[t.structure] = max(best_throughput.get(t.structure, 0.0), t.flops / t.best)
+        return max(active, key=lambda t: gain_per_trial(t, best_throughput.get(t.structure)))
 
 
 def advance(task: TaskState, scheduler: Scheduler, *, trials: int, best: float | None, exhausted: bool,
@@ -136,7 +137,7 @@ def advance(task: TaskState, scheduler: Scheduler, *, trials: int, best: float |
 def gain_per_trial(task: TaskState, similar_throughput: float | None = None) -> float:
     """The expected drop of calls x latency from one more trial of `task` (microseconds); 0 while it has no
     verified latency (after its warm-up). Ansor's forward guess is the larger of latency / trials and the distance
-    to BETA x the latency the task would have at the best throughput its op reached on another task
+    to BETA x the latency the task would have at the best throughput its structure reached on another task
     (`similar_throughput`, flops per microsecond)."""
     best = task.best
     if best is None:

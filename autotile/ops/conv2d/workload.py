@@ -41,6 +41,14 @@ class Conv2dWorkload(Workload):
 
     op = "conv2d"
 
+    @property
+    def structure(self) -> str:
+        """Window, stride, dilation, grouping and layout: a 1x1 or strided conv never reaches a 3x3 one's throughput
+        (Winograd's effective flops, least of all)."""
+        grouping = "depthwise" if self.groups == self.c == self.k else f"g{min(self.groups, 2)}"
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        return f"conv2d:{self.r}x{self.s}:s{sh}x{sw}:d{dh}x{dw}:{grouping}:{self.layout}:{self.dtype}"
+
     def __post_init__(self):
         for name in ("n", "c", "h", "w", "k", "r", "s", "groups"):
             label = name.upper() if len(name) == 1 else name

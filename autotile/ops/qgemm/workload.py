@@ -61,6 +61,10 @@ class QGemmWorkload(Workload):
     fp8_scales: str = "tensor"  # fp8 only: one float32 scale per tensor, or one per row of A and of W
 
     op = "qgemm"
+
+    @property
+    def structure(self) -> str:
+        return f"qgemm:{self.weight_dtype}:{self.act_dtype}"
     # The GEMM template's view of this workload: one batch, B read as W^T.
     batch = 1
     trans_a = False
