@@ -48,6 +48,13 @@ class Config:
         return cls(**d)
 
 
+def vector_unit(fingerprint: dict | None) -> tuple[int, int]:
+    """(float32 lanes per vector register, vector registers) of the CPU a fingerprint describes; AVX-512's when
+    the fingerprint is unknown."""
+    flags = (fingerprint or {}).get("flags", ["avx512f"])
+    return (16, 32) if "avx512f" in flags else (8, 16)
+
+
 class ConfigSpace:
     """A template's space: domains per knob, a validity check, and a canonical form.
 
@@ -68,6 +75,23 @@ class ConfigSpace:
 
     def default(self):
         raise NotImplementedError
+
+    def adopt(self, config, fingerprint: dict | None):
+        """`config`, a winner on the CPU `fingerprint` describes, rewritten for this space's device: the CPU
+        templates whose knobs count float lanes (gemm, attention, layer norm) keep its register tiles in vectors
+        and its blocks in bytes, so an AVX2 winner seeds an AVX-512 search with 512-bit tiles, not 256-bit ones.
+        The others keep it as it is."""
+        return config
+
+    def _fit_rows(self, config, rows: tuple[str, ...]):
+        """`config` with its register-tile rows (the knobs `rows`) cut one at a time, the tallest first, until
+        it fits this device's registers; None if even one row does not."""
+        while not self.valid(config):
+            name = max(rows, key=lambda knob: getattr(config, knob))
+            if getattr(config, name) <= 1:
+                return None
+            config = dataclasses.replace(config, **{name: getattr(config, name) - 1})
+        return config
 
     def features(self, config) -> list[float]:
         raise NotImplementedError

@@ -81,7 +81,8 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
     records of this very task first; then, in turns, other devices' winners of this workload and this device's
     winners of other shapes; then other devices' other shapes. Other devices carry the workload's ranking from
     another CPU, this device its ranking from another shape; seeded from one kind alone, a search can stay in its
-    basin (an AVX2 machine's winners hold an AVX-512 search in 256-bit tiles)."""
+    basin. Another CPU's configs are adopted to this one's vector width first (ConfigSpace.adopt): as they were,
+    an AVX2 machine's winners held an AVX-512 search in 256-bit tiles."""
     seeds = [space.default()]
     descriptions = db.workloads()
     records = [r for r in db.measurements(backend=backend, status="ok", template=space.template)
@@ -99,11 +100,12 @@ def _seed_configs(db, device, workload, space, backend: str, limit: int = 4) -> 
     in_turns = [r for pair in itertools.zip_longest(other_devices, other_shapes) for r in pair if r is not None]
     ranked = ([r for r in bests if here(r) and same_workload(r)] + in_turns
               + [r for r in bests if not here(r) and not same_workload(r)])
+    fingerprints = {d["key"]: d["fingerprint"] for d in db.devices()}
     for r in ranked:
         if len(seeds) > limit:
             break
         try:  # a record from another version whose knobs changed is only skipped
-            config = space.config_type.from_dict(r["config"])
+            config = space.adopt(space.config_type.from_dict(r["config"]), fingerprints.get(r["device"]))
             if space.valid(config) and (config := space.canonical(config)) not in seeds:
                 seeds.append(config)
         except (TypeError, ValueError, KeyError, AttributeError):

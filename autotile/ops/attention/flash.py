@@ -16,10 +16,10 @@ bfloat16 inputs are widened to float32 in those packs, and V with K (once, or pe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autotile.ops.attention.workload import AttentionWorkload
-from autotile.ops.space import Config, ConfigSpace
+from autotile.ops.space import Config, ConfigSpace, vector_unit
 
 NEG = -1e30  # "minus infinity" for masked scores and the initial running max: finite, so max - max is 0, not NaN
 
@@ -78,8 +78,7 @@ class AttentionSpace(ConfigSpace):
 
     @classmethod
     def for_device(cls, workload: AttentionWorkload, fingerprint: dict | None = None) -> AttentionSpace:
-        flags = set((fingerprint or {}).get("flags", ["avx512f"]))
-        return cls(workload, 16, 32) if "avx512f" in flags else cls(workload, 8, 16)
+        return cls(workload, *vector_unit(fingerprint))
 
     def _vectors(self, width: int, lanes: int) -> int:
         """Machine registers one row of `width` floats takes, `lanes` at a time."""
@@ -127,6 +126,14 @@ class AttentionSpace(ConfigSpace):
             config = self.canonical(AttentionConfig(block_q=config.block_q, block_kv=config.block_kv,
                                                     vec=config.vec, rows_s=1, rows_o=1, d_tile=config.d_tile))
         return config
+
+    def adopt(self, c: AttentionConfig, fingerprint: dict | None) -> AttentionConfig:
+        lanes = vector_unit(fingerprint)[0]
+        if lanes == self.lanes or c.vec != lanes:
+            return c
+        adopted = self.canonical(replace(  # as many vectors per S and O row
+            c, vec=self.lanes, block_kv=c.block_kv * self.lanes // lanes, d_tile=c.d_tile * self.lanes // lanes))
+        return self._fit_rows(adopted, ("rows_s", "rows_o")) or c
 
     def features(self, c: AttentionConfig) -> list[float]:
         w = self.workload

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from autotile.ops.conv2d.workload import Conv2dWorkload
 from autotile.ops.gemm.blis import _ceil_div, balanced
-from autotile.ops.space import Config, ConfigSpace
+from autotile.ops.space import Config, ConfigSpace, vector_unit
 
 TEMPLATES = ("nchwc", "gemm", "depthwise", "pointwise", "dwrows", "winograd", "winograd4")
 WINOGRAD = {"winograd": 2, "winograd4": 4}  # template -> output tile side m of F(m x m, 3x3)
@@ -103,10 +103,7 @@ class Conv2dSpace(ConfigSpace):
 
     @classmethod
     def for_device(cls, workload: Conv2dWorkload, fingerprint: dict | None = None) -> Conv2dSpace:
-        flags = set((fingerprint or {}).get("flags", ["avx512f"]))
-        if "avx512f" in flags:
-            return cls(workload, 16, 32)
-        return cls(workload, 8, 16)
+        return cls(workload, *vector_unit(fingerprint))
 
     # -- geometry the lowering shares ---------------------------------------------------------
     def channels(self):

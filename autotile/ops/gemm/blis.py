@@ -18,10 +18,10 @@ the result is written.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autotile.ops.gemm.workload import GemmWorkload
-from autotile.ops.space import Config, ConfigSpace
+from autotile.ops.space import Config, ConfigSpace, vector_unit
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,7 @@ class GemmSpace(ConfigSpace):
 
     @classmethod
     def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> GemmSpace:
-        flags = set((fingerprint or {}).get("flags", ["avx512f"]))
-        if "avx512f" in flags:
-            return cls(workload, 16, 32)
-        return cls(workload, 8, 16)
+        return cls(workload, *vector_unit(fingerprint))
 
     def valid(self, c: GemmConfig) -> bool:
         if c.nr % c.vec:
@@ -130,6 +127,14 @@ class GemmSpace(ConfigSpace):
         config = GemmConfig(mr=mr, nr=nr, vec=self.lanes, kc=1024, korder="inner", epilogue_at="tile",
                             fuse_epilogue=len(self.workload.epilogue))
         return self.canonical(config)
+
+    def adopt(self, c: GemmConfig, fingerprint: dict | None) -> GemmConfig:
+        lanes = vector_unit(fingerprint)[0]
+        if lanes == self.lanes or c.vec != lanes:
+            return c
+        nr = c.nr // c.vec * self.lanes  # as many vectors per tile row
+        adopted = replace(c, vec=self.lanes, nr=nr, nc_tiles=max(1, c.nc_tiles * c.nr // nr))
+        return self._fit_rows(adopted, ("mr",)) or c
 
     def features(self, c: GemmConfig) -> list[float]:
         w = self.workload

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from autotile.ops.gemm.blis import GemmConfig, GemmSpace
 from autotile.ops.gemm.workload import GemmWorkload
+from autotile.ops.space import vector_unit
 
 MODES = ("convert_pack", "convert_inner", "dpbf16")
 
@@ -48,10 +49,9 @@ class LowpGemmSpace(GemmSpace):
 
     @classmethod
     def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> LowpGemmSpace:
-        flags = set((fingerprint or {}).get("flags", ["avx512f"]))
-        if "avx512f" in flags:
-            return cls(workload, 16, 32, bf16_dot="avx512_bf16" in flags)
-        return cls(workload, 8, 16)
+        lanes, registers = vector_unit(fingerprint)
+        flags = (fingerprint or {}).get("flags", [])
+        return cls(workload, lanes, registers, bf16_dot=lanes == 16 and "avx512_bf16" in flags)
 
     def valid(self, c: LowpGemmConfig) -> bool:
         if c.mode not in self.domains["mode"]:

@@ -12,11 +12,11 @@ each pass, and the output rounded back as it is written.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autotile.ir.dtypes import dtype
 from autotile.ops.layernorm.workload import LayerNormWorkload
-from autotile.ops.space import Config, ConfigSpace
+from autotile.ops.space import Config, ConfigSpace, vector_unit
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,13 @@ class LayerNormSpace(ConfigSpace):
 
     @classmethod
     def for_device(cls, workload: LayerNormWorkload, fingerprint: dict | None = None) -> LayerNormSpace:
-        flags = set((fingerprint or {}).get("flags", ["avx512f"]))
-        return cls(workload, 16 if "avx512f" in flags else 8)
+        return cls(workload, vector_unit(fingerprint)[0])
+
+    def adopt(self, c: LayerNormConfig, fingerprint: dict | None) -> LayerNormConfig:
+        lanes = vector_unit(fingerprint)[0]
+        if lanes == self.lanes:
+            return c
+        return self.canonical(replace(c, vec=c.vec * self.lanes // lanes))
 
     def canonical(self, c: LayerNormConfig) -> LayerNormConfig:
         """A vector no wider than the row; unroll a divisor of its whole vectors; grain at most the rows."""
