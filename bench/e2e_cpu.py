@@ -68,21 +68,30 @@ class GPTBlock(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 convolutions with batch norm, an identity shortcut, ReLU."""
+    """ResNet basic block: two 3x3 convolutions with batch norm, a shortcut, ReLU. With a stride or a change of
+    width the shortcut is a strided 1x1 convolution with batch norm (torchvision's downsample)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, in_channels: int | None = None, stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        in_channels = in_channels or channels
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn1, self.bn2 = nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)
+        self.downsample = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                                            nn.BatchNorm2d(channels))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + x)
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return F.relu(self.bn2(self.conv2(out)) + shortcut)
 
 
-def resnet_stage(channels: int = 64, blocks: int = 2) -> nn.Module:
-    return nn.Sequential(*(BasicBlock(channels) for _ in range(blocks)))
+def resnet_stage(channels: int = 64, blocks: int = 2, in_channels: int | None = None, stride: int = 1) -> nn.Module:
+    """A stage of ResNet-18/34: its first block may downsample (stride 2, wider), the rest keep the shape."""
+    first = BasicBlock(channels, in_channels, stride)
+    return nn.Sequential(first, *(BasicBlock(channels) for _ in range(blocks - 1)))
 
 
 def gpt(d_model: int, seq: int):

@@ -1,12 +1,14 @@
 """Whole-model tuning benchmark (`autotile tune-model`'s scheduler): measured end-to-end latency against total
 trials for the gradient scheduler, round robin and an equal split, each from an empty database.
 
-    .venv/bin/python bench/tune_model.py [--cases gpt,resnet] [--per-task 64] [--rounds 5]
+    .venv/bin/python bench/tune_model.py [--cases gpt,resnet,resnet-down] [--per-task 64] [--rounds 5]
                                          [--warm-from OTHER_DEVICE.db] [--keep DIR [--reuse]] [--json FILE]
     .venv/bin/python bench/tune_model.py --cases gpt --seeds 3 [--seed-timing]   # schedulers over search seeds
 
 Per case (inference, batch 1; "gpt": a GPT block, d_model 768, 12 heads, seq 128; "resnet": a ResNet stage, two
-basic blocks of 64 channels at 56x56), with n tasks and B = per-task x n trials, every number is a run of
+basic blocks of 64 channels at 56x56, ResNet-18's layer1; "resnet-down": ResNet-18's layer2, whose first block
+downsamples 64 to 128 channels at stride 2 with a 1x1 shortcut: four tasks of unequal size and calls), with n
+tasks and B = per-task x n trials, every number is a run of
 `tune_tasks` of its own from an empty database:
 - "full": every task tuned to `--per-task` trials, one after another (the equal split of B);
 - the gradient scheduler, round robin and the equal split with budgets of 25%, 50% and 60% of B. Not cuts of
@@ -60,7 +62,9 @@ from autotile.dynamo.extraction import extract_tasks  # noqa: E402
 from autotile.modeltune import ModelTuneOptions, tune_tasks  # noqa: E402
 from autotile.session import Session  # noqa: E402
 
-CASES = {"gpt": e2e_cpu.gpt(768, 128), "resnet": lambda: (e2e_cpu.resnet_stage(64, 2), torch.randn(1, 64, 56, 56))}
+CASES = {"gpt": e2e_cpu.gpt(768, 128),
+         "resnet": lambda: (e2e_cpu.resnet_stage(64, 2), torch.randn(1, 64, 56, 56)),
+         "resnet-down": lambda: (e2e_cpu.resnet_stage(128, 2, in_channels=64, stride=2), torch.randn(1, 64, 56, 56))}
 CHECKPOINTS = (0.25, 0.5, 0.6)
 LABELS = ("gradient", "round-robin", "equal")
 
@@ -74,6 +78,11 @@ def gpt():
 def resnet():
     torch.manual_seed(0)
     return CASES["resnet"]()
+
+
+def resnet_down():
+    torch.manual_seed(0)
+    return CASES["resnet-down"]()
 
 
 def tune_run(tasks, db_path: Path, scheduler: str, trials: int, cap: int | None = None, seed: int = 0) -> dict:
