@@ -5,7 +5,8 @@
                                       [--json bench/results/e2e_cpu_<mcpu>.json] [--unfused]
 
 Cases: gpt-d<d_model>-s<seq> for d_model 256, 512, 768, 1024 (heads of 64) at seq 128 and 512 ("gpt-sizes": all
-eight; gpt128 and gpt512 are d_model 768), and a ResNet stage. Per case, in one process (inference, batch 1):
+eight; gpt128 and gpt512 are d_model 768), and two ResNet-18 stages: "resnet" (layer1) and "resnet-down" (layer2,
+whose first block downsamples with a strided 1x1 shortcut). Per case, in one process (inference, batch 1):
 compile time cold (empty inductor cache, empty autotile database and kernel cache, autotile tuning with
 `--trials` per workload within `--budget` seconds) and warm (median of 3 compiles after torch._dynamo.reset(),
 caches kept, autotile tuning="cached"), the number of ops autotile replaced and the templates that won, then
@@ -103,6 +104,7 @@ CASES = {
     "gpt512": gpt(768, 512),
     **{f"gpt-d{d}-s{s}": gpt(d, s) for s in (128, 512) for d in (256, 512, 768, 1024)},
     "resnet": lambda: (resnet_stage(64, 2), torch.randn(1, 64, 56, 56)),
+    "resnet-down": lambda: (resnet_stage(128, 2, in_channels=64, stride=2), torch.randn(1, 64, 56, 56)),
 }
 GROUPS = {"gpt-sizes": [f"gpt-d{d}-s{s}" for s in (128, 512) for d in (256, 512, 768, 1024)]}
 
