@@ -55,6 +55,12 @@ def vector_unit(fingerprint: dict | None) -> tuple[int, int]:
     return (16, 32) if "avx512f" in flags else (8, 16)
 
 
+def has_bf16_dot(fingerprint: dict | None) -> bool:
+    """Whether the CPU has AVX-512's bf16 dot product (vdpbf16ps); never assumed for an unknown fingerprint."""
+    flags = (fingerprint or {}).get("flags", [])
+    return "avx512f" in flags and "avx512_bf16" in flags
+
+
 class ConfigSpace:
     """A template's space: domains per knob, a validity check, and a canonical form.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from autotile.ops.gemm.blis import GemmConfig, GemmSpace
 from autotile.ops.gemm.workload import GemmWorkload
-from autotile.ops.space import vector_unit
+from autotile.ops.space import has_bf16_dot, vector_unit
 
 MODES = ("convert_pack", "convert_inner", "dpbf16")
 
@@ -49,9 +49,7 @@ class LowpGemmSpace(GemmSpace):
 
     @classmethod
     def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> LowpGemmSpace:
-        lanes, registers = vector_unit(fingerprint)
-        flags = (fingerprint or {}).get("flags", [])
-        return cls(workload, lanes, registers, bf16_dot=lanes == 16 and "avx512_bf16" in flags)
+        return cls(workload, *vector_unit(fingerprint), bf16_dot=has_bf16_dot(fingerprint))
 
     def valid(self, c: LowpGemmConfig) -> bool:
         if c.mode not in self.domains["mode"]:

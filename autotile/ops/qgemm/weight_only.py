@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from autotile.ops.gemm.blis import GemmConfig, GemmSpace, balanced
 from autotile.ops.qgemm.workload import QGemmWorkload
-from autotile.ops.space import vector_unit
+from autotile.ops.space import has_bf16_dot, vector_unit
 
 DECODE_MAX_ACCUMULATORS = 8  # rows of A x output rows of a decode tile (two zmm sums each, no spills)
 DECODE_MAX_M = 32  # the decode kernel is offered up to this many rows of A (token generation, small batches)
@@ -68,9 +68,7 @@ class QGemmSpace(GemmSpace):
 
     @classmethod
     def for_device(cls, workload: QGemmWorkload, fingerprint: dict | None = None):
-        lanes, registers = vector_unit(fingerprint)
-        flags = (fingerprint or {}).get("flags", [])
-        return cls(workload, lanes, registers, bf16_dot=lanes == 16 and "avx512_bf16" in flags)
+        return cls(workload, *vector_unit(fingerprint), bf16_dot=has_bf16_dot(fingerprint))
 
     def __init__(self, workload: QGemmWorkload, vector_lanes: int = 16, vector_registers: int = 32,
                  bf16_dot: bool = False):
