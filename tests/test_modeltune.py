@@ -138,6 +138,69 @@ def test_extracted_tasks_are_the_workloads_the_backend_replaces(make_model, shap
     assert sum(t.calls for t in tasks) == stats.total  # calls per forward: every replaced op counted once
 
 
+# -- similar tasks share their winners ------------------------------------------------------------------------------
+
+class SlowDefaults:
+    """The real measurer, each workload's default config read 3x slower than measured: a search then always has a
+    winner other than the default (which, on a small GEMM, is often the fastest), and a task's own default is
+    slower than a similar task's winner."""
+
+    def __init__(self, real, fingerprint):
+        self.real, self.fingerprint = real, fingerprint
+
+    def measure(self, workload, configs, repeat: int = 10):
+        from autotile.ops import default_template
+
+        default = default_template(workload, self.fingerprint, "tvm").space_for(workload, self.fingerprint).default()
+        results = self.real.measure(workload, configs, repeat)
+        for r in results:
+            if r.ok and r.config.key == default.key:
+                r.latency = {k: v if k == "runs" else v * 3 for k, v in r.latency.items()}
+        return results
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@pytest.mark.slow
+def test_a_task_measures_a_faster_similar_tasks_winner_first(tmp_path):
+    """Two GEMMs of one shape, one with a ReLU: the equal split tunes the first, then the second's first round
+    opens with the first's winner (offered: a faster task of its structure) and never measures it twice; the
+    tuned model matches float64 torch on an input at a storage offset."""
+    from autotile.modeltune import ModelTuneOptions, tune_tasks
+    from autotile.ops import template
+    from autotile.session import Session
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.ReLU(), torch.nn.Linear(40, 40)).eval()
+    x = torch.randn(5, 40)
+    db_path = tmp_path / "offer.db"
+    tasks = extract_tasks(model, (x,), "tvm")
+    with Session(str(db_path), "tvm") as session:
+        session._measurer = SlowDefaults(session.measurer, session.device.fingerprint)
+        result = tune_tasks(tasks, session=session, options=ModelTuneOptions(scheduler="equal", trials=34))
+        records = session.db.measurements(backend="tvm")
+        fingerprint = session.device.fingerprint
+    assert result.trials == 34 and [t.workload.key for t in tasks] == [row["workload"] for row in result.tasks]
+    first, second = (t.workload for t in tasks)
+    second_default, *second_rounds = [r for r in records if r["workload"] == second.key]
+    first_best = min((r for r in records if r["workload"] == first.key and r["id"] < second_rounds[0]["id"]
+                      and r["status"] == "ok"), key=lambda r: r["latency_us"])
+    assert first_best["latency_us"] < second_default["latency_us"]
+    space = template(first_best["template"]).space_for(second, fingerprint)
+    offered = space.canonical(space.config_type.from_dict(first_best["config"]))
+    assert offered.key != second_default["config_key"]
+    assert second_rounds[0]["config_key"] == offered.key and second_rounds[0]["status"] == "ok"
+    keys = [r["config_key"] for r in [second_default, *second_rounds]]
+    assert len(keys) == len(set(keys)) == 17
+    storage = torch.randn(5 * 40 + 1)[1:].view(5, 40)  # at a storage offset of one element
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = compile_model(model, db=str(db_path), tuning="cached")(storage)
+        expected = model.double()(storage.double())
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+
+
 # -- resume after SIGKILLs -----------------------------------------------------------------------------------------
 
 CHILD = r"""

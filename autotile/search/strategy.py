@@ -35,6 +35,14 @@ class SearchStrategy:
         self.seen.add(config.key)
         return True
 
+    def suggest(self, config) -> bool:
+        """Put `config` first in the next batch, unless it was proposed or measured already (or is queued)."""
+        config = self.space.canonical(config)
+        if config.key in self.seen or any(c.key == config.key for c in self.seeds):
+            return False
+        self.seeds.insert(0, config)
+        return True
+
     def _seed_batch(self, n: int) -> list:
         batch = []
         while self.seeds and len(batch) < n:

@@ -102,6 +102,18 @@ class TaskTuner:
                 continue
         return known
 
+    def offer(self, template: str, config: dict) -> bool:
+        """Measure `config` (a record's) first in the template's next round, unless this task has it already: a
+        model run offers each task the winners of its similar tasks (modeltune/run.py)."""
+        space = self.spaces.get(template)
+        if space is None or template in self.exhausted:
+            return False
+        try:
+            candidate = space.config_type.from_dict(config)
+        except (TypeError, ValueError, KeyError, AttributeError):  # a record of another version's knobs
+            return False
+        return space.valid(candidate) and self.searcher(template).suggest(candidate)
+
     def step(self, trials: int, deadline: float | None = None) -> int:
         """Up to `trials` more for one template (see `next_template`); the number measured."""
         template = self.next_template()
