@@ -249,9 +249,11 @@ AVX2, AVX512 = {"flags": ["avx2", "fma"]}, {"flags": ["avx2", "fma", "avx512f"]}
 def test_another_cpus_winner_is_adopted_to_this_vector_width(there, here):
     """A config that won on a CPU of another vector width keeps its register tiles in vectors and its blocks in
     bytes, and fits this CPU's registers; one from the same width is kept as it is."""
-    from autotile.ir import AttentionWorkload, LayerNormWorkload
-    from autotile.ops import space_for
+    from autotile.ir import AttentionWorkload, Conv2dWorkload, LayerNormWorkload
+    from autotile.ops import space_for, template
     from autotile.ops.attention.flash import AttentionConfig
+    from autotile.ops.conv2d.direct import Conv2dConfig
+    from autotile.ops.conv2d.winograd import WinogradConfig
     from autotile.ops.gemm.blis import GemmConfig
     from autotile.ops.layernorm.rows import LayerNormConfig
     from autotile.ops.space import vector_unit
@@ -276,6 +278,21 @@ def test_another_cpus_winner_is_adopted_to_this_vector_width(there, here):
     layernorm = space_for(LayerNormWorkload(128, 768), here)
     adopted = layernorm.adopt(LayerNormConfig(vec=lanes, unroll=2), there)
     assert adopted.vec == vector_unit(here)[0] and adopted.unroll == 2
+
+    conv = {"direct": space_for(Conv2dWorkload(1, 64, 56, 56, 128, 3, 3, stride=2, padding=1), here),
+            "winograd": template("conv2d.winograd").space_for(Conv2dWorkload(1, 128, 28, 28, 128, 3, 3, padding=1),
+                                                              here),
+            "pointwise": space_for(Conv2dWorkload(1, 64, 28, 28, 128, 1, 1), here)}
+    for space, won in ((conv["direct"], Conv2dConfig("nchwc", ic_bn=16, oc_bn=2 * lanes, ow_bn=14, oh_bn=1)),
+                       (conv["direct"], Conv2dConfig("gemm", oc_bn=lanes, ow_bn=28)),
+                       (conv["winograd"], WinogradConfig("winograd4", oc_bn=2 * lanes, ow_bn=12))):
+        adopted = space.adopt(won, there)
+        assert space.valid(adopted) and adopted.template == won.template and adopted.oc_bn == won.oc_bn * ratio
+        assert adopted.ow_bn == won.ow_bn or (ratio < 1 and adopted.ow_bn < won.ow_bn)  # cut only to fit
+        assert space.adopt(won, here) == won
+    won = Conv2dConfig("pointwise", oc_bn=6, ow_bn=2 * lanes, oh_bn=2)
+    adopted = conv["pointwise"].adopt(won, there)
+    assert conv["pointwise"].valid(adopted) and adopted.ow_bn == won.ow_bn * ratio and adopted.oc_bn <= 6
 
 
 @pytest.mark.slow

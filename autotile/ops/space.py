@@ -84,9 +84,9 @@ class ConfigSpace:
 
     def adopt(self, config, fingerprint: dict | None):
         """`config`, a winner on the CPU `fingerprint` describes, rewritten for this space's device: the CPU
-        templates whose knobs count float lanes (gemm, attention, layer norm) keep its register tiles in vectors
-        and its blocks in bytes, so an AVX2 winner seeds an AVX-512 search with 512-bit tiles, not 256-bit ones.
-        The others keep it as it is."""
+        templates whose knobs count float lanes (gemm, attention, layer norm, conv) keep its register tiles in
+        vectors and its blocks in bytes, so an AVX2 winner seeds an AVX-512 search with 512-bit tiles, not 256-bit
+        ones. The others keep it as it is."""
         return config
 
     def _fit_rows(self, config, rows: tuple[str, ...]):

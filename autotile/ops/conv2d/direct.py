@@ -37,7 +37,7 @@ codegen/tvm/build.py), and their timings leave it out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autotile.ops.conv2d.workload import Conv2dWorkload
 from autotile.ops.gemm.blis import _ceil_div, balanced
@@ -148,6 +148,22 @@ class Conv2dSpace(ConfigSpace):
         rows = 1 if c.template == "gemm" else c.oh_bn
         # Accumulators, one row of weight vectors and a broadcast input value must fit in registers.
         return rows * c.ow_bn * vectors + vectors + 1 <= self.registers
+
+    def adopt(self, c: Conv2dConfig, fingerprint: dict | None) -> Conv2dConfig:
+        """Another CPU's winner with as many vectors per register tile: of channels, or of pixels where the pixels
+        are in the lanes ("pointwise", "dwrows"); then its rows (pixels, or channels) cut until it fits this
+        CPU's registers."""
+        lanes = vector_unit(fingerprint)[0]
+        pixel_lanes = c.template in ("pointwise", "dwrows")
+        if lanes == self.lanes or (c.ow_bn if pixel_lanes else c.oc_bn) % lanes:
+            return c
+        if pixel_lanes:
+            adopted = replace(c, ow_bn=c.ow_bn // lanes * self.lanes)
+            rows = ("oc_bn",) if c.template == "pointwise" else ("oh_bn",)
+        else:
+            adopted = replace(c, oc_bn=c.oc_bn // lanes * self.lanes)
+            rows = ("ow_bn", "oh_bn")
+        return self._fit_rows(self.canonical(adopted), rows) or c
 
     def input_in_place(self, c: Conv2dConfig) -> bool:
         """Whether an NHWC input can be read directly: no padding, one group, no channel blocks, and
