@@ -18,7 +18,9 @@ REMEASURE_TOP = 3
 REMEASURE_REPEAT = 15
 REMEASURE_MIN_REPEAT_S = 0.05
 REMEASURE_SECONDS = REMEASURE_REPEAT * REMEASURE_MIN_REPEAT_S  # at least, per re-measured config
-EXPLORE_SHARE = 3  # a competing template is tried again once it has fewer than 1/3 of the leader's trials
+EXPLORE_SHARE = 3  # a competing template is tried again once it has fewer than 1/3 of the leader's trials,
+EXPLORE_WITHIN = 1.5  # if its best is within 1.5x the leader's: direct 3x3 convs at 2.6x Winograd's took a
+# quarter of a ResNet task's trials, not one of them near (Zen 4)
 
 
 class TaskTuner:
@@ -128,7 +130,8 @@ class TaskTuner:
 
     def next_template(self) -> str | None:
         """Where the next trials go when templates compete: one never tried, else one fallen below a third of
-        the leader's trials (exploration), else the leader (the fastest verified config so far)."""
+        the leader's trials whose best is within EXPLORE_WITHIN of the leader's (exploration), else the leader
+        (the fastest verified config so far)."""
         open_templates = [t for t in self.spaces if t not in self.exhausted]
         if len(open_templates) <= 1:
             return open_templates[0] if open_templates else None
@@ -138,8 +141,10 @@ class TaskTuner:
         from autotile.search.tuner import current_best
 
         best = {t: current_best(self.db, self.device, self.workload, self.backend.name, t) for t in open_templates}
-        leader = min(open_templates, key=lambda t: best[t]["latency_us"] if best[t] else math.inf)
-        behind = [t for t in open_templates if EXPLORE_SHARE * self.trials[t] < self.trials[leader]]
+        latency = {t: best[t]["latency_us"] if best[t] else math.inf for t in open_templates}
+        leader = min(open_templates, key=latency.get)
+        behind = [t for t in open_templates if EXPLORE_SHARE * self.trials[t] < self.trials[leader]
+                  and latency[t] <= EXPLORE_WITHIN * latency[leader]]
         return min(behind, key=lambda t: self.trials[t]) if behind else leader
 
     def search(self, template: str, trials: int, deadline: float | None) -> None:
