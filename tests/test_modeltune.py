@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from measurers import Scaled
 from models import BasicBlock, GPTBlock, TinyMLP
 
 import autotile
@@ -140,26 +141,17 @@ def test_extracted_tasks_are_the_workloads_the_backend_replaces(make_model, shap
 
 # -- similar tasks share their winners ------------------------------------------------------------------------------
 
-class SlowDefaults:
-    """The real measurer, each workload's default config read 3x slower than measured: a search then always has a
-    winner other than the default (which, on a small GEMM, is often the fastest), and a task's own default is
+def slow_defaults(fingerprint):
+    """A Scaled measurer's factor: each workload's default config reads 3x slower, so a search always has a
+    winner other than the default (on a small GEMM, the default is often the fastest) and a task's default is
     slower than a similar task's winner."""
+    from autotile.ops import default_template
 
-    def __init__(self, real, fingerprint):
-        self.real, self.fingerprint = real, fingerprint
+    def factor(workload, r):
+        default = default_template(workload, fingerprint, "tvm").space_for(workload, fingerprint).default()
+        return 3.0 if r.config.key == default.key else 1.0
 
-    def measure(self, workload, configs, repeat: int = 10):
-        from autotile.ops import default_template
-
-        default = default_template(workload, self.fingerprint, "tvm").space_for(workload, self.fingerprint).default()
-        results = self.real.measure(workload, configs, repeat)
-        for r in results:
-            if r.ok and r.config.key == default.key:
-                r.latency = {k: v if k == "runs" else v * 3 for k, v in r.latency.items()}
-        return results
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
+    return factor
 
 
 @pytest.mark.slow
@@ -177,7 +169,7 @@ def test_a_task_measures_a_faster_similar_tasks_winner_first(tmp_path):
     db_path = tmp_path / "offer.db"
     tasks = extract_tasks(model, (x,), "tvm")
     with Session(str(db_path), "tvm") as session:
-        session._measurer = SlowDefaults(session.measurer, session.device.fingerprint)
+        session._measurer = Scaled(session.measurer, slow_defaults(session.device.fingerprint))
         result = tune_tasks(tasks, session=session, options=ModelTuneOptions(scheduler="equal", trials=34))
         records = session.db.measurements(backend="tvm")
         fingerprint = session.device.fingerprint

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from measurers import Scaled, scale
 
 import autotile
 from autotile.db.device import current_device
@@ -105,7 +106,7 @@ class BurstOfLoad:
 
         r = self.real.run(workload, config, path, repeat, min_repeat_s)
         if repeat == REMEASURE_REPEAT and r.ok:
-            r.latency = {k: v if k == "runs" else v * self.factor for k, v in r.latency.items()}
+            scale(r, self.factor)
             self.again[config.key] = r.latency_us
         return r
 
@@ -137,43 +138,33 @@ def test_a_remeasurement_lowers_a_record_never_raises_it(tmp_path, factor):
                                rtol=1e-5, atol=1e-4)
 
 
-class SlowTemplate:
-    """The real measurer, one template's candidates read `factor` x what they measured."""
+def slow_template(template: str, factor: float):
+    """A Scaled measurer's factor: `template`'s candidates read `factor` x slower."""
+    from autotile.ops import template_of_config
 
-    def __init__(self, real, template: str, factor: float):
-        self.real, self.template, self.factor = real, template, factor
-
-    def measure(self, workload, configs, repeat: int = 10):
-        from autotile.ops import template_of_config
-
-        results = self.real.measure(workload, configs, repeat)
-        for r in results:
-            if r.ok and template_of_config(workload, r.config).name == self.template:
-                r.latency = {k: v if k == "runs" else v * self.factor for k, v in r.latency.items()}
-        return results
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
+    return lambda workload, r: factor if template_of_config(workload, r.config).name == template else 1.0
 
 
 @pytest.mark.slow
 def test_a_template_far_behind_the_leader_gets_no_more_rounds(tmp_path):
-    """Winograd and the direct kernels compete on a 3x3 conv; the direct ones, read 10x slower, get their first
-    round and no exploration rounds after it (each would have cost a round of the leader's)."""
+    """Winograd and the direct kernels compete on a 3x3 conv. Winograd, the default template, goes first; the
+    direct kernels, read 10x slower, get a probe of PROBE trials and no exploration round after it (each would
+    have cost a round of the leader's)."""
     from autotile.backends import named
     from autotile.ir import Conv2dWorkload
+    from autotile.search.task import PROBE
     from autotile.search.tuner import TuneOptions, tune
 
     backend, device = named("tvm"), current_device("tvm")
     w = Conv2dWorkload(1, 16, 9, 11, 16, 3, 3, padding=1, epilogue="bias,relu")
     with TuningDB(tmp_path / "t.db") as db, backend.measurer(device) as real:
         result = tune(w, db=db, device=device, backend=backend, options=TuneOptions(trials=28),
-                      measurer=SlowTemplate(real, "conv2d.direct", 10.0))
+                      measurer=Scaled(real, slow_template("conv2d.direct", 10.0)))
         records = db.measurements(workload=w.key)
     per_template = {t: len({r["config_key"] for r in records if r["template"] == t})
                     for t in ("conv2d.direct", "conv2d.winograd")}
     assert result.verified and result.trials == 28 and result.template == "conv2d.winograd"
-    assert per_template == {"conv2d.direct": 4, "conv2d.winograd": 24}  # direct: its first round only
+    assert per_template == {"conv2d.direct": PROBE, "conv2d.winograd": 28 - PROBE}
     kern = autotile.kernel(w, db=tmp_path / "t.db", backend="tvm")
     base = torch.randn(1 + 16 * 9 * 11)
     x, weight, bias = base[1:].view(1, 16, 9, 11), torch.randn(16, 16, 3, 3), torch.randn(16)  # x at an offset

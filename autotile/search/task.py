@@ -18,6 +18,7 @@ REMEASURE_TOP = 3
 REMEASURE_REPEAT = 15
 REMEASURE_MIN_REPEAT_S = 0.05
 REMEASURE_SECONDS = REMEASURE_REPEAT * REMEASURE_MIN_REPEAT_S  # at least, per re-measured config
+PROBE = 2  # a competing template's first round once another leads: its default and one more
 EXPLORE_SHARE = 3  # a competing template is tried again once it has fewer than 1/3 of the leader's trials,
 EXPLORE_WITHIN = 1.5  # if its best is within 1.5x the leader's: direct 3x3 convs at 2.6x Winograd's took a
 # quarter of a ResNet task's trials, not one of them near (Zen 4)
@@ -30,7 +31,10 @@ class TaskTuner:
     def __init__(self, workload, spaces, *, db, device, backend, run_id: int, measurer, options, cost_model=None,
                  bar=None, done: dict[str, int] | None = None):
         self.workload, self.db, self.device, self.backend = workload, db, device, backend
-        self.spaces = {s.template: s for s in spaces}
+        from autotile.ops import default_template
+
+        first = default_template(workload, device.fingerprint, backend.name).name  # the one untuned ops run
+        self.spaces = {s.template: s for s in sorted(spaces, key=lambda s: s.template != first)}
         self.versions = backend.versions()
         self.run_id, self.measurer, self.options, self.bar = run_id, measurer, options, bar
         self._cost_model = cost_model  # for the first template's searcher (the caller's model, when given)
@@ -122,7 +126,9 @@ class TaskTuner:
         if template is None:
             return 0
         untried = [t for t in self.spaces if self.trials[t] == 0 and t not in self.exhausted]
-        if untried:  # every competing template gets a first round before the leader takes the rest
+        if untried and self.done:  # the others have a lead: a probe, enough to tell a close rival from one far behind
+            trials = min(trials, PROBE)
+        elif untried:  # the default template first, with its share of a round
             trials = math.ceil(trials / len(untried))
         before = self.done
         self.search(template, trials, deadline)
