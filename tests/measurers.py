@@ -8,14 +8,15 @@ def scale(result, factor: float) -> None:
 
 
 class Scaled:
-    """The real measurer; each verified candidate of a batch reads `factor(workload, result)` x what it measured."""
+    """The real measurer; each verified candidate of a batch (and each timing of its anchor) reads
+    `factor(workload, result)` x what it measured."""
 
     def __init__(self, real, factor):
         self.real, self.factor = real, factor
 
-    def measure(self, workload, configs, repeat: int = 10):
-        results = self.real.measure(workload, configs, repeat)
-        for r in results:
+    def measure(self, workload, configs, repeat: int = 10, anchor=None):
+        results = self.real.measure(workload, configs, repeat, anchor)
+        for r in [*results, *results.anchors]:
             if r.ok:
                 scale(r, self.factor(workload, r))
         return results

@@ -96,8 +96,8 @@ class BurstOfLoad:
     def __init__(self, real, factor: float):
         self.real, self.factor, self.first, self.again = real, factor, {}, {}
 
-    def measure(self, workload, configs, repeat: int = 10):
-        results = self.real.measure(workload, configs, repeat)
+    def measure(self, workload, configs, repeat: int = 10, anchor=None):
+        results = self.real.measure(workload, configs, repeat, anchor)
         self.first.update({r.config.key: r.latency_us for r in results if r.ok})
         return results
 
@@ -134,6 +134,56 @@ def test_a_remeasurement_lowers_a_record_never_raises_it(tmp_path, factor):
     kern = autotile.kernel(w, db=tmp_path / "r.db", backend="tvm")
     base = torch.randn(1 + 19 * 27, dtype=torch.float32)
     a, b, bias = base[1:].view(19, 27), torch.randn(27, 33), torch.randn(33)  # A at a storage offset
+    torch.testing.assert_close(kern(a, b, bias).double(), a.double() @ b.double() + bias.double(),
+                               rtol=1e-5, atol=1e-4)
+
+
+class SlowSpells:
+    """The real measurer on a host whose pace changes between batches: every timing in the i-th batch (its
+    candidates' and its anchor's) reads factors[i] x what it measured. It keeps each batch's figures as read."""
+
+    def __init__(self, real, factors):
+        self.real, self.factors, self.read = real, factors, []
+
+    def measure(self, workload, configs, repeat: int = 10, anchor=None):
+        factor = self.factors[len(self.read)]
+        results = self.real.measure(workload, configs, repeat, anchor)
+        for r in [*results, *results.anchors]:
+            if r.ok:
+                scale(r, factor)
+        self.read.append({r.config.key: r.latency_us for r in results if r.ok})
+        return results
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_batch_timed_in_a_slow_spell_is_set_at_the_steady_pace(tmp_path):
+    """Three batches; the first and the third read 3x slow. The second batch's anchor (the first's winner) runs
+    faster than its record, so that record is lowered; the third's anchor runs ~3x its record, so the third
+    batch's figures are divided by that drift, kept in each record."""
+    from autotile.backends import named
+    from autotile.search.task import BATCH
+    from autotile.search.tuner import TuneOptions, tune
+
+    backend, device = named("tvm"), current_device("tvm")
+    w = GemmWorkload(41, 96, 67, epilogue="bias")
+    with TuningDB(tmp_path / "s.db") as db, backend.measurer(device) as real:
+        measurer = SlowSpells(real, [3.0, 1.0, 3.0])
+        result = tune(w, db=db, device=device, backend=backend, options=TuneOptions(trials=3 * BATCH, seed=1),
+                      measurer=measurer)
+        records = {r["config_key"]: r for r in db.measurements(workload=w.key, status="ok")}
+    first, _, third = measurer.read
+    winner = min(first, key=first.get)
+    assert records[winner]["latency_us"] < first[winner] / 2  # re-timed at the steady pace, beside batch two
+    for key, read in third.items():
+        drift = records[key]["latency"]["drift"]
+        assert 2.0 < drift < 4.5
+        assert records[key]["latency_us"] == pytest.approx(read / drift)
+    assert result.latency_us == pytest.approx(min(r["latency_us"] for r in records.values()))
+    kern = autotile.kernel(w, db=tmp_path / "s.db", backend="tvm")
+    base = torch.randn(3 + 41 * 67, dtype=torch.float32)
+    a, b, bias = base[3:].view(41, 67), torch.randn(67, 96), torch.randn(96)  # A at a storage offset
     torch.testing.assert_close(kern(a, b, bias).double(), a.double() @ b.double() + bias.double(),
                                rtol=1e-5, atol=1e-4)
 

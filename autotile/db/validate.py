@@ -37,7 +37,8 @@ WORD = re.compile(r"[A-Za-z0-9_.+\-]{0,64}")
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?")
 
 BACKENDS = ("tvm", "triton")
-LATENCY_STATS = ("median", "mean", "min", "max", "std", "runs")
+LATENCY_STATS = ("median", "mean", "min", "max", "std", "runs", "drift")
+MAX_DRIFT = 100.0  # the host's slowdown a batch was set back from (search/task.py at_pace)
 HEADER_FIELDS = ("kind", "format", "format_version", "schema_version", "autotile", "toolchain")
 DEVICE_FIELDS = ("kind", "key", "fingerprint")
 WORKLOAD_FIELDS = ("kind", "key", "op", "description")
@@ -273,6 +274,8 @@ def check_latency(latency) -> dict:
         number(latency["std"], "latency std", 0, MAX_LATENCY_US)
     if "runs" in latency:
         number(latency["runs"], "latency runs", 1, MAX_RUNS, integer=True)
+    if "drift" in latency:
+        number(latency["drift"], "latency drift", 1, MAX_DRIFT)
     return latency
 
 

@@ -47,6 +47,17 @@ class MeasureResult:
         return kernel_latency(self.latency) if self.ok else float("inf")
 
 
+class Batch(list):
+    """A batch's results, in the order of its configs, and its anchor's timings (see Measurer.measure)."""
+
+    def __init__(self, results=()):
+        super().__init__(results)
+        self.anchors: list[MeasureResult] = []
+
+
+ANCHOR_REPEAT = 5  # an anchor's timing: the fastest of a few short repeats, cheap beside a batch's builds
+
+
 # --- functions that run inside workers -------------------------------------------------------
 
 def decode_in_worker(workload_dict: dict, config_payload, cache_dir: str):
@@ -219,17 +230,26 @@ class Measurer:
         gflops = workload.flops / (kernel_latency(stats) * 1e-6) / 1e9
         return MeasureResult(config, "ok", latency=stats, gflops=gflops, threads=threads, path=path)
 
-    def measure(self, workload, configs, repeat: int = 10) -> list[MeasureResult]:
-        """Build all, then run each built one; results in the order of configs."""
-        results = []
-        for config, built in zip(configs, self.build(workload, configs)):
-            if isinstance(built, WorkerFailure):
-                results.append(failed(config, built, "build"))
+    anchors = True  # whether its timings tell the host's pace (an interpreter's do not)
+
+    def measure(self, workload, configs, repeat: int = 10, anchor: MeasureResult | None = None) -> Batch:
+        """Build all, then run each built one; results in the order of configs. With an `anchor` (an earlier
+        result: its config and built kernel), that kernel is timed again right before the runs and right after
+        them (`Batch.anchors`): the host's pace while the batch was timed, against the anchor's record."""
+        built = self.build(workload, configs)
+        results = Batch()
+        if anchor is not None and self.anchors:
+            results.anchors.append(self.run(workload, anchor.config, anchor.path, ANCHOR_REPEAT))
+        for config, made in zip(configs, built):
+            if isinstance(made, WorkerFailure):
+                results.append(failed(config, made, "build"))
                 continue
-            path, seconds = built
+            path, seconds = made
             result = self.run(workload, config, path, repeat)
             result.build_seconds = seconds
             results.append(result)
+        if results.anchors:
+            results.anchors.append(self.run(workload, anchor.config, anchor.path, ANCHOR_REPEAT))
         return results
 
     def close(self):
@@ -271,6 +291,8 @@ class InterpretedTritonMeasurer(TritonMeasurer):
     GPU (and refused when they do not fit), then verified under TRITON_INTERPRET=1 in the runner process.
     The verdicts are real; the latencies are the interpreter's and say nothing about the GPU. For tests and
     dry runs of Triton tuning on CPU machines."""
+
+    anchors = False
 
     def __init__(self, device, build_workers: int = 2, build_timeout: float = 300.0, run_timeout: float = 300.0):
         super().__init__(device, build_workers, build_timeout, run_timeout)
