@@ -31,7 +31,7 @@ from autotile.db.verify import verify_foreign  # noqa: E402
 from autotile.dynamo import compile_model, stats  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from e2e_cpu import GPTBlock  # noqa: E402  (the benchmarks' block)
+from autotile.examples import GPTBlock  # noqa: E402  (the benchmarks' block)
 
 
 def latency_us(fn, x, rounds=200) -> float:

@@ -62,9 +62,7 @@ from autotile.dynamo.extraction import extract_tasks  # noqa: E402
 from autotile.modeltune import ModelTuneOptions, tune_tasks  # noqa: E402
 from autotile.session import Session  # noqa: E402
 
-CASES = {"gpt": e2e_cpu.gpt(768, 128),
-         "resnet": lambda: (e2e_cpu.resnet_stage(64, 2), torch.randn(1, 64, 56, 56)),
-         "resnet-down": lambda: (e2e_cpu.resnet_stage(128, 2, in_channels=64, stride=2), torch.randn(1, 64, 56, 56))}
+CASES = {"gpt": e2e_cpu.CASES["gpt128"], "resnet": e2e_cpu.CASES["resnet"], "resnet-down": e2e_cpu.CASES["resnet-down"]}
 CHECKPOINTS = (0.25, 0.5, 0.6)
 LABELS = ("gradient", "round-robin", "equal")
 

@@ -307,7 +307,7 @@ from autotile.dynamo.counters import stats
 from autotile.nn import QuantizedLinear
 
 torch.manual_seed(0)
-model, x = GPTBlock(d=64, heads=2).eval(), torch.randn(2, 16, 64)  # head_dim 32: whole tile rows
+model, x = GPTBlock(d_model=64, heads=2).eval(), torch.randn(2, 16, 64)  # head_dim 32: whole tile rows
 exact = copy.deepcopy(model).double()(x.double())
 model, x = model.bfloat16(), x.bfloat16()
 with torch.no_grad():

@@ -8,6 +8,7 @@ the candidates being built or timed at that moment, and a continued search never
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 from autotile.search.measure import MeasureResult
@@ -18,7 +19,7 @@ REMEASURE_TOP = 3
 REMEASURE_REPEAT = 15
 REMEASURE_MIN_REPEAT_S = 0.05
 REMEASURE_SECONDS = REMEASURE_REPEAT * REMEASURE_MIN_REPEAT_S  # at least, per re-measured config
-DRIFT_MIN = 1.1  # an anchor this much slower than its record is a slow spell of the host, not timing noise (2-5%)
+DRIFT_MIN = 1.15  # a batch this much slower than the template's typical pace ran in a slow spell (noise: 2-5%)
 PROBE = 2  # a competing template's first round once another leads: its default and one more
 EXPLORE_SHARE = 3  # a competing template is tried again once it has fewer than 1/3 of the leader's trials,
 EXPLORE_WITHIN = 1.5  # if its best is within 1.5x the leader's: direct 3x3 convs at 2.6x Winograd's took a
@@ -43,6 +44,7 @@ class TaskTuner:
         self._history_marks: dict[str, int] = {}  # template -> newest record its searcher's training rows include
         self.trials = {t: (done or {}).get(t, 0) for t in self.spaces}  # per template, earlier ones included
         self.exhausted: set[str] = set()
+        self._paces: dict[str, list[float]] = {}  # per template: each batch's anchor over the incumbent's record
         self.history, self.results = [], []  # results: (MeasureResult, template) of this process
         self._seconds = 0.0  # spent measuring and recording them
 
@@ -189,19 +191,26 @@ class TaskTuner:
     def _at_steady_pace(self, batch, incumbent: MeasureResult, template: str) -> None:
         """Set a batch's latencies at the pace the incumbent was recorded at. This host runs 1.2-2.5x slower for
         seconds to minutes at a time (another VM's load): a batch timed in such a spell read slow, and lost to
-        an incumbent timed outside it even where it was faster (Zen 4). The incumbent is timed right before and
-        after the batch's runs (Measurer.measure's anchor); where even the faster of the two reads over DRIFT_MIN
-        x its record, the batch's figures are divided by that drift (kept in the record as `drift`). Where it
-        reads faster than its record, the record was made in such a spell: it is lowered, as a re-measurement."""
+        an incumbent timed outside it even where it was faster (Zen 4).
+
+        The incumbent is timed right before and after the batch's runs (Measurer.measure's anchor); the faster
+        of the two, over the incumbent's record, is the batch's pace. A record is the fastest reading of a batch
+        (the winner's curse), so the pace runs above 1 even on a steady host (1.10-1.15 in a third of a GPT
+        run's batches, Zen 4); the drift is the pace over the template's typical pace so far (the median), and
+        where it is over DRIFT_MIN the batch's figures are divided by it (kept in each record as `drift`). Where
+        the anchor runs DRIFT_MIN x faster than its record, that record was made in a slow spell: it is lowered,
+        as a re-measurement."""
         timings = [a for a in getattr(batch, "anchors", ()) if a.ok]
         if not timings:
             return
         now = min(timings, key=lambda a: a.latency_us)
-        if now.latency_us < incumbent.latency_us:
+        if now.latency_us * DRIFT_MIN < incumbent.latency_us:
             incumbent.latency, incumbent.gflops = now.latency, now.gflops
             self.record(incumbent, template)
-            return
-        drift = now.latency_us / incumbent.latency_us
+        paces = self._paces.setdefault(template, [])
+        pace = now.latency_us / incumbent.latency_us
+        drift = pace / statistics.median(paces) if paces else 1.0
+        paces.append(pace)
         if drift > DRIFT_MIN:
             for r in batch:
                 if r.ok:
