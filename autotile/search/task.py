@@ -19,6 +19,7 @@ REMEASURE_TOP = 3
 REMEASURE_REPEAT = 15
 REMEASURE_MIN_REPEAT_S = 0.05
 REMEASURE_SECONDS = REMEASURE_REPEAT * REMEASURE_MIN_REPEAT_S  # at least, per re-measured config
+MIN_PACES = 2  # batches anchored before a template's pace is known: one reading is too noisy a reference
 DRIFT_MIN = 1.15  # a batch this much slower than the template's typical pace ran in a slow spell (noise: 2-5%)
 PROBE = 2  # a competing template's first round once another leads: its default and one more
 EXPLORE_SHARE = 3  # a competing template is tried again once it has fewer than 1/3 of the leader's trials,
@@ -196,10 +197,10 @@ class TaskTuner:
         The incumbent is timed right before and after the batch's runs (Measurer.measure's anchor); the faster
         of the two, over the incumbent's record, is the batch's pace. A record is the fastest reading of a batch
         (the winner's curse), so the pace runs above 1 even on a steady host (1.10-1.15 in a third of a GPT
-        run's batches, Zen 4); the drift is the pace over the template's typical pace so far (the median), and
-        where it is over DRIFT_MIN the batch's figures are divided by it (kept in each record as `drift`). Where
-        the anchor runs DRIFT_MIN x faster than its record, that record was made in a slow spell: it is lowered,
-        as a re-measurement."""
+        run's batches, Zen 4); the drift is the pace over the template's typical pace so far (the median of at
+        least MIN_PACES), and where it is over DRIFT_MIN the batch's figures are divided by it (kept in each
+        record as `drift`). Where the anchor runs DRIFT_MIN x faster than its record, that record was made in a
+        slow spell: it is lowered, as a re-measurement."""
         timings = [a for a in getattr(batch, "anchors", ()) if a.ok]
         if not timings:
             return
@@ -209,7 +210,7 @@ class TaskTuner:
             self.record(incumbent, template)
         paces = self._paces.setdefault(template, [])
         pace = now.latency_us / incumbent.latency_us
-        drift = pace / statistics.median(paces) if paces else 1.0
+        drift = pace / statistics.median(paces) if len(paces) >= MIN_PACES else 1.0
         paces.append(pace)
         if drift > DRIFT_MIN:
             for r in batch:
