@@ -21,7 +21,6 @@ from autotile.modeltune.scheduler import SCHEDULERS, TaskState, advance
 from autotile.search.task import BATCH
 
 TRIALS_PER_TASK = 32  # the default budget: this many per task, spent where they help most
-REMEASURE_TOP = 2  # per task at the end of a run, with more repeats
 
 
 @dataclass(frozen=True)
@@ -264,7 +263,7 @@ class ModelRun:
         for state in self.states:
             tuner = self.tuners.get(state.key)
             if tuner is not None:
-                tuner.remeasure_top(deadline, top=REMEASURE_TOP)
+                tuner.remeasure_top(deadline)
                 state.curve[-1][1] = self._best(self.workloads[state.key])
                 record = self._default_record(state, self.default_keys.get(state.key))
                 if record is not None:  # the default itself re-measured: the speedup over it compares like with like
