@@ -373,7 +373,28 @@ def time_seed_cuts(name, args, work, model, x, marks, budget, cuts) -> dict:
         mean = [statistics.fmean(row[i] for row in per_seed) for i in range(len(marks))]
         print(f"  {scheduler:12s} after {marks}: " + " ".join(f"{v:8.3f}" for v in mean) + "   per seed: " +
               "; ".join(" ".join(f"{v:.3f}" for v in row) for row in per_seed))
-    return {f"{k[0]}/{k[1]}@{k[2]}": v for k, v in ms.items()}
+    paired = paired_ratios(times, marks, args.seeds)
+    print("  paired, round by round (a round times every database once, so a slow spell of the host between rounds "
+          "cancels): the other's time over gradient's, median over seeds x rounds [share where gradient is faster]")
+    for other, per_mark in paired.items():
+        print(f"    gradient vs {other:12s} after {marks}: " +
+              "  ".join(f"{p['median']:.3f}x [{p['gradient_faster']:.0%}]" for p in per_mark))
+    return {"ms": {f"{k[0]}/{k[1]}@{k[2]}": v for k, v in ms.items()}, "paired": paired}
+
+
+def paired_ratios(times: dict, marks, seeds: int) -> dict:
+    """Per mark, round robin's and the equal split's time over gradient's of the same seed and round."""
+    out = {}
+    for other in ("round-robin", "equal"):
+        if not all((other, 0, m) in times and ("gradient", 0, m) in times for m in marks):
+            continue
+        out[other] = []
+        for mark in marks:
+            ratios = [o / g for seed in range(seeds)
+                      for o, g in zip(times[(other, seed, mark)], times[("gradient", seed, mark)])]
+            out[other].append({"median": statistics.median(ratios),
+                               "gradient_faster": sum(r > 1 for r in ratios) / len(ratios)})
+    return out
 
 
 def main():
