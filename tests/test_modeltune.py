@@ -161,6 +161,7 @@ def test_a_task_measures_a_faster_similar_tasks_winner_first(tmp_path):
     tuned model matches float64 torch on an input at a storage offset."""
     from autotile.modeltune import ModelTuneOptions, tune_tasks
     from autotile.ops import template
+    from autotile.search.task import REMEASURE_REPEAT, REMEASURE_TOP
     from autotile.session import Session
 
     torch.manual_seed(0)
@@ -176,13 +177,18 @@ def test_a_task_measures_a_faster_similar_tasks_winner_first(tmp_path):
     assert result.trials == 34 and [t.workload.key for t in tasks] == [row["workload"] for row in result.tasks]
     first, second = (t.workload for t in tasks)
     second_default, *second_rounds = [r for r in records if r["workload"] == second.key]
-    first_best = min((r for r in records if r["workload"] == first.key and r["id"] < second_rounds[0]["id"]
-                      and r["status"] == "ok"), key=lambda r: r["latency_us"])
-    assert first_best["latency_us"] < second_default["latency_us"]
-    space = template(first_best["template"]).space_for(second, fingerprint)
-    offered = space.canonical(space.config_type.from_dict(first_best["config"]))
-    assert offered.key != second_default["config_key"]
-    assert second_rounds[0]["config_key"] == offered.key and second_rounds[0]["status"] == "ok"
+    # the first task's winner when the second began is one of its best few, which the run's end re-timed side by
+    # side (and may have reordered)
+    first_best = [r for r in records if r["workload"] == first.key and r["status"] == "ok"
+                  and r["latency"]["runs"] == REMEASURE_REPEAT]
+    assert 0 < len(first_best) <= REMEASURE_TOP
+    assert min(r["latency_us"] for r in first_best) < second_default["latency_us"]
+    offered = set()
+    for r in first_best:
+        space = template(r["template"]).space_for(second, fingerprint)
+        offered.add(space.canonical(space.config_type.from_dict(r["config"])).key)
+    assert second_default["config_key"] not in offered
+    assert second_rounds[0]["config_key"] in offered and second_rounds[0]["status"] == "ok"
     keys = [r["config_key"] for r in [second_default, *second_rounds]]
     assert len(keys) == len(set(keys)) == 17
     storage = torch.randn(5 * 40 + 1)[1:].view(5, 40)  # at a storage offset of one element

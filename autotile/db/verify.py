@@ -12,7 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 
 from autotile.db.store import _now, _retry
-from autotile.search.task import REMEASURE_REPEAT
+
+VERIFY_REPEAT = 15  # a foreign record timed here: as many repeats as a careful re-measurement
 
 
 @dataclass
@@ -56,7 +57,7 @@ def verify_foreign(session, top_k: int = 3, workload: str | None = None, progres
         if progress:
             progress(f"verifying {len(chosen)} of {len(foreign[key])} foreign record(s) of {key}")
         # One build and one timing each, with the repeats the tuner gives its final re-measurement.
-        results = session.measurer.measure(w, [c for _, c in chosen], repeat=REMEASURE_REPEAT) if chosen else []
+        results = session.measurer.measure(w, [c for _, c in chosen], repeat=VERIFY_REPEAT) if chosen else []
         for (record, _), result in zip(chosen, results):
             _write(db, record, result, versions)
         ok = [(r, res) for (r, _), res in zip(chosen, results) if res.ok]
