@@ -11,6 +11,7 @@ import math
 import statistics
 import time
 
+from autotile.db.store import kernel_latency
 from autotile.search.measure import MeasureResult
 
 BATCH = 8  # candidates per round: built together, then timed one by one
@@ -47,6 +48,7 @@ class TaskTuner:
         self.trials = {t: (done or {}).get(t, 0) for t in self.spaces}  # per template, earlier ones included
         self.exhausted: set[str] = set()
         self._paces: dict[str, list[float]] = {}  # per template: each batch's anchor over the incumbent's record
+        self._inferred: set[str] = set()  # configs whose figure is a batch's drift guess, not a timing beside another
         self.history, self.results = [], []  # results: (MeasureResult, template) of this process
         self._seconds = 0.0  # spent measuring and recording them
 
@@ -172,7 +174,7 @@ class TaskTuner:
             incumbent = self._incumbent(template)
             batch = self.measurer.measure(self.workload, configs, anchor=incumbent)
             if incumbent is not None:
-                self._at_steady_pace(batch, incumbent, template)
+                self._at_steady_pace(batch, incumbent, template, deadline)
             for r in batch:
                 self.record(r, template)
                 self.history.append({"trial": self.done, "latency_us": r.latency_us if r.ok else None,
@@ -190,7 +192,7 @@ class TaskTuner:
         """The template's fastest verified result in this process: the anchor its next batch is timed beside."""
         return min((r for r, t in self.results if r.ok and t == template), key=lambda r: r.latency_us, default=None)
 
-    def _at_steady_pace(self, batch, incumbent: MeasureResult, template: str) -> None:
+    def _at_steady_pace(self, batch, incumbent: MeasureResult, template: str, deadline: float | None) -> None:
         """Set a batch's latencies at the pace the incumbent was recorded at. This host runs 1.2-2.5x slower for
         seconds to minutes at a time (another VM's load): a batch timed in such a spell read slow, and lost to
         an incumbent timed outside it even where it was faster (Zen 4).
@@ -200,8 +202,9 @@ class TaskTuner:
         (the winner's curse), so the pace runs above 1 even on a steady host (1.10-1.15 in a third of a GPT
         run's batches, Zen 4); the drift is the pace over the template's typical pace so far (the median of at
         least MIN_PACES), and where it is over DRIFT_MIN the batch's figures are divided by it (kept in each
-        record as `drift`). Where the anchor runs DRIFT_MIN x faster than its record, that record was made in a
-        slow spell: it is lowered, as a re-measurement."""
+        record as `drift`) and any that would take the lead is confirmed beside the incumbent (`_confirm`).
+        Where the anchor runs DRIFT_MIN x faster than its record, that record was made in a slow spell: it is
+        lowered, as a re-measurement."""
         timings = [a for a in getattr(batch, "anchors", ()) if a.ok]
         if not timings:
             return
@@ -214,9 +217,62 @@ class TaskTuner:
         drift = pace / statistics.median(paces) if len(paces) >= MIN_PACES else 1.0
         paces.append(pace)
         if drift > DRIFT_MIN:
-            for r in batch:
-                if r.ok:
-                    at_pace(r, drift)
+            set_back = [r for r in batch if r.ok]
+            read = {r.config.key: (r.latency, r.gflops) for r in set_back}
+            for r in set_back:
+                at_pace(r, drift)
+            self._inferred.update(read)
+            self._confirm(incumbent, set_back, read, template, deadline)
+
+    def _confirm(self, incumbent: MeasureResult, set_back: list, read: dict, template: str,
+                 deadline: float | None) -> None:
+        """Time the set-back results that would take the lead (the best REMEASURE_TOP - 1) beside the incumbent,
+        and set them at its level times their ratio to it: a drift read from two anchor timings can be wrong
+        (an anchor caught at the end of a spell the batch had left), and a lead taken on it alone was a record
+        of 1880 us for a QKV GEMM that runs at 2417 (GPT block, Zen 4), served for good. Their figures as read,
+        over the confirmed ones, are the batch's real drift: the rest of the batch is set at that instead."""
+        leads = sorted((r for r in set_back if r.latency_us < incumbent.latency_us), key=lambda r: r.latency_us)
+        if not leads:
+            return
+        again = self._side_by_side([incumbent, *leads[:REMEASURE_TOP - 1]], deadline)
+        reference = again.get(incumbent.config.key)
+        if reference is None:  # no time left for it
+            return
+        if not reference.ok:
+            _take(incumbent, reference)
+            self.record(incumbent, template)
+            return
+        pairs = [(r, again[r.config.key]) for r in [incumbent, *leads] if r.config.key in again]
+        confirmed = {r.config.key for r in _set_at_level(pairs, incumbent, reference)}
+        self.record(incumbent, template)
+        real = [kernel_latency(read[r.config.key][0]) / r.latency_us for r, _ in pairs[1:] if r.ok]
+        drift = statistics.median(real) if real else None
+        for r in set_back:
+            if drift is None or not r.ok or r.config.key in confirmed:
+                continue
+            r.latency, r.gflops = read[r.config.key]
+            if drift > DRIFT_MIN:
+                at_pace(r, drift)
+        self._inferred.difference_update(confirmed)
+
+    def _side_by_side(self, results: list, deadline: float | None) -> dict[str, MeasureResult]:
+        """`results`' configs timed again in turns, round after round, so they share the host's pace whatever it
+        is: config key -> its fastest re-timing, or its failure (no round starts that would pass the deadline)."""
+        again: dict[str, MeasureResult] = {}
+        for _ in range(REMEASURE_ROUNDS):
+            if deadline is not None and \
+                    time.perf_counter() + len(results) * REMEASURE_SECONDS / REMEASURE_ROUNDS > deadline:
+                break
+            for r in results:
+                key = r.config.key
+                if key in again and not again[key].ok:
+                    continue
+                now = self.measurer.run(self.workload, r.config, r.path, repeat=REMEASURE_REPEAT,
+                                        min_repeat_s=REMEASURE_MIN_REPEAT_S)
+                now.build_seconds = r.build_seconds
+                if key not in again or not now.ok or now.latency_us < again[key].latency_us:
+                    again[key] = now
+        return again
 
     def _pace(self) -> float | None:
         """Seconds per trial so far in this process (building, timing and recording), None before the first."""
@@ -231,37 +287,45 @@ class TaskTuner:
         A record is the fastest reading of its batch, made at that batch's pace (or set at a drift read from
         its anchor), so the order of the first figures is noise at a few percent: a GPT run's recorded best QKV
         GEMM ran at 2062 us beside three configs recorded at 2158-2162 that ran at 2041-2050, and a batch set at
-        a misread drift left a record of 2429 us for a kernel that runs at 2850 (Zen 4). Timed in turns, round
-        after round, the few share the host's pace whatever it is, so their ratios are right even in a slow
-        spell. The fastest keeps the faster of its record and its re-timing (a burst of load now cannot demote
-        it or raise the level); the others are set at that level times their ratio to it (`at_pace`: the
-        re-timing's drift kept). A config that fails now is recorded as failed."""
+        a misread drift left a record of 2429 us for a kernel that runs at 2850 (Zen 4). Timed in turns, the few
+        share the host's pace whatever it is, so their ratios are right even in a slow spell. The fastest of
+        them whose record was timed, not inferred from a drift, is the reference: it keeps the faster of its
+        record and its re-timing (a burst of load now cannot demote it or raise the level), and the others are
+        set at that level times their ratio to it (`at_pace`: the re-timing's drift kept). A config that fails
+        now is recorded as failed."""
         best = sorted(((r, t) for r, t in self.results if r.ok), key=lambda rt: rt[0].latency_us)[:top]
-        again: dict[str, MeasureResult] = {}  # config key -> its fastest re-timing, or its failure
-        for _ in range(REMEASURE_ROUNDS):
-            if deadline is not None and time.perf_counter() + len(best) * REMEASURE_SECONDS / REMEASURE_ROUNDS \
-                    > deadline:
-                break
-            for r, _ in best:
-                if again.get(r.config.key) is not None and not again[r.config.key].ok:
-                    continue
-                now = self.measurer.run(self.workload, r.config, r.path, repeat=REMEASURE_REPEAT,
-                                        min_repeat_s=REMEASURE_MIN_REPEAT_S)
-                now.build_seconds = r.build_seconds
-                if r.config.key not in again or not now.ok or now.latency_us < again[r.config.key].latency_us:
-                    again[r.config.key] = now
+        again = self._side_by_side([r for r, _ in best], deadline)
         timed = [(r, t, again[r.config.key]) for r, t in best if r.config.key in again]
         ok = [(r, now) for r, _, now in timed if now.ok]
-        leader, leader_now = min(ok, key=lambda pair: pair[1].latency_us, default=(None, None))
-        drift = leader_now.latency_us / min(leader.latency_us, leader_now.latency_us) if ok else 1.0
+        observed = [(r, now) for r, now in ok if r.config.key not in self._inferred]
+        if ok:
+            reference, reference_now = min(observed or ok, key=lambda pair: pair[1].latency_us)
+            _set_at_level(ok, reference if observed else None, reference_now)
         for _, template, now in timed:
-            if now.ok and drift > 1:
-                at_pace(now, drift)
             self.record(now, template)
 
     @property
     def failed(self) -> int:
         return sum(1 for r, _ in self.results if not r.ok)
+
+
+def _set_at_level(pairs, reference: MeasureResult | None, reference_now: MeasureResult) -> list:
+    """Each (result, its re-timing) set at the reference's level times its ratio to the reference in the
+    re-timing; the level is the faster of the reference's record and its re-timing (None: no record to trust,
+    the re-timing itself). The results whose re-timing is ok take its figures (the rest are left); returned."""
+    level = reference_now.latency_us if reference is None else min(reference.latency_us, reference_now.latency_us)
+    drift = reference_now.latency_us / level
+    for r, now in pairs:
+        if now.ok and drift > 1:
+            at_pace(now, drift)
+        _take(r, now)
+    return [r for r, _ in pairs if r.ok]
+
+
+def _take(result: MeasureResult, now: MeasureResult) -> None:
+    """`result` takes the outcome of its re-timing `now`: its figures, or its failure."""
+    result.status, result.error, result.failure = now.status, now.error, now.failure
+    result.latency, result.gflops = now.latency, now.gflops
 
 
 def at_pace(result: MeasureResult, drift: float) -> None:
