@@ -312,7 +312,7 @@ class TaskTuner:
 def _set_at_level(pairs, reference: MeasureResult | None, reference_now: MeasureResult) -> list:
     """Each (result, its re-timing) set at the reference's level times its ratio to the reference in the
     re-timing; the level is the faster of the reference's record and its re-timing (None: no record to trust,
-    the re-timing itself). The results whose re-timing is ok take its figures (the rest are left); returned."""
+    the re-timing itself). Each result takes its re-timing's outcome, figures or failure; the ok ones are returned."""
     level = reference_now.latency_us if reference is None else min(reference.latency_us, reference_now.latency_us)
     drift = reference_now.latency_us / level
     for r, now in pairs:
