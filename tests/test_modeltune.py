@@ -74,6 +74,29 @@ def test_gradient_gives_the_heavy_task_more_trials_and_round_robin_does_not():
     assert [s.trials for s in equal.values()] == [54, 53, 53]  # 160 // 3 each, the one left to the first
 
 
+def test_a_similar_task_that_reads_level_within_the_noise_offers_its_winner():
+    """GPT's QKV and FC1 GEMMs read 178.5 and 179.5 flops/us after their warm-up (FC1's default read 12% fast): QKV
+    is a lead for FC1 although it looks 0.6% slower. A task far behind, or of another structure, is not; a task with
+    no verified latency yet takes every similar task's."""
+    from autotile.modeltune.scheduler import similar_leads
+
+    def task(key, structure, flops, best):
+        return TaskState(key, 1, structure=structure, flops=flops, curve=[[0, None], [9, best]])
+
+    fc1 = task("fc1", "gemm:float32", 603979776, 3365.0)
+    qkv = task("qkv", "gemm:float32", 452984832, 2538.0)
+    proj = task("proj", "gemm:float32", 150994944, 1500.0)  # 101 flops/us: far behind
+    conv = task("conv", "conv2d:float32", 603979776, 1000.0)  # faster, but another structure
+    fresh = task("fresh", "gemm:float32", 603979776, None)
+    tasks = [fc1, qkv, proj, conv, fresh]
+    assert qkv.throughput < fc1.throughput  # strictly faster, the rule before: no lead at all
+    assert similar_leads(fc1, tasks) == [qkv]
+    assert similar_leads(qkv, tasks) == [fc1]
+    assert similar_leads(proj, tasks) == [fc1, qkv]
+    assert similar_leads(fresh, tasks) == [fc1, qkv, proj]
+    assert similar_leads(conv, tasks) == []
+
+
 def test_gradient_retires_tasks_that_stopped_improving_and_ends_early():
     flat = simulate("gradient", {"a": SYNTHETIC["flat"], "b": SYNTHETIC["flat"]}, budget=400)
     assert all(s.retired == "converged" for s in flat.values())

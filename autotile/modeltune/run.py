@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from autotile.db import model_runs
 from autotile.db.store import SERVED
 from autotile.errors import AutotileError
-from autotile.modeltune.scheduler import SCHEDULERS, TaskState, advance
+from autotile.modeltune.scheduler import SCHEDULERS, TaskState, advance, similar_leads
 from autotile.search.task import BATCH
 
 TRIALS_PER_TASK = 32  # the default budget: this many per task, spent where they help most
@@ -248,15 +248,13 @@ class ModelRun:
         return True
 
     def offer_similar_winners(self, state: TaskState, tuner) -> None:
-        """The best configs of the tasks of `state`'s structure that run at a higher throughput than it does, each
-        measured first in its next round: a model's tasks of one structure often share a winner (ResNet-18's
-        layer2 has the same 3x3 conv with and without the residual; runs left one at 353 us, the other at 368-388),
-        and one task's find is then one trial away for the others. A config is offered once: never re-measured."""
-        own = state.flops / state.best if state.best else 0.0
-        for other in self.states:
-            if other is state or other.structure != state.structure or not other.best:
-                continue
-            if other.flops / other.best > own and (record := self._best_record(self.workloads[other.key])):
+        """The best configs of the tasks of `state`'s structure that run at its throughput or above (within
+        reading noise: scheduler.similar_leads), each measured first in its next round: a model's tasks of one
+        structure often share a winner (ResNet-18's layer2 has the same 3x3 conv with and without the residual;
+        runs left one at 353 us, the other at 368-388), and one task's find is then one trial away for the others.
+        A config is offered once: never re-measured."""
+        for other in similar_leads(state, self.states):
+            if record := self._best_record(self.workloads[other.key]):
                 tuner.offer(record["template"], record["config"])
 
     def finish(self, deadline):

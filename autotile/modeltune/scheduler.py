@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autotile.search.task import BATCH
+from autotile.search.task import BATCH, DRIFT_MIN
 
 ALPHA = 0.2  # weight of the backward (observed) gradient against the forward guess
 WINDOW = 3  # rounds the backward gradient looks back
@@ -21,6 +21,7 @@ BETA = 2.0  # Ansor's: a task under 1/BETA of its structure's best throughput el
 PATIENCE = 4  # rounds without a gain of MIN_GAIN before a task is retired
 MIN_GAIN = 0.01
 GIVE_UP = 32  # trials after which a task with no verified config at all is retired
+OFFER_WITHIN = 1 / DRIFT_MIN  # a similar task this close to a task's throughput, or above it, may hold its winner
 
 
 @dataclass
@@ -40,6 +41,11 @@ class TaskState:
     @property
     def best(self) -> float | None:
         return next((lat for _, lat in reversed(self.curve) if lat is not None), None)
+
+    @property
+    def throughput(self) -> float:
+        """Flops per microsecond at its best latency; 0 before it has one."""
+        return self.flops / self.best if self.best and self.flops else 0.0
 
     @property
     def cost(self) -> float | None:
@@ -114,8 +120,8 @@ class Gradient(Scheduler):
             return min(unknown, key=lambda t: t.trials)
         best_throughput = {}  # per structure: the fastest flops per microsecond any of its tasks reached
         for t in active:
-            if t.best is not None and t.flops:
-                best_throughput[t.structure] = max(best_throughput.get(t.structure, 0.0), t.flops / t.best)
+            if t.throughput:
+                best_throughput[t.structure] = max(best_throughput.get(t.structure, 0.0), t.throughput)
         return max(active, key=lambda t: gain_per_trial(t, best_throughput.get(t.structure)))
 
 
@@ -132,6 +138,17 @@ def advance(task: TaskState, scheduler: Scheduler, *, trials: int, best: float |
         task.retired = "max-trials"
     elif scheduler.retires_converged and task.stalled():
         task.retired = "converged"
+
+
+def similar_leads(task: TaskState, tasks) -> list[TaskState]:
+    """The other tasks of `task`'s structure whose best runs above OFFER_WITHIN of its throughput: their winners
+    are worth a trial of `task`'s. Only a faster one is not enough: two tasks that run level read up to 15% apart
+    (a warm-up timing has no anchor to correct it). In a GPT block's run, FC1's default read 3365 us and re-timed
+    at 3780; QKV then looked 0.6% slower per flop, FC1 never tried QKV's winners, and ended at 180 GFLOP/s where
+    the other seeds' FC1 reached 210 (Zen 4)."""
+    own = task.throughput
+    return [t for t in tasks if t is not task and t.structure == task.structure and t.throughput
+            and t.throughput > OFFER_WITHIN * own]
 
 
 def gain_per_trial(task: TaskState, similar_throughput: float | None = None) -> float:
