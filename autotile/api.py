@@ -30,7 +30,7 @@ def tune(workload, trials: int = 64, db=None, *, time_budget: float | None = Non
         raise AutotileError(f"unknown search strategy {strategy!r}; expected one of: {', '.join(STRATEGIES)}")
     options = TuneOptions(trials=trials, time_budget=time_budget, seed=seed, strategy=strategy, retune=retune,
                           progress=progress)
-    with default_session(backend, db if db is not None else _default_db()) as session:
+    with default_session(backend, db) as session:
         return session.tune(workload, options)
 
 
@@ -47,7 +47,7 @@ def kernel(workload, db=None, backend: str = "auto", device=None):
 
     if device is not None:
         backend = backend_for_device(device)
-    with default_session(backend, db if db is not None else _default_db()) as session:
+    with default_session(backend, db) as session:
         return session.kernel(workload)
 
 
@@ -64,12 +64,6 @@ def backend_for_device(device) -> str:
     except (RuntimeError, TypeError) as e:
         raise AutotileError(f"device {device!r} is no torch device: {e}") from None
     return for_device_type(kind).name
-
-
-def _default_db():
-    from autotile.db.store import default_path
-
-    return default_path()
 
 
 def open_db(db):

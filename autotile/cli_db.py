@@ -100,10 +100,10 @@ def verify_command(db_path, top_k, prefix, backend, as_json):
     from rich.console import Console
 
     from autotile.db.verify import verify_foreign
-    from autotile.session import Session
+    from autotile.session import default_session
 
     console = Console(stderr=True, width=200)
-    with Session(db_path, backend) as session:
+    with default_session(backend, db_path) as session:
         rows = verify_foreign(session, top_k, prefix, progress=None if as_json else console.print)
     if as_json:
         click.echo(json.dumps([r.to_json_dict() for r in rows], sort_keys=True))

@@ -6,9 +6,9 @@ cache, $AUTOTILE_CACHE_DIR or the user cache dir: autotile.paths.kernel_cache_di
         session.tune(GemmWorkload(512, 768, 768), TuneOptions(trials=64))
         kern = session.kernel(GemmWorkload(512, 768, 768))
 
-The Python API (autotile.tune / autotile.kernel), the CLI and the torch.compile backend each make one and close
-it; the module-level functions share one default session per backend for the life of the process, so worker
-start-up (seconds) is paid once.
+The Python API (autotile.tune / autotile.kernel / autotile.tune_model), the CLI and the torch.compile backend each
+make one on their database and close it; they share the worker processes of one default session per backend for
+the life of the process, so worker start-up (seconds) is paid once.
 """
 
 from __future__ import annotations
@@ -123,8 +123,9 @@ _DEFAULT: dict[str, Session] = {}
 
 
 def default_session(backend: str = "auto", db=None) -> Session:
-    """The process-wide session of a backend ("auto" resolved first), on `db` when given (sharing its workers);
-    closed when the process exits."""
+    """A session on `db` (see Session.db; None: the default database) that measures in the worker processes of
+    the backend's process-wide session ("auto" resolved first). Closing it closes its database only; the workers
+    are closed when the process exits."""
     from autotile import backends
 
     name = backends.resolve(backend).name
@@ -132,8 +133,7 @@ def default_session(backend: str = "auto", db=None) -> Session:
         if not _DEFAULT:
             atexit.register(close_default_sessions)
         _DEFAULT[name] = Session(None, name)
-    session = _DEFAULT[name]
-    return session if db is None else session.with_db(db)
+    return _DEFAULT[name].with_db(db)
 
 
 def close_default_sessions() -> None:

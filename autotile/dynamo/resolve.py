@@ -23,14 +23,15 @@ class Loaded:
 
 class Resolver:
     """Kernels for one (database, tuning mode, backend), shared by the graph pass and the ops at run time; its
-    Session owns the device, the database and the tuning workers."""
+    Session holds the device and the database, and tunes in the worker processes of the process's default session
+    (started once, whichever database a compile names)."""
 
     def __init__(self, db_path: str, tuning: str, backend: str = "tvm"):
-        from autotile.session import Session
+        from autotile.session import default_session
 
         self.db_path = db_path
         self.tuning = tuning
-        self.session = Session(db_path, backend)
+        self.session = default_session(backend, db_path)
         self.device = self.session.device
         self._loaded: dict[str, Loaded] = {}
 

@@ -322,11 +322,12 @@ def _finished_result(session, row: dict) -> ModelTuneResult:
 def tune_model(model, example_inputs, *, db=None, backend: str = "auto", name: str | None = None,
                **options) -> ModelTuneResult:
     """Extract `model`'s autotile workloads (as the torch.compile backend would find them), weight each by its
-    calls per forward, and tune them under one budget (ModelTuneOptions' fields as keywords)."""
+    calls per forward, and tune them under one budget (ModelTuneOptions' fields as keywords). Its measurements run
+    in the worker processes of the process's default session, as autotile.tune's do: started once."""
     from autotile.dynamo.extraction import extract_tasks
-    from autotile.session import Session
+    from autotile.session import default_session
 
     opts = ModelTuneOptions(**options)
-    with Session(db, backend) as session:
+    with default_session(backend, db) as session:
         tasks = extract_tasks(model, example_inputs, session.backend.name)
         return tune_tasks(tasks, session=session, options=opts, name=name or type(model).__name__)
