@@ -55,15 +55,15 @@ def refused(result, message: str) -> bool:
 
 @pytest.mark.slow
 def test_tune_json_then_cache_hit(db):
-    first = autotile("tune", "gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", "--backend",
-                     "tvm", "--json", db=db)
+    args = ("tune", "gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", "--backend", "tvm",
+            "--json")
+    first = autotile(*args, db=db)
     result = json.loads(first.stdout.strip().splitlines()[-1])
     assert result["verified"] and not result["cached"] and result["trials"] == 6
     assert result["workload"] == "gemm_b1_33x40x20_float32_nn_bias+relu"
     assert result["backend"] == "tvm" and result["gflops"] > 0 and result["device"].startswith("cpu-")
     assert "tuning" in first.stderr  # progress and tables on stderr
-    second = autotile("tune", "gemm", "--shape", "33x40x20", "--epilogue", "bias,relu", "--trials", "6", "--backend",
-                      "tvm", "--json", db=db)
+    second = autotile(*args, db=db)  # a new process reads the first one's record
     cached = json.loads(second.stdout.strip().splitlines()[-1])
     assert cached["cached"] and cached["config"] == result["config"] and cached["trials"] == 6
     assert cached["tuning_seconds"] == pytest.approx(result["tuning_seconds"])
