@@ -20,6 +20,19 @@ def test_default_config_odd_shapes(shape):
     check(w, GemmSpace(w).default())
 
 
+def test_default_blocks_hold_every_row_unless_threads_lack_column_blocks():
+    """One row block (B's panels read once) where the two-tile column blocks give each thread 4; more row blocks,
+    balanced, where they do not; and those defaults are correct kernels."""
+    wide = GemmWorkload(128, 768, 768, epilogue="bias")  # 22 tiles of 6 rows; 12 column blocks of 64
+    assert GemmSpace(wide, threads=2).default().mc_tiles == 22
+    assert GemmSpace(wide, threads=4).default().mc_tiles == 11  # 16 items for 4 threads: 2 row blocks
+    narrow = GemmWorkload(97, 40, 33)  # 17 row tiles, 1 column block
+    for threads, mc_tiles in ((1, 5), (2, 3), (64, 1)):
+        config = GemmSpace(narrow, threads=threads).default()
+        assert config.mc_tiles == mc_tiles and config.nc_tiles == 2
+        check(narrow, config)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_sampled_configs_on_odd_shapes(seed):
     rng = random.Random(seed)

@@ -55,6 +55,11 @@ def vector_unit(fingerprint: dict | None) -> tuple[int, int]:
     return (16, 32) if "avx512f" in flags else (8, 16)
 
 
+def threads_of(fingerprint: dict | None) -> int:
+    """The thread count kernels run with on the device a fingerprint describes; one when it is unknown."""
+    return int((fingerprint or {}).get("threads", 1))
+
+
 def has_bf16_dot(fingerprint: dict | None) -> bool:
     """Whether the CPU has AVX-512's bf16 dot product (vdpbf16ps); never assumed for an unknown fingerprint."""
     flags = (fingerprint or {}).get("flags", [])

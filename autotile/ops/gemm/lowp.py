@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from autotile.ops.gemm.blis import GemmConfig, GemmSpace
 from autotile.ops.gemm.workload import GemmWorkload
-from autotile.ops.space import has_bf16_dot, vector_unit
+from autotile.ops.space import has_bf16_dot, threads_of, vector_unit
 
 MODES = ("convert_pack", "convert_inner", "dpbf16")
 
@@ -39,8 +39,8 @@ class LowpGemmSpace(GemmSpace):
     template = "gemm.lowp"
 
     def __init__(self, workload: GemmWorkload, vector_lanes: int = 16, vector_registers: int = 32,
-                 bf16_dot: bool = False):
-        super().__init__(workload, vector_lanes, vector_registers)
+                 bf16_dot: bool = False, threads: int = 1):
+        super().__init__(workload, vector_lanes, vector_registers, threads)
         # The bf16 tiles are written for one (unbatched) GEMM of 16-lane vectors.
         self.bf16_dot = bf16_dot and workload.dtype == "bfloat16" and workload.batch == 1 and vector_lanes == 16
         self.domains["mode"] = list(MODES if self.bf16_dot else MODES[:2])
@@ -49,7 +49,8 @@ class LowpGemmSpace(GemmSpace):
 
     @classmethod
     def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> LowpGemmSpace:
-        return cls(workload, *vector_unit(fingerprint), bf16_dot=has_bf16_dot(fingerprint))
+        return cls(workload, *vector_unit(fingerprint), bf16_dot=has_bf16_dot(fingerprint),
+                   threads=threads_of(fingerprint))
 
     def valid(self, c: LowpGemmConfig) -> bool:
         if c.mode not in self.domains["mode"]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from autotile.ops.gemm.blis import GemmConfig, GemmSpace, balanced
 from autotile.ops.qgemm.workload import QGemmWorkload
-from autotile.ops.space import has_bf16_dot, vector_unit
+from autotile.ops.space import has_bf16_dot, threads_of, vector_unit
 
 DECODE_MAX_ACCUMULATORS = 8  # rows of A x output rows of a decode tile (two zmm sums each, no spills)
 DECODE_MAX_M = 32  # the decode kernel is offered up to this many rows of A (token generation, small batches)
@@ -68,11 +68,12 @@ class QGemmSpace(GemmSpace):
 
     @classmethod
     def for_device(cls, workload: QGemmWorkload, fingerprint: dict | None = None):
-        return cls(workload, *vector_unit(fingerprint), bf16_dot=has_bf16_dot(fingerprint))
+        return cls(workload, *vector_unit(fingerprint), bf16_dot=has_bf16_dot(fingerprint),
+                   threads=threads_of(fingerprint))
 
     def __init__(self, workload: QGemmWorkload, vector_lanes: int = 16, vector_registers: int = 32,
-                 bf16_dot: bool = False):
-        super().__init__(workload, vector_lanes, vector_registers)
+                 bf16_dot: bool = False, threads: int = 1):
+        super().__init__(workload, vector_lanes, vector_registers, threads)
         self.domains["pack_b"] = [True]
         self.decodes = decode_eligible(workload) and vector_lanes == 16
         self.domains["decode"] = [False, True] if self.decodes else [False]
