@@ -33,6 +33,15 @@ def test_default_blocks_hold_every_row_unless_threads_lack_column_blocks():
         check(narrow, config)
 
 
+def test_a_block_between_the_domain_values_mutates_to_those_around_it():
+    """The default's 22-tile row block (128 rows) is no value of mc_tiles' domain: a mutation steps to the values
+    around its place (12, 16, 24, 32: balanced to 11 or all 22), not anywhere from 1 to 256."""
+    space = GemmSpace(GemmWorkload(128, 768, 768), threads=2)
+    rng = random.Random(0)
+    mutants = [space.mutate(space.default(), rng) for _ in range(400)]
+    assert {c.mc_tiles for c in mutants if c.mr == 6} == {11, 22}
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_sampled_configs_on_odd_shapes(seed):
     rng = random.Random(seed)
