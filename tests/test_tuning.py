@@ -257,6 +257,50 @@ def test_a_lead_taken_on_a_misread_drift_is_confirmed_beside_the_incumbent(tmp_p
                                rtol=1e-5, atol=1e-4)
 
 
+def test_leads_confirmed_beside_a_guessed_incumbent_stay_guesses(tmp_path, tvm_measurer):
+    """An incumbent whose figure is a drift guess (here a third of what it ran at) sets the level of the leads
+    confirmed beside it, so their figures are guesses too. The run's closing re-timing takes its level from a
+    record that was timed, or from the re-timing itself where the best few are all guesses: none of them keeps a
+    figure near a third of what it runs at. (Taken as timed, such a guess left a 1x1 conv at 42 us, 299 GFLOP/s
+    on two Zen 4 cores whose FMA peak is about 237; it ran at 105.)"""
+    from autotile.backends import named
+    from autotile.search.task import BATCH, REMEASURE_REPEAT, REMEASURE_TOP, TaskTuner, at_pace
+    from autotile.search.tuner import TuneOptions
+
+    backend, device = named("tvm"), current_device("tvm")
+    w = GemmWorkload(37, 72, 53, epilogue="bias")
+    with TuningDB(tmp_path / "g.db") as db:
+        run_id = db.start_run(device.key, w.key, backend.name, "evolution", 3)
+        tuner = TaskTuner(w, backend.spaces(w, device.fingerprint), db=db, device=device, backend=backend,
+                          run_id=run_id, measurer=tvm_measurer, options=TuneOptions(trials=BATCH, seed=3))
+        template = next(iter(tuner.spaces))
+        tuner.search(template, BATCH, None)
+        ok = sorted((r for r, _ in tuner.results if r.ok), key=lambda r: r.latency_us)
+        assert len(ok) >= 3
+        incumbent, batch = ok[0], ok[1:]
+        as_run = {r.config.key: r.latency_us for r in ok}
+        at_pace(incumbent, 3.0)  # the incumbent's figure: a guess at a third of what it ran at
+        tuner._inferred.add(incumbent.config.key)
+        read = {r.config.key: (r.latency, r.gflops) for r in batch}
+        for r in batch:  # a batch set back by a larger misread drift: its best would lead
+            at_pace(r, 10.0)
+        tuner._inferred.update(read)
+        tuner._confirm(incumbent, batch, read, template, None)
+        confirmed = [r.config.key for r in batch if r.latency["runs"] == REMEASURE_REPEAT]  # timed beside it
+        assert confirmed and set(confirmed) <= tuner._inferred
+        closing = [r.config.key for r in sorted((r for r, _ in tuner.results if r.ok),
+                                                key=lambda r: r.latency_us)[:REMEASURE_TOP]]
+        tuner.remeasure_top(None)
+        records = {r["config_key"]: r["latency_us"] for r in db.measurements(workload=w.key, status="ok")}
+    for key in closing:  # one host's timings spread far less than 2x; a guess kept as the level reads about 1/3
+        assert records[key] > as_run[key] / 2, (key, records[key], as_run[key])
+    kern = autotile.kernel(w, db=tmp_path / "g.db", backend="tvm")
+    base = torch.randn(7 + 37 * 53, dtype=torch.float32)
+    a, b, bias = base[7:].view(37, 53), torch.randn(53, 72), torch.randn(72)  # A at a storage offset
+    torch.testing.assert_close(kern(a, b, bias).double(), a.double() @ b.double() + bias.double(),
+                               rtol=1e-5, atol=1e-4)
+
+
 def test_an_anchor_that_always_reads_slower_than_its_record_is_no_slow_spell(tmp_path, tvm_measurer):
     """A record is the fastest reading of its batch, so its anchor reads above it on a steady host too; here 1.3x,
     every batch. Only a pace above the template's typical one is a spell: at most one batch is set back (a real

@@ -211,6 +211,7 @@ class TaskTuner:
         now = min(timings, key=lambda a: a.latency_us)
         if now.latency_us * DRIFT_MIN < incumbent.latency_us:
             incumbent.latency, incumbent.gflops = now.latency, now.gflops
+            self._inferred.discard(incumbent.config.key)  # a timing now, not a guess
             self.record(incumbent, template)
         paces = self._paces.setdefault(template, [])
         pace = now.latency_us / incumbent.latency_us
@@ -230,7 +231,10 @@ class TaskTuner:
         and set them at its level times their ratio to it: a drift read from two anchor timings can be wrong
         (an anchor caught at the end of a spell the batch had left), and a lead taken on it alone was a record
         of 1880 us for a QKV GEMM that runs at 2417 (GPT block, Zen 4), served for good. Their figures as read,
-        over the confirmed ones, are the batch's real drift: the rest of the batch is set at that instead."""
+        over the confirmed ones, are the batch's real drift: the rest of the batch is set at that instead.
+        Confirmed beside an incumbent whose own figure is a drift guess, they stay guesses: taken as timed, such
+        a guess set the level of the run's closing re-timing (a 1x1 conv recorded at 42 us, 299 GFLOP/s on two
+        Zen 4 cores whose FMA peak is about 237, ran at 105 beside its default at 122)."""
         leads = sorted((r for r in set_back if r.latency_us < incumbent.latency_us), key=lambda r: r.latency_us)
         if not leads:
             return
@@ -253,7 +257,8 @@ class TaskTuner:
             r.latency, r.gflops = read[r.config.key]
             if drift > DRIFT_MIN:
                 at_pace(r, drift)
-        self._inferred.difference_update(confirmed)
+        if incumbent.config.key not in self._inferred:  # set at a guessed level, they are guesses too
+            self._inferred.difference_update(confirmed)
 
     def _side_by_side(self, results: list, deadline: float | None) -> dict[str, MeasureResult]:
         """`results`' configs timed again in turns, round after round, so they share the host's pace whatever it
