@@ -377,12 +377,11 @@ def test_short_tuning_run_records_verified_measurements(tmp_path):
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
     assert result.latency_us == min(r["latency_us"] for r in records)
     # conv2d.direct and conv2d.winograd competed: the default template half the 6 trials, the other a probe of 2,
-    # the last one whichever led then (the winner: its template's best, or the last trial itself); the winner is
-    # read back by its own template
+    # the last one whichever led then. The closing re-timing may rank the other's best first (it did in CI), so
+    # the winner need not be the template that got the last trial; it is read back by its own template.
     first = default_template(w).name
     other = ({"conv2d.direct", "conv2d.winograd"} - {first}).pop()
-    expected = Counter({first: 3, other: 2}) + Counter([result.template])
-    assert Counter(r["template"] for r in records) == expected
+    assert Counter(r["template"] for r in records) in (Counter({first: 4, other: 2}), Counter({first: 3, other: 3}))
     space = template_named(result.template).space_for(w)
     assert space.canonical(space.config_type.from_dict(result.config)).to_dict() == result.config
     kern = autotile.kernel(w, db=db_path, backend="tvm")
