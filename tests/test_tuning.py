@@ -261,7 +261,7 @@ def test_leads_confirmed_beside_a_guessed_incumbent_stay_guesses(tmp_path, tvm_m
     """An incumbent whose figure is a drift guess (here a third of what it ran at) sets the level of the leads
     confirmed beside it, so their figures are guesses too. The run's closing re-timing takes its level from a
     record that was timed, or from the re-timing itself where the best few are all guesses: none of them keeps a
-    figure near a third of what it runs at. (Taken as timed, such a guess left a 1x1 conv at 42 us, 299 GFLOP/s
+    figure near a third of what it runs at. (Taken as timed, such a guess left a 1x1 conv at 42 us, 303 GFLOP/s
     on two Zen 4 cores whose FMA peak is about 237; it ran at 105.)"""
     from autotile.backends import named
     from autotile.search.task import BATCH, REMEASURE_REPEAT, REMEASURE_TOP, TaskTuner, at_pace

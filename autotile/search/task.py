@@ -233,7 +233,7 @@ class TaskTuner:
         of 1880 us for a QKV GEMM that runs at 2417 (GPT block, Zen 4), served for good. Their figures as read,
         over the confirmed ones, are the batch's real drift: the rest of the batch is set at that instead.
         Confirmed beside an incumbent whose own figure is a drift guess, they stay guesses: taken as timed, such
-        a guess set the level of the run's closing re-timing (a 1x1 conv recorded at 42 us, 299 GFLOP/s on two
+        a guess set the level of the run's closing re-timing (a 1x1 conv recorded at 42 us, 303 GFLOP/s on two
         Zen 4 cores whose FMA peak is about 237, ran at 105 beside its default at 122)."""
         leads = sorted((r for r in set_back if r.latency_us < incumbent.latency_us), key=lambda r: r.latency_us)
         if not leads:
