@@ -1,5 +1,6 @@
-"""W8A8 int8 GEMM on VNNI: the weight's packed layout (made once per weight, outside the call), and
-kernels with the register-tile, K-unroll and blocking knobs, every one checked against the exact reference."""
+"""W8A8 int8 GEMM on VNNI (and on AVX2 without it): the weight's packed layout (made once per weight, outside the
+call), and kernels with the register-tile, K-unroll and blocking knobs, every one checked against the exact
+reference."""
 
 import random
 
@@ -97,3 +98,39 @@ def test_k_blocks_and_tile_orders_match_the_exact_reference(knobs, shape, epilog
     if shape[2] == 256:  # 64 groups of K: the blocks are kept
         assert config.k_block == knobs.get("k_block", 0)
     check(w, config)
+
+
+AVX2_MCPU = "znver3"  # AVX2 and FMA, no AVX-512: code every x86 CPU we tune on runs
+
+
+@pytest.mark.parametrize("shape, epilogue, outliers", [
+    ((1, 17, 7), "bias", 0.0), ((37, 53, 71), "residual,gelu", 0.0), ((20, 33, 67), "bias,relu", 6.0),
+    ((48, 96, 256), "bias", 0.0)])
+def test_without_vnni_the_avx2_template_matches_float64_torch(shape, epilogue, outliers):
+    """A CPU without AVX-512 VNNI (Zen 3) gets qgemm.int8_avx2 (vpdpbusd there was an LLVM abort, no kernel at all):
+    its default and sampled configs, built for an AVX2 CPU, agree with the exact reference and, A a view at a storage
+    offset, with float64 torch on the dequantized codes."""
+    from autotile.ir.reference import verify
+    from autotile.ops import templates_for
+    from autotile.ops.qgemm.int8 import Int8Avx2Config
+    from autotile.ops.qgemm.quant import quantize_rows_int8
+    from autotile.search import artifacts
+
+    w = w8a8(*shape, epilogue, outliers)
+    fingerprint = {"flags": ["avx2", "fma"], "threads": 2}
+    assert [t.name for t in templates_for(w, fingerprint)] == ["qgemm.int8_avx2"]
+    space = space_for(w, fingerprint)
+    rng = random.Random(sum(shape))
+    for config in {space.default(), space.sample(rng), space.sample(rng)}:
+        assert isinstance(config, Int8Avx2Config) and space.valid(config)
+        kernel = artifacts.compiled(w, config, artifacts.build(w, config, AVX2_MCPU, 2))
+        verdict = verify(w, kernel)
+        assert verdict.ok, f"{w.key} {config.key}: {verdict.reason}"
+    a, weight, scales, *rest = w.random_inputs(5)
+    a = torch.randn(3 + a.numel())[3:].view_as(a).copy_(a)  # at a storage offset: misaligned for any vector width
+    got = kernel(a, weight, scales, *rest).double()
+    torch.testing.assert_close(got, w.reference(a, weight, scales, *rest), rtol=1e-5, atol=1e-4)
+    if epilogue == "bias" and not outliers:  # plain torch: A's codes times W's in float64, dequantized, plus bias
+        codes, row_scales = quantize_rows_int8(a)
+        exact = (codes.double() @ weight.double().T) * row_scales.double()[:, None] * scales.double() + rest[0].double()
+        torch.testing.assert_close(got, exact, rtol=1e-5, atol=1e-4)

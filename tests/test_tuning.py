@@ -229,11 +229,13 @@ def test_a_batch_timed_in_a_slow_spell_is_set_at_the_steady_pace(tmp_path, tvm_m
 
 
 def test_a_lead_taken_on_a_misread_drift_is_confirmed_beside_the_incumbent(tmp_path, tvm_measurer):
-    """The fourth batch's anchor reads 3x slow while its candidates run at the steady pace: a drift misread (an
-    anchor caught in a spell the batch missed). Set back by it, the batch's figures would read a third of what
+    """The fourth batch's anchor reads 8x slow while its candidates run at the steady pace: a drift misread (an
+    anchor caught in a spell the batch missed). Set back by it, the batch's figures would read an eighth of what
     its kernels run at, and its best would lead, served for good. The would-be leads are timed beside the
     incumbent instead; their figures as read over the confirmed ones show the batch's real drift (about 1),
-    and the rest of the batch is left at its reading."""
+    and the rest of the batch is left at its reading. (8x, not the 3x of a real spell: the check below must hold
+    while the host's own spells move the readings 2-3x, as one did in a CI run at 3x: a record at 0.497 of its
+    reading.)"""
     from autotile.backends import named
     from autotile.search.task import BATCH
     from autotile.search.tuner import TuneOptions, tune
@@ -241,14 +243,14 @@ def test_a_lead_taken_on_a_misread_drift_is_confirmed_beside_the_incumbent(tmp_p
     backend, device = named("tvm"), current_device("tvm")
     w = GemmWorkload(43, 88, 61, epilogue="bias")
     with TuningDB(tmp_path / "m.db") as db:
-        measurer = SlowSpells(tvm_measurer, [1.0] * 4, anchor_bias=[1.0, 1.0, 1.0, 3.0])
+        measurer = SlowSpells(tvm_measurer, [1.0] * 4, anchor_bias=[1.0, 1.0, 1.0, 8.0])
         result = tune(w, db=db, device=device, backend=backend, options=TuneOptions(trials=4 * BATCH, seed=4),
                       measurer=measurer)
         records = {r["config_key"]: r["latency_us"] for r in db.measurements(workload=w.key, status="ok")}
     misread = measurer.read[3]
     assert misread and set(misread) & measurer.retimed  # its would-be leads were timed again
-    for key, read in misread.items():  # none kept at a third of its reading
-        assert records[key] > read / 2, (key, read, records[key])
+    for key, read in misread.items():  # none kept at an eighth of its reading
+        assert records[key] > read / 4, (key, read, records[key])
     assert result.latency_us == pytest.approx(min(records.values()))
     kern = autotile.kernel(w, db=tmp_path / "m.db", backend="tvm")
     base = torch.randn(5 + 43 * 61, dtype=torch.float32)
@@ -449,8 +451,10 @@ def test_warm_start_from_another_devices_records(tmp_path, monkeypatch):
         else:  # their winner's tile is of 16-lane groups (two AVX2 vectors each) already: kept
             assert theirs.vec == 16 and adopted == space.canonical(theirs)
         seeds = _seed_configs(here.db, here.device, w, space, "tvm")
-        expected = [k for k in (adopted.key, space.canonical(best_config(here.device.key, other_shape)).key)
-                    if k != space.default().key]
+        expected = []  # each config once, after the default (their winner may adopt to ours of the other shape)
+        for key in (adopted.key, space.canonical(best_config(here.device.key, other_shape)).key):
+            if key not in (space.default().key, *expected):
+                expected.append(key)
         assert seeds[0] == space.default() and [s.key for s in seeds[1:1 + len(expected)]] == expected
 
         rows = history(here.db, here.device, space, w, "tvm")

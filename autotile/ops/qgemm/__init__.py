@@ -2,8 +2,9 @@
 
 Owns the workload (workload.py) and the quantization numerics (quant.py), the CPU templates qgemm.weight_only
 (weight_only.py, weight_only_tvm.py; fp8 too), qgemm.int8_amx (W8A8 on AMX tiles: int8_amx.py, int8_amx_tvm.py)
-and qgemm.int8_vnni (W8A8 on VNNI: int8.py, int8_tvm.py), the GPU template qgemm.triton (triton.py), its
-torch.compile graph pattern for torchao's quantized linears (pattern.py) and `autotile tune qgemm` (cli.py).
+and qgemm.int8_vnni (W8A8 on VNNI: int8.py, int8_tvm.py; qgemm.int8_avx2 is the same kernel on vpmaddwd, for
+CPUs without VNNI), the GPU template qgemm.triton (triton.py), its torch.compile graph pattern for torchao's
+quantized linears (pattern.py) and `autotile tune qgemm` (cli.py).
 """
 
 from autotile.ops.family import Family, Template
@@ -24,6 +25,8 @@ FAMILY = Family(
                  prepacked=P + "int8_amx_tvm:prepacked_operands", runtime_needs=("amx",)),
         Template("qgemm.int8_vnni", space=P + "int8:Int8GemmSpace", lowering=P + "int8_tvm:schedule",
                  applies=P + "int8:applies", prepacked=P + "int8_tvm:prepacked_operands"),
+        Template("qgemm.int8_avx2", space=P + "int8:Int8Avx2Space", lowering=P + "int8_tvm:schedule",
+                 applies=P + "int8:applies_without_vnni", prepacked=P + "int8_tvm:prepacked_operands"),
         Template("qgemm.triton", space=P + "triton:TritonQGemmSpace", lowering=P + "triton:program", backend="triton"),
     ),
     shape_fields=("m", "n", "k"),

@@ -30,9 +30,20 @@ class Int8GemmConfig(Config):
     tile_order: str = "ij"  # order of the register tiles inside a block: rows then columns, or columns first
 
 
+def has_vnni(fingerprint: dict | None) -> bool:
+    """Whether the CPU has AVX-512 VNNI (vpdpbusd); assumed for an unknown fingerprint, as its AVX-512 is."""
+    flags = (fingerprint or {}).get("flags", ["avx512f", "avx512_vnni"])
+    return "avx512f" in flags and "avx512_vnni" in flags
+
+
 def applies(workload: QGemmWorkload, fingerprint: dict | None = None) -> bool:
-    """W8A8: int8 activations times int8 weights."""
-    return workload.w8a8
+    """W8A8 (int8 activations times int8 weights) on a CPU with VNNI."""
+    return workload.w8a8 and has_vnni(fingerprint)
+
+
+def applies_without_vnni(workload: QGemmWorkload, fingerprint: dict | None = None) -> bool:
+    """W8A8 on a CPU without VNNI (AVX2: Zen 3)."""
+    return workload.w8a8 and not has_vnni(fingerprint)
 
 
 class Int8GemmSpace(ConfigSpace):
@@ -81,10 +92,10 @@ class Int8GemmSpace(ConfigSpace):
         k_block = c.k_block if 0 < c.k_block < groups and groups % c.k_block == 0 else 0
         k_block = k_block if k_block % unroll_k == 0 else 0
         tile_order = c.tile_order if mc_tiles > 1 and nc_tiles > 1 else "ij"
-        return Int8GemmConfig(mr, nrv, mc_tiles, nc_tiles, outer, parallel, unroll_k, k_block, tile_order)
+        return self.config_type(mr, nrv, mc_tiles, nc_tiles, outer, parallel, unroll_k, k_block, tile_order)
 
     def default(self) -> Int8GemmConfig:
-        return self.canonical(Int8GemmConfig(mr=4, nrv=4, mc_tiles=8, nc_tiles=4, unroll_k=4))
+        return self.canonical(self.config_type(mr=4, nrv=4, mc_tiles=8, nc_tiles=4, unroll_k=4))
 
     def features(self, c: Int8GemmConfig) -> list[float]:
         w = self.workload
@@ -97,3 +108,26 @@ class Int8GemmSpace(ConfigSpace):
                 float(w.outlier_threshold > 0), math.log2(c.k_block or _ceil_div(w.k, 4)), c.tile_order == "ij",
                 # bytes of the A and W slivers one tile reads per K block (what must stay in L1)
                 math.log2((c.mr + c.nrv * LANES) * 4 * (c.k_block or _ceil_div(w.k, 4)))]
+
+
+@dataclass(frozen=True)
+class Int8Avx2Config(Int8GemmConfig):
+    """qgemm.int8_avx2's: the same knobs, a type of its own (a record is read back only by its template)."""
+
+
+class Int8Avx2Space(Int8GemmSpace):
+    """The W8A8 kernel on AVX2 without VNNI: the same panels and tiles, each 16-lane int32 vector two ymm registers
+    and the dot product vpmaddwd (intrinsics.AVX2_DOT_16X4)."""
+
+    config_type = Int8Avx2Config
+    template = "qgemm.int8_avx2"
+
+    def __init__(self, workload: QGemmWorkload, vector_registers: int = 16):
+        super().__init__(workload, vector_registers)
+
+    def valid(self, c: Int8GemmConfig) -> bool:
+        # Accumulators (two ymm per 16 lanes) and about four more: a 16-column group's W pairs, A's pairs, a sum.
+        return 2 * c.mr * c.nrv + 4 <= self.registers
+
+    def default(self) -> Int8GemmConfig:
+        return self.canonical(self.config_type(mr=3, nrv=2, mc_tiles=8, nc_tiles=4, unroll_k=4))

@@ -23,7 +23,7 @@ import autotile.codegen.tvm.intrinsics as intrinsics
 from autotile.codegen.tvm.fastmath import apply_epilogue
 from autotile.errors import AutotileError
 from autotile.ops.gemm.blis import _ceil_div
-from autotile.ops.qgemm.int8 import LANES, Int8GemmConfig
+from autotile.ops.qgemm.int8 import LANES, Int8Avx2Config, Int8GemmConfig
 from autotile.ops.qgemm.workload import QGemmWorkload
 
 
@@ -256,7 +256,7 @@ def schedule(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.IRModule:
     if n_par:
         sch.parallel(sch.fuse(*outer[:n_par]) if n_par > 1 else outer[0])
     sch.decompose_reduction(mm, kb if c.k_block else k0)
-    sch.tensorize(j3, intrinsics.VNNI_DOT_16X4)
+    sch.tensorize(j3, intrinsics.AVX2_DOT_16X4 if isinstance(c, Int8Avx2Config) else intrinsics.VNNI_DOT_16X4)
     sch.unroll(i2)
     sch.unroll(j2)
     if c.unroll_k > 1:

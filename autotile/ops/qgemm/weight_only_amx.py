@@ -40,7 +40,13 @@ def applies(workload: QGemmWorkload, fingerprint: dict | None = None) -> bool:
     group = group_of(workload)
     return (workload.act_dtype == "bfloat16" and workload.bits in (4, 8) and group % 32 == 0
             and workload.k % group == 0 and workload.m >= TILE_ROWS
-            and amx_permission.tiles_usable(fingerprint, "amx_bf16"))
+            and amx_permission.tiles_usable(fingerprint, "amx_bf16") and unpacks_int4_here(fingerprint))
+
+
+def unpacks_int4_here(fingerprint: dict | None) -> bool:
+    """The int4 unpacking is AVX-512BW code (vpermw: intrinsics.INT4_BF16_LLVM_IR), which every AMX CPU has; with the
+    tiles emulated on a CPU without it (an AVX2 Zen 3), LLVM aborts on it, so the template is not offered there."""
+    return fingerprint is None or "avx512bw" in fingerprint.get("flags", ())
 
 
 def preferred(workload: QGemmWorkload) -> bool:
