@@ -53,19 +53,25 @@ TensorIntrin.register(VNNI_DOT_16X4, _dot_16x4_u8i8i32_desc, _dot_16x4_vnni, ove
 
 # --- the same dot product on AVX2 without VNNI (Zen 3): vpmaddwd ------------------------------------
 #
-# vpdpbusd is AVX-512 VNNI: on an AVX2 target LLVM aborts on it ("Do not know how to split"). Here the 64 bytes of
-# B are split, 8 rows at a time, into their (k0, k1) and (k2, k3) byte pairs, sign-extended to int16 (vpmovsxbw),
-# and multiplied by A's pairs, zero-extended, with vpmaddwd, which adds each pair into int32: the two results
-# added are 8 rows' whole sums, in row order. Exact: |uint8 x int8| < 2^15, two of them fit int32.
+# vpdpbusd is AVX-512 VNNI: on an AVX2 target LLVM aborts on it ("Do not know how to split"). Here B's 64 bytes are
+# read 8 rows (32 bytes) at a time as 16 int16 words, a row's (k0, k1) and (k2, k3) byte pairs; the even and the odd
+# words are split apart (word shuffles: byte shuffles of the same lanes lowered to one vpinsrb per byte),
+# sign-extended to int16 (vpmovsxbw) and multiplied by A's pairs, zero-extended, with vpmaddwd, which adds each pair
+# into int32: the two results added are the 8 rows' whole sums, in row order. Exact: |uint8 x int8| < 2^15, and two
+# of them fit int32.
 AVX2_DOT_16X4 = "autotile_dot_16x4_avx2"
-_PAIRS = {(half, k0): [4 * (8 * half + row) + k0 + h for row in range(8) for h in (0, 1)]
-          for half in (0, 1) for k0 in (0, 2)}  # lanes of B's 64 bytes: 8 rows' (k0, k0 + 1) pairs
+_EVEN, _ODD = list(range(0, 16, 2)), list(range(1, 16, 2))  # of 8 rows' 16 words: the (k0, k1) and (k2, k3) pairs
 
 
 def _zero_extended_pair(word, shift: int):
     """Bytes `shift` / 8 and the next of a little-endian int32, each zero-extended to int16, as one int32."""
     return T.bitwise_or(T.bitwise_and(T.shift_right(word, shift), 255),
                         T.shift_left(T.bitwise_and(T.shift_right(word, shift + 8), 255), 16))
+
+
+def _pairs(words, lanes):
+    """The byte pairs in `lanes` of 16 int16 words, each byte sign-extended to int16."""
+    return T.Cast("int16x16", T.reinterpret(T.Shuffle([words], lanes), dtype="int8x16"))
 
 
 def _pmaddwd(b_pairs, a_pairs):
@@ -85,13 +91,12 @@ def _dot_16x4_avx2(
         a = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
         a01 = T.reinterpret(T.broadcast(_zero_extended_pair(a, 0), 8), dtype="int16x16")
         a23 = T.reinterpret(T.broadcast(_zero_extended_pair(a, 16), 8), dtype="int16x16")
-        b = B.vload([0, 0], "int8x64")
-        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + _pmaddwd(
-            T.Cast("int16x16", T.Shuffle([b], _PAIRS[0, 0])), a01) + _pmaddwd(
-            T.Cast("int16x16", T.Shuffle([b], _PAIRS[0, 2])), a23)
-        C[T.ramp(T.int32(8), 1, 8)] = C.vload([8], "int32x8") + _pmaddwd(
-            T.Cast("int16x16", T.Shuffle([b], _PAIRS[1, 0])), a01) + _pmaddwd(
-            T.Cast("int16x16", T.Shuffle([b], _PAIRS[1, 2])), a23)
+        low = T.reinterpret(B.vload([0, 0], "int8x32"), dtype="int16x16")
+        high = T.reinterpret(B.vload([8, 0], "int8x32"), dtype="int16x16")
+        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + _pmaddwd(_pairs(low, _EVEN), a01) + _pmaddwd(
+            _pairs(low, _ODD), a23)
+        C[T.ramp(T.int32(8), 1, 8)] = C.vload([8], "int32x8") + _pmaddwd(_pairs(high, _EVEN), a01) + _pmaddwd(
+            _pairs(high, _ODD), a23)
 
 
 TensorIntrin.register(AVX2_DOT_16X4, _dot_16x4_u8i8i32_desc, _dot_16x4_avx2, override=True)
