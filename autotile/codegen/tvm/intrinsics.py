@@ -55,10 +55,9 @@ TensorIntrin.register(VNNI_DOT_16X4, _dot_16x4_u8i8i32_desc, _dot_16x4_vnni, ove
 #
 # vpdpbusd is AVX-512 VNNI: on an AVX2 target LLVM aborts on it ("Do not know how to split"). Here B's 64 bytes are
 # read 8 rows (32 bytes) at a time as 16 int16 words, a row's (k0, k1) and (k2, k3) byte pairs; the even and the odd
-# words are split apart (word shuffles: byte shuffles of the same lanes lowered to one vpinsrb per byte),
-# sign-extended to int16 (vpmovsxbw) and multiplied by A's pairs, zero-extended, with vpmaddwd, which adds each pair
-# into int32: the two results added are the 8 rows' whole sums, in row order. Exact: |uint8 x int8| < 2^15, and two
-# of them fit int32.
+# words are split apart (vpsrld, vpblendw, vpackusdw), sign-extended to int16 (vpmovsxbw) and multiplied by A's
+# pairs, zero-extended, with vpmaddwd, which adds each pair into int32: the two results added are the 8 rows' whole
+# sums, in row order. Exact: |uint8 x int8| < 2^15, and two of them fit int32.
 AVX2_DOT_16X4 = "autotile_dot_16x4_avx2"
 _EVEN, _ODD = list(range(0, 16, 2)), list(range(1, 16, 2))  # of 8 rows' 16 words: the (k0, k1) and (k2, k3) pairs
 
