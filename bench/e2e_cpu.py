@@ -68,8 +68,8 @@ def cpu_line() -> str:
     from autotile.db.device import current_device
 
     fp = current_device("tvm").fingerprint
-    flags = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
-             if f in fp.get("flags", [])]
+    flags = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+                         "amx_int8") if f in fp.get("flags", [])]
     return (f"CPU: {fp.get('model_name', '?')} (mcpu {fp['mcpu']}, family {fp.get('family')} model "
             f"{fp.get('model')}, {fp.get('physical_cores')} cores), flags {' '.join(flags) or '-'}")
 
