@@ -67,6 +67,12 @@ def has_bf16_dot(fingerprint: dict | None) -> bool:
     return "avx512f" in flags and "avx512_bf16" in flags
 
 
+def has_vnni(fingerprint: dict | None) -> bool:
+    """Whether the CPU has AVX-512 VNNI (vpdpbusd); assumed for an unknown fingerprint, as its AVX-512 is."""
+    flags = (fingerprint or {}).get("flags", ["avx512f", "avx512_vnni"])
+    return "avx512f" in flags and "avx512_vnni" in flags
+
+
 class ConfigSpace:
     """A template's space: domains per knob, a validity check, and a canonical form.
 

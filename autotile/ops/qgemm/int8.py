@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from autotile.ops.gemm.blis import _ceil_div, balanced
 from autotile.ops.qgemm.workload import QGemmWorkload
-from autotile.ops.space import Config, ConfigSpace
+from autotile.ops.space import Config, ConfigSpace, has_vnni
 
 LANES = 16  # int32 lanes of one vpdpbusd
 
@@ -28,12 +28,6 @@ class Int8GemmConfig(Config):
     unroll_k: int = 1  # groups of 4 bytes of K per unrolled step
     k_block: int = 0  # groups of 4 bytes of K per block (outside the tiles of a row x column block); 0: all K
     tile_order: str = "ij"  # order of the register tiles inside a block: rows then columns, or columns first
-
-
-def has_vnni(fingerprint: dict | None) -> bool:
-    """Whether the CPU has AVX-512 VNNI (vpdpbusd); assumed for an unknown fingerprint, as its AVX-512 is."""
-    flags = (fingerprint or {}).get("flags", ["avx512f", "avx512_vnni"])
-    return "avx512f" in flags and "avx512_vnni" in flags
 
 
 def applies(workload: QGemmWorkload, fingerprint: dict | None = None) -> bool:
