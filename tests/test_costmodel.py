@@ -137,3 +137,49 @@ def test_metrics():
     # scoring by the slowest first finds none of the 2 fastest
     q = ranking_quality(Oracle(), -np.array([5.0, 1.0, 10.0, 3.0, 2.0])[:, None], lat, k=2)
     assert q["recall_at_k"] == 0.0 and q["spearman"] < 0
+
+
+def test_another_devices_rows_count_as_much_as_they_agree_with_ours():
+    """A warm start's foreign rows: full weight before this device has AGREEMENT_ROWS rows; then the rank
+    correlation of a model of them alone with what is measured here (clipped at 0), and none from OWN_ENOUGH."""
+    from autotile.costmodel.transfer import AGREEMENT_ROWS, OWN_ENOUGH, ForeignRows
+
+    X, lat = synthetic(200, seed=4)
+    agreeing = ForeignRows(list(zip(X[:150], lat[:150])))
+    contrary = ForeignRows(list(zip(X[:150], 1e4 / lat[:150])))  # the same configs, the order reversed
+    own_X, own_lat = X[150:150 + 16], lat[150:150 + 16]
+    assert agreeing.weight(own_X[:AGREEMENT_ROWS - 1], own_lat[:AGREEMENT_ROWS - 1]) == 1.0
+    assert contrary.weight(own_X[:AGREEMENT_ROWS - 1], own_lat[:AGREEMENT_ROWS - 1]) == 1.0
+    assert agreeing.weight(own_X, own_lat) > 0.6
+    assert contrary.weight(own_X, own_lat) == 0.0
+    many_X, many_lat = synthetic(OWN_ENOUGH, seed=5)
+    assert agreeing.weight(many_X, many_lat) == 0.0
+    assert ForeignRows().weight(own_X, own_lat) == 0.0
+
+
+def test_a_prior_trains_the_model_at_its_weight(tmp_path):
+    """Prior rows train a model that has no rows of its own yet; at weight 0 they are left out, and a contrary
+    prior at weight 1 drags a small model's ranking while at 0 it does not; the prior survives save and load."""
+    X, lat = synthetic(300, seed=6)
+    test_X, test_lat = X[200:], lat[200:]
+    alone = XGBCostModel()
+    alone.set_prior(X[:150], lat[:150], 1.0)
+    alone.refit()
+    assert alone.trained and alone.n_samples == 0
+    assert ranking_quality(alone, test_X, test_lat)["spearman"] > 0.7
+
+    quality = {}
+    for weight in (0.0, 1.0):
+        model = XGBCostModel()
+        model.set_prior(X[:150], 1e4 / lat[:150], weight)  # reversed: a device where the order is the opposite
+        model.update(X[150:190], lat[150:190])
+        quality[weight] = ranking_quality(model, test_X, test_lat)["spearman"]
+    assert quality[0.0] > 0.5 and quality[1.0] < quality[0.0] - 0.3
+
+    model = XGBCostModel()
+    model.set_prior(X[:150], lat[:150], 0.25)
+    model.update(X[150:190], lat[150:190])
+    model.save(tmp_path / "m")
+    loaded = XGBCostModel().load(tmp_path / "m")
+    assert loaded.prior_weight == 0.25 and np.array_equal(loaded._prior_y, lat[:150])
+    assert np.allclose(loaded.predict(test_X), model.predict(test_X))

@@ -1,6 +1,7 @@
 """Short real tuning runs: recorded in a real SQLite file, verified, cached, retuned without repeats."""
 
 import json
+import random
 
 import pytest
 import torch
@@ -457,11 +458,11 @@ def test_warm_start_from_another_devices_records(tmp_path, monkeypatch):
                 expected.append(key)
         assert seeds[0] == space.default() and [s.key for s in seeds[1:1 + len(expected)]] == expected
 
-        rows = history(here.db, here.device, space, w, "tvm")
+        past = history(here.db, here.device, space, w, "tvm")
         n_own = len(here.db.measurements(device=here.device.key, template=space.template))
         n_theirs = len(here.db.measurements(device=elsewhere, template=space.template))
-        assert n_own == 3 and n_theirs == 4 and len(rows) == n_own + n_theirs  # ours first, then theirs
-        assert min(lat for _, lat in rows[n_own:]) == pytest.approx(min(lat for _, lat in rows[:n_own]))
+        assert n_own == 3 and n_theirs == 4 and (len(past.own), len(past.foreign)) == (n_own, n_theirs)
+        assert min(lat for _, lat in past.foreign) == pytest.approx(min(lat for _, lat in past.own))
 
         result = here.tune(w, TuneOptions(trials=3))
         measured = sorted(here.db.measurements(device=here.device.key, workload=w.key), key=lambda r: r["id"])
@@ -476,6 +477,35 @@ def test_warm_start_from_another_devices_records(tmp_path, monkeypatch):
 
 
 AVX2, AVX512 = {"flags": ["avx2", "fma"]}, {"flags": ["avx2", "fma", "avx512f"]}
+
+
+def test_a_warm_search_stops_learning_from_a_device_that_disagrees_with_this_one():
+    """Another device's rows train the cost model of a search that has measured nothing yet, in full; once it has
+    measured AGREEMENT_ROWS configs here, rows whose ranking is the opposite of ours count for nothing, and rows
+    that agree keep most of their say. (Synthetic latencies: no kernel is built.)"""
+    from types import SimpleNamespace
+
+    from autotile.costmodel.transfer import AGREEMENT_ROWS
+    from autotile.ops import space_for
+    from autotile.search.strategy import EvolutionSearch
+
+    workload = GemmWorkload(96, 128, 64)
+    space = space_for(workload, {"flags": ["avx2", "fma"]})
+    rng = random.Random(0)
+    configs = list({c.key: c for c in (space.canonical(space.sample(rng)) for _ in range(120))}.values())
+
+    def here(c):  # more accumulators, fewer loads: faster
+        return 1e3 / (c.mr * c.nr) + c.kc / 64
+
+    weights = {}
+    for name, there in (("agreeing", here), ("contrary", lambda c: 1e5 / here(c))):
+        foreign = [(space.features(c), there(c)) for c in configs[:80]]
+        search = EvolutionSearch.create(space, seed=0, seeds=[space.default()], seen=set(), foreign=foreign)
+        assert search.cost_model.trained and search.foreign_weight == 1.0
+        search.notify([SimpleNamespace(config=c, latency_us=here(c)) for c in configs[80:80 + AGREEMENT_ROWS + 8]])
+        weights[name] = search.foreign_weight
+        assert search.cost_model.prior_weight == weights[name]
+    assert weights["contrary"] == 0.0 and weights["agreeing"] > 0.5
 
 
 @pytest.mark.parametrize("there, here", [(AVX2, AVX512), (AVX512, AVX2)], ids=["avx2-to-avx512", "avx512-to-avx2"])

@@ -61,9 +61,10 @@ class TritonCuda:
         pool = getattr(measurer, "build_pool", None)
         compile_many = pool_compiler(pool, workload, space.arch) if pool is not None else None
         compiled = CompileFeatures(workload, space, space.arch, compile_many)
+        past = history(db, device, space, workload, self.name, features=compiled.of)
         return CompileAwareSearch(space, compiled=compiled, seed=seed, seeds=seeds, seen=seen,
-                                  cost_model=cost_model or new_cost_model(seed),
-                                  history=history(db, device, space, workload, self.name, features=compiled.of))
+                                  cost_model=cost_model or new_cost_model(seed), history=past.own,
+                                  foreign=past.foreign)
 
     def load(self, device, workload, config, verified: bool):
         """A Triton kernel on the GPU (called with CUDA tensors); an unmeasured config is verified first."""

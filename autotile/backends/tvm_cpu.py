@@ -35,8 +35,11 @@ class TvmCpu:
     def searcher(self, strategy, space, *, workload, db, device, measurer, seed: int, seeds, seen, cost_model):
         from autotile.search.history import history
 
-        past = history(db, device, space, workload, self.name) if strategy.learns else ()
-        return strategy.create(space, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model, history=past)
+        if not strategy.learns:
+            return strategy.create(space, seed=seed, seeds=seeds, seen=seen)
+        past = history(db, device, space, workload, self.name)
+        return strategy.create(space, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model, history=past.own,
+                               foreign=past.foreign)
 
     def load(self, device, workload, config, verified: bool):
         """Built, loaded and first verified in a worker unless cached (search/isolated.py); kernels called beside

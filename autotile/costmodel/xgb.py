@@ -56,6 +56,11 @@ class XGBCostModel(CostModel):
         self.nthread, self.seed, self.min_samples = nthread, seed, min_samples
         self._X: np.ndarray | None = None
         self._y = np.empty(0)
+        # Rows from elsewhere (other devices' records) learned beside this model's own at a weight of their own:
+        # set by set_prior, never merged into the data update() keeps.
+        self._prior_X: np.ndarray | None = None
+        self._prior_y = np.empty(0)
+        self.prior_weight = 0.0
         self._booster = None
         self._rng = np.random.default_rng(seed)
 
@@ -66,6 +71,13 @@ class XGBCostModel(CostModel):
     @property
     def n_samples(self) -> int:
         return len(self._y)
+
+    def set_prior(self, X, latency_us, weight: float) -> None:
+        """Rows learned at `weight` (0 leaves them out) beside update()'s, from the next fit on: another device's
+        records, whose say shrinks as this device's measurements disagree with them (costmodel/transfer.py)."""
+        y = np.asarray(latency_us, dtype=float).ravel()
+        self._prior_X = np.atleast_2d(np.asarray(X, dtype=float)) if len(y) else None
+        self._prior_y, self.prior_weight = y, float(weight) if len(y) else 0.0
 
     @property
     def booster(self):
@@ -87,11 +99,27 @@ class XGBCostModel(CostModel):
         _, first = np.unique(np.column_stack([X, y]), axis=0, return_index=True)
         keep = np.sort(first)
         self._X, self._y = X[keep], y[keep]
-        if self.n_samples >= self.min_samples:
+        self.refit()
+
+    def refit(self) -> None:
+        """Fit on the rows held now, the prior's included, once there are min_samples of them (a search with no
+        measurement of its own yet starts from another device's)."""
+        if self.n_samples + (len(self._prior_y) if self.prior_weight > 0 else 0) >= self.min_samples:
             self._fit()
 
-    def _targets(self) -> np.ndarray:
-        thr = throughput(self._y)
+    def _training_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(X, latencies, sample weights): this model's rows at 1, the prior's at its weight (when above 0)."""
+        if self.prior_weight <= 0 or self._prior_X is None:
+            return self._X, self._y, np.ones(len(self._y))
+        if self._X is None:
+            return self._prior_X, self._prior_y, np.full(len(self._prior_y), self.prior_weight)
+        if self._prior_X.shape[1] != self._X.shape[1]:
+            raise ValueError(f"prior rows have {self._prior_X.shape[1]} features, this model {self._X.shape[1]}")
+        return (np.vstack([self._X, self._prior_X]), np.concatenate([self._y, self._prior_y]),
+                np.concatenate([np.ones(len(self._y)), np.full(len(self._prior_y), self.prior_weight)]))
+
+    def _targets(self, latency_us: np.ndarray | None = None) -> np.ndarray:
+        thr = throughput(self._y if latency_us is None else latency_us)
         ok = thr > 0
         if not ok.any():
             return np.zeros(len(thr))
@@ -103,7 +131,8 @@ class XGBCostModel(CostModel):
         import xgboost as xgb
 
         params = {**self.PARAMS, "nthread": self.nthread, "seed": self.seed}
-        data = xgb.DMatrix(self._X, label=self._targets(), nthread=self.nthread)
+        X, y, weight = self._training_set()
+        data = xgb.DMatrix(X, label=self._targets(y), weight=weight, nthread=self.nthread)
         self._booster = xgb.train(params, data, self.ROUNDS)
 
     def predict(self, X) -> np.ndarray:
@@ -124,7 +153,9 @@ class XGBCostModel(CostModel):
         else:
             booster_file.unlink(missing_ok=True)
         X = self._X if self._X is not None else np.empty((0, 0))
-        np.savez(path / "data.npz", X=X, y=self._y)
+        prior_X = self._prior_X if self._prior_X is not None else np.empty((0, 0))
+        np.savez(path / "data.npz", X=X, y=self._y, prior_X=prior_X, prior_y=self._prior_y,
+                 prior_weight=self.prior_weight)
         meta = {"format": 1, "seed": self.seed, "min_samples": self.min_samples, "nthread": self.nthread}
         (path / "meta.json").write_text(json.dumps(meta))
 
@@ -140,6 +171,9 @@ class XGBCostModel(CostModel):
         with np.load(path / "data.npz") as data:
             self._X = data["X"] if data["X"].size else None
             self._y = data["y"]
+            if "prior_y" in data:  # saved before priors existed: none
+                self._prior_X = data["prior_X"] if data["prior_X"].size else None
+                self._prior_y, self.prior_weight = data["prior_y"], float(data["prior_weight"])
         self._booster = None
         if (path / "booster.json").exists():
             self._booster = xgb.Booster(model_file=str(path / "booster.json"))

@@ -118,13 +118,15 @@ class CompileAwareSearch(EvolutionSearch):
     def _fit(self):
         if self.cost_model is None:
             return
-        X = [f for f, _ in self.history] + [self.compiled(c) for c, _ in self.measured]
-        y = [lat for _, lat in self.history] + [lat for _, lat in self.measured]
-        if X:
-            X = np.array(X, dtype=float)
-            y = np.array(y, dtype=float)
-            self.cost_model.update(X, y)
-            self.screen_model.update(X[:, : self.compiled.n_config], y)
+        X, y = self._own_rows()
+        self._teach(self.cost_model, X, y)
+        n = self.compiled.n_config
+        if len(self.foreign):  # the screen learns the foreign rows' config prefix at the same weight
+            self.screen_model.set_prior(self.foreign.X[:, :n], self.foreign.latency, self.foreign_weight)
+        if len(y):
+            self.screen_model.update(X[:, :n], y)
+        else:
+            self.screen_model.refit()
 
     def _rank(self, children: list, n_exploit: int) -> list:
         if not children or self.cost_model is None or not self.screen_model.trained:

@@ -1,33 +1,39 @@
 """What past measurements teach a new search: the cost model's training rows. This device's come first; while it
 has few, other devices' records of the template are extra data (the warm start), each device's throughputs
-scaled so its best matches this device's best (the ranking carries over between CPUs, the level does not)."""
+scaled so its best matches this device's best (the ranking carries over between CPUs, the level does not), kept
+apart so the search can weigh them by how well they agree with what it measures here (costmodel/transfer.py)."""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+from autotile.costmodel.transfer import OWN_ENOUGH
 from autotile.errors import AutotileError
 
-OWN_ENOUGH = 64  # rows of this device past which other devices' records are left out
+
+class Past(NamedTuple):
+    own: list  # (features, latency scaled to the workload's flops) of this device's records
+    foreign: list  # the same of other devices' records, their best scaled to this device's best
 
 
-def history(db, device, space, workload, backend: str, features=None) -> list:
+def history(db, device, space, workload, backend: str, features=None) -> Past:
     """Past measurements of this space's template as (features, latency scaled to this workload's flops): this
-    device's, then other devices' while this one has fewer than OWN_ENOUGH; `features(workload, space, config)`
+    device's, and other devices' while this one has fewer than OWN_ENOUGH; `features(workload, space, config)`
     defaults to the space's config features."""
     features = features or (lambda _workload, other_space, config: other_space.features(config))
     records = db.measurements(backend=backend, template=space.template)
     own = _rows(db, device, space, workload, [r for r in records if r["device"] == device.key], features)
     if len(own) >= OWN_ENOUGH:
-        return own
+        return Past(own, [])
     own_best = max((_throughput(lat) for _, lat in own), default=None)
-    out = list(own)
+    foreign = []
     for key in sorted({r["device"] for r in records} - {device.key}):
         rows = _rows(db, device, space, workload, [r for r in records if r["device"] == key], features)
         best = max((_throughput(lat) for _, lat in rows), default=0.0)
         scale = own_best / best if own_best and best else 1.0  # latency x 1/scale: their best = our best
-        out += [(row, lat / scale) for row, lat in rows]
-    return out
+        foreign += [(row, lat / scale) for row, lat in rows]
+    return Past(own, foreign)
 
 
 def newer_rows(db, device, space, workload, backend: str, since: int) -> tuple[list, int]:

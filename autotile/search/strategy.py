@@ -11,14 +11,17 @@ import random
 
 import numpy as np
 
+from autotile.costmodel.transfer import ForeignRows
+
 
 class SearchStrategy:
     name = "base"
     learns = False  # whether it ranks candidates with a cost model (trained on `history` too)
 
     @classmethod
-    def create(cls, space, *, seed: int, seeds, seen, cost_model=None, history=()):
-        """The strategy for one tuning run; a learning one gets `cost_model` (a fresh XGBoost one when None)."""
+    def create(cls, space, *, seed: int, seeds, seen, cost_model=None, history=(), foreign=()):
+        """The strategy for one tuning run; a learning one gets `cost_model` (a fresh XGBoost one when None), this
+        device's past rows (`history`) and other devices' (`foreign`, weighed by their agreement with ours)."""
         return cls(space, seed=seed, seeds=seeds, seen=seen)
 
     def __init__(self, space, seed: int = 0, seeds=(), seen: set[str] | None = None):
@@ -90,19 +93,21 @@ class EvolutionSearch(SearchStrategy):
     learns = True
 
     @classmethod
-    def create(cls, space, *, seed: int, seeds, seen, cost_model=None, history=()):
+    def create(cls, space, *, seed: int, seeds, seen, cost_model=None, history=(), foreign=()):
         return cls(space, seed=seed, seeds=seeds, seen=seen, cost_model=cost_model or new_cost_model(seed),
-                   history=history)
+                   history=history, foreign=foreign)
 
     def __init__(self, space, seed: int = 0, seeds=(), seen=None, cost_model=None, features=None,
-                 population: int = 16, children: int = 512, explore: float = 0.2, history=()):
+                 population: int = 16, children: int = 512, explore: float = 0.2, history=(), foreign=()):
         super().__init__(space, seed, seeds, seen)
         self.cost_model = cost_model
         self.features = features or (lambda c: space.features(c))
         self.population = population
         self.children = children
         self.explore = explore
-        self.history = list(history)  # (features, latency_us) measured before this run, to train on
+        self.history = list(history)  # (features, latency_us) measured here before this run, to train on
+        self.foreign = ForeignRows(foreign, seed)  # other devices' rows, as much as they agree with ours
+        self.foreign_weight = 1.0 if len(self.foreign) else 0.0
         self._fit()
 
     def _parents(self) -> list:
@@ -161,13 +166,23 @@ class EvolutionSearch(SearchStrategy):
         super().notify(results)
         self._fit()
 
-    def _fit(self):
-        if self.cost_model is None:
-            return
+    def _own_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(X, latency) of everything measured on this device: past rows, then this run's."""
         X = [f for f, _ in self.history] + [self.features(c) for c, _ in self.measured]
         y = [lat for _, lat in self.history] + [lat for _, lat in self.measured]
-        if X:
-            self.cost_model.update(np.array(X, dtype=float), np.array(y, dtype=float))
+        return np.array(X, dtype=float), np.array(y, dtype=float)
+
+    def _teach(self, model, X, y) -> None:
+        """Train `model` on this device's rows, the foreign ones beside them at their current weight."""
+        self.foreign_weight = self.foreign.teach(model, X, y)
+        if len(y):
+            model.update(X, y)
+        elif hasattr(model, "refit"):
+            model.refit()
+
+    def _fit(self):
+        if self.cost_model is not None:
+            self._teach(self.cost_model, *self._own_rows())
 
 
 def new_cost_model(seed: int):
