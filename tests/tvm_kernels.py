@@ -1,6 +1,7 @@
 """Shared by the TVM kernel tests: kernels built for a named CPU, so the generated code (and any assembly a test
-reads) is the same on every host; a kernel runs only where this CPU can execute that code, else the test is
-skipped with the reason. Tests of a kernel that needs one ISA feature say so with `requires_cpu_flags`."""
+reads) is the same on every host that can run it. On a CPU that cannot (AVX2 only: Zen 3), a kernel is built for
+this CPU instead, where its template runs here, else the test is skipped with the reason. Tests of a kernel that
+needs one ISA feature say so with `requires_cpu_flags`."""
 
 from functools import cache
 from pathlib import Path
@@ -59,11 +60,67 @@ def assembly(workload, config) -> str:
 
 
 def compiled(workload, config, executable=None) -> CompiledKernel:
-    """The kernel built for MCPU (on every host), then the test is skipped where this CPU cannot run it."""
+    """The kernel built for MCPU, where this CPU can run MCPU's code; elsewhere (an AVX2 CPU) built for this CPU,
+    where its template runs here (built_here). An `executable` given (built for MCPU) is skipped where this CPU
+    cannot run it."""
+    if executable is None and missing_cpu_flags(*MCPU_FLAGS):
+        return built_here(workload, config)
     if executable is None:
         executable = build_for_mcpu(workload, config)
     skip_unless_cpu_has()
     return artifacts.compiled(workload, config, executable)
+
+
+@cache
+def _host():
+    from autotile.db.device import current_device
+
+    return current_device("tvm", threads=2)
+
+
+@cache
+def _builder(emulate_amx: bool):
+    """A build worker for the session (one per AMX emulation setting, which tests switch): an instruction LLVM
+    cannot lower for this CPU aborts it, not pytest."""
+    import atexit
+
+    from autotile.codegen.tvm.amx_permission import EMULATE_ENV
+    from autotile.search.worker import Worker
+
+    worker = Worker({EMULATE_ENV: "1" if emulate_amx else "0"}, warm_imports=("tvm",))
+    atexit.register(worker.close)
+    return worker
+
+
+def built_here(workload, config) -> CompiledKernel:
+    """The kernel built for this CPU (its mcpu and features) in a worker process, then loaded here. Skipped where
+    its template does not run on this CPU, or the config takes a code path that MCPU's space offers and this CPU's
+    does not (gemm.lowp's vdpbf16ps mode without AVX512_BF16); a build that fails otherwise fails the test: the
+    product would build it here."""
+    from autotile.codegen.tvm.amx_permission import emulated
+    from autotile.ops import encode_config, template_of_config
+    from autotile.paths import kernel_cache_dir
+    from autotile.search.measure import DEFAULT_BUILDER
+    from autotile.search.worker import WorkerFailure
+
+    device = _host()
+    fingerprint, mcpu = device.fingerprint, device.fingerprint["mcpu"]
+    template = template_of_config(workload, config)
+    if not template.applies_to(workload, fingerprint):
+        pytest.skip(f"{template.name} does not run on this CPU ({mcpu})")
+    here = template.space_for(workload, fingerprint).domains
+    there = template.space_for(workload, {"flags": list(MCPU_FLAGS), "mcpu": MCPU, "threads": 2}).domains
+    for knob, value in config.to_dict().items():  # a code path (a name or a switch) offered on MCPU, not here
+        if isinstance(value, (str, bool)) and value in there.get(knob, ()) and value not in here.get(knob, ()):
+            pytest.skip(f"{template.name} offers {knob}={value!r} only on other CPUs than this one ({mcpu})")
+    mcpu, threads, mattr = artifacts.target_of(device)
+    try:
+        path, _ = _builder(emulated()).call("autotile.search.measure:build_task", DEFAULT_BUILDER,
+                                            workload.to_dict(), encode_config(workload, config), device.key, mcpu,
+                                            threads, str(kernel_cache_dir()), mattr, timeout=600)
+    except WorkerFailure as failure:
+        pytest.fail(f"{workload.key} {config.key}: {template.name} runs on {mcpu} but did not build for it: {failure}")
+    return artifacts.load(workload, config, path)
 
 
 def check(workload, config, executable=None) -> CompiledKernel:

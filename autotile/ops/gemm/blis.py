@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, replace
 
 from autotile.ops.gemm.workload import GemmWorkload
-from autotile.ops.space import Config, ConfigSpace, threads_of, vector_unit
+from autotile.ops.space import Config, ConfigSpace, has_bf16_dot, threads_of, vector_unit
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,12 @@ class GemmSpace(ConfigSpace):
             "fuse_epilogue": list(range(n_epi + 1)),
         }
 
+    takes_bf16_dot = False  # whether its constructor takes `bf16_dot`: a subclass with a vdpbf16ps mode
+
     @classmethod
     def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> GemmSpace:
-        return cls(workload, *vector_unit(fingerprint), threads=threads_of(fingerprint))
+        extra = {"bf16_dot": has_bf16_dot(fingerprint)} if cls.takes_bf16_dot else {}
+        return cls(workload, *vector_unit(fingerprint), threads=threads_of(fingerprint), **extra)
 
     def valid(self, c: GemmConfig) -> bool:
         if c.nr % c.vec:

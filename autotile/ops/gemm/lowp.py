@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from autotile.ops.gemm.blis import GemmConfig, GemmSpace
 from autotile.ops.gemm.workload import GemmWorkload
-from autotile.ops.space import has_bf16_dot, threads_of, vector_unit
 
 MODES = ("convert_pack", "convert_inner", "dpbf16")
 
@@ -37,6 +36,7 @@ def applies(workload: GemmWorkload, fingerprint: dict | None = None) -> bool:
 class LowpGemmSpace(GemmSpace):
     config_type = LowpGemmConfig
     template = "gemm.lowp"
+    takes_bf16_dot = True
 
     def __init__(self, workload: GemmWorkload, vector_lanes: int = 16, vector_registers: int = 32,
                  bf16_dot: bool = False, threads: int = 1):
@@ -46,11 +46,6 @@ class LowpGemmSpace(GemmSpace):
         self.domains["mode"] = list(MODES if self.bf16_dot else MODES[:2])
         if workload.prologue:  # see applies()
             self.domains["mode"] = ["dpbf16"]
-
-    @classmethod
-    def for_device(cls, workload: GemmWorkload, fingerprint: dict | None = None) -> LowpGemmSpace:
-        return cls(workload, *vector_unit(fingerprint), bf16_dot=has_bf16_dot(fingerprint),
-                   threads=threads_of(fingerprint))
 
     def valid(self, c: LowpGemmConfig) -> bool:
         if c.mode not in self.domains["mode"]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from autotile.ops.gemm.blis import GemmConfig, GemmSpace, balanced
 from autotile.ops.qgemm.workload import QGemmWorkload
-from autotile.ops.space import has_bf16_dot, threads_of, vector_unit
 
 DECODE_MAX_ACCUMULATORS = 8  # rows of A x output rows of a decode tile (two zmm sums each, no spills)
 DECODE_MAX_M = 32  # the decode kernel is offered up to this many rows of A (token generation, small batches)
@@ -65,11 +64,7 @@ def applies(workload: QGemmWorkload, fingerprint: dict | None = None) -> bool:
 class QGemmSpace(GemmSpace):
     config_type = QGemmConfig
     template = "qgemm.weight_only"
-
-    @classmethod
-    def for_device(cls, workload: QGemmWorkload, fingerprint: dict | None = None):
-        return cls(workload, *vector_unit(fingerprint), bf16_dot=has_bf16_dot(fingerprint),
-                   threads=threads_of(fingerprint))
+    takes_bf16_dot = True
 
     def __init__(self, workload: QGemmWorkload, vector_lanes: int = 16, vector_registers: int = 32,
                  bf16_dot: bool = False, threads: int = 1):
