@@ -7,8 +7,9 @@ torch and autotile fp32.
 W8A8 (shapes 512x1024x1024, 128x3072x768, and decode-like M 1 and 16 with N=K=4096): autotile's kernel
 quantizes the float activations per row inside the timed call; its int8 weight is packed once per weight set
 into the kernel's VNNI panels (with the column sums), outside the timed calls, as a layer's weight would be;
-torch._int_mm is timed with the same dynamic quantization and scaling in torch around it, and alone on
-pre-quantized int8 (labelled).
+torch's dynamic int8 Linear (quantize_dynamic: fbgemm on x86, activations quantized per call, per tensor) is the
+peer a torch user has; torch._int_mm is timed with the same dynamic quantization and scaling in torch around it,
+and alone on pre-quantized int8 (labelled).
 int4 weight-only (M 1 and 16, N=K=4096): against torch fp32 and bf16 linear, numpy fp32 (OpenBLAS with its
 capping variables unset, in its own process) and autotile's fp32 GEMM. Two autotile rows: bfloat16
 activations (A rounded to bf16 as torch's bf16 linear takes it; vdpbf16ps on CPUs with AVX512_BF16, the
@@ -90,6 +91,14 @@ def quantized_setup(w, args):
     return kern, result, kern32, x, floats, rotation(sets)
 
 
+def dynamic_int8_linear(weight):
+    """torch's own W8A8 Linear: quantize_dynamic (int8 weight packed once, activations quantized per call, per
+    tensor; fbgemm's vpmaddubsw kernels on x86), the peer a torch user already has."""
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    linear.weight.data.copy_(weight)
+    return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def w8a8_contenders(m, n, k, args):
     w = QGemmWorkload(m, n, k, weight_dtype="int8", act_dtype="int8")
     kern, result, kern32, x, floats, pick = quantized_setup(w, args)
@@ -110,8 +119,10 @@ def w8a8_contenders(m, n, k, args):
     torch.testing.assert_close(kern(x, *prepared[0], out=out).double(), w.reference(x, *quantized[0]),
                                rtol=1e-4, atol=1e-3)
     print(f"   W8A8 kernel: {result.config}", flush=True)
+    dynamic = [dynamic_int8_linear(f) for f in floats]
     return w, result, {
         "autotile W8A8": lambda: kern(x, *prepared[pick()], out=out),
+        f"torch dynamic int8 Linear ({torch.backends.quantized.engine})": lambda: dynamic[pick()](x),
         "torch._int_mm + dynamic quant": torch_w8a8,
         "torch._int_mm alone (pre-quantized A)": lambda: torch._int_mm(qa_pre, weights_t[pick()]),
         "autotile fp32": lambda: kern32(x, floats[pick()], out=out32),

@@ -134,3 +134,31 @@ def test_without_vnni_the_avx2_template_matches_float64_torch(shape, epilogue, o
         codes, row_scales = quantize_rows_int8(a)
         exact = (codes.double() @ weight.double().T) * row_scales.double()[:, None] * scales.double() + rest[0].double()
         torch.testing.assert_close(got, exact, rtol=1e-5, atol=1e-4)
+
+
+def test_the_avx2_packed_weight_holds_each_block_in_vpmaddwds_order():
+    """qgemm.int8_avx2's pack_W: the panels and column corrections of VNNI's layout, each 16 x 4 block's 64 bytes
+    in the order its vpmaddwd reads them (intrinsics.avx2_panel_position: per half of the rows and pair of K, the
+    8 rows' byte pairs); built for an AVX2 CPU, so it runs in every CI."""
+    from autotile.codegen.tvm.intrinsics import avx2_panel_position
+    from autotile.ops.qgemm.int8 import Int8Avx2Config
+    from autotile.search import artifacts
+
+    w = w8a8(5, 40, 70)
+    space = space_for(w, {"flags": ["avx2", "fma"], "threads": 2})
+    config = space.canonical(Int8Avx2Config(mr=2, nrv=2, mc_tiles=1, nc_tiles=1))
+    kernel = artifacts.compiled(w, config, artifacts.build(w, config, AVX2_MCPU, 2))
+    _, weight, _ = w.random_inputs(3)
+    packed = kernel.pack_operand("W", weight).tensor
+    tiles, groups = 64 // 16, -(-70 // 4)
+    assert tuple(packed.shape) == prepacked_operands(w, config)["W"] == (tiles, groups + 1, 16, 4)
+    expected = torch.zeros(tiles * 16, groups * 4, dtype=torch.int8)
+    expected[:40, :70] = weight
+    blocks = expected.reshape(tiles, 16, groups, 4).permute(0, 2, 1, 3)
+    order = [row * 4 + k for _, row, k in sorted((avx2_panel_position(row, k), row, k)
+                                                  for row in range(16) for k in range(4))]
+    assert sorted(avx2_panel_position(row, k) for row in range(16) for k in range(4)) == list(range(64))
+    in_order = blocks.reshape(tiles, groups, 64)[:, :, order]
+    assert torch.equal(packed[:, :groups].reshape(tiles, groups, 64), in_order)
+    corr = packed[:, groups].reshape(tiles * 16, 4).contiguous().view(torch.int32).flatten()
+    assert torch.equal(corr[:40], -128 * weight.int().sum(1))

@@ -53,29 +53,36 @@ TensorIntrin.register(VNNI_DOT_16X4, _dot_16x4_u8i8i32_desc, _dot_16x4_vnni, ove
 
 # --- the same dot product on AVX2 without VNNI (Zen 3): vpmaddwd ------------------------------------
 #
-# vpdpbusd is AVX-512 VNNI: on an AVX2 target LLVM aborts on it ("Do not know how to split"). Here B's 64 bytes are
-# read 8 rows (32 bytes) at a time as 16 int16 words, a row's (k0, k1) and (k2, k3) byte pairs; the even and the odd
-# words are split apart (vpsrld, vpblendw, vpackusdw), sign-extended to int16 (vpmovsxbw) and multiplied by A's
-# pairs, zero-extended, with vpmaddwd, which adds each pair into int32: the two results added are the 8 rows' whole
-# sums, in row order. Exact: |uint8 x int8| < 2^15, and two of them fit int32.
+# vpdpbusd is AVX-512 VNNI: on an AVX2 target LLVM aborts on it ("Do not know how to split"). vpmaddwd multiplies
+# int16 pairs and adds each pair into int32, so B's bytes are stored in the order it wants (AVX2_PANEL_ORDER, made
+# by pack_W ahead of the call, never at run time): the 64 bytes of a 16 x 4 block are, for each half of the rows
+# (h) and each pair of K (p), the 8 rows' (k 2p, k 2p+1) byte pairs, 16 bytes. Each 16 bytes sign-extend to int16
+# (vpmovsxbw, straight from memory) and meet A's pair p, zero-extended and broadcast, in one vpmaddwd: 8 rows'
+# partial sums in row order; the two pairs added are the rows' whole sums. Per block: 4 extending loads, 4
+# vpmaddwd, 4 adds (the first version split B's pairs apart in every call: 3 more shuffles per 8 rows). Exact:
+# |uint8 x int8| < 2^15, and two of them fit int32. The description is the VNNI one: C[16] += A[4] . B[16, 4], B
+# read as the block it stores; only pack_W and the outlier product (int8_tvm.py) know the bytes' order.
 AVX2_DOT_16X4 = "autotile_dot_16x4_avx2"
-_EVEN, _ODD = list(range(0, 16, 2)), list(range(1, 16, 2))  # of 8 rows' 16 words: the (k0, k1) and (k2, k3) pairs
 
 
-def _zero_extended_pair(word, shift: int):
-    """Bytes `shift` / 8 and the next of a little-endian int32, each zero-extended to int16, as one int32."""
-    return T.bitwise_or(T.bitwise_and(T.shift_right(word, shift), 255),
-                        T.shift_left(T.bitwise_and(T.shift_right(word, shift + 8), 255), 16))
+def avx2_panel_position(row: int, k: int) -> int:
+    """Where W's byte (row, k) of a 16 x 4 block sits among its 64 bytes in AVX2 order (row < 16, k < 4)."""
+    return (row // 8) * 32 + (k // 2) * 16 + (row % 8) * 2 + k % 2
 
 
-def _pairs(words, lanes):
-    """The byte pairs in `lanes` of 16 int16 words, each byte sign-extended to int16."""
-    return T.Cast("int16x16", T.reinterpret(T.Shuffle([words], lanes), dtype="int8x16"))
+def _a_pair(a_pairs, p: int):
+    """A's pair p (k 2p, k 2p+1) of `a_pairs` (int32x2 of zero-extended int16 pairs), in each of 8 int32 lanes."""
+    return T.reinterpret(T.broadcast(T.Shuffle([a_pairs], [p]), 8), dtype="int16x16")
 
 
 def _pmaddwd(b_pairs, a_pairs):
     return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), b_pairs, a_pairs,
                                    dtype="int32x8")
+
+
+def _b_pairs(B, h: int, p: int):
+    """The 16 bytes of rows 8h..8h+7, pair p, sign-extended to int16 (their first byte's position: 32h + 16p)."""
+    return T.Cast("int16x16", B.vload([8 * h + 4 * p, 0], "int8x16"))
 
 
 @T.prim_func(s_tir=True)
@@ -87,15 +94,11 @@ def _dot_16x4_avx2(
     with T.sblock("root"):
         T.reads(C[0:16], A[0:4], B[0:16, 0:4])
         T.writes(C[0:16])
-        a = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        a01 = T.reinterpret(T.broadcast(_zero_extended_pair(a, 0), 8), dtype="int16x16")
-        a23 = T.reinterpret(T.broadcast(_zero_extended_pair(a, 16), 8), dtype="int16x16")
-        low = T.reinterpret(B.vload([0, 0], "int8x32"), dtype="int16x16")
-        high = T.reinterpret(B.vload([8, 0], "int8x32"), dtype="int16x16")
-        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + _pmaddwd(_pairs(low, _EVEN), a01) + _pmaddwd(
-            _pairs(low, _ODD), a23)
-        C[T.ramp(T.int32(8), 1, 8)] = C.vload([8], "int32x8") + _pmaddwd(_pairs(high, _EVEN), a01) + _pmaddwd(
-            _pairs(high, _ODD), a23)
+        a = T.reinterpret(T.Cast("int16x4", A.vload([0], "uint8x4")), dtype="int32x2")
+        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + _pmaddwd(_b_pairs(B, 0, 0), _a_pair(a, 0)) + _pmaddwd(
+            _b_pairs(B, 0, 1), _a_pair(a, 1))
+        C[T.ramp(T.int32(8), 1, 8)] = C.vload([8], "int32x8") + _pmaddwd(_b_pairs(B, 1, 0), _a_pair(a, 0)) + _pmaddwd(
+            _b_pairs(B, 1, 1), _a_pair(a, 1))
 
 
 TensorIntrin.register(AVX2_DOT_16X4, _dot_16x4_u8i8i32_desc, _dot_16x4_avx2, override=True)

@@ -120,7 +120,8 @@ class Int8Avx2Space(Int8GemmSpace):
         super().__init__(workload, vector_registers)
 
     def valid(self, c: Int8GemmConfig) -> bool:
-        # Accumulators (two ymm per 16 lanes) and about four more: a 16-column group's W pairs, A's pairs, a sum.
+        # Accumulators (two ymm per 16 lanes) and about four more: a 16-column group's four extended W pair vectors
+        # stay live across the rows, A's two broadcast pairs come and go (LLVM spills one accumulator at 4 x 1).
         return 2 * c.mr * c.nrv + 4 <= self.registers
 
     def default(self) -> Int8GemmConfig:

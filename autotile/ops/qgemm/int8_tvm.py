@@ -36,7 +36,8 @@ def layout(w: QGemmWorkload, c: Int8GemmConfig) -> dict:
 def prepacked_operands(w: QGemmWorkload, c: Int8GemmConfig) -> dict[str, tuple[int, ...]]:
     """W, made once per weight by `pack_W` (outside the timed call, like a layer's weight):
     W (N, K) int8 -> Wp (Np / 16, KQ + 1, 16, 4) int8, KQ = ceil(K / 4), Np = N padded to whole blocks.
-    Wp[t, q, l, b] = W[16 t + l, 4 q + b] (0 past N or K): each (t, q) is one 64-byte vpdpbusd operand.
+    Wp[t, q, l, b] = W[16 t + l, 4 q + b] (0 past N or K): each (t, q) is one 64-byte vpdpbusd operand; for
+    qgemm.int8_avx2 the same 64 bytes in vpmaddwd's order (avx2_source).
     Wp[t, KQ, l, 0:4] = the little-endian bytes of the int32 -128 * sum_k W[16 t + l, k] (0 past N): the
     correction that undoes the +128 shift of A, read by the write-back as one int32 per column."""
     s = layout(w, c)
@@ -45,15 +46,24 @@ def prepacked_operands(w: QGemmWorkload, c: Int8GemmConfig) -> dict[str, tuple[i
 
 def pack_function(w: QGemmWorkload, c: Int8GemmConfig) -> tvm.tirx.PrimFunc:
     """pack_W(W, Wp): see prepacked_operands."""
-    return pack_panels(w, prepacked_operands(w, c)["W"], corrected=True)
+    return pack_panels(w, prepacked_operands(w, c)["W"], corrected=True, avx2_order=isinstance(c, Int8Avx2Config))
 
 
-def pack_panels(w: QGemmWorkload, shape: tuple[int, ...], corrected: bool) -> tvm.tirx.PrimFunc:
+def avx2_source(t, q, lane, b):
+    """(row, k) of W whose byte qgemm.int8_avx2 stores at Wp[t, q, lane, b] (intrinsics.avx2_panel_position)."""
+    o = lane * 4 + b
+    return t * LANES + o // 32 * 8 + o // 2 % 8, q * 4 + o // 16 % 2 * 2 + o % 2
+
+
+def pack_panels(w: QGemmWorkload, shape: tuple[int, ...], corrected: bool, avx2_order: bool = False
+                ) -> tvm.tirx.PrimFunc:
     """pack_W(W, Wp): W (N, K) int8 in 16-column x 4-K panels of `shape` (Np / 16, groups, 16, 4),
     Wp[t, q, l, b] = W[16 t + l, 4 q + b], 0 past N or K: what vpdpbusd reads, and 16 rows of a panel are one B
-    tile of tdpbssd. corrected: the last group holds VNNI's column corrections instead (see prepacked_operands)."""
+    tile of tdpbssd. avx2_order: each 64-byte block's bytes in the order vpmaddwd reads them (avx2_source).
+    corrected: the last group holds VNNI's column corrections instead (see prepacked_operands)."""
     W = te.placeholder(w.operand_shapes()["W"], "int8", name="W")
     groups = shape[1] - corrected  # groups of K values
+    zero = tir.const(0, "int8")
     if corrected:
         r = te.reduce_axis((0, w.k), name="r")
         colsum = te.compute((w.n,), lambda j: te.sum(W[j, r].astype("int32"), axis=r), name="colsum")
@@ -62,11 +72,18 @@ def pack_panels(w: QGemmWorkload, shape: tuple[int, ...], corrected: bool) -> tv
         # Bounds by if_then_else, which reads only the branch taken: TVM's simplifier drops a clamp of the
         # index inside a Select guarded by the same bound, and Select reads both (out-of-bounds loads).
         j, kk = t * LANES + lane, q * 4 + b
-        value = tir.if_then_else(kk < w.k, W[j, kk], tir.const(0, "int8"))
+        if avx2_order:  # the row read is another than the column's whose correction sits here
+            row, k = avx2_source(t, q, lane, b)
+            value = tir.if_then_else(row < w.n, tir.if_then_else(k < w.k, W[row, k], zero), zero)
+            if corrected:
+                byte = ((colsum[j] * -128 >> (b * 8)) & 255).astype("uint8").astype("int8")
+                value = tir.if_then_else(q < groups, value, tir.if_then_else(j < w.n, byte, zero))
+            return value
+        value = tir.if_then_else(kk < w.k, W[j, kk], zero)
         if corrected:
             byte = ((colsum[j] * -128 >> (b * 8)) & 255).astype("uint8").astype("int8")
             value = tir.Select(q < groups, value, byte)
-        return tir.if_then_else(j < w.n, value, tir.const(0, "int8"))
+        return tir.if_then_else(j < w.n, value, zero)
 
     Wp = te.compute(shape, body, name="Wp")
     sch = tvm.s_tir.Schedule(te.create_prim_func([W, Wp]))
@@ -92,10 +109,13 @@ def define(w: QGemmWorkload, c: Int8GemmConfig):
 
     corr = te.compute((np_,), corr_of, name="corr")
     k = te.reduce_axis((0, kp), name="k")
+    # Wp read as the 16 x 4 blocks the dot-product intrinsics take; qgemm.int8_avx2's stores each block's bytes in
+    # another order, which only its intrinsic, pack_W and the outlier product know (intrinsics.AVX2_DOT_16X4).
     acc = te.compute((mp, np_), lambda i, j: te.sum(
         Au[i, k].astype("int32") * Wp[j // LANES, k // 4, j % LANES, k % 4].astype("int32"), axis=k), name="mm")
 
-    floats = None if outlier is None else outlier_product(w, A, Wp, scale_w, outlier)
+    floats = None if outlier is None else outlier_product(w, A, Wp, scale_w, outlier,
+                                                          avx2_order=isinstance(c, Int8Avx2Config))
     # Operands in this order: create_prim_func places their stages in it, so the correction and the outlier
     # products are computed before the tile loops (the schedule checks it).
     C = te.compute((w.m, w.n), lambda i, j: apply_epilogue(
@@ -167,8 +187,9 @@ def outlier_mask(w: QGemmWorkload, A):
     return te.compute((w.k,), lambda k: tir.Select(column_max[k] > threshold, 1, 0), name="outlier")
 
 
-def outlier_product(w: QGemmWorkload, A, Wp, scale_w, outlier):
-    """F[i, j] = sum over outlier columns k of A[i, k] * W[j, k] * scale_w[j], in float32.
+def outlier_product(w: QGemmWorkload, A, Wp, scale_w, outlier, avx2_order: bool = False):
+    """F[i, j] = sum over outlier columns k of A[i, k] * W[j, k] * scale_w[j], in float32; W read from its
+    panels (in AVX2 order: see pack_panels).
 
     Which columns are outliers is known only at run time, so this is a loop nest written by hand
     (te.extern) that skips the other columns: O(K + M * N * outliers), not a second dense GEMM.
@@ -181,7 +202,11 @@ def outlier_product(w: QGemmWorkload, A, Wp, scale_w, outlier):
         serial = tir.ForKind.SERIAL
         zero = tir.For(i0, 0, w.m, serial, tir.For(j0, 0, w.n, serial,
                                                    tir.BufferStore(out, tir.const(0.0, "float32"), [i0, j0])))
-        packed = tir.BufferLoad(wt, [j // LANES, k // 4, j % LANES, k % 4])  # W[j, k], see prepacked_operands
+        if avx2_order:  # intrinsics.avx2_panel_position
+            o = j % LANES // 8 * 32 + k % 4 // 2 * 16 + j % 8 * 2 + k % 2
+            packed = tir.BufferLoad(wt, [j // LANES, k // 4, o // 4, o % 4])
+        else:
+            packed = tir.BufferLoad(wt, [j // LANES, k // 4, j % LANES, k % 4])  # W[j, k], see prepacked_operands
         weight = packed.astype("float32") * tir.BufferLoad(scale, [j])
         update = tir.BufferStore(out, tir.BufferLoad(out, [i, j]) + tir.BufferLoad(a, [i, k]) * weight, [i, j])
         columns = tir.For(k, 0, w.k, serial, tir.IfThenElse(
