@@ -66,7 +66,8 @@ AVX2_DOT_16X4 = "autotile_dot_16x4_avx2"
 
 
 def avx2_panel_position(row: int, k: int) -> int:
-    """Where W's byte (row, k) of a 16 x 4 block sits among its 64 bytes in AVX2 order (row < 16, k < 4)."""
+    """Where W's byte (row, k) of a 16 x 4 block sits among its 64 bytes in AVX2 order (row < 16, k < 4); ints,
+    or TIR expressions (the outlier product's index)."""
     return (row // 8) * 32 + (k // 2) * 16 + (row % 8) * 2 + k % 2
 
 

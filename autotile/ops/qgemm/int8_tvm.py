@@ -72,16 +72,13 @@ def pack_panels(w: QGemmWorkload, shape: tuple[int, ...], corrected: bool, avx2_
         # Bounds by if_then_else, which reads only the branch taken: TVM's simplifier drops a clamp of the
         # index inside a Select guarded by the same bound, and Select reads both (out-of-bounds loads).
         j, kk = t * LANES + lane, q * 4 + b
+        byte = ((colsum[j] * -128 >> (b * 8)) & 255).astype("uint8").astype("int8") if corrected else None
         if avx2_order:  # the row read is another than the column's whose correction sits here
             row, k = avx2_source(t, q, lane, b)
             value = tir.if_then_else(row < w.n, tir.if_then_else(k < w.k, W[row, k], zero), zero)
-            if corrected:
-                byte = ((colsum[j] * -128 >> (b * 8)) & 255).astype("uint8").astype("int8")
-                value = tir.if_then_else(q < groups, value, tir.if_then_else(j < w.n, byte, zero))
-            return value
+            return tir.if_then_else(q < groups, value, tir.if_then_else(j < w.n, byte, zero)) if corrected else value
         value = tir.if_then_else(kk < w.k, W[j, kk], zero)
         if corrected:
-            byte = ((colsum[j] * -128 >> (b * 8)) & 255).astype("uint8").astype("int8")
             value = tir.Select(q < groups, value, byte)
         return tir.if_then_else(j < w.n, value, zero)
 
@@ -202,8 +199,8 @@ def outlier_product(w: QGemmWorkload, A, Wp, scale_w, outlier, avx2_order: bool 
         serial = tir.ForKind.SERIAL
         zero = tir.For(i0, 0, w.m, serial, tir.For(j0, 0, w.n, serial,
                                                    tir.BufferStore(out, tir.const(0.0, "float32"), [i0, j0])))
-        if avx2_order:  # intrinsics.avx2_panel_position
-            o = j % LANES // 8 * 32 + k % 4 // 2 * 16 + j % 8 * 2 + k % 2
+        if avx2_order:
+            o = intrinsics.avx2_panel_position(j % LANES, k % 4)
             packed = tir.BufferLoad(wt, [j // LANES, k // 4, o // 4, o % 4])
         else:
             packed = tir.BufferLoad(wt, [j // LANES, k // 4, j % LANES, k % 4])  # W[j, k], see prepacked_operands
