@@ -157,27 +157,6 @@ def test_another_devices_rows_count_as_much_as_they_agree_with_ours():
     assert ForeignRows().weight(own_X, own_lat) == 0.0
 
 
-def test_another_devices_rows_are_set_at_this_devices_best_at_every_fit():
-    """A model run's task starts with no rows here: the foreign rows are taught as stored. Once it has rows, the
-    foreign best is put at this device's best (a failed config, inf, aside), and it follows as the best improves;
-    their order is kept."""
-    from autotile.costmodel.transfer import ForeignRows
-
-    X, lat = synthetic(60, seed=7)
-    faster_cpu = lat[:40] / 1.5
-    foreign = ForeignRows(list(zip(X[:40], faster_cpu)))
-    np.testing.assert_array_equal(foreign.scaled_latency(lat[:0]), faster_cpu)
-    for n in (8, 20):
-        own = np.append(lat[40:40 + n], np.inf)
-        scaled = foreign.scaled_latency(own)
-        assert scaled.min() == pytest.approx(lat[40:40 + n].min())
-        np.testing.assert_allclose(scaled / faster_cpu, scaled[0] / faster_cpu[0])
-    model = XGBCostModel()
-    assert foreign.teach(model, X[40:48], lat[40:48]) == model.prior_weight > 0
-    _, taught, _ = model._training_set()  # what the next fit learns: the scaled rows
-    np.testing.assert_allclose(taught, foreign.scaled_latency(lat[40:48]))
-
-
 def test_a_prior_trains_the_model_at_its_weight(tmp_path):
     """Prior rows train a model that has no rows of its own yet; at weight 0 they are left out, and a contrary
     prior at weight 1 drags a small model's ranking while at 0 it does not; the prior survives save and load."""

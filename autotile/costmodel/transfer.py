@@ -21,7 +21,7 @@ AGREEMENT_ROWS = 8  # rows of this device before the agreement is measured; unti
 
 
 class ForeignRows:
-    """Other devices' training rows, `(features, latency)`, each device's best at one level, and their weight."""
+    """Other devices' training rows, `(features, latency)` scaled to this device, and their current weight."""
 
     def __init__(self, rows=(), seed: int = 0):
         self.X = np.array([f for f, _ in rows], dtype=float)
@@ -53,21 +53,9 @@ class ForeignRows:
         rho = spearman(model.predict(np.asarray(own_X, dtype=float)), throughput(own_latency))
         return 0.0 if math.isnan(rho) else min(1.0, max(0.0, rho))
 
-    def scaled_latency(self, own_latency) -> np.ndarray:
-        """Their latencies scaled so their best matches the best of `own_latency` (as stored while there is none):
-        the ranking carries over between CPUs, the level does not, and the model's targets are relative to the
-        fastest row of all. Scaled at every fit, not once: a model run's task starts with no rows of its own, and
-        its rows would otherwise sit below the other device's level (Zen 4's best GPT GEMMs run 10% faster than
-        Zen 3's), each of them read as 10% worse than it is against the foreign rows."""
-        own = throughput(own_latency)
-        theirs = throughput(self.latency)
-        if not len(self) or not own.max(initial=0.0) or not theirs.max(initial=0.0):
-            return self.latency
-        return self.latency * (theirs.max() / own.max())
-
     def teach(self, cost_model, own_X, own_latency) -> float:
         """Set them as `cost_model`'s prior at their weight against these own rows; returns the weight."""
         weight = self.weight(own_X, own_latency)
         if len(self) and hasattr(cost_model, "set_prior"):
-            cost_model.set_prior(self.X, self.scaled_latency(own_latency), weight)
+            cost_model.set_prior(self.X, self.latency, weight)
         return weight

@@ -122,7 +122,7 @@ class CompileAwareSearch(EvolutionSearch):
         self._teach(self.cost_model, X, y)
         n = self.compiled.n_config
         if len(self.foreign):  # the screen learns the foreign rows' config prefix at the same weight
-            self.screen_model.set_prior(self.foreign.X[:, :n], self.foreign.scaled_latency(y), self.foreign_weight)
+            self.screen_model.set_prior(self.foreign.X[:, :n], self.foreign.latency, self.foreign_weight)
         if len(y):
             self.screen_model.update(X[:, :n], y)
         else:

@@ -14,7 +14,7 @@ from autotile.errors import AutotileError
 
 class Past(NamedTuple):
     own: list  # (features, latency scaled to the workload's flops) of this device's records
-    foreign: list  # the same of other devices' records, each device's best scaled to this one's (else the first's)
+    foreign: list  # the same of other devices' records, their best scaled to this device's best
 
 
 def history(db, device, space, workload, backend: str, features=None) -> Past:
@@ -26,13 +26,12 @@ def history(db, device, space, workload, backend: str, features=None) -> Past:
     own = _rows(db, device, space, workload, [r for r in records if r["device"] == device.key], features)
     if len(own) >= OWN_ENOUGH:
         return Past(own, [])
-    level = max((_throughput(lat) for _, lat in own), default=0.0)  # each device's best at ours, else at the first's
+    own_best = max((_throughput(lat) for _, lat in own), default=None)
     foreign = []
     for key in sorted({r["device"] for r in records} - {device.key}):
         rows = _rows(db, device, space, workload, [r for r in records if r["device"] == key], features)
         best = max((_throughput(lat) for _, lat in rows), default=0.0)
-        level = level or best
-        scale = level / best if best else 1.0  # latency x 1/scale: their best at the common level
+        scale = own_best / best if own_best and best else 1.0  # latency x 1/scale: their best = our best
         foreign += [(row, lat / scale) for row, lat in rows]
     return Past(own, foreign)
 
