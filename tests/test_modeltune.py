@@ -48,7 +48,7 @@ def simulate(name: str, tasks: dict, budget: int, flops: dict | None = None) -> 
         state = scheduler.next(list(states.values()))
         if state is None:
             break
-        trials = state.trials + min(BATCH, budget - spent, scheduler.round_limit(state, len(states)) or BATCH)
+        trials = state.trials + min(BATCH, budget - spent, scheduler.round_limit(state, list(states.values())) or BATCH)
         advance(state, scheduler, trials=trials, best=tasks[state.key][1](trials), exhausted=False, cap=None)
     return states
 

@@ -235,7 +235,7 @@ class ModelRun:
         if state is None:
             return False
         cap, trials = self.budget.get("max_trials_per_task"), self.budget.get("trials")
-        limit = scheduler.round_limit(state, len(self.states))
+        limit = scheduler.round_limit(state, self.states)
         n = min([BATCH] + ([trials - self.total] if trials else []) + ([cap - state.trials] if cap else []) +
                 ([limit] if limit else []))
         tuner = self.tuner(state)

@@ -78,7 +78,7 @@ class Scheduler:
     def pick(self, active: list[TaskState], tasks: list[TaskState]) -> TaskState:
         raise NotImplementedError
 
-    def round_limit(self, task: TaskState, n_tasks: int) -> int | None:
+    def round_limit(self, task: TaskState, tasks: list[TaskState]) -> int | None:
         """The most trials `task` may get in its next round (None: a whole batch)."""
         return None
 
@@ -104,9 +104,9 @@ class EqualSplit(Scheduler):
     def share(self, n_tasks: int) -> int:
         return (self.budget_trials or 0) // n_tasks  # of every task's, retired or not: each gets its own
 
-    def round_limit(self, task, n_tasks):
+    def round_limit(self, task, tasks):
         """A task's last round stops at its share, not at the end of a batch: the last task's share is not cut."""
-        left = self.share(n_tasks) - task.trials
+        left = self.share(len(tasks)) - task.trials
         return left if left > 0 else None
 
 
