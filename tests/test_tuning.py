@@ -585,3 +585,75 @@ def test_a_task_learns_from_other_tasks_between_its_rounds(tmp_path, tvm_measure
         assert len(searcher.history) == before + len(others) and len(others) == 4
         first.step(2)  # nothing new from the other task: nothing added twice
         assert len(searcher.history) == before + len(others)
+
+
+def test_other_devices_rows_are_set_at_this_devices_level_by_the_configs_both_measured():
+    """`levels`: the median throughput ratio over the configs both devices measured on the same workload, not
+    their bests (their best is a config this device never ran); with none in common their best to ours; with no
+    rows here, 1."""
+    from autotile.search.history import Level, levels
+
+    def record(device, config, gflops, workload="w1", status="ok"):
+        return {"device": device, "workload": workload, "config_key": config, "status": status,
+                "gflops": gflops if status == "ok" else None}
+
+    records = [record("here", "default", 10.0), record("here", "a", 20.0), record("here", "b", 30.0),
+               record("here", "b", 33.0),  # re-measured: the faster reading is the config's
+               record("here", "c", 5.0, workload="w2"),
+               record("anchored", "default", 5.0), record("anchored", "a", 8.0), record("anchored", "b", 16.5),
+               record("anchored", "best", 100.0),  # its best, never measured here
+               record("anchored", "c", 1.0),  # the same config of another workload: no anchor
+               record("unanchored", "x", 66.0), record("unanchored", "y", 11.0),
+               record("failed-only", "a", None, status="failed")]
+    at = levels(records, "here")
+    assert at["anchored"] == Level(pytest.approx(2.0), 3)  # ratios 2.0, 2.5, 2.0
+    assert at["unanchored"] == Level(pytest.approx(0.5), 0)  # 33 here / 66 there
+    assert at["failed-only"] == Level(1.0, 0)
+    assert set(at) == {"anchored", "unanchored", "failed-only"}
+    assert levels([r for r in records if r["device"] != "here"], "here")["anchored"] == Level(1.0, 0)
+
+
+@pytest.mark.slow
+def test_a_warm_search_sets_the_other_devices_rows_at_the_level_of_the_default_both_measured(tmp_path,
+                                                                                              tvm_measurer):
+    """A warm search made before this device measured anything keeps the other device's rows as they read; once
+    it has timed the default, which the other device timed too, their rows are set at this device's level: the
+    other device's default row reads as this one's, and its other rows keep their ratio to it."""
+    from autotile.backends import named
+    from autotile.ops import space_for
+    from autotile.search.task import TaskTuner
+    from autotile.search.tuner import TuneOptions
+
+    backend, device, w = named("tvm"), current_device("tvm"), GemmWorkload(24, 40, 32)
+    space = space_for(w, device.fingerprint)
+    rng = random.Random(3)
+    theirs = [space.default()] + [c for c in {space.canonical(space.sample(rng)) for _ in range(12)}
+                                  if c.key != space.default().key][:5]
+    with TuningDB(tmp_path / "warm.db") as db:
+        db.ensure_device(device.key, device.fingerprint)
+        db.ensure_device("cpu-elsewhere", {"kind": "cpu", "mcpu": "elsewhere"})
+        db.ensure_workload(w.key, w.op, w.to_dict())
+        for i, config in enumerate(theirs):  # the other CPU: its default at 1 GFLOP/s, the others faster
+            latency_us = w.flops / ((1.0 + i) * 1e3)
+            db.record_measurement(device="cpu-elsewhere", workload=w.key, backend="tvm", config_key=config.key,
+                                  config=config.to_dict(), status="ok", template="gemm.blis",
+                                  latency={"median": latency_us, "min": latency_us}, gflops=1.0 + i)
+        run = db.start_run(device.key, w.key, backend.name, "evolution", 0)
+        tuner = TaskTuner(w, backend.spaces(w, device.fingerprint), db=db, device=device, backend=backend,
+                          run_id=run, measurer=tvm_measurer, options=TuneOptions())
+        tuner.step(1)  # the default, measured by a searcher made before any row of this device
+        searcher = tuner.searcher("gemm.blis")
+        as_read = sorted(searcher.foreign.latency)
+        assert as_read == pytest.approx(sorted(w.flops / ((1.0 + i) * 1e3) for i in range(len(theirs))))
+        tuner.step(2)
+        (default,) = [r for r in db.measurements(device=device.key, workload=w.key) if r["config_key"]
+                      == space.default().key]
+        assert default["status"] == "ok"
+        scale = default["gflops"] / 1.0
+        assert sorted(searcher.foreign.latency) == pytest.approx([lat / scale for lat in as_read])
+        default_row = [lat for x, lat in zip(searcher.foreign.X, searcher.foreign.latency)
+                       if list(x) == list(space.features(space.default()))]
+        assert default_row == [pytest.approx(w.flops / (default["gflops"] * 1e3))]
+        assert searcher.cost_model.prior_weight > 0 and sorted(searcher.cost_model._prior_y) == pytest.approx(
+            sorted(searcher.foreign.latency))
+        assert all(r["status"] == "ok" for r in db.measurements(device=device.key, workload=w.key))

@@ -166,6 +166,11 @@ class EvolutionSearch(SearchStrategy):
         super().notify(results)
         self._fit()
 
+    def set_foreign(self, rows) -> None:
+        """Other devices' rows anew (set at another level, search/history.py `levels`), the cost model refit."""
+        self.foreign = ForeignRows(rows, self.foreign.seed)
+        self._fit()
+
     def _own_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """(X, latency) of everything measured on this device: past rows, then this run's."""
         X = [f for f, _ in self.history] + [self.features(c) for c, _ in self.measured]

@@ -45,6 +45,7 @@ class TaskTuner:
         self._cost_model = cost_model  # for the first template's searcher (the caller's model, when given)
         self._searchers: dict = {}
         self._history_marks: dict[str, int] = {}  # template -> newest record its searcher's training rows include
+        self._levels: dict[str, dict] = {}  # template -> other devices' levels its searcher's foreign rows are at
         self.trials = {t: (done or {}).get(t, 0) for t in self.spaces}  # per template, earlier ones included
         self.exhausted: set[str] = set()
         self._paces: dict[str, list[float]] = {}  # per template: each batch's anchor over the incumbent's record
@@ -76,9 +77,12 @@ class TaskTuner:
             searcher.known = self._known(space)
             self._searchers[template] = searcher
             if self._shares_history(searcher):
-                from autotile.search.history import newest_id
+                from autotile.search.history import levels, newest_id
 
                 self._history_marks[template] = newest_id(self.db, self.device, space, backend.name)
+                if len(getattr(searcher, "foreign", ())):
+                    records = self.db.measurements(backend=backend.name, template=template)
+                    self._levels[template] = levels(records, self.device.key)
         return self._searchers[template]
 
     def _shares_history(self, searcher) -> bool:
@@ -89,7 +93,8 @@ class TaskTuner:
     def _refresh_history(self, template: str) -> None:
         """Other tasks' measurements of this template since the searcher last looked, added to its cost model's
         training rows: a model run tunes its tasks in turns, and each turn teaches the next (the cross-task
-        refresh; a single-workload run has none to add)."""
+        refresh; a single-workload run has none to add). Other devices' rows are set at this device's level
+        again once configs both measured anchor it (`_relevel_foreign`)."""
         searcher = self._searchers[template]
         if template not in self._history_marks:
             return
@@ -98,6 +103,25 @@ class TaskTuner:
         rows, self._history_marks[template] = newer_rows(self.db, self.device, self.spaces[template], self.workload,
                                                          self.backend.name, self._history_marks[template])
         searcher.history.extend(rows)
+        if template in self._levels:
+            self._relevel_foreign(template)
+
+    def _relevel_foreign(self, template: str) -> None:
+        """The warm start's first rounds measure the default and the other devices' winners here: configs both
+        devices timed, whose ratio sets the other device's rows at this one's level (search/history.py `levels`).
+        A device without such configs keeps the level its rows were given when the searcher was made: matching
+        its best to this device's best again at every round measured worse (their best read as the default's
+        level; the 2026-12-06 note)."""
+        from autotile.search.history import foreign_rows, levels
+
+        searcher, before = self._searchers[template], self._levels[template]
+        records = self.db.measurements(backend=self.backend.name, template=template)
+        now = {key: level if level.anchors else before.get(key, level)
+               for key, level in levels(records, self.device.key).items()}
+        if now != before:
+            self._levels[template] = now
+            searcher.set_foreign(foreign_rows(self.db, self.device, self.spaces[template], self.workload, records,
+                                              now))
 
     def _known(self, space) -> list:
         """This workload's verified configs of the template measured here before (with this toolchain): the
