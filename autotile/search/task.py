@@ -11,6 +11,7 @@ import math
 import statistics
 import time
 
+from autotile.costmodel.transfer import OWN_ENOUGH
 from autotile.db.store import kernel_latency
 from autotile.search.measure import MeasureResult
 
@@ -103,6 +104,8 @@ class TaskTuner:
         rows, self._history_marks[template] = newer_rows(self.db, self.device, self.spaces[template], self.workload,
                                                          self.backend.name, self._history_marks[template])
         searcher.history.extend(rows)
+        if template in self._levels and len(searcher.history) + len(searcher.measured) >= OWN_ENOUGH:
+            del self._levels[template]  # the foreign rows weigh nothing from here on: no query per round for them
         if template in self._levels:
             self._relevel_foreign(template)
 
